@@ -1,0 +1,55 @@
+import { defineConfig } from "@playwright/test";
+import * as os from "node:os";
+import * as path from "node:path";
+
+const port = Number(process.env.HUDDLE_E2E_PORT ?? 3100);
+const baseURL = `http://127.0.0.1:${port}`;
+// The app runs on its embedded defaults: its own Postgres and its own sandbox-agent.
+const env: Record<string, string> = {};
+for (const [k, v] of Object.entries(process.env)) {
+  if (v !== undefined && !["DATABASE_URL", "SANDBOX_AGENT_URL", "SANDBOX_AGENT_TOKEN"].includes(k)) env[k] = v;
+}
+Object.assign(env, {
+  HUDDLE_ADDR: `127.0.0.1:${port}`,
+  HUDDLE_DATA_DIR: process.env.HUDDLE_E2E_DATA_DIR ?? path.join(os.tmpdir(), `huddle-e2e-${process.pid}`),
+  LEPTOS_SITE_ROOT: "target/site",
+  RUST_LOG: process.env.RUST_LOG ?? "info",
+});
+
+export default defineConfig({
+  testDir: "./tests",
+  timeout: 60_000,
+  expect: { timeout: 15_000 },
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  reporter: [["list"]],
+  outputDir: "./test-results",
+  use: {
+    baseURL,
+    screenshot: "only-on-failure",
+    trace: "retain-on-failure",
+    launchOptions: {
+      executablePath: "/usr/bin/chromium",
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-quic",
+      ],
+    },
+  },
+  webServer: {
+    command: "./target/debug/huddle",
+    cwd: "..",
+    url: `${baseURL}/healthz`,
+    timeout: 120_000,
+    reuseExistingServer: false,
+    stdout: "pipe",
+    stderr: "pipe",
+    env,
+  },
+});

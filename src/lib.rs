@@ -1,0 +1,23 @@
+//! Huddle: a multiplayer room for a coding agent that runs in a sandbox.
+//!
+//! Shared (server + browser) modules come first; whole server-only modules are gated once here.
+
+pub mod api;
+pub mod app;
+pub mod model;
+
+#[cfg(feature = "ssr")]
+pub mod config;
+#[cfg(feature = "ssr")]
+pub mod embedded_postgres;
+#[cfg(feature = "ssr")]
+pub mod server;
+#[cfg(feature = "ssr")]
+pub mod store;
+
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

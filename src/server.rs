@@ -1,0 +1,288 @@
+//! The axum server: shared state, routes, health check, graceful shutdown.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Form, FromRef, State};
+use axum::http::{Request, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use leptos::prelude::*;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{ApiError, ErrorCode};
+use crate::app::{App, shell};
+use crate::config::Config;
+use crate::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
+use crate::model::{
+    CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, is_valid_workspace_id,
+    workspace_url,
+};
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    EmbeddedPostgres(#[from] EmbeddedPostgresError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid Leptos configuration: {0}")]
+    LeptosConfig(#[from] leptos::config::errors::LeptosConfigError),
+    #[error("could not serve on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything request handlers and server functions share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    pool: PgPool,
+    leptos_options: LeptosOptions,
+    sandbox_id: String,
+    sandbox_base_url: String,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.leptos_options.clone()
+    }
+}
+
+/// The state, from the context every server function runs in.
+pub fn state() -> Result<AppState, ApiError> {
+    use_context::<AppState>().ok_or_else(|| {
+        tracing::error!("server function called without AppState in context");
+        ApiError::internal()
+    })
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "database error");
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "The database is unavailable; try again shortly.",
+        )
+    }
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, leptos_options: LeptosOptions) -> Self {
+        Self(Arc::new(Inner {
+            pool,
+            leptos_options,
+            sandbox_id: "local".into(),
+            sandbox_base_url: String::new(),
+        }))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+
+    pub async fn create_workspace(
+        &self,
+        agent: Option<&str>,
+    ) -> Result<CreatedWorkspace, ApiError> {
+        let agent = agent
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(DEFAULT_AGENT);
+        if !is_valid_agent_id(agent) {
+            return Err(ApiError::bad_request(
+                "The agent must be a short id such as `mock` or `claude` (letters, digits, - and _).",
+            ));
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let row = store::insert_workspace(
+            &self.0.pool,
+            &id,
+            agent,
+            &self.0.sandbox_id,
+            &self.0.sandbox_base_url,
+        )
+        .await?;
+        tracing::info!(workspace = %row.id, agent = %row.agent, "workspace created");
+        Ok(CreatedWorkspace {
+            url: workspace_url(&row.id),
+            workspace_id: row.id,
+        })
+    }
+
+    pub async fn workspace(&self, id: &str) -> Result<WorkspaceSummary, ApiError> {
+        let unknown = || ApiError::not_found(format!("There is no workspace `{id}`."));
+        if !is_valid_workspace_id(id) {
+            return Err(unknown());
+        }
+        store::find_workspace(&self.0.pool, id)
+            .await?
+            .map(Into::into)
+            .ok_or_else(unknown)
+    }
+}
+
+/// All routes: pages, the JSON API, the form fallback, health, static files.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let leptos_options = state.0.leptos_options.clone();
+    let ctx_state = state.clone();
+    let api_state = state.clone();
+    Router::new()
+        .route(
+            "/api/{*fn_name}",
+            post(move |req: Request<Body>| {
+                let state = api_state.clone();
+                leptos_axum::handle_server_fns_with_context(
+                    move || provide_context(state.clone()),
+                    req,
+                )
+            }),
+        )
+        .route("/new", post(create_workspace_form))
+        .route("/healthz", get(healthz))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(ctx_state.clone()),
+            move || shell(leptos_options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(middleware::from_fn(api_error_status))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match store::ping(&state.0.pool).await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CreateForm {
+    agent: Option<String>,
+}
+
+/// "New workspace" before the page is hydrated: a plain form post that redirects.
+async fn create_workspace_form(
+    State(state): State<AppState>,
+    Form(form): Form<CreateForm>,
+) -> Response {
+    match state.create_workspace(form.agent.as_deref()).await {
+        Ok(created) => Redirect::to(&created.url).into_response(),
+        Err(e) => (status_of(e.code), e.message).into_response(),
+    }
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Server functions answer every error with 500; give API errors the status their code stands for.
+async fn api_error_status(req: Request<Body>, next: Next) -> Response {
+    let res = next.run(req).await;
+    if res.status() != StatusCode::INTERNAL_SERVER_ERROR
+        || !res.headers().contains_key("serverfnerror")
+    {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
+        parts.status = status_of(err.code);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Runs Huddle until Ctrl-C or SIGTERM, then shuts everything down in order.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let conf = leptos::config::get_configuration(None)?;
+    let mut leptos_options = conf.leptos_options;
+    if let Some(addr) = config.addr {
+        leptos_options.site_addr = addr;
+    }
+    let addr = leptos_options.site_addr;
+
+    let embedded = match &config.database_url {
+        Some(_) => None,
+        None => Some(EmbeddedPostgres::start(&config.data_dir, config.pg_bin.as_deref()).await?),
+    };
+    let url = match (&config.database_url, &embedded) {
+        (Some(url), _) => {
+            tracing::info!("using the Postgres server at DATABASE_URL");
+            url.clone()
+        }
+        (None, Some(pg)) => {
+            tracing::info!(data = %pg.data_dir().display(), "using the embedded Postgres cluster");
+            pg.url().to_string()
+        }
+        (None, None) => unreachable!("an embedded cluster is started when DATABASE_URL is unset"),
+    };
+    let result = serve(&url, leptos_options, addr).await;
+    if let Some(pg) = embedded {
+        pg.stop().await;
+    }
+    result
+}
+
+async fn serve(
+    url: &str,
+    leptos_options: LeptosOptions,
+    addr: std::net::SocketAddr,
+) -> Result<(), ServerError> {
+    let pool = store::connect(url).await?;
+    let state = AppState::new(pool.clone(), leptos_options);
+    let shutdown = CancellationToken::new();
+    let app = router(state);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    tracing::info!("Huddle is serving on http://{addr}");
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    pool.close().await;
+    Ok(())
+}
