@@ -1,0 +1,603 @@
+//! Sessions with the TypeScript SDK's semantics: resume-or-create, resume with replayed history,
+//! prompt, cancel, permission replies, destroy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::connection::{Connection, Permissions};
+use super::error::AcpError;
+use super::persist::SessionPersistDriver;
+use super::records::{SessionEvent, SessionRecord, now_ms};
+use super::transport::Endpoint;
+
+pub const DEFAULT_REPLAY_MAX_EVENTS: usize = 50;
+pub const DEFAULT_REPLAY_MAX_CHARS: usize = 12_000;
+const REPLAY_PREFIX: &str = "Previous session history is replayed below as JSON-RPC envelopes. Use it as \
+     context before responding to the latest user prompt.\n";
+
+/// What a session tells its owner, in order. Events are persisted before they are announced.
+#[derive(Debug, Clone)]
+pub enum SessionNotice {
+    Event(SessionEvent),
+    /// The agent asks for permission; answer with [`Session::respond_permission`].
+    PermissionRequested {
+        request_id: String,
+        params: Value,
+    },
+    /// Permission requests that can no longer be answered (their connection is gone).
+    PermissionsCancelled(Vec<String>),
+    /// Something arrived from sandbox-agent that is not a JSON-RPC envelope.
+    Malformed(String),
+    /// The event stream skipped envelopes that sandbox-agent no longer held.
+    StreamGap {
+        last_seen: u64,
+        resumed_at: u64,
+    },
+    /// The live connection is gone; the next action restores the session on a new one.
+    ConnectionLost(String),
+    /// The session was restored on a new connection; the next prompt carries replayed history.
+    Restored {
+        replayed_events: usize,
+    },
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnEnd {
+    pub stop_reason: String,
+}
+
+/// An agent sandbox-agent knows of.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInfo {
+    pub id: String,
+    #[serde(default)]
+    pub installed: bool,
+    #[serde(default)]
+    pub credentials_available: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateSessionRequest {
+    pub id: String,
+    pub agent: String,
+    pub cwd: Option<String>,
+    pub sandbox_id: Option<String>,
+}
+
+/// A client of one sandbox-agent server. Cheap to clone.
+#[derive(Clone)]
+pub struct SandboxAgent {
+    inner: Arc<AgentInner>,
+}
+
+struct AgentInner {
+    endpoint: Endpoint,
+    http: reqwest::Client,
+    persist: Arc<dyn SessionPersistDriver>,
+    replay_max_events: usize,
+    replay_max_chars: usize,
+}
+
+impl SandboxAgent {
+    pub fn new(endpoint: Endpoint, persist: Arc<dyn SessionPersistDriver>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a default HTTP client builds");
+        Self {
+            inner: Arc::new(AgentInner {
+                endpoint,
+                http,
+                persist,
+                replay_max_events: DEFAULT_REPLAY_MAX_EVENTS,
+                replay_max_chars: DEFAULT_REPLAY_MAX_CHARS,
+            }),
+        }
+    }
+
+    pub fn persist(&self) -> &Arc<dyn SessionPersistDriver> {
+        &self.inner.persist
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let url = format!(
+            "{}{}",
+            self.inner.endpoint.base_url.trim_end_matches('/'),
+            path
+        );
+        let req = self.inner.http.get(url).timeout(Duration::from_secs(10));
+        match &self.inner.endpoint.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    pub async fn health(&self) -> Result<(), AcpError> {
+        let res = self
+            .get("/v1/health")
+            .send()
+            .await
+            .map_err(AcpError::from_reqwest)?;
+        check_status(res).await.map(|_| ())
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<AgentInfo>, AcpError> {
+        #[derive(Deserialize)]
+        struct Agents {
+            agents: Vec<AgentInfo>,
+        }
+        let res = check_status(
+            self.get("/v1/agents")
+                .send()
+                .await
+                .map_err(AcpError::from_reqwest)?,
+        )
+        .await?;
+        let agents: Agents = res
+            .json()
+            .await
+            .map_err(|e| AcpError::Malformed(e.to_string()))?;
+        Ok(agents.agents)
+    }
+
+    /// Resumes the session with this id if it was ever created, else creates it.
+    pub async fn resume_or_create_session(
+        &self,
+        request: CreateSessionRequest,
+        notices: mpsc::Sender<SessionNotice>,
+    ) -> Result<Session, AcpError> {
+        match self
+            .inner
+            .persist
+            .get_session(&request.id)
+            .await
+            .map_err(persist_err)?
+        {
+            Some(record) => self.resume_session_record(record, notices).await,
+            None => self.create_session(request, notices).await,
+        }
+    }
+
+    pub async fn create_session(
+        &self,
+        request: CreateSessionRequest,
+        notices: mpsc::Sender<SessionNotice>,
+    ) -> Result<Session, AcpError> {
+        if request.agent.trim().is_empty() {
+            return Err(AcpError::Invalid("a session needs an agent".into()));
+        }
+        let cwd = request.cwd.clone().unwrap_or_else(default_cwd);
+        let record = SessionRecord {
+            id: request.id.clone(),
+            agent: request.agent.trim().to_string(),
+            agent_session_id: None,
+            last_connection_id: String::new(),
+            created_at: now_ms(),
+            destroyed_at: None,
+            session_init: Some(json!({"cwd": cwd, "mcpServers": []})),
+            sandbox_id: request.sandbox_id.clone(),
+        };
+        let session = Session::new(self.clone(), record, notices);
+        session.connect(false).await?;
+        Ok(session)
+    }
+
+    pub async fn resume_session(
+        &self,
+        id: &str,
+        notices: mpsc::Sender<SessionNotice>,
+    ) -> Result<Session, AcpError> {
+        let record = self
+            .inner
+            .persist
+            .get_session(id)
+            .await
+            .map_err(persist_err)?
+            .ok_or_else(|| AcpError::Invalid(format!("session '{id}' not found")))?;
+        self.resume_session_record(record, notices).await
+    }
+
+    async fn resume_session_record(
+        &self,
+        record: SessionRecord,
+        notices: mpsc::Sender<SessionNotice>,
+    ) -> Result<Session, AcpError> {
+        let session = Session::new(self.clone(), record, notices);
+        session.connect(true).await?;
+        Ok(session)
+    }
+
+    /// The replay text the SDK prepends to the first prompt after a resume.
+    async fn replay_text(&self, session_id: &str) -> Result<(Option<String>, usize), AcpError> {
+        let events = self
+            .inner
+            .persist
+            .last_events(session_id, self.inner.replay_max_events)
+            .await
+            .map_err(persist_err)?;
+        Ok((
+            build_replay_text(&events, self.inner.replay_max_chars),
+            events.len(),
+        ))
+    }
+}
+
+/// One session, live on at most one ACP connection at a time.
+pub struct Session {
+    agent: SandboxAgent,
+    state: tokio::sync::Mutex<SessionState>,
+    notices: mpsc::Sender<SessionNotice>,
+    permissions: Permissions,
+}
+
+struct SessionState {
+    record: SessionRecord,
+    live: Option<Arc<Connection>>,
+    replay: Option<String>,
+}
+
+impl Session {
+    fn new(
+        agent: SandboxAgent,
+        record: SessionRecord,
+        notices: mpsc::Sender<SessionNotice>,
+    ) -> Self {
+        Self {
+            agent,
+            state: tokio::sync::Mutex::new(SessionState {
+                record,
+                live: None,
+                replay: None,
+            }),
+            notices,
+            permissions: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub async fn record(&self) -> SessionRecord {
+        self.state.lock().await.record.clone()
+    }
+
+    pub async fn id(&self) -> String {
+        self.state.lock().await.record.id.clone()
+    }
+
+    /// Opens a new connection and creates the remote session on it. With `resume`, the persisted
+    /// history is queued as context for the next prompt.
+    async fn connect(&self, resume: bool) -> Result<Arc<Connection>, AcpError> {
+        let mut state = self.state.lock().await;
+        self.connect_locked(&mut state, resume).await
+    }
+
+    async fn connect_locked(
+        &self,
+        state: &mut SessionState,
+        resume: bool,
+    ) -> Result<Arc<Connection>, AcpError> {
+        if let Some(old) = state.live.take() {
+            old.close().await;
+        }
+        let inner = &self.agent.inner;
+        let conn = Arc::new(Connection::open(
+            inner.http.clone(),
+            &inner.endpoint,
+            &state.record.agent,
+            inner.persist.clone(),
+            self.notices.clone(),
+            self.permissions.clone(),
+        ));
+        let init = json!({
+            "protocolVersion": 1,
+            "clientCapabilities": {"fs": {"readTextFile": false, "writeTextFile": false}, "terminal": false},
+            "clientInfo": {"name": "huddle", "version": env!("CARGO_PKG_VERSION")},
+        });
+        conn.request("initialize", init, Some(Duration::from_secs(60)))
+            .await?;
+
+        let (replay, replayed) = if resume {
+            self.agent.replay_text(&state.record.id).await?
+        } else {
+            (None, 0)
+        };
+        // The record exists before its first event (events reference it).
+        state.record.last_connection_id = conn.id().to_string();
+        state.record.destroyed_at = None;
+        inner
+            .persist
+            .update_session(&state.record)
+            .await
+            .map_err(persist_err)?;
+        let next = inner
+            .persist
+            .max_event_index(&state.record.id)
+            .await
+            .map_err(persist_err)?
+            .unwrap_or(0)
+            + 1;
+        conn.bind(&state.record.id, next);
+
+        let init = state
+            .record
+            .session_init
+            .clone()
+            .unwrap_or_else(|| json!({"cwd": default_cwd(), "mcpServers": []}));
+        let created = conn
+            .request("session/new", init, Some(Duration::from_secs(120)))
+            .await?;
+        // Some agents (the builtin mock) answer without a sessionId; the local id stands in then.
+        state.record.agent_session_id = created
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        inner
+            .persist
+            .update_session(&state.record)
+            .await
+            .map_err(persist_err)?;
+        state.replay = replay;
+        state.live = Some(conn.clone());
+        if resume {
+            let _ = self
+                .notices
+                .send(SessionNotice::Restored {
+                    replayed_events: replayed,
+                })
+                .await;
+        }
+        Ok(conn)
+    }
+
+    /// The live connection, restoring the session on a new one when the old one is gone.
+    async fn live(&self) -> Result<(Arc<Connection>, String, Option<String>), AcpError> {
+        let mut state = self.state.lock().await;
+        let conn = match &state.live {
+            Some(c) if !c.is_gone() => c.clone(),
+            _ => self.connect_locked(&mut state, true).await?,
+        };
+        let sid = state
+            .record
+            .agent_session_id
+            .clone()
+            .unwrap_or_else(|| state.record.id.clone());
+        Ok((conn, sid, state.replay.take()))
+    }
+
+    /// Sends a prompt and waits for the turn to end.
+    pub async fn prompt(&self, text: &str) -> Result<TurnEnd, AcpError> {
+        for attempt in 0..2 {
+            let (conn, sid, replay) = self.live().await?;
+            let mut blocks = Vec::new();
+            if let Some(replay) = &replay {
+                blocks.push(json!({"type": "text", "text": replay}));
+            }
+            blocks.push(json!({"type": "text", "text": text}));
+            match conn
+                .request(
+                    "session/prompt",
+                    json!({"sessionId": sid, "prompt": blocks}),
+                    None,
+                )
+                .await
+            {
+                Ok(result) => {
+                    let stop_reason = result
+                        .get("stopReason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("end_turn")
+                        .to_string();
+                    return Ok(TurnEnd { stop_reason });
+                }
+                // The server did not know the connection, so the prompt never reached the agent:
+                // restore the session and send it again, once.
+                Err(AcpError::UnknownConnection(_)) if attempt == 0 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(AcpError::ConnectionGone(
+            "the session could not be restored".into(),
+        ))
+    }
+
+    /// Stops the running turn; the session lives on. Unanswered permission requests are cancelled,
+    /// as ACP asks of a client that cancels.
+    pub async fn cancel(&self) -> Result<(), AcpError> {
+        let (conn, sid) = {
+            let state = self.state.lock().await;
+            match &state.live {
+                Some(c) if !c.is_gone() => (
+                    c.clone(),
+                    state
+                        .record
+                        .agent_session_id
+                        .clone()
+                        .unwrap_or_else(|| state.record.id.clone()),
+                ),
+                _ => return Ok(()),
+            }
+        };
+        self.cancel_permissions().await;
+        conn.notify("session/cancel", json!({"sessionId": sid}))
+            .await
+    }
+
+    /// Answers a permission request with one of its options. Only the first answer counts.
+    pub async fn respond_permission(
+        &self,
+        request_id: &str,
+        option_id: &str,
+    ) -> Result<(), AcpError> {
+        let pending = {
+            let perms = self.permissions.lock().expect("permissions lock");
+            perms.get(request_id).cloned()
+        }
+        .ok_or_else(|| {
+            AcpError::Invalid(format!("permission request '{request_id}' is not pending"))
+        })?;
+        let known = pending
+            .params
+            .get("options")
+            .and_then(Value::as_array)
+            .is_some_and(|opts| {
+                opts.iter()
+                    .any(|o| o.get("optionId").and_then(Value::as_str) == Some(option_id))
+            });
+        if !known {
+            return Err(AcpError::Invalid(format!(
+                "'{option_id}' is not an option of this request"
+            )));
+        }
+        if self
+            .permissions
+            .lock()
+            .expect("permissions lock")
+            .remove(request_id)
+            .is_none()
+        {
+            return Err(AcpError::Invalid(format!(
+                "permission request '{request_id}' is not pending"
+            )));
+        }
+        let outcome = json!({"outcome": {"outcome": "selected", "optionId": option_id}});
+        pending.conn.respond(pending.rpc_id, outcome).await
+    }
+
+    /// Ids of the permission requests still waiting for an answer.
+    pub fn pending_permissions(&self) -> Vec<String> {
+        self.permissions
+            .lock()
+            .expect("permissions lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    async fn cancel_permissions(&self) {
+        let drained: Vec<_> = self
+            .permissions
+            .lock()
+            .expect("permissions lock")
+            .drain()
+            .collect();
+        if drained.is_empty() {
+            return;
+        }
+        let ids = drained.iter().map(|(k, _)| k.clone()).collect();
+        for (_, p) in drained {
+            let _ = p
+                .conn
+                .respond(p.rpc_id, json!({"outcome": {"outcome": "cancelled"}}))
+                .await;
+        }
+        let _ = self
+            .notices
+            .send(SessionNotice::PermissionsCancelled(ids))
+            .await;
+    }
+
+    /// Ends the session for good: pending permissions are cancelled, the turn stopped, the record
+    /// marked destroyed, the connection closed.
+    pub async fn destroy(&self) -> Result<(), AcpError> {
+        let _ = self.cancel().await;
+        let mut state = self.state.lock().await;
+        state.record.destroyed_at = Some(now_ms());
+        self.agent
+            .inner
+            .persist
+            .update_session(&state.record)
+            .await
+            .map_err(persist_err)?;
+        if let Some(conn) = state.live.take() {
+            conn.close().await;
+        }
+        Ok(())
+    }
+
+    /// Closes the live connection but keeps the session (an actor going to sleep).
+    pub async fn close(&self) {
+        self.permissions.lock().expect("permissions lock").clear();
+        if let Some(conn) = self.state.lock().await.live.take() {
+            conn.close().await;
+        }
+    }
+
+    /// Drops the live event stream so it resumes with Last-Event-ID (for tests of resumption).
+    pub async fn cut_event_stream(&self) {
+        if let Some(conn) = &self.state.lock().await.live {
+            conn.cut_stream();
+        }
+    }
+}
+
+fn persist_err(e: super::persist::PersistError) -> AcpError {
+    AcpError::Persist(e.to_string())
+}
+
+fn default_cwd() -> String {
+    std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/".into())
+}
+
+async fn check_status(res: reqwest::Response) -> Result<reqwest::Response, AcpError> {
+    if res.status().is_success() {
+        return Ok(res);
+    }
+    let status = res.status().as_u16();
+    let problem = res.json().await.unwrap_or_default();
+    Err(AcpError::Http { status, problem })
+}
+
+/// The SDK's replay text: the last events as JSON lines, cut at `max_chars`.
+pub(crate) fn build_replay_text(events: &[SessionEvent], max_chars: usize) -> Option<String> {
+    if events.is_empty() {
+        return None;
+    }
+    let mut text = String::from(REPLAY_PREFIX);
+    for event in events {
+        let line = json!({"createdAt": event.created_at, "sender": event.sender, "payload": event.payload}).to_string();
+        if text.len() + line.len() + 1 > max_chars {
+            text.push_str("\n[history truncated]");
+            break;
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox_agent::Sender;
+
+    fn event(i: i64, text: &str) -> SessionEvent {
+        SessionEvent {
+            id: format!("e{i}"),
+            event_index: i,
+            session_id: "s".into(),
+            created_at: 1000 + i,
+            connection_id: "c".into(),
+            sender: Sender::Client,
+            payload: json!({"jsonrpc": "2.0", "method": "session/prompt", "params": {"text": text}}),
+        }
+    }
+
+    #[test]
+    fn replay_text_matches_the_sdk_and_is_bounded() {
+        assert_eq!(build_replay_text(&[], 12_000), None);
+        let text = build_replay_text(&[event(1, "hello")], 12_000).unwrap();
+        assert!(text.starts_with(REPLAY_PREFIX));
+        assert!(text.contains(r#"{"createdAt":1001,"sender":"client","payload":"#));
+        let many: Vec<_> = (0..50).map(|i| event(i, &"x".repeat(500))).collect();
+        let text = build_replay_text(&many, 12_000).unwrap();
+        assert!(text.len() <= 12_000 + "\n[history truncated]".len());
+        assert!(text.ends_with("[history truncated]"));
+    }
+}

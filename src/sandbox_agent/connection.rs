@@ -1,0 +1,407 @@
+//! JSON-RPC over the transport: requests with replies, notifications, answers to the agent's
+//! requests, and the pump that turns every envelope into a persisted SessionEvent before anyone
+//! hears of it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::client::SessionNotice;
+use super::error::AcpError;
+use super::persist::SessionPersistDriver;
+use super::records::{
+    Sender, SessionEvent, envelope_id, envelope_method, is_response, now_ms, random_id,
+};
+use super::transport::{Endpoint, Inbound, Transport};
+
+type Reply = Result<Value, AcpError>;
+
+/// Envelopes taken at once from the stream and written in one statement when they arrive fast.
+const MAX_BATCH: usize = 256;
+const INBOUND_CAPACITY: usize = 1024;
+
+/// Which local session the envelopes of a connection belong to, and its next event index.
+pub(crate) struct Binding {
+    pub session_id: String,
+    pub next_index: i64,
+}
+
+/// A permission request from the agent that nobody has answered yet.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingPermission {
+    pub conn: Arc<ConnectionShared>,
+    pub rpc_id: Value,
+    pub params: Value,
+}
+
+/// What the caller side and the pump share.
+pub(crate) struct ConnectionShared {
+    pub id: String,
+    transport: Arc<Transport>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    gone: CancellationToken,
+    binding: Mutex<Option<Binding>>,
+}
+
+impl std::fmt::Debug for ConnectionShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Connection {
+    shared: Arc<ConnectionShared>,
+    next_id: AtomicU64,
+}
+
+pub(crate) type Permissions = Arc<Mutex<HashMap<String, PendingPermission>>>;
+
+impl Connection {
+    /// Opens a connection to `agent` (nothing is sent until the first request).
+    pub(crate) fn open(
+        http: reqwest::Client,
+        endpoint: &Endpoint,
+        agent: &str,
+        persist: Arc<dyn SessionPersistDriver>,
+        notices: mpsc::Sender<SessionNotice>,
+        permissions: Permissions,
+    ) -> Self {
+        let id = random_id();
+        let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+        let server_id = format!("huddle-{agent}-{id}");
+        let transport = Arc::new(Transport::new(http, endpoint, &server_id, agent, tx));
+        let shared = Arc::new(ConnectionShared {
+            id,
+            transport,
+            pending: Mutex::new(HashMap::new()),
+            gone: CancellationToken::new(),
+            binding: Mutex::new(None),
+        });
+        tokio::spawn(pump(shared.clone(), rx, persist, notices, permissions));
+        Self {
+            shared,
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.shared.gone.is_cancelled()
+    }
+
+    /// From now on, envelopes are recorded as events of `session_id`, starting at `next_index`.
+    pub(crate) fn bind(&self, session_id: &str, next_index: i64) {
+        *self.shared.binding.lock().expect("binding lock") = Some(Binding {
+            session_id: session_id.to_string(),
+            next_index,
+        });
+    }
+
+    /// Sends a request and waits for its reply. `timeout` None waits as long as it takes.
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Option<Duration>,
+    ) -> Reply {
+        if self.is_gone() {
+            return Err(AcpError::ConnectionGone(
+                "the connection to the agent was lost".into(),
+            ));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(id.to_string(), tx);
+        let envelope = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let post_timeout = timeout.map(|t| t.min(Transport::request_timeout()));
+        if let Err(e) = self
+            .shared
+            .transport
+            .post(envelope, post_timeout.or(Some(Duration::from_secs(3600))))
+            .await
+        {
+            // A prompt's POST may be held open for the whole turn; a timeout on it is not a failure
+            // of the request, whose reply still comes on the event stream.
+            if !(matches!(e, AcpError::Timeout) && timeout.is_none()) {
+                self.shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .remove(&id.to_string());
+                if e.is_gone() {
+                    // Known now, not only once the pump gets to it: the next call reconnects.
+                    self.shared.gone.cancel();
+                }
+                return Err(e);
+            }
+        }
+        let wait = async {
+            tokio::select! {
+                reply = rx => reply.unwrap_or_else(|_| Err(AcpError::ConnectionGone("the connection closed".into()))),
+                _ = self.shared.gone.cancelled() => Err(AcpError::ConnectionGone("the connection to the agent was lost".into())),
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait)
+                .await
+                .unwrap_or(Err(AcpError::Timeout)),
+            None => wait.await,
+        }
+    }
+
+    /// Sends a notification (no reply).
+    pub(crate) async fn notify(&self, method: &str, params: Value) -> Result<(), AcpError> {
+        let envelope = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        self.shared
+            .transport
+            .post(envelope, Some(Transport::request_timeout()))
+            .await
+    }
+
+    /// Drops the current event stream so that it resumes (used by tests of resumption).
+    pub(crate) fn cut_stream(&self) {
+        self.shared.transport.cut_stream();
+    }
+
+    pub(crate) async fn close(&self) {
+        self.shared.gone.cancel();
+        self.shared.transport.close().await;
+    }
+}
+
+impl ConnectionShared {
+    /// Answers a request the agent made.
+    pub(crate) async fn respond(&self, rpc_id: Value, result: Value) -> Result<(), AcpError> {
+        let envelope = json!({"jsonrpc": "2.0", "id": rpc_id, "result": result});
+        self.transport
+            .post(envelope, Some(Transport::request_timeout()))
+            .await
+    }
+
+    async fn respond_error(&self, rpc_id: Value, code: i64, message: &str) -> Result<(), AcpError> {
+        let envelope =
+            json!({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": message}});
+        self.transport
+            .post(envelope, Some(Transport::request_timeout()))
+            .await
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.gone.cancel();
+        let transport = self.shared.transport.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { transport.close().await });
+        }
+    }
+}
+
+enum Action {
+    Reply(String, Reply),
+    AgentRequest {
+        rpc_id: Value,
+        key: String,
+        method: String,
+        params: Value,
+    },
+    Notice(SessionNotice),
+}
+
+/// Turns the transport's stream into persisted events, in order, then tells everyone: the owner
+/// through `notices`, and callers waiting for a reply.
+async fn pump(
+    shared: Arc<ConnectionShared>,
+    mut rx: mpsc::Receiver<Inbound>,
+    persist: Arc<dyn SessionPersistDriver>,
+    notices: mpsc::Sender<SessionNotice>,
+    permissions: Permissions,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut lost_reported = false;
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut events = Vec::new();
+        let mut actions = Vec::new();
+        {
+            let mut binding = shared.binding.lock().expect("binding lock");
+            for item in batch.drain(..) {
+                let (envelope, sender) = match item {
+                    Inbound::Outbound(v) => (v, Sender::Client),
+                    Inbound::Envelope(v) => (v, Sender::Agent),
+                    Inbound::Malformed { error } => {
+                        tracing::warn!(connection = %shared.id, %error, "malformed envelope from sandbox-agent");
+                        actions.push(Action::Notice(SessionNotice::Malformed(error)));
+                        continue;
+                    }
+                    Inbound::Gap {
+                        last_seen,
+                        resumed_at,
+                    } => {
+                        tracing::warn!(connection = %shared.id, last_seen, resumed_at, "gap in the ACP event stream");
+                        actions.push(Action::Notice(SessionNotice::StreamGap {
+                            last_seen,
+                            resumed_at,
+                        }));
+                        continue;
+                    }
+                    Inbound::Gone(reason) => {
+                        shared.gone.cancel();
+                        if !lost_reported {
+                            lost_reported = true;
+                            actions.push(Action::Notice(SessionNotice::ConnectionLost(reason)));
+                        }
+                        continue;
+                    }
+                };
+                if let Some(b) = binding.as_mut() {
+                    events.push(SessionEvent {
+                        id: random_id(),
+                        event_index: b.next_index,
+                        session_id: b.session_id.clone(),
+                        created_at: now_ms(),
+                        connection_id: shared.id.clone(),
+                        sender,
+                        payload: envelope.clone(),
+                    });
+                    b.next_index += 1;
+                }
+                if sender == Sender::Client {
+                    continue;
+                }
+                let id = envelope_id(&envelope);
+                match (envelope_method(&envelope), id) {
+                    (None, Some(id)) if is_response(&envelope) => {
+                        let reply = match envelope.get("error") {
+                            Some(err) => Err(AcpError::Rpc {
+                                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+                                message: err
+                                    .get("message")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("")
+                                    .to_string(),
+                                data: err.get("data").cloned(),
+                            }),
+                            None => Ok(envelope.get("result").cloned().unwrap_or(Value::Null)),
+                        };
+                        actions.push(Action::Reply(id, reply));
+                    }
+                    (Some(method), Some(id)) => actions.push(Action::AgentRequest {
+                        rpc_id: envelope["id"].clone(),
+                        // Agents number their requests per process: the connection makes the key unique.
+                        key: format!("{}/{id}", shared.id),
+                        method: method.to_string(),
+                        params: envelope.get("params").cloned().unwrap_or(Value::Null),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        if !events.is_empty() {
+            persist_with_retry(persist.as_ref(), &events).await;
+            for event in events {
+                let _ = notices.send(SessionNotice::Event(event)).await;
+            }
+        }
+        for action in actions {
+            match action {
+                Action::Reply(id, reply) => {
+                    if let Some(tx) = shared.pending.lock().expect("pending lock").remove(&id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Action::AgentRequest {
+                    rpc_id,
+                    key,
+                    method,
+                    params,
+                } if method == "session/request_permission" => {
+                    permissions.lock().expect("permissions lock").insert(
+                        key.clone(),
+                        PendingPermission {
+                            conn: shared.clone(),
+                            rpc_id,
+                            params: params.clone(),
+                        },
+                    );
+                    let _ = notices
+                        .send(SessionNotice::PermissionRequested {
+                            request_id: key,
+                            params,
+                        })
+                        .await;
+                }
+                Action::AgentRequest { rpc_id, method, .. } => {
+                    // Huddle offers the agent no client-side methods (files, terminals) but permissions.
+                    let conn = shared.clone();
+                    tokio::spawn(async move {
+                        let message = format!("Huddle does not support `{method}`");
+                        if let Err(e) = conn.respond_error(rpc_id, -32601, &message).await {
+                            tracing::warn!(error = %e, "could not answer the agent's request");
+                        }
+                    });
+                }
+                Action::Notice(notice) => {
+                    if matches!(notice, SessionNotice::ConnectionLost(_)) {
+                        fail_pending(&shared);
+                        let lost: Vec<String> = {
+                            let mut p = permissions.lock().expect("permissions lock");
+                            let keys: Vec<String> = p
+                                .iter()
+                                .filter(|(_, v)| v.conn.id == shared.id)
+                                .map(|(k, _)| k.clone())
+                                .collect();
+                            for k in &keys {
+                                p.remove(k);
+                            }
+                            keys
+                        };
+                        if !lost.is_empty() {
+                            let _ = notices
+                                .send(SessionNotice::PermissionsCancelled(lost))
+                                .await;
+                        }
+                    }
+                    let _ = notices.send(notice).await;
+                }
+            }
+        }
+    }
+    fail_pending(&shared);
+}
+
+fn fail_pending(shared: &ConnectionShared) {
+    for (_, tx) in shared.pending.lock().expect("pending lock").drain() {
+        let _ = tx.send(Err(AcpError::ConnectionGone(
+            "the connection to the agent was lost".into(),
+        )));
+    }
+}
+
+/// Events are never dropped: a database that is down is waited for (the stream backs up meanwhile).
+async fn persist_with_retry(persist: &dyn SessionPersistDriver, events: &[SessionEvent]) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match persist.insert_events(events).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, events = events.len(), "could not persist session events; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! ACP over HTTP, as sandbox-agent serves it on `/v1/acp/{server_id}`: client->agent envelopes are
+//! POSTed (the first one with `?agent=`), a 200 body may carry the reply; agent->client envelopes come
+//! on an SSE stream that is resumed with `Last-Event-ID`. DELETE closes the connection.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::error::{AcpError, Problem};
+use super::records::{envelope_id, is_response, validate_envelope};
+
+/// Where a sandbox-agent server is, and the token it wants. The token stays on the server.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub base_url: String,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the transport hands upwards, in arrival order.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A client->agent envelope we are about to POST (recorded in order with the replies).
+    Outbound(Value),
+    /// An agent->client envelope, each reply exactly once whichever path brought it.
+    Envelope(Value),
+    /// Something arrived that is not a JSON-RPC envelope; it is reported, and nothing else is lost.
+    Malformed { error: String },
+    /// SSE ids jumped: the server's replay ring no longer held what we missed.
+    Gap { last_seen: u64, resumed_at: u64 },
+    /// The server no longer knows this connection (it restarted, or closed it).
+    Gone(String),
+}
+
+/// How long a reply seen in a POST body waits for its copy on the SSE stream, which keeps order
+/// with the notifications that preceded it.
+const BODY_REPLY_GRACE: Duration = Duration::from_millis(250);
+const SEEN_REPLIES_KEPT: usize = 2048;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    url: String,
+    agent: String,
+    token: Option<String>,
+    posted: AtomicBool,
+    inbound: mpsc::Sender<Inbound>,
+    seen: Mutex<SeenReplies>,
+    seen_changed: Notify,
+    cancel: CancellationToken,
+    /// Cuts the current SSE connection so that it resumes (tests use it to prove resumption).
+    cut: Notify,
+}
+
+#[derive(Default)]
+struct SeenReplies {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl SeenReplies {
+    /// Records a reply id; false when it was seen already.
+    fn insert(&mut self, id: String) -> bool {
+        if !self.set.insert(id.clone()) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_REPLIES_KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        endpoint: &Endpoint,
+        server_id: &str,
+        agent: &str,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Self {
+        Self {
+            http,
+            url: format!(
+                "{}/v1/acp/{}",
+                endpoint.base_url.trim_end_matches('/'),
+                server_id
+            ),
+            agent: agent.to_string(),
+            token: endpoint.token.clone(),
+            posted: AtomicBool::new(false),
+            inbound,
+            seen: Mutex::new(SeenReplies::default()),
+            seen_changed: Notify::new(),
+            cancel: CancellationToken::new(),
+            cut: Notify::new(),
+        }
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// POSTs one envelope. Returns once sandbox-agent has answered the POST; a reply to a request
+    /// is delivered upwards through [`Inbound::Envelope`], not returned here.
+    /// `timeout` is None for long-running requests (a prompt lasts as long as the turn).
+    pub(crate) async fn post(
+        self: &std::sync::Arc<Self>,
+        envelope: Value,
+        timeout: Option<Duration>,
+    ) -> Result<(), AcpError> {
+        if self.cancel.is_cancelled() {
+            return Err(AcpError::ConnectionGone("the connection is closed".into()));
+        }
+        let first = !self.posted.swap(true, Ordering::SeqCst);
+        let _ = self.inbound.send(Inbound::Outbound(envelope.clone())).await;
+        let mut req = self.authed(self.http.post(&self.url)).json(&envelope);
+        if first {
+            req = req.query(&[("agent", &self.agent)]);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let res = req.send().await.map_err(AcpError::from_reqwest);
+        if first {
+            self.clone().start_sse();
+        }
+        let res = res?;
+        let status = res.status();
+        if !status.is_success() {
+            let problem = res.json::<Problem>().await.unwrap_or_default();
+            let detail = problem.detail.clone().unwrap_or_default();
+            // A restarted server answers a later POST as if it were the first: 404, or 400 asking
+            // for the `agent` parameter that only a first POST carries.
+            let unknown = status == reqwest::StatusCode::NOT_FOUND
+                || (!first
+                    && status == reqwest::StatusCode::BAD_REQUEST
+                    && detail.contains("first POST"));
+            let err = if unknown {
+                AcpError::UnknownConnection(detail)
+            } else {
+                AcpError::Http {
+                    status: status.as_u16(),
+                    problem,
+                }
+            };
+            if err.is_gone() {
+                let _ = self.inbound.send(Inbound::Gone(err.to_string())).await;
+            }
+            return Err(err);
+        }
+        if status.as_u16() != 200 {
+            return Ok(());
+        }
+        let body = res.bytes().await.map_err(AcpError::from_reqwest)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(reply) => {
+                let this = self.clone();
+                // Prefer the SSE copy, which keeps order with what the agent sent before it.
+                tokio::spawn(async move { this.deliver_body_reply(reply).await });
+            }
+            Err(e) => {
+                let _ = self
+                    .inbound
+                    .send(Inbound::Malformed {
+                        error: format!("POST reply is not JSON: {e}"),
+                    })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver_body_reply(&self, reply: Value) {
+        if let Some(id) = envelope_id(&reply).filter(|_| is_response(&reply)) {
+            let wait = async {
+                loop {
+                    let notified = self.seen_changed.notified();
+                    if self.seen.lock().expect("seen lock").set.contains(&id) {
+                        return;
+                    }
+                    notified.await;
+                }
+            };
+            if tokio::time::timeout(BODY_REPLY_GRACE, wait).await.is_ok() {
+                return;
+            }
+        }
+        self.push_inbound(reply).await;
+    }
+
+    /// Hands an agent->client envelope upwards, dropping the second copy of a reply.
+    async fn push_inbound(&self, envelope: Value) {
+        if let Err(error) = validate_envelope(&envelope) {
+            let _ = self
+                .inbound
+                .send(Inbound::Malformed {
+                    error: format!("{error}: {envelope}"),
+                })
+                .await;
+            return;
+        }
+        if is_response(&envelope) {
+            let id = envelope_id(&envelope).expect("responses have ids");
+            let fresh = self.seen.lock().expect("seen lock").insert(id);
+            self.seen_changed.notify_waiters();
+            if !fresh {
+                return;
+            }
+        }
+        let _ = self.inbound.send(Inbound::Envelope(envelope)).await;
+    }
+
+    fn start_sse(self: std::sync::Arc<Self>) {
+        tokio::spawn(async move { self.sse_loop().await });
+    }
+
+    async fn sse_loop(&self) {
+        let mut last_id: u64 = 0;
+        let mut backoff = Duration::from_millis(150);
+        while !self.cancel.is_cancelled() {
+            let mut req = self
+                .authed(self.http.get(&self.url))
+                .header("accept", "text/event-stream");
+            if last_id > 0 {
+                req = req.header("last-event-id", last_id.to_string());
+            }
+            let res = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                res = req.send() => res,
+            };
+            match res {
+                Ok(res) if res.status() == reqwest::StatusCode::NOT_FOUND => {
+                    let _ = self
+                        .inbound
+                        .send(Inbound::Gone(
+                            "sandbox-agent no longer knows this connection".into(),
+                        ))
+                        .await;
+                    return;
+                }
+                Ok(res) if res.status().is_success() => {
+                    backoff = Duration::from_millis(150);
+                    self.consume(res.bytes_stream(), &mut last_id).await;
+                }
+                Ok(res) => {
+                    tracing::warn!(status = %res.status(), "ACP event stream refused; retrying")
+                }
+                Err(e) => tracing::debug!(error = %e, "ACP event stream unreachable; retrying"),
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Reads one SSE connection until it ends, is cut, or the transport closes.
+    pub(crate) async fn consume<S, B, E>(&self, bytes: S, last_id: &mut u64)
+    where
+        S: futures::Stream<Item = Result<B, E>> + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        let mut events = bytes.eventsource();
+        loop {
+            let next = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = self.cut.notified() => return,
+                next = events.next() => next,
+            };
+            let event = match next {
+                None => return,
+                Some(Ok(event)) => event,
+                Some(Err(e)) => {
+                    let _ = self
+                        .inbound
+                        .send(Inbound::Malformed {
+                            error: format!("broken SSE stream: {e}"),
+                        })
+                        .await;
+                    return;
+                }
+            };
+            if let Ok(id) = event.id.trim().parse::<u64>() {
+                if id > *last_id + 1 {
+                    let _ = self
+                        .inbound
+                        .send(Inbound::Gap {
+                            last_seen: *last_id,
+                            resumed_at: id,
+                        })
+                        .await;
+                }
+                if id <= *last_id {
+                    continue; // Already delivered before a reconnect.
+                }
+                *last_id = id;
+            }
+            if event.event != "message" || event.data.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(&event.data) {
+                Ok(envelope) => self.push_inbound(envelope).await,
+                Err(e) => {
+                    let mut data = event.data;
+                    data.truncate(200);
+                    let _ = self
+                        .inbound
+                        .send(Inbound::Malformed {
+                            error: format!("SSE data is not JSON ({e}): {data}"),
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Drops the current SSE connection; the loop resumes it with `Last-Event-ID`.
+    pub(crate) fn cut_stream(&self) {
+        self.cut.notify_waiters();
+    }
+
+    /// Stops the SSE loop and DELETEs the connection on the server (a 404 is fine: it is gone).
+    pub(crate) async fn close(&self) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        self.cancel.cancel();
+        if !self.posted.load(Ordering::SeqCst) {
+            return;
+        }
+        let req = self
+            .authed(self.http.delete(&self.url))
+            .timeout(Duration::from_secs(2));
+        if let Err(e) = req.send().await {
+            tracing::debug!(error = %e, "ACP DELETE failed; the server may be gone already");
+        }
+    }
+
+    pub(crate) fn request_timeout() -> Duration {
+        REQUEST_TIMEOUT
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> (std::sync::Arc<Transport>, mpsc::Receiver<Inbound>) {
+        let (tx, rx) = mpsc::channel(64);
+        let endpoint = Endpoint {
+            base_url: "http://127.0.0.1:9".into(),
+            token: None,
+        };
+        (
+            std::sync::Arc::new(Transport::new(
+                reqwest::Client::new(),
+                &endpoint,
+                "s",
+                "mock",
+                tx,
+            )),
+            rx,
+        )
+    }
+
+    async fn feed(t: &Transport, text: &'static str, last: &mut u64) {
+        let chunks: Vec<Result<&[u8], std::io::Error>> = vec![Ok(text.as_bytes())];
+        t.consume(futures::stream::iter(chunks), last).await;
+    }
+
+    #[tokio::test]
+    async fn sse_garbage_is_reported_and_nothing_else_is_lost() {
+        let (t, mut rx) = transport();
+        let mut last = 0;
+        feed(
+            &t,
+            "id: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n\n\
+             id: 2\nevent: message\ndata: this is not json\n\n\
+             id: 3\nevent: message\ndata: {\"no\":\"jsonrpc\"}\n\n\
+             id: 4\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"b\"}\n\n",
+            &mut last,
+        )
+        .await;
+        let mut got = Vec::new();
+        while let Ok(i) = rx.try_recv() {
+            got.push(i);
+        }
+        assert!(matches!(&got[0], Inbound::Envelope(v) if v["method"] == "a"));
+        assert!(matches!(&got[1], Inbound::Malformed { error } if error.contains("not JSON")));
+        assert!(matches!(&got[2], Inbound::Malformed { error } if error.contains("jsonrpc")));
+        assert!(matches!(&got[3], Inbound::Envelope(v) if v["method"] == "b"));
+        assert_eq!(got.len(), 4);
+        assert_eq!(last, 4);
+    }
+
+    #[tokio::test]
+    async fn sse_ids_detect_gaps_and_skip_repeats() {
+        let (t, mut rx) = transport();
+        let mut last = 2;
+        feed(
+            &t,
+            "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"old\"}\n\n\
+             id: 5\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"new\"}\n\n",
+            &mut last,
+        )
+        .await;
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Inbound::Gap {
+                last_seen: 2,
+                resumed_at: 5
+            })
+        ));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "new"));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reply_is_delivered_once() {
+        let (t, mut rx) = transport();
+        let reply = serde_json::json!({"jsonrpc":"2.0","id":9,"result":{}});
+        t.push_inbound(reply.clone()).await;
+        t.deliver_body_reply(reply).await;
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(_))));
+        assert!(rx.try_recv().is_err());
+    }
+}
