@@ -98,3 +98,112 @@ pub async fn get_workspace(
     let state = crate::server::state()?;
     state.workspace(&workspace_id).await
 }
+
+/// Checks a teammate's identity as sent by a page or a script.
+fn member(user_id: String, display_name: String) -> Result<crate::model::Member, ApiError> {
+    use crate::model::MAX_NAME_CHARS;
+    let user_id = user_id.trim().to_string();
+    let display_name = display_name.trim().to_string();
+    if user_id.is_empty() || user_id.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "userId must be 1 to {MAX_NAME_CHARS} characters."
+        )));
+    }
+    if display_name.is_empty() || display_name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "displayName must be 1 to {MAX_NAME_CHARS} characters."
+        )));
+    }
+    Ok(crate::model::Member {
+        user_id,
+        display_name,
+    })
+}
+
+/// The workspace's session and who is in the room.
+#[server(prefix = "/api", endpoint = "workspace/info", input = Json, output = Json)]
+pub async fn workspace_info(
+    #[server(rename = "workspaceId")] workspace_id: String,
+) -> Result<crate::model::WorkspaceInfo, ApiError> {
+    Ok(crate::server::state()?
+        .registry()
+        .info(&workspace_id)
+        .await?)
+}
+
+/// Posts a teammate's message to the room and prompts the agent with it (queued while a turn runs).
+#[server(prefix = "/api", endpoint = "workspace/prompt", input = Json, output = Json)]
+pub async fn prompt(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "userId")] user_id: String,
+    #[server(rename = "displayName")] display_name: String,
+    text: String,
+) -> Result<crate::model::PromptAccepted, ApiError> {
+    use crate::model::MAX_PROMPT_CHARS;
+    let member = member(user_id, display_name)?;
+    let text = text.trim_end().to_string();
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request("The message is empty."));
+    }
+    let chars = text.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "The message is {chars} characters long; the limit is {MAX_PROMPT_CHARS}."
+        )));
+    }
+    let seq = crate::server::state()?
+        .registry()
+        .prompt(&workspace_id, member, text)
+        .await?;
+    Ok(crate::model::PromptAccepted { seq })
+}
+
+/// Stops the running turn; the session lives on.
+#[server(prefix = "/api", endpoint = "workspace/cancel", input = Json, output = Json)]
+pub async fn cancel(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "userId")] user_id: String,
+    #[server(default)]
+    #[server(rename = "displayName")]
+    display_name: Option<String>,
+) -> Result<(), ApiError> {
+    let name = display_name.unwrap_or_else(|| user_id.clone());
+    let member = member(user_id, name)?;
+    Ok(crate::server::state()?
+        .registry()
+        .cancel(&workspace_id, member)
+        .await?)
+}
+
+/// Answers a permission request of the agent; the first answer wins.
+#[server(prefix = "/api", endpoint = "workspace/permission", input = Json, output = Json)]
+pub async fn answer_permission(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "userId")] user_id: String,
+    #[server(default)]
+    #[server(rename = "displayName")]
+    display_name: Option<String>,
+    #[server(rename = "requestId")] request_id: String,
+    #[server(rename = "optionId")] option_id: String,
+) -> Result<(), ApiError> {
+    let name = display_name.unwrap_or_else(|| user_id.clone());
+    let member = member(user_id, name)?;
+    let registry = crate::server::state()?.registry().clone();
+    Ok(registry
+        .answer_permission(&workspace_id, member, request_id, option_id)
+        .await?)
+}
+
+/// Tells the room someone is typing (not kept in the log).
+#[server(prefix = "/api", endpoint = "workspace/typing", input = Json, output = Json)]
+pub async fn typing(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "userId")] user_id: String,
+    #[server(rename = "displayName")] display_name: String,
+) -> Result<(), ApiError> {
+    let member = member(user_id, display_name)?;
+    Ok(crate::server::state()?
+        .registry()
+        .typing(&workspace_id, member)
+        .await?)
+}

@@ -28,6 +28,22 @@ pub struct Config {
     /// Found under /usr/lib/postgresql/*/bin or on PATH when unset.
     #[arg(long, env = "HUDDLE_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
+
+    /// A running sandbox-agent server. When unset, Huddle starts its own on a free loopback port.
+    #[arg(long, env = "SANDBOX_AGENT_URL")]
+    pub sandbox_agent_url: Option<String>,
+
+    /// Bearer token of the sandbox-agent server at SANDBOX_AGENT_URL. Never sent to browsers.
+    #[arg(long, env = "SANDBOX_AGENT_TOKEN", hide_env_values = true)]
+    pub sandbox_agent_token: Option<String>,
+
+    /// The sandbox-agent binary for the embedded server (default: the one scripts/setup.sh installs).
+    #[arg(long, env = "SANDBOX_AGENT_BIN")]
+    pub sandbox_agent_bin: Option<PathBuf>,
+
+    /// Seconds a workspace with nobody connected and nothing running stays awake.
+    #[arg(long, env = "HUDDLE_IDLE_SLEEP_SECS", default_value_t = 300)]
+    pub idle_sleep_secs: u64,
 }
 
 impl Config {

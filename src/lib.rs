@@ -11,11 +11,17 @@ pub mod config;
 #[cfg(feature = "ssr")]
 pub mod embedded_postgres;
 #[cfg(feature = "ssr")]
+pub mod room_log;
+#[cfg(feature = "ssr")]
+pub mod room_sse;
+#[cfg(feature = "ssr")]
 pub mod sandbox_agent;
 #[cfg(feature = "ssr")]
 pub mod server;
 #[cfg(feature = "ssr")]
 pub mod store;
+#[cfg(feature = "ssr")]
+pub mod workspace_actor;
 
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]

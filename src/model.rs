@@ -52,6 +52,186 @@ pub fn is_valid_agent_id(agent: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Who sent an ACP envelope: `client` (Huddle) or `agent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sender {
+    Client,
+    Agent,
+}
+
+impl Sender {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sender::Client => "client",
+            Sender::Agent => "agent",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client" => Some(Sender::Client),
+            "agent" => Some(Sender::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// The Sandbox Agent SDK's SessionEvent: one JSON-RPC envelope in either direction, in gap-free
+/// per-session order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEvent {
+    pub id: String,
+    pub event_index: i64,
+    pub session_id: String,
+    pub created_at: i64,
+    pub connection_id: String,
+    pub sender: Sender,
+    pub payload: serde_json::Value,
+}
+
+/// Someone in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub user_id: String,
+    pub display_name: String,
+}
+
+/// A prompt waiting for the running turn to end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuedPrompt {
+    /// The room-log seq of the prompt's `chat.user` entry.
+    pub seq: i64,
+    pub user_id: String,
+    pub display_name: String,
+    pub text: String,
+}
+
+/// What is in the room log: everything the room shows, in one gap-free sequence per workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data")]
+pub enum RoomEvent {
+    #[serde(rename = "chat.user", rename_all = "camelCase")]
+    ChatUser {
+        user_id: String,
+        display_name: String,
+        text: String,
+        created_at: i64,
+    },
+    #[serde(rename = "session.event")]
+    SessionEvent(SessionEvent),
+    #[serde(rename = "prompt.queued", rename_all = "camelCase")]
+    PromptQueued {
+        prompt_seq: i64,
+        user_id: String,
+        display_name: String,
+        position: usize,
+    },
+    #[serde(rename = "turn.started", rename_all = "camelCase")]
+    TurnStarted {
+        prompt_seq: i64,
+        user_id: String,
+        display_name: String,
+    },
+    #[serde(rename = "turn.cancelling", rename_all = "camelCase")]
+    TurnCancelling {
+        user_id: String,
+        display_name: String,
+    },
+    #[serde(rename = "turn.ended", rename_all = "camelCase")]
+    TurnEnded {
+        prompt_seq: i64,
+        stop_reason: Option<String>,
+        error: Option<String>,
+    },
+    #[serde(rename = "permission.requested", rename_all = "camelCase")]
+    PermissionRequested {
+        request_id: String,
+        request: serde_json::Value,
+    },
+    #[serde(rename = "permission.answered", rename_all = "camelCase")]
+    PermissionAnswered {
+        request_id: String,
+        option_id: String,
+        user_id: String,
+        display_name: String,
+    },
+    #[serde(rename = "permission.cancelled", rename_all = "camelCase")]
+    PermissionCancelled { request_ids: Vec<String> },
+    #[serde(rename = "session.restored", rename_all = "camelCase")]
+    SessionRestored { replayed_events: usize },
+    #[serde(rename = "presence", rename_all = "camelCase")]
+    Presence {
+        user_id: String,
+        display_name: String,
+        online: bool,
+    },
+    #[serde(rename = "notice", rename_all = "camelCase")]
+    Notice { level: NoticeLevel, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+impl RoomEvent {
+    /// The SSE event name of the entry.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoomEvent::ChatUser { .. } => "chat.user",
+            RoomEvent::SessionEvent(_) => "session.event",
+            RoomEvent::PromptQueued { .. } => "prompt.queued",
+            RoomEvent::TurnStarted { .. } => "turn.started",
+            RoomEvent::TurnCancelling { .. } => "turn.cancelling",
+            RoomEvent::TurnEnded { .. } => "turn.ended",
+            RoomEvent::PermissionRequested { .. } => "permission.requested",
+            RoomEvent::PermissionAnswered { .. } => "permission.answered",
+            RoomEvent::PermissionCancelled { .. } => "permission.cancelled",
+            RoomEvent::SessionRestored { .. } => "session.restored",
+            RoomEvent::Presence { .. } => "presence",
+            RoomEvent::Notice { .. } => "notice",
+        }
+    }
+}
+
+/// One entry of the room log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomEntry {
+    pub seq: i64,
+    pub created_at: i64,
+    #[serde(flatten)]
+    pub event: RoomEvent,
+}
+
+/// Answer of `POST /api/workspace/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceInfo {
+    pub workspace_id: String,
+    pub sandbox_id: String,
+    pub agent: String,
+    pub session_id: Option<String>,
+    /// `idle`, `working`, `connecting` or `error`.
+    pub status: String,
+    pub online: Vec<Member>,
+    pub queue: Vec<QueuedPrompt>,
+    /// The newest room-log seq.
+    pub head: i64,
+}
+
+/// Answer of `POST /api/workspace/prompt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptAccepted {
+    pub seq: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +243,28 @@ mod tests {
         assert!(!is_valid_workspace_id("0123456789abcdef"));
         assert!(!is_valid_workspace_id("../../etc/passwd"));
         assert!(!is_valid_workspace_id(""));
+    }
+
+    #[test]
+    fn room_entries_have_a_stable_wire_shape() {
+        let entry = RoomEntry {
+            seq: 3,
+            created_at: 9,
+            event: RoomEvent::ChatUser {
+                user_id: "u".into(),
+                display_name: "Ada".into(),
+                text: "hi".into(),
+                created_at: 9,
+            },
+        };
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"seq": 3, "createdAt": 9, "kind": "chat.user",
+                "data": {"userId": "u", "displayName": "Ada", "text": "hi", "createdAt": 9}})
+        );
+        assert_eq!(serde_json::from_value::<RoomEntry>(json).unwrap(), entry);
+        assert_eq!(entry.event.kind(), "chat.user");
     }
 
     #[test]

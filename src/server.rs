@@ -23,7 +23,10 @@ use crate::model::{
     CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, is_valid_workspace_id,
     workspace_url,
 };
+use crate::sandbox_agent::process::{ProcessError, ProcessOptions, SandboxAgentProcess};
+use crate::sandbox_agent::{Endpoint, PostgresPersist, SandboxAgent};
 use crate::store::{self, StoreError};
+use crate::workspace_actor::{ActorDeps, ActorError, Registry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -40,6 +43,8 @@ pub enum ServerError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    SandboxAgent(#[from] ProcessError),
 }
 
 /// Everything request handlers and server functions share. Cheap to clone.
@@ -49,8 +54,10 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     pool: PgPool,
     leptos_options: LeptosOptions,
+    registry: Registry,
     sandbox_id: String,
     sandbox_base_url: String,
+    shutdown: CancellationToken,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -77,18 +84,66 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<ActorError> for ApiError {
+    fn from(err: ActorError) -> Self {
+        match err {
+            ActorError::UnknownWorkspace(_) | ActorError::NotFound(_) => {
+                ApiError::not_found(err.to_string())
+            }
+            ActorError::Invalid(m) => ApiError::bad_request(m),
+            ActorError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            ActorError::Store(e) => e.into(),
+            ActorError::Agent(e) => {
+                tracing::error!(error = %e, "agent error");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "The agent is unavailable; try again shortly.",
+                )
+            }
+            ActorError::Stopped | ActorError::Asleep => ApiError::new(
+                ErrorCode::Unavailable,
+                "The workspace restarted; try again.",
+            ),
+        }
+    }
+}
+
+/// Where the agents run, as recorded on new workspaces (the token is never recorded).
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub sandbox_id: String,
+    pub base_url: String,
+}
+
 impl AppState {
-    pub fn new(pool: PgPool, leptos_options: LeptosOptions) -> Self {
+    pub fn new(
+        pool: PgPool,
+        leptos_options: LeptosOptions,
+        registry: Registry,
+        sandbox: SandboxInfo,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self(Arc::new(Inner {
             pool,
             leptos_options,
-            sandbox_id: "local".into(),
-            sandbox_base_url: String::new(),
+            registry,
+            sandbox_id: sandbox.sandbox_id,
+            sandbox_base_url: sandbox.base_url,
+            shutdown,
         }))
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.0.pool
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    /// Cancelled when the server shuts down: long-lived streams end on it.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
     }
 
     pub async fn create_workspace(
@@ -148,6 +203,10 @@ pub fn router(state: AppState) -> Router {
                     req,
                 )
             }),
+        )
+        .route(
+            "/api/workspace/{id}/events",
+            get(crate::room_sse::room_events),
         )
         .route("/new", post(create_workspace_form))
         .route("/healthz", get(healthz))
@@ -237,13 +296,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if let Some(addr) = config.addr {
         leptos_options.site_addr = addr;
     }
-    let addr = leptos_options.site_addr;
 
-    let embedded = match &config.database_url {
+    let embedded_pg = match &config.database_url {
         Some(_) => None,
         None => Some(EmbeddedPostgres::start(&config.data_dir, config.pg_bin.as_deref()).await?),
     };
-    let url = match (&config.database_url, &embedded) {
+    let url = match (&config.database_url, &embedded_pg) {
         (Some(url), _) => {
             tracing::info!("using the Postgres server at DATABASE_URL");
             url.clone()
@@ -254,21 +312,96 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         }
         (None, None) => unreachable!("an embedded cluster is started when DATABASE_URL is unset"),
     };
-    let result = serve(&url, leptos_options, addr).await;
-    if let Some(pg) = embedded {
+
+    let (endpoint, sandbox, embedded_sa) = match &config.sandbox_agent_url {
+        Some(url) => {
+            tracing::info!(url = %url, "using the sandbox-agent server at SANDBOX_AGENT_URL");
+            let endpoint = Endpoint {
+                base_url: url.clone(),
+                token: config.sandbox_agent_token.clone(),
+            };
+            (
+                endpoint,
+                SandboxInfo {
+                    sandbox_id: "external".into(),
+                    base_url: url.clone(),
+                },
+                None,
+            )
+        }
+        None => match start_sandbox_agent(&config).await {
+            Ok(process) => {
+                let endpoint = process.endpoint().clone();
+                tracing::info!(url = %endpoint.base_url, "using the embedded sandbox-agent server");
+                let info = SandboxInfo {
+                    sandbox_id: "embedded".into(),
+                    base_url: endpoint.base_url.clone(),
+                };
+                (endpoint, info, Some(process))
+            }
+            Err(e) => {
+                if let Some(pg) = embedded_pg {
+                    pg.stop().await;
+                }
+                return Err(e);
+            }
+        },
+    };
+
+    let result = serve(
+        &url,
+        leptos_options,
+        endpoint,
+        sandbox,
+        config.idle_sleep_secs,
+    )
+    .await;
+    if let Some(process) = embedded_sa {
+        process.stop().await;
+        tracing::info!("embedded sandbox-agent stopped");
+    }
+    if let Some(pg) = embedded_pg {
         pg.stop().await;
     }
     result
 }
 
+async fn start_sandbox_agent(config: &Config) -> Result<SandboxAgentProcess, ServerError> {
+    let bin = SandboxAgentProcess::resolve_bin(config.sandbox_agent_bin.as_deref())?;
+    SandboxAgentProcess::install_agent(&bin, "mock").await?;
+    tokio::fs::create_dir_all(&config.data_dir).await?;
+    let log = config.data_dir.join("sandbox-agent.log");
+    Ok(SandboxAgentProcess::start(ProcessOptions {
+        bin: Some(bin),
+        log: Some(log),
+        ..Default::default()
+    })
+    .await?)
+}
+
 async fn serve(
     url: &str,
     leptos_options: LeptosOptions,
-    addr: std::net::SocketAddr,
+    endpoint: Endpoint,
+    sandbox: SandboxInfo,
+    idle_sleep_secs: u64,
 ) -> Result<(), ServerError> {
+    let addr = leptos_options.site_addr;
     let pool = store::connect(url).await?;
-    let state = AppState::new(pool.clone(), leptos_options);
+    let client = SandboxAgent::new(endpoint, Arc::new(PostgresPersist::new(pool.clone())));
+    let registry = Registry::new(ActorDeps {
+        pool: pool.clone(),
+        sandbox: client,
+        idle_sleep: std::time::Duration::from_secs(idle_sleep_secs),
+    });
     let shutdown = CancellationToken::new();
+    let state = AppState::new(
+        pool.clone(),
+        leptos_options,
+        registry.clone(),
+        sandbox,
+        shutdown.clone(),
+    );
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -283,6 +416,7 @@ async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
+    registry.shutdown().await;
     pool.close().await;
     Ok(())
 }

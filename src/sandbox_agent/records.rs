@@ -1,29 +1,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Who sent an envelope: `client` for us, `agent` for the other side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sender {
-    Client,
-    Agent,
-}
-
-impl Sender {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sender::Client => "client",
-            Sender::Agent => "agent",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "client" => Some(Sender::Client),
-            "agent" => Some(Sender::Agent),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::{Sender, SessionEvent};
 
 /// The SDK's SessionRecord.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,19 +19,6 @@ pub struct SessionRecord {
     pub session_init: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox_id: Option<String>,
-}
-
-/// The SDK's SessionEvent: one JSON-RPC envelope in either direction, in per-session order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionEvent {
-    pub id: String,
-    pub event_index: i64,
-    pub session_id: String,
-    pub created_at: i64,
-    pub connection_id: String,
-    pub sender: Sender,
-    pub payload: Value,
 }
 
 pub fn now_ms() -> i64 {

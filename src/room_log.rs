@@ -1,0 +1,98 @@
+//! The room log in Postgres: appended in batches by a workspace's actor, read in keyset pages by
+//! SSE replays and the page's first render.
+
+use sqlx::PgPool;
+use sqlx::types::Json;
+
+use crate::model::{RoomEntry, RoomEvent};
+use crate::store::StoreError;
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    created_at: i64,
+    kind: String,
+    data: Json<serde_json::Value>,
+}
+
+fn decode(row: Row) -> Result<RoomEntry, StoreError> {
+    let value = serde_json::json!({"kind": row.kind, "data": row.data.0});
+    let event: RoomEvent =
+        serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(RoomEntry {
+        seq: row.seq,
+        created_at: row.created_at,
+        event,
+    })
+}
+
+/// Appends entries (their seqs already allocated, consecutive) in one statement.
+pub async fn append(
+    pool: &PgPool,
+    workspace_id: &str,
+    entries: &[RoomEntry],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut seqs = Vec::with_capacity(entries.len());
+    let mut kinds = Vec::with_capacity(entries.len());
+    let mut datas = Vec::with_capacity(entries.len());
+    let mut created = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut v =
+            serde_json::to_value(&e.event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        seqs.push(e.seq);
+        kinds.push(e.event.kind().to_string());
+        datas.push(Json(
+            v.get_mut("data")
+                .map(serde_json::Value::take)
+                .unwrap_or_default(),
+        ));
+        created.push(e.created_at);
+    }
+    sqlx::query(
+        "INSERT INTO room_log (workspace_id, seq, kind, data, created_at) \
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[], $5::bigint[])",
+    )
+    .bind(workspace_id)
+    .bind(seqs)
+    .bind(kinds)
+    .bind(datas)
+    .bind(created)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Entries with `after < seq <= upto`, oldest first, at most `limit`.
+pub async fn list(
+    pool: &PgPool,
+    workspace_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<RoomEntry>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT seq, created_at, kind, data FROM room_log WHERE workspace_id = $1 AND seq > $2 AND seq <= $3 \
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(workspace_id)
+    .bind(after)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(decode).collect()
+}
+
+/// The newest seq of a workspace (0 when the log is empty): one index lookup.
+pub async fn head(pool: &PgPool, workspace_id: &str) -> Result<i64, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT seq FROM room_log WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(workspace_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| r.0).unwrap_or(0))
+}

@@ -1,0 +1,185 @@
+//! `GET /api/workspace/{id}/events`: the room log as server-sent events. `Last-Event-ID` (or
+//! `?after=`) replays exactly the missed entries from Postgres, then the stream goes on live; a
+//! subscriber that falls behind the live channel is caught up from Postgres, never skipped.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{MAX_NAME_CHARS, Member, RoomEntry};
+use crate::room_log;
+use crate::server::AppState;
+use crate::workspace_actor::{ActorError, Live, Subscription};
+
+const PAGE: i64 = 500;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsQuery {
+    after: Option<i64>,
+    user_id: Option<String>,
+    display_name: Option<String>,
+}
+
+pub async fn room_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let after = match (last_event_id, q.after) {
+        (Some(v), _) => match v.trim().parse::<i64>() {
+            Ok(n) if n >= 0 => n,
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "Last-Event-ID must be a room-log sequence number",
+                )
+                    .into_response();
+            }
+        },
+        (None, Some(n)) if n >= 0 => n,
+        (None, Some(_)) => {
+            return (StatusCode::BAD_REQUEST, "after must not be negative").into_response();
+        }
+        (None, None) => 0,
+    };
+    let member = Member {
+        user_id: clean(q.user_id)
+            .unwrap_or_else(|| format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
+        display_name: clean(q.display_name).unwrap_or_else(|| "Someone".into()),
+    };
+    let sub = match state.registry().subscribe(&id, member).await {
+        Ok(sub) => sub,
+        Err(ActorError::UnknownWorkspace(_)) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("There is no workspace `{id}`."),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            tracing::error!(workspace = %id, error = %e, "cannot subscribe to the room");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The room is unavailable; try again shortly.",
+            )
+                .into_response();
+        }
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let pool = state.registry().pool().clone();
+    let shutdown = state.shutdown().clone();
+    tokio::spawn(async move { feed(pool, id, after, sub, tx, shutdown).await });
+    Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn clean(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().chars().take(MAX_NAME_CHARS).collect::<String>())
+        .filter(|s| !s.is_empty())
+}
+
+fn entry_event(entry: &RoomEntry) -> Event {
+    Event::default()
+        .id(entry.seq.to_string())
+        .event(entry.event.kind())
+        .json_data(entry)
+        .unwrap_or_else(|_| Event::default().comment("unserialisable entry"))
+}
+
+/// Leaves the room when the stream ends, however it ends.
+struct Presence(Subscription);
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        self.0.handle.disconnect(self.0.conn_id);
+    }
+}
+
+type Tx = mpsc::Sender<Result<Event, Infallible>>;
+
+/// Sends entries after `from` up to `upto` from Postgres; returns the last seq sent.
+async fn catch_up(pool: &sqlx::PgPool, id: &str, mut from: i64, upto: i64, tx: &Tx) -> Option<i64> {
+    while from < upto {
+        let page = match room_log::list(pool, id, from, upto, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(workspace = %id, error = %e, "room replay failed; ending the stream");
+                return None; // The client reconnects with Last-Event-ID and loses nothing.
+            }
+        };
+        if page.is_empty() {
+            break;
+        }
+        for entry in &page {
+            tx.send(Ok(entry_event(entry))).await.ok()?;
+            from = entry.seq;
+        }
+    }
+    Some(from)
+}
+
+async fn feed(
+    pool: sqlx::PgPool,
+    id: String,
+    after: i64,
+    sub: Subscription,
+    tx: Tx,
+    shutdown: CancellationToken,
+) {
+    let head = sub.head;
+    let mut presence = Presence(sub);
+    let Some(mut last) = catch_up(&pool, &id, after, head, &tx).await else {
+        return;
+    };
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tx.closed() => return,
+            next = presence.0.live.recv() => next,
+        };
+        match next {
+            Ok(Live::Entry(entry)) => {
+                if entry.seq <= last {
+                    continue;
+                }
+                if entry.seq > last + 1 {
+                    // Missed some (we lagged): fill in from Postgres, where they already are.
+                    if catch_up(&pool, &id, last, entry.seq - 1, &tx)
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                }
+                if tx.send(Ok(entry_event(&entry))).await.is_err() {
+                    return;
+                }
+                last = entry.seq;
+            }
+            Ok(Live::Typing(member)) => {
+                let event = Event::default().event("typing").json_data(&member);
+                if let Ok(event) = event
+                    && tx.send(Ok(event)).await.is_err()
+                {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                tracing::debug!(workspace = %id, skipped, "slow subscriber; resyncing from Postgres");
+            }
+            Err(broadcast::error::RecvError::Closed) => return, // The actor slept; the client reconnects.
+        }
+    }
+}
