@@ -379,6 +379,39 @@ async fn start_sandbox_agent(config: &Config) -> Result<SandboxAgentProcess, Ser
     .await?)
 }
 
+/// The pieces of a running Huddle, for [`serve`] and for tests that run the app in-process.
+pub struct App {
+    pub router: Router,
+    pub state: AppState,
+}
+
+/// Builds the app on a migrated pool and a sandbox-agent endpoint.
+pub fn build_app(
+    pool: PgPool,
+    leptos_options: LeptosOptions,
+    endpoint: Endpoint,
+    sandbox: SandboxInfo,
+    idle_sleep: std::time::Duration,
+) -> App {
+    let client = SandboxAgent::new(endpoint, Arc::new(PostgresPersist::new(pool.clone())));
+    let registry = Registry::new(ActorDeps {
+        pool: pool.clone(),
+        sandbox: client,
+        idle_sleep,
+    });
+    let state = AppState::new(
+        pool,
+        leptos_options,
+        registry,
+        sandbox,
+        CancellationToken::new(),
+    );
+    App {
+        router: router(state.clone()),
+        state,
+    }
+}
+
 async fn serve(
     url: &str,
     leptos_options: LeptosOptions,
@@ -388,35 +421,22 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let addr = leptos_options.site_addr;
     let pool = store::connect(url).await?;
-    let client = SandboxAgent::new(endpoint, Arc::new(PostgresPersist::new(pool.clone())));
-    let registry = Registry::new(ActorDeps {
-        pool: pool.clone(),
-        sandbox: client,
-        idle_sleep: std::time::Duration::from_secs(idle_sleep_secs),
-    });
-    let shutdown = CancellationToken::new();
-    let state = AppState::new(
-        pool.clone(),
-        leptos_options,
-        registry.clone(),
-        sandbox,
-        shutdown.clone(),
-    );
-    let app = router(state);
+    let idle = std::time::Duration::from_secs(idle_sleep_secs);
+    let App { router, state } = build_app(pool.clone(), leptos_options, endpoint, sandbox, idle);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     tracing::info!("Huddle is serving on http://{addr}");
-    let token = shutdown.clone();
+    let token = state.shutdown().clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         token.cancel();
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    axum::serve(listener, router)
+        .with_graceful_shutdown(state.shutdown().clone().cancelled_owned())
         .await?;
-    registry.shutdown().await;
+    state.registry().shutdown().await;
     pool.close().await;
     Ok(())
 }

@@ -143,3 +143,157 @@ pub fn update_kind(n: &SessionNotice) -> Option<String> {
         _ => None,
     }
 }
+
+/// Huddle itself, served in-process on a free port against the given database and sandbox-agent.
+pub struct TestApp {
+    pub base: String,
+    pub state: huddle::server::AppState,
+    pub http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+pub async fn spawn_app(pool: &PgPool, sa: &SandboxAgentProcess, idle: Duration) -> TestApp {
+    let options = leptos::config::LeptosOptions::builder()
+        .output_name("huddle")
+        .build();
+    let info = huddle::server::SandboxInfo {
+        sandbox_id: "embedded".into(),
+        base_url: sa.endpoint().base_url.clone(),
+    };
+    let app = huddle::server::build_app(pool.clone(), options, sa.endpoint().clone(), info, idle);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = app.state.shutdown().clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    TestApp {
+        base,
+        state: app.state,
+        http: reqwest::Client::new(),
+        server,
+    }
+}
+
+impl TestApp {
+    pub async fn post(&self, endpoint: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let res = self
+            .http
+            .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn create(&self, agent: &str) -> String {
+        let (status, body) = self
+            .post("create", serde_json::json!({"agent": agent}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["workspaceId"].as_str().unwrap().to_string()
+    }
+
+    pub async fn prompt(&self, ws: &str, user: &str, text: &str) -> i64 {
+        let (status, body) = self
+            .post("prompt", serde_json::json!({"workspaceId": ws, "userId": user, "displayName": user, "text": text}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["seq"].as_i64().unwrap()
+    }
+
+    pub async fn events(&self, ws: &str, user: &str, last_event_id: Option<i64>) -> Sse {
+        let mut req = self.http.get(format!(
+            "{}/api/workspace/{ws}/events?userId={user}&displayName={user}",
+            self.base
+        ));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        Sse {
+            stream: Box::pin(eventsource_stream::Eventsource::eventsource(
+                res.bytes_stream(),
+            )),
+        }
+    }
+
+    /// Stops the server and its actors, as a process exit would.
+    pub async fn stop(self) {
+        self.state.shutdown().cancel();
+        self.state.registry().shutdown().await;
+        let _ = self.server.await;
+    }
+}
+
+type EventStream = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// A room's SSE stream, read as room-log entries.
+pub struct Sse {
+    stream: EventStream,
+}
+
+impl Sse {
+    /// The next room-log entry (typing signals are skipped).
+    pub async fn next(&mut self) -> huddle::model::RoomEntry {
+        use futures::StreamExt;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(30), self.stream.next())
+                .await
+                .expect("an SSE event within 30 s")
+                .expect("the stream is open")
+                .expect("a well-formed SSE event");
+            if ev.event == "typing" {
+                continue;
+            }
+            let entry: huddle::model::RoomEntry = serde_json::from_str(&ev.data).expect("an entry");
+            assert_eq!(ev.id, entry.seq.to_string());
+            assert_eq!(ev.event, entry.event.kind());
+            return entry;
+        }
+    }
+
+    /// Entries up to and including the first that matches.
+    pub async fn until(
+        &mut self,
+        mut pred: impl FnMut(&huddle::model::RoomEntry) -> bool,
+    ) -> Vec<huddle::model::RoomEntry> {
+        let mut out = Vec::new();
+        loop {
+            let e = self.next().await;
+            let hit = pred(&e);
+            out.push(e);
+            if hit {
+                return out;
+            }
+        }
+    }
+
+    /// Entries up to and including seq `upto`.
+    pub async fn upto(&mut self, upto: i64) -> Vec<huddle::model::RoomEntry> {
+        self.until(|e| e.seq >= upto).await
+    }
+}
+
+pub fn is_turn_end(e: &huddle::model::RoomEntry) -> bool {
+    matches!(e.event, huddle::model::RoomEvent::TurnEnded { .. })
+}
