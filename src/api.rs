@@ -120,6 +120,27 @@ fn member(user_id: String, display_name: String) -> Result<crate::model::Member,
     })
 }
 
+/// Checks a prompt: who sends it, and that its text is neither empty nor too long.
+pub fn check_prompt(
+    user_id: String,
+    display_name: String,
+    text: String,
+) -> Result<(crate::model::Member, String), ApiError> {
+    use crate::model::MAX_PROMPT_CHARS;
+    let member = member(user_id, display_name)?;
+    let text = text.trim_end().to_string();
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request("The message is empty."));
+    }
+    let chars = text.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "The message is {chars} characters long; the limit is {MAX_PROMPT_CHARS}."
+        )));
+    }
+    Ok((member, text))
+}
+
 /// The workspace's session and who is in the room.
 #[server(prefix = "/api", endpoint = "workspace/info", input = Json, output = Json)]
 pub async fn workspace_info(
@@ -139,18 +160,7 @@ pub async fn prompt(
     #[server(rename = "displayName")] display_name: String,
     text: String,
 ) -> Result<crate::model::PromptAccepted, ApiError> {
-    use crate::model::MAX_PROMPT_CHARS;
-    let member = member(user_id, display_name)?;
-    let text = text.trim_end().to_string();
-    if text.trim().is_empty() {
-        return Err(ApiError::bad_request("The message is empty."));
-    }
-    let chars = text.chars().count();
-    if chars > MAX_PROMPT_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "The message is {chars} characters long; the limit is {MAX_PROMPT_CHARS}."
-        )));
-    }
+    let (member, text) = check_prompt(user_id, display_name, text)?;
     let seq = crate::server::state()?
         .registry()
         .prompt(&workspace_id, member, text)
@@ -206,4 +216,61 @@ pub async fn typing(
         .registry()
         .typing(&workspace_id, member)
         .await?)
+}
+
+/// Everything the page of a workspace renders: its state and its whole room log.
+#[server(prefix = "/api", endpoint = "workspace/snapshot", input = Json, output = Json)]
+pub async fn room_snapshot(
+    #[server(rename = "workspaceId")] workspace_id: String,
+) -> Result<crate::model::RoomSnapshot, ApiError> {
+    let state = crate::server::state()?;
+    let info = state.registry().info(&workspace_id).await?;
+    let entries =
+        crate::room_log::list(state.pool(), &workspace_id, 0, info.head, i64::MAX).await?;
+    let timeline = crate::timeline::build(&entries);
+    let rendered = crate::timeline::finished_agent_texts(&timeline)
+        .into_iter()
+        .map(|(key, text)| (key, crate::markdown::render(&text)))
+        .collect();
+    Ok(crate::model::RoomSnapshot {
+        info,
+        entries,
+        rendered,
+    })
+}
+
+/// Renders an agent message's markdown to sanitised HTML.
+#[server(prefix = "/api", endpoint = "markdown", input = Json, output = Json)]
+pub async fn render_markdown(text: String) -> Result<String, ApiError> {
+    Ok(crate::markdown::render(&text))
+}
+
+/// The agents sandbox-agent offers, with whether each is installed and has credentials.
+#[server(prefix = "/api", endpoint = "agents", input = Json, output = Json)]
+pub async fn list_agents() -> Result<Vec<crate::model::AgentChoice>, ApiError> {
+    let state = crate::server::state()?;
+    let mut agents: Vec<crate::model::AgentChoice> =
+        match state.registry().sandbox().list_agents().await {
+            Ok(list) => list
+                .into_iter()
+                .map(|a| crate::model::AgentChoice {
+                    id: a.id,
+                    installed: a.installed,
+                    credentials_available: a.credentials_available,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list agents");
+                Vec::new()
+            }
+        };
+    // The mock is always there: the embedded server installs it, and it needs no credentials.
+    if !agents.iter().any(|a| a.id == crate::model::DEFAULT_AGENT) {
+        agents.push(crate::model::AgentChoice {
+            id: crate::model::DEFAULT_AGENT.into(),
+            installed: true,
+            credentials_available: true,
+        });
+    }
+    Ok(agents)
 }

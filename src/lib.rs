@@ -2,14 +2,21 @@
 //!
 //! Shared (server + browser) modules come first; whole server-only modules are gated once here.
 
+// Leptos view types nest deeply.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod app;
+pub mod browser;
 pub mod model;
+pub mod timeline;
 
 #[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]
 pub mod embedded_postgres;
+#[cfg(feature = "ssr")]
+pub mod markdown;
 #[cfg(feature = "ssr")]
 pub mod room_log;
 #[cfg(feature = "ssr")]
@@ -28,4 +35,11 @@ pub mod workspace_actor;
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
+    // Lets tests (and curious people) tell a hydrated page from a server-rendered one.
+    if let Some(body) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.body())
+    {
+        let _ = body.set_attribute("data-hydrated", "");
+    }
 }

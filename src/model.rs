@@ -180,6 +180,22 @@ pub enum NoticeLevel {
     Error,
 }
 
+/// Every SSE event name of a room-log entry (typing signals come as `typing`).
+pub const ROOM_EVENT_KINDS: &[&str] = &[
+    "chat.user",
+    "session.event",
+    "prompt.queued",
+    "turn.started",
+    "turn.cancelling",
+    "turn.ended",
+    "permission.requested",
+    "permission.answered",
+    "permission.cancelled",
+    "session.restored",
+    "presence",
+    "notice",
+];
+
 impl RoomEvent {
     /// The SSE event name of the entry.
     pub fn kind(&self) -> &'static str {
@@ -226,6 +242,25 @@ pub struct WorkspaceInfo {
     pub head: i64,
 }
 
+/// What the page of a workspace needs to render: its state and its whole room log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSnapshot {
+    pub info: WorkspaceInfo,
+    pub entries: Vec<RoomEntry>,
+    /// Finished agent messages rendered to sanitised HTML, by timeline item key.
+    pub rendered: Vec<(String, String)>,
+}
+
+/// An agent to choose when creating a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentChoice {
+    pub id: String,
+    pub installed: bool,
+    pub credentials_available: bool,
+}
+
 /// Answer of `POST /api/workspace/prompt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptAccepted {
@@ -265,6 +300,7 @@ mod tests {
         );
         assert_eq!(serde_json::from_value::<RoomEntry>(json).unwrap(), entry);
         assert_eq!(entry.event.kind(), "chat.user");
+        assert!(ROOM_EVENT_KINDS.contains(&entry.event.kind()));
     }
 
     #[test]

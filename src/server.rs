@@ -209,6 +209,7 @@ pub fn router(state: AppState) -> Router {
             get(crate::room_sse::room_events),
         )
         .route("/new", post(create_workspace_form))
+        .route("/w/{id}/send", post(send_form))
         .route("/healthz", get(healthz))
         .leptos_routes_with_context(
             &state,
@@ -244,6 +245,38 @@ async fn create_workspace_form(
 ) -> Response {
     match state.create_workspace(form.agent.as_deref()).await {
         Ok(created) => Redirect::to(&created.url).into_response(),
+        Err(e) => (status_of(e.code), e.message).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendForm {
+    display_name: String,
+    text: String,
+}
+
+/// The composer before the page is hydrated: a plain form post that comes back to the room.
+async fn send_form(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<SendForm>,
+) -> Response {
+    let name = form.display_name.trim().to_string();
+    let user_id = format!(
+        "guest-{}",
+        name.to_lowercase().replace(char::is_whitespace, "-")
+    );
+    let result = match crate::api::check_prompt(user_id, name, form.text) {
+        Ok((member, text)) => state
+            .registry()
+            .prompt(&id, member, text)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Redirect::to(&crate::model::workspace_url(&id)).into_response(),
         Err(e) => (status_of(e.code), e.message).into_response(),
     }
 }
@@ -293,6 +326,10 @@ pub async fn shutdown_signal() {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let conf = leptos::config::get_configuration(None)?;
     let mut leptos_options = conf.leptos_options;
+    // A binary built by plain `cargo build` (not cargo-leptos) has no output name compiled in.
+    if leptos_options.output_name.is_empty() {
+        leptos_options.output_name = env!("CARGO_PKG_NAME").into();
+    }
     if let Some(addr) = config.addr {
         leptos_options.site_addr = addr;
     }

@@ -3,7 +3,11 @@ import { expect, test } from "@playwright/test";
 test("create a workspace, reload it, and open it as a second teammate", async ({ page, browser }) => {
   await page.goto("/");
   await expect(page.getByRole("heading", { name: "Huddle" })).toBeVisible();
+  // Once hydrated, the button calls the JSON API instead of posting the form.
+  await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  const api = page.waitForRequest((r) => r.url().endsWith("/api/workspace/create") && r.method() === "POST");
   await page.getByTestId("new-workspace").click();
+  expect((await api).postDataJSON()).toEqual({ agent: "mock" });
   await page.waitForURL(/\/w\/[0-9a-f]{32}$/);
   const url = page.url();
   const id = url.split("/w/")[1];

@@ -1,0 +1,281 @@
+//! The few browser APIs the room uses: local storage, the room's EventSource with its reconnects,
+//! the clipboard, page visibility. On the server every call is a no-op, so components can call them
+//! from effects and event handlers without caring where they run.
+
+pub use imp::*;
+
+#[cfg(feature = "hydrate")]
+mod imp {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::prelude::Closure;
+    use web_sys::{EventSource, MessageEvent};
+
+    use crate::model::ROOM_EVENT_KINDS;
+
+    fn storage() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok()?
+    }
+
+    pub fn local_get(key: &str) -> Option<String> {
+        storage()?.get_item(key).ok()?
+    }
+
+    pub fn local_set(key: &str, value: &str) {
+        if let Some(s) = storage() {
+            let _ = s.set_item(key, value);
+        }
+    }
+
+    /// A random id for this browser's user (not a secret).
+    pub fn random_id() -> String {
+        (0..4)
+            .map(|_| format!("{:08x}", (js_sys::Math::random() * 4_294_967_296.0) as u32))
+            .collect()
+    }
+
+    pub fn now_ms() -> f64 {
+        js_sys::Date::now()
+    }
+
+    /// A time as the browser's clock shows it: hours and minutes.
+    pub fn clock(ms: i64) -> String {
+        let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
+        format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
+    }
+
+    pub fn encode(s: &str) -> String {
+        js_sys::encode_uri_component(s).into()
+    }
+
+    pub fn page_hidden() -> bool {
+        web_sys::window()
+            .and_then(|w| w.document())
+            .is_some_and(|d| d.hidden())
+    }
+
+    pub fn location_href() -> String {
+        web_sys::window()
+            .and_then(|w| w.location().href().ok())
+            .unwrap_or_default()
+    }
+
+    pub fn copy_to_clipboard(text: &str) {
+        if let Some(w) = web_sys::window() {
+            let _ = w.navigator().clipboard().write_text(text);
+        }
+    }
+
+    /// Calls `f` whenever the page is shown or hidden.
+    pub fn on_visibility_change(f: impl Fn(bool) + 'static) {
+        let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
+            return;
+        };
+        let cb = Closure::<dyn Fn()>::new(move || f(page_hidden()));
+        let _ =
+            doc.add_event_listener_with_callback("visibilitychange", cb.as_ref().unchecked_ref());
+        cb.forget();
+    }
+
+    /// Runs `f` every `ms` milliseconds for the life of the page.
+    pub fn every(ms: i32, f: impl Fn() + 'static) {
+        let Some(w) = web_sys::window() else { return };
+        let cb = Closure::<dyn Fn()>::new(f);
+        let _ = w.set_interval_with_callback_and_timeout_and_arguments_0(
+            cb.as_ref().unchecked_ref(),
+            ms,
+        );
+        cb.forget();
+    }
+
+    /// Keeps the page scrolled to the bottom when it was already near it.
+    pub fn follow_bottom() {
+        let Some(w) = web_sys::window() else { return };
+        let Some(doc) = w.document().and_then(|d| d.document_element()) else {
+            return;
+        };
+        let inner = w
+            .inner_height()
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        let scrolled = w.scroll_y().unwrap_or(0.0) + inner;
+        if doc.scroll_height() as f64 - scrolled < 240.0 {
+            w.scroll_to_with_x_and_y(0.0, doc.scroll_height() as f64);
+        }
+    }
+
+    /// Callbacks of a room stream.
+    pub struct RoomCallbacks {
+        /// A room-log entry, as its JSON text.
+        pub on_entry: Box<dyn Fn(String)>,
+        /// Someone is typing (a Member as JSON).
+        pub on_typing: Box<dyn Fn(String)>,
+        /// Connected or not.
+        pub on_status: Box<dyn Fn(bool)>,
+        /// The newest seq the page holds, to resume from after a reconnect.
+        pub last_seq: Box<dyn Fn() -> i64>,
+    }
+
+    struct Inner {
+        base_url: String,
+        callbacks: RoomCallbacks,
+        current: RefCell<Option<EventSource>>,
+        closed: Cell<bool>,
+        listeners: RefCell<Vec<Closure<dyn Fn(MessageEvent)>>>,
+    }
+
+    /// The room's SSE stream. The browser resumes a dropped stream with Last-Event-ID by itself;
+    /// when it gives up (the server answered with an error), this reopens it from the newest seq.
+    #[derive(Clone)]
+    pub struct RoomStream(Rc<Inner>);
+
+    impl RoomStream {
+        pub fn open(base_url: String, callbacks: RoomCallbacks) -> Self {
+            let stream = RoomStream(Rc::new(Inner {
+                base_url,
+                callbacks,
+                current: RefCell::new(None),
+                closed: Cell::new(false),
+                listeners: RefCell::new(Vec::new()),
+            }));
+            stream.connect();
+            stream
+        }
+
+        fn connect(&self) {
+            let inner = &self.0;
+            if inner.closed.get() {
+                return;
+            }
+            let sep = if inner.base_url.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            let url = format!(
+                "{}{sep}after={}",
+                inner.base_url,
+                (inner.callbacks.last_seq)()
+            );
+            let Ok(es) = EventSource::new(&url) else {
+                return;
+            };
+            let mut listeners = Vec::new();
+            for kind in ROOM_EVENT_KINDS {
+                let me = Rc::downgrade(&self.0);
+                let cb = Closure::<dyn Fn(MessageEvent)>::new(move |ev: MessageEvent| {
+                    if let (Some(inner), Some(data)) = (me.upgrade(), ev.data().as_string()) {
+                        (inner.callbacks.on_entry)(data);
+                    }
+                });
+                let _ = es.add_event_listener_with_callback(kind, cb.as_ref().unchecked_ref());
+                listeners.push(cb);
+            }
+            let me = Rc::downgrade(&self.0);
+            let typing = Closure::<dyn Fn(MessageEvent)>::new(move |ev: MessageEvent| {
+                if let (Some(inner), Some(data)) = (me.upgrade(), ev.data().as_string()) {
+                    (inner.callbacks.on_typing)(data);
+                }
+            });
+            let _ = es.add_event_listener_with_callback("typing", typing.as_ref().unchecked_ref());
+            listeners.push(typing);
+            let me = Rc::downgrade(&self.0);
+            let open = Closure::<dyn Fn(MessageEvent)>::new(move |_| {
+                if let Some(inner) = me.upgrade() {
+                    (inner.callbacks.on_status)(true);
+                }
+            });
+            es.set_onopen(Some(open.as_ref().unchecked_ref()));
+            listeners.push(open);
+            let weak = Rc::downgrade(&self.0);
+            let error = Closure::<dyn Fn(MessageEvent)>::new(move |_| {
+                let Some(inner) = weak.upgrade() else { return };
+                (inner.callbacks.on_status)(false);
+                let gave_up = inner
+                    .current
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|es| es.ready_state() == EventSource::CLOSED);
+                if gave_up && !inner.closed.get() {
+                    let again = RoomStream(inner.clone());
+                    let retry = Closure::once_into_js(move || again.connect());
+                    if let Some(w) = web_sys::window() {
+                        let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(
+                            retry.unchecked_ref(),
+                            2000,
+                        );
+                    }
+                }
+            });
+            es.set_onerror(Some(error.as_ref().unchecked_ref()));
+            listeners.push(error);
+            if let Some(old) = inner.current.replace(Some(es)) {
+                old.close();
+            }
+            *inner.listeners.borrow_mut() = listeners;
+        }
+
+        pub fn close(&self) {
+            self.0.closed.set(true);
+            if let Some(es) = self.0.current.borrow_mut().take() {
+                es.close();
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+mod imp {
+    pub fn local_get(_key: &str) -> Option<String> {
+        None
+    }
+    pub fn local_set(_key: &str, _value: &str) {}
+    pub fn random_id() -> String {
+        String::new()
+    }
+    pub fn now_ms() -> f64 {
+        0.0
+    }
+    /// On the server there is no local clock to match: UTC until the page takes over.
+    pub fn clock(ms: i64) -> String {
+        let mins = ms.div_euclid(60_000);
+        format!(
+            "{:02}:{:02}",
+            mins.div_euclid(60).rem_euclid(24),
+            mins.rem_euclid(60)
+        )
+    }
+    pub fn encode(s: &str) -> String {
+        s.to_string()
+    }
+    pub fn page_hidden() -> bool {
+        false
+    }
+    pub fn location_href() -> String {
+        String::new()
+    }
+    pub fn copy_to_clipboard(_text: &str) {}
+    pub fn on_visibility_change(_f: impl Fn(bool) + 'static) {}
+    pub fn every(_ms: i32, _f: impl Fn() + 'static) {}
+    pub fn follow_bottom() {}
+
+    pub struct RoomCallbacks {
+        pub on_entry: Box<dyn Fn(String)>,
+        pub on_typing: Box<dyn Fn(String)>,
+        pub on_status: Box<dyn Fn(bool)>,
+        pub last_seq: Box<dyn Fn() -> i64>,
+    }
+
+    #[derive(Clone)]
+    pub struct RoomStream;
+
+    impl RoomStream {
+        pub fn open(_base_url: String, _callbacks: RoomCallbacks) -> Self {
+            RoomStream
+        }
+        pub fn close(&self) {}
+    }
+}

@@ -1,0 +1,707 @@
+//! The room's timeline as the UI shows it, folded from the room log: teammates' messages, the
+//! agent's reply coalesced into one message per turn, thoughts, tool-call cards, plans, shared
+//! permission requests, system notices, and a compact row for envelopes with no view of their own.
+//! Pure and shared: the server renders it, the browser keeps it up to date.
+
+use std::collections::HashMap;
+
+use agent_client_protocol_schema::v1::{
+    AgentNotification, ContentBlock, RequestPermissionRequest, SessionUpdate, ToolCallContent,
+    ToolCallStatus, ToolKind,
+};
+use serde_json::Value;
+
+use crate::model::{Member, NoticeLevel, RoomEntry, RoomEvent, Sender};
+
+/// One row of the timeline. `rev` is the last room-log seq that changed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub key: String,
+    pub rev: i64,
+    pub at: i64,
+    pub view: View,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    Chat {
+        user_id: String,
+        display_name: String,
+        text: String,
+    },
+    /// The agent's reply in one turn; `done` once the turn ended (then it is rendered as markdown).
+    Agent {
+        text: String,
+        done: bool,
+    },
+    Thought {
+        text: String,
+    },
+    Tool(ToolView),
+    Plan {
+        entries: Vec<PlanEntryView>,
+    },
+    Permission(PermissionView),
+    System {
+        level: NoticeLevel,
+        text: String,
+    },
+    Raw {
+        label: String,
+        json: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolView {
+    pub id: String,
+    pub title: String,
+    pub kind: String,
+    pub status: String,
+    pub diffs: Vec<DiffView>,
+    pub text: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffView {
+    pub path: String,
+    pub old_text: Option<String>,
+    pub new_text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanEntryView {
+    pub content: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionView {
+    pub request_id: String,
+    pub title: String,
+    pub options: Vec<(String, String)>,
+    /// Who answered, and the name of the option they chose.
+    pub answered: Option<(String, String)>,
+    pub cancelled: bool,
+}
+
+/// The turn that is running, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningTurn {
+    pub prompt_seq: i64,
+    pub display_name: String,
+    pub started_at: i64,
+}
+
+/// A prompt waiting for its turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub seq: i64,
+    pub display_name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    pub items: Vec<Item>,
+    pub running: Option<RunningTurn>,
+    pub queue: Vec<Waiting>,
+}
+
+#[derive(Default)]
+struct Fold {
+    items: Vec<Item>,
+    agent: Option<usize>,
+    thought: Option<usize>,
+    plan: Option<usize>,
+    tools: HashMap<String, usize>,
+    permissions: HashMap<String, usize>,
+    chats: HashMap<i64, (String, String)>,
+    running: Option<RunningTurn>,
+    queue: Vec<Waiting>,
+}
+
+impl Fold {
+    fn push(&mut self, key: String, e: &RoomEntry, view: View) -> usize {
+        self.items.push(Item {
+            key,
+            rev: e.seq,
+            at: e.created_at,
+            view,
+        });
+        self.items.len() - 1
+    }
+
+    fn touch(&mut self, i: usize, e: &RoomEntry) -> &mut View {
+        let item = &mut self.items[i];
+        item.rev = e.seq;
+        &mut item.view
+    }
+
+    fn system(&mut self, e: &RoomEntry, level: NoticeLevel, text: String) {
+        self.push(format!("s{}", e.seq), e, View::System { level, text });
+    }
+
+    fn end_turn(&mut self, e: &RoomEntry) {
+        if let Some(i) = self.agent.take()
+            && let View::Agent { done, .. } = self.touch(i, e)
+        {
+            *done = true;
+        }
+        self.thought = None;
+        self.plan = None;
+    }
+
+    fn entry(&mut self, e: &RoomEntry) {
+        match &e.event {
+            RoomEvent::ChatUser { user_id, display_name, text, .. } => {
+                self.chats.insert(e.seq, (display_name.clone(), text.clone()));
+                let view = View::Chat { user_id: user_id.clone(), display_name: display_name.clone(), text: text.clone() };
+                self.push(format!("c{}", e.seq), e, view);
+            }
+            RoomEvent::SessionEvent(ev) => self.session_event(e, ev.sender, &ev.payload),
+            RoomEvent::PromptQueued { prompt_seq, display_name, .. } => {
+                let text = self.chats.get(prompt_seq).map(|c| c.1.clone()).unwrap_or_default();
+                self.queue.push(Waiting { seq: *prompt_seq, display_name: display_name.clone(), text });
+            }
+            RoomEvent::TurnStarted { prompt_seq, display_name, .. } => {
+                self.end_turn(e);
+                self.queue.retain(|w| w.seq != *prompt_seq);
+                self.running = Some(RunningTurn {
+                    prompt_seq: *prompt_seq,
+                    display_name: display_name.clone(),
+                    started_at: e.created_at,
+                });
+            }
+            RoomEvent::TurnCancelling { display_name, .. } => {
+                self.system(e, NoticeLevel::Info, format!("{display_name} stopped the agent."));
+            }
+            RoomEvent::TurnEnded { stop_reason, error, .. } => {
+                self.end_turn(e);
+                self.running = None;
+                match (stop_reason.as_deref(), error) {
+                    (_, Some(err)) => self.system(e, NoticeLevel::Error, err.clone()),
+                    (Some("end_turn"), None) => {}
+                    (Some("cancelled"), None) => self.system(e, NoticeLevel::Info, "The turn was cancelled.".into()),
+                    (Some(reason), None) => {
+                        self.system(e, NoticeLevel::Info, format!("The turn ended: {}.", reason.replace('_', " ")))
+                    }
+                    (None, None) => {}
+                }
+            }
+            RoomEvent::PermissionRequested { request_id, request } => {
+                let view = permission_view(request_id, request);
+                let i = self.push(format!("p{}", e.seq), e, View::Permission(view));
+                self.permissions.insert(request_id.clone(), i);
+            }
+            RoomEvent::PermissionAnswered { request_id, option_id, display_name, .. } => {
+                if let Some(&i) = self.permissions.get(request_id)
+                    && let View::Permission(p) = self.touch(i, e)
+                {
+                    let name = p.options.iter().find(|o| &o.0 == option_id).map(|o| o.1.clone());
+                    p.answered = Some((display_name.clone(), name.unwrap_or_else(|| option_id.clone())));
+                }
+            }
+            RoomEvent::PermissionCancelled { request_ids } => {
+                for id in request_ids {
+                    if let Some(&i) = self.permissions.get(id)
+                        && let View::Permission(p) = self.touch(i, e)
+                    {
+                        p.cancelled = true;
+                    }
+                }
+            }
+            RoomEvent::SessionRestored { replayed_events } => self.system(
+                e,
+                NoticeLevel::Info,
+                format!("The agent's session was restored; {replayed_events} earlier event(s) were replayed to it."),
+            ),
+            RoomEvent::Presence { display_name, online, .. } => {
+                let verb = if *online { "joined" } else { "left" };
+                self.system(e, NoticeLevel::Info, format!("{display_name} {verb}."));
+            }
+            RoomEvent::Notice { level, message } => self.system(e, *level, message.clone()),
+        }
+    }
+
+    fn session_event(&mut self, e: &RoomEntry, sender: Sender, payload: &Value) {
+        let method = payload.get("method").and_then(Value::as_str);
+        // Our own requests show as chat; replies end turns; permission requests have their card.
+        if sender == Sender::Client
+            || method.is_none()
+            || method == Some("session/request_permission")
+        {
+            return;
+        }
+        let method = method.unwrap_or_default();
+        let params = payload.get("params").cloned().unwrap_or(Value::Null);
+        let update = match AgentNotification::from_method_and_params(method, &params) {
+            Ok(AgentNotification::SessionNotification(n)) => n.update,
+            _ => return self.raw(e, method, payload),
+        };
+        match update {
+            SessionUpdate::AgentMessageChunk(chunk) => {
+                let text = block_text(&chunk.content);
+                match self.agent {
+                    Some(i) => {
+                        if let View::Agent { text: t, .. } = self.touch(i, e) {
+                            t.push_str(&text);
+                        }
+                    }
+                    None => {
+                        let i =
+                            self.push(format!("a{}", e.seq), e, View::Agent { text, done: false });
+                        self.agent = Some(i);
+                    }
+                }
+            }
+            SessionUpdate::AgentThoughtChunk(chunk) => {
+                let text = block_text(&chunk.content);
+                match self.thought {
+                    Some(i) => {
+                        if let View::Thought { text: t } = self.touch(i, e) {
+                            t.push_str(&text);
+                        }
+                    }
+                    None => {
+                        self.thought =
+                            Some(self.push(format!("t{}", e.seq), e, View::Thought { text }))
+                    }
+                }
+            }
+            SessionUpdate::ToolCall(call) => {
+                let id = call.tool_call_id.0.to_string();
+                let mut view = ToolView {
+                    id: id.clone(),
+                    title: call.title,
+                    kind: kind_name(&call.kind),
+                    status: status_name(&call.status),
+                    diffs: Vec::new(),
+                    text: Vec::new(),
+                };
+                add_content(&mut view, &call.content);
+                match self.tools.get(&id) {
+                    Some(&i) => *self.touch(i, e) = View::Tool(view),
+                    None => {
+                        let i = self.push(format!("k{}", e.seq), e, View::Tool(view));
+                        self.tools.insert(id, i);
+                    }
+                }
+            }
+            SessionUpdate::ToolCallUpdate(update) => {
+                let id = update.tool_call_id.0.to_string();
+                let i = match self.tools.get(&id) {
+                    Some(&i) => i,
+                    None => {
+                        let view = ToolView {
+                            id: id.clone(),
+                            title: id.clone(),
+                            kind: "other".into(),
+                            status: "pending".into(),
+                            diffs: Vec::new(),
+                            text: Vec::new(),
+                        };
+                        let i = self.push(format!("k{}", e.seq), e, View::Tool(view));
+                        self.tools.insert(id, i);
+                        i
+                    }
+                };
+                if let View::Tool(view) = self.touch(i, e) {
+                    let f = update.fields;
+                    if let Some(t) = f.title {
+                        view.title = t;
+                    }
+                    if let Some(k) = f.kind {
+                        view.kind = kind_name(&k);
+                    }
+                    if let Some(s) = f.status {
+                        view.status = status_name(&s);
+                    }
+                    if let Some(content) = f.content {
+                        view.diffs.clear();
+                        view.text.clear();
+                        add_content(view, &content);
+                    }
+                }
+            }
+            SessionUpdate::Plan(plan) => {
+                let entries = plan
+                    .entries
+                    .into_iter()
+                    .map(|p| PlanEntryView {
+                        content: p.content,
+                        status: serde_json::to_value(&p.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                match self.plan {
+                    Some(i) => *self.touch(i, e) = View::Plan { entries },
+                    None => {
+                        self.plan =
+                            Some(self.push(format!("l{}", e.seq), e, View::Plan { entries }))
+                    }
+                }
+            }
+            _ => self.raw(e, method, payload),
+        }
+    }
+
+    fn raw(&mut self, e: &RoomEntry, method: &str, payload: &Value) {
+        let label = payload
+            .pointer("/params/update/sessionUpdate")
+            .and_then(Value::as_str)
+            .map(|k| format!("{method} · {k}"))
+            .unwrap_or_else(|| method.to_string());
+        let json = serde_json::to_string_pretty(payload).unwrap_or_default();
+        self.push(format!("r{}", e.seq), e, View::Raw { label, json });
+    }
+}
+
+fn block_text(block: &ContentBlock) -> String {
+    match block {
+        ContentBlock::Text(t) => t.text.clone(),
+        ContentBlock::ResourceLink(l) => format!("[{}]({})", l.name, l.uri),
+        _ => String::new(),
+    }
+}
+
+fn add_content(view: &mut ToolView, content: &[ToolCallContent]) {
+    for c in content {
+        match c {
+            ToolCallContent::Diff(d) => view.diffs.push(DiffView {
+                path: d.path.display().to_string(),
+                old_text: d.old_text.clone(),
+                new_text: d.new_text.clone(),
+            }),
+            ToolCallContent::Content(c) => view.text.push(block_text(&c.content)),
+            _ => {}
+        }
+    }
+}
+
+fn kind_name(kind: &ToolKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "other".into())
+}
+
+fn status_name(status: &ToolCallStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn permission_view(request_id: &str, request: &Value) -> PermissionView {
+    match serde_json::from_value::<RequestPermissionRequest>(request.clone()) {
+        Ok(r) => PermissionView {
+            request_id: request_id.into(),
+            title: r
+                .tool_call
+                .fields
+                .title
+                .unwrap_or_else(|| "The agent asks for permission".into()),
+            options: r
+                .options
+                .into_iter()
+                .map(|o| (o.option_id.0.to_string(), o.name))
+                .collect(),
+            answered: None,
+            cancelled: false,
+        },
+        Err(_) => PermissionView {
+            request_id: request_id.into(),
+            title: "The agent asks for permission".into(),
+            options: Vec::new(),
+            answered: None,
+            cancelled: false,
+        },
+    }
+}
+
+/// Folds the room log into the timeline.
+pub fn build(entries: &[RoomEntry]) -> Timeline {
+    let mut fold = Fold::default();
+    for e in entries {
+        fold.entry(e);
+    }
+    Timeline {
+        items: fold.items,
+        running: fold.running,
+        queue: fold.queue,
+    }
+}
+
+/// Who is online: the actor's list at `head`, then the presence entries after it.
+pub fn online(at_head: &[Member], head: i64, entries: &[RoomEntry]) -> Vec<Member> {
+    let mut online: Vec<Member> = at_head.to_vec();
+    for e in entries.iter().filter(|e| e.seq > head) {
+        if let RoomEvent::Presence {
+            user_id,
+            display_name,
+            online: is_online,
+        } = &e.event
+        {
+            online.retain(|m| &m.user_id != user_id);
+            if *is_online {
+                online.push(Member {
+                    user_id: user_id.clone(),
+                    display_name: display_name.clone(),
+                });
+            }
+        }
+    }
+    online.sort_by(|a, b| {
+        a.display_name
+            .to_lowercase()
+            .cmp(&b.display_name.to_lowercase())
+    });
+    online
+}
+
+/// The finished agent messages, by item key: what the server renders as markdown.
+pub fn finished_agent_texts(timeline: &Timeline) -> Vec<(String, String)> {
+    timeline
+        .items
+        .iter()
+        .filter_map(|i| match &i.view {
+            View::Agent { text, done: true } => Some((i.key.clone(), text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SessionEvent;
+    use serde_json::json;
+
+    fn entry(seq: i64, event: RoomEvent) -> RoomEntry {
+        RoomEntry {
+            seq,
+            created_at: seq * 10,
+            event,
+        }
+    }
+
+    fn update(seq: i64, update: Value) -> RoomEntry {
+        entry(
+            seq,
+            RoomEvent::SessionEvent(SessionEvent {
+                id: format!("e{seq}"),
+                event_index: seq,
+                session_id: "s".into(),
+                created_at: 0,
+                connection_id: "c".into(),
+                sender: Sender::Agent,
+                payload: json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "x", "update": update}}),
+            }),
+        )
+    }
+
+    fn chunk(seq: i64, kind: &str, text: &str) -> RoomEntry {
+        update(
+            seq,
+            json!({"sessionUpdate": kind, "content": {"type": "text", "text": text}}),
+        )
+    }
+
+    #[test]
+    fn a_turn_folds_into_one_message_with_cards() {
+        let entries = vec![
+            entry(
+                1,
+                RoomEvent::ChatUser {
+                    user_id: "u".into(),
+                    display_name: "Ada".into(),
+                    text: "fix it".into(),
+                    created_at: 1,
+                },
+            ),
+            entry(
+                2,
+                RoomEvent::TurnStarted {
+                    prompt_seq: 1,
+                    user_id: "u".into(),
+                    display_name: "Ada".into(),
+                },
+            ),
+            chunk(3, "agent_thought_chunk", "hmm "),
+            chunk(4, "agent_message_chunk", "Hello "),
+            update(
+                5,
+                json!({"sessionUpdate": "tool_call", "toolCallId": "t1", "title": "Edit", "kind": "edit", "status": "pending"}),
+            ),
+            chunk(6, "agent_thought_chunk", "ok"),
+            update(
+                7,
+                json!({"sessionUpdate": "tool_call_update", "toolCallId": "t1", "status": "completed",
+                "content": [{"type": "diff", "path": "a.rs", "oldText": "1", "newText": "2"}]}),
+            ),
+            chunk(8, "agent_message_chunk", "world"),
+            update(
+                9,
+                json!({"sessionUpdate": "plan", "entries": [{"content": "step", "priority": "high", "status": "pending"}]}),
+            ),
+            update(
+                10,
+                json!({"sessionUpdate": "available_commands_update", "availableCommands": []}),
+            ),
+        ];
+        let t = build(&entries);
+        assert_eq!(t.running.as_ref().map(|r| r.prompt_seq), Some(1));
+        let views: Vec<&View> = t.items.iter().map(|i| &i.view).collect();
+        assert!(matches!(views[0], View::Chat { text, .. } if text == "fix it"));
+        assert!(matches!(views[1], View::Thought { text } if text == "hmm ok"));
+        assert!(matches!(views[2], View::Agent { text, done: false } if text == "Hello world"));
+        match views[3] {
+            View::Tool(tool) => {
+                assert_eq!(
+                    (tool.status.as_str(), tool.kind.as_str()),
+                    ("completed", "edit")
+                );
+                assert_eq!(
+                    tool.diffs[0],
+                    DiffView {
+                        path: "a.rs".into(),
+                        old_text: Some("1".into()),
+                        new_text: "2".into()
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(views[4], View::Plan { entries } if entries[0].status == "pending"));
+        assert!(
+            matches!(views[5], View::Raw { label, .. } if label.contains("available_commands_update"))
+        );
+        assert_eq!(t.items[2].rev, 8, "the message was last changed by seq 8");
+
+        let mut more = entries.clone();
+        more.push(entry(
+            11,
+            RoomEvent::TurnEnded {
+                prompt_seq: 1,
+                stop_reason: Some("end_turn".into()),
+                error: None,
+            },
+        ));
+        let t = build(&more);
+        assert!(t.running.is_none());
+        assert_eq!(
+            finished_agent_texts(&t),
+            vec![("a4".to_string(), "Hello world".to_string())]
+        );
+    }
+
+    #[test]
+    fn permissions_queue_presence_and_unknown_envelopes() {
+        let request = json!({"sessionId": "x", "toolCall": {"toolCallId": "p", "title": "Run rm"},
+            "options": [{"optionId": "allow", "name": "Allow once", "kind": "allow_once"}]});
+        let echo = RoomEvent::SessionEvent(SessionEvent {
+            id: "e".into(),
+            event_index: 1,
+            session_id: "s".into(),
+            created_at: 0,
+            connection_id: "c".into(),
+            sender: Sender::Agent,
+            payload: json!({"jsonrpc": "2.0", "method": "mock/echo", "params": {"message": {}}}),
+        });
+        let entries = vec![
+            entry(
+                1,
+                RoomEvent::ChatUser {
+                    user_id: "u".into(),
+                    display_name: "Ada".into(),
+                    text: "a".into(),
+                    created_at: 1,
+                },
+            ),
+            entry(
+                2,
+                RoomEvent::TurnStarted {
+                    prompt_seq: 1,
+                    user_id: "u".into(),
+                    display_name: "Ada".into(),
+                },
+            ),
+            entry(
+                3,
+                RoomEvent::ChatUser {
+                    user_id: "b".into(),
+                    display_name: "Bob".into(),
+                    text: "later".into(),
+                    created_at: 3,
+                },
+            ),
+            entry(
+                4,
+                RoomEvent::PromptQueued {
+                    prompt_seq: 3,
+                    user_id: "b".into(),
+                    display_name: "Bob".into(),
+                    position: 1,
+                },
+            ),
+            entry(
+                5,
+                RoomEvent::PermissionRequested {
+                    request_id: "r1".into(),
+                    request,
+                },
+            ),
+            entry(
+                6,
+                RoomEvent::PermissionAnswered {
+                    request_id: "r1".into(),
+                    option_id: "allow".into(),
+                    user_id: "b".into(),
+                    display_name: "Bob".into(),
+                },
+            ),
+            entry(7, echo),
+            entry(
+                8,
+                RoomEvent::Presence {
+                    user_id: "b".into(),
+                    display_name: "Bob".into(),
+                    online: false,
+                },
+            ),
+        ];
+        let t = build(&entries);
+        assert_eq!(
+            t.queue,
+            vec![Waiting {
+                seq: 3,
+                display_name: "Bob".into(),
+                text: "later".into()
+            }]
+        );
+        let perm = t
+            .items
+            .iter()
+            .find_map(|i| match &i.view {
+                View::Permission(p) => Some(p.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(perm.title, "Run rm");
+        assert_eq!(perm.answered, Some(("Bob".into(), "Allow once".into())));
+        assert!(
+            t.items
+                .iter()
+                .any(|i| matches!(&i.view, View::Raw { label, .. } if label == "mock/echo"))
+        );
+        let at_head = vec![Member {
+            user_id: "b".into(),
+            display_name: "Bob".into(),
+        }];
+        assert!(online(&at_head, 7, &entries).is_empty());
+        assert_eq!(online(&at_head, 8, &entries).len(), 1);
+    }
+}
