@@ -10,6 +10,8 @@ for (const [k, v] of Object.entries(process.env)) {
   if (v !== undefined && !["DATABASE_URL", "SANDBOX_AGENT_URL", "SANDBOX_AGENT_TOKEN"].includes(k)) env[k] = v;
 }
 Object.assign(env, {
+  // The scripted ACP agent of the tests, run by the embedded sandbox-agent as the `pi` adapter.
+  PATH: `${path.resolve(__dirname, "../tests/fixtures/bin")}:${process.env.PATH}`,
   HUDDLE_ADDR: `127.0.0.1:${port}`,
   HUDDLE_DATA_DIR: process.env.HUDDLE_E2E_DATA_DIR ?? path.join(os.tmpdir(), `huddle-e2e-${process.pid}`),
   LEPTOS_SITE_ROOT: "target/site",

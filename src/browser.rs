@@ -142,7 +142,32 @@ mod imp {
                 listeners: RefCell::new(Vec::new()),
             }));
             stream.connect();
+            stream.follow_network();
             stream
+        }
+
+        /// When the browser says it is offline, the stream is dropped at once (rather than left to
+        /// time out) and reopened from the newest seq when the network is back.
+        fn follow_network(&self) {
+            let Some(w) = web_sys::window() else { return };
+            let weak = Rc::downgrade(&self.0);
+            let offline = Closure::<dyn Fn()>::new(move || {
+                let Some(inner) = weak.upgrade() else { return };
+                if let Some(es) = inner.current.borrow_mut().take() {
+                    es.close();
+                }
+                (inner.callbacks.on_status)(false);
+            });
+            let weak = Rc::downgrade(&self.0);
+            let online = Closure::<dyn Fn()>::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    RoomStream(inner).connect();
+                }
+            });
+            let _ = w.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
+            let _ = w.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
+            offline.forget();
+            online.forget();
         }
 
         fn connect(&self) {

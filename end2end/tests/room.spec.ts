@@ -1,0 +1,180 @@
+import { expect, test, type Browser, type Page } from "@playwright/test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+const shots = path.join(__dirname, "..", "artifacts");
+fs.mkdirSync(shots, { recursive: true });
+
+async function newWorkspace(page: Page, agent = "pi"): Promise<string> {
+  const res = await page.request.post("/api/workspace/create", { data: { agent } });
+  expect(res.ok()).toBeTruthy();
+  return (await res.json()).url;
+}
+
+/** Opens the room as a teammate: a fresh browser context that picks a display name. */
+async function join(browser: Browser, url: string, name: string): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 850 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
+  await page.goto(url);
+  await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  await page.getByTestId("name-input").fill(name);
+  await page.getByTestId("join").click();
+  await expect(page.getByTestId("reconnecting")).toBeHidden();
+  return page;
+}
+
+async function send(page: Page, text: string) {
+  await page.getByTestId("composer").fill(text);
+  await page.getByTestId("composer").press("Enter");
+  await expect(page.getByTestId("composer")).toHaveValue("");
+}
+
+const chatTexts = (page: Page) => page.locator('[data-testid="chat"] .text').allTextContents();
+
+test("two teammates see each other's messages and the agent's reply live; reload keeps the history", async ({
+  browser,
+}) => {
+  const ada = await join(browser, await newWorkspace(await browser.newPage()), "Ada");
+  const bob = await join(browser, ada.url(), "Bob");
+  await expect(ada.getByTestId("online")).toContainText("Bob");
+  await expect(bob.getByTestId("online")).toContainText("Ada");
+
+  await send(ada, "tools");
+  for (const page of [ada, bob]) {
+    await expect(page.getByTestId("chat").filter({ hasText: "tools" })).toContainText("Ada");
+    await expect(page.getByTestId("tool-call")).toContainText("Edit src/main.rs");
+    await expect(page.getByTestId("tool-call")).toHaveAttribute("data-status", "completed");
+    await expect(page.getByTestId("diff")).toContainText("+ let x = 2;");
+    await expect(page.getByTestId("plan")).toContainText("Fix the bug");
+    await expect(page.getByTestId("thought")).toContainText("Thinking");
+    // The reply is one message, rendered from markdown once the turn ends.
+    await expect(page.getByTestId("agent-message").locator(".markdown strong")).toHaveText("the bug");
+  }
+  await send(bob, "stream 40");
+  await expect(ada.getByTestId("agent-message").last()).toContainText("chunk 39");
+  await expect(ada.getByTestId("agent-message")).toHaveCount(2);
+  await ada.screenshot({ path: path.join(shots, "room-two-teammates.png"), fullPage: true });
+
+  await bob.reload();
+  await expect(bob.locator("body[data-hydrated]")).toBeAttached();
+  expect(await chatTexts(bob)).toEqual(["tools", "stream 40"]);
+  await expect(bob.getByTestId("agent-message")).toHaveCount(2);
+  await expect(bob.getByTestId("agent-message").first().locator(".markdown strong")).toHaveText("the bug");
+  await ada.context().close();
+  await bob.context().close();
+});
+
+test("a permission answered by one teammate shows resolved for the other", async ({ browser }) => {
+  const ada = await join(browser, await newWorkspace(await browser.newPage()), "Ada");
+  const bob = await join(browser, ada.url(), "Bob");
+  await send(ada, "permission");
+  await expect(bob.getByTestId("permission")).toContainText("Run rm -rf build/");
+  await expect(ada.getByTestId("permission-option")).toHaveCount(2);
+  await bob.screenshot({ path: path.join(shots, "room-permission-asked.png"), fullPage: true });
+  await bob.getByTestId("permission-option").filter({ hasText: "Allow once" }).click();
+  for (const page of [ada, bob]) {
+    await expect(page.getByTestId("permission-resolved")).toHaveText("Bob answered: Allow once");
+    await expect(page.getByTestId("permission-option")).toHaveCount(0);
+    await expect(page.getByTestId("agent-message").last()).toContainText("permission: allow");
+  }
+  await ada.screenshot({ path: path.join(shots, "room-permission-resolved.png"), fullPage: true });
+  await ada.context().close();
+  await bob.context().close();
+});
+
+test("Stop cancels a running turn, and queued prompts wait their turn", async ({ browser }) => {
+  const ada = await join(browser, await newWorkspace(await browser.newPage()), "Ada");
+  const bob = await join(browser, ada.url(), "Bob");
+  await send(ada, "slow");
+  await expect(bob.getByTestId("turn-status")).toContainText("Agent is working for Ada");
+  await send(bob, "stream 3");
+  await expect(ada.getByTestId("queue")).toContainText("Bob: stream 3");
+  await ada.screenshot({ path: path.join(shots, "room-working-with-queue.png"), fullPage: true });
+  await bob.getByTestId("stop").click();
+  await expect(ada.getByTestId("system").filter({ hasText: "Bob stopped the agent." })).toBeVisible();
+  await expect(ada.getByTestId("system").filter({ hasText: "The turn was cancelled." })).toBeVisible();
+  // The queued prompt runs next, in the same session.
+  await expect(ada.getByTestId("agent-message").last()).toContainText("chunk 2");
+  await expect(ada.getByTestId("turn-status")).toBeHidden();
+  await expect(ada.getByTestId("queue")).toBeHidden();
+  await ada.context().close();
+  await bob.context().close();
+});
+
+test("a teammate who goes offline comes back with nothing missing and nothing doubled", async ({ browser }) => {
+  const ada = await join(browser, await newWorkspace(await browser.newPage(), "mock"), "Ada");
+  const bob = await join(browser, ada.url(), "Bob");
+  await send(ada, "one");
+  await expect(bob.getByTestId("chat")).toHaveCount(1);
+
+  await bob.context().setOffline(true);
+  await expect(bob.getByTestId("reconnecting")).toBeVisible();
+  await expect(bob.getByTestId("send")).toBeDisabled();
+  await bob.screenshot({ path: path.join(shots, "room-reconnecting.png"), fullPage: true });
+  for (const text of ["two", "three", "four"]) await send(ada, text);
+  await bob.context().setOffline(false);
+  await expect(bob.getByTestId("reconnecting")).toBeHidden({ timeout: 30_000 });
+  await expect(bob.getByTestId("chat")).toHaveCount(4);
+  expect(await chatTexts(bob)).toEqual(["one", "two", "three", "four"]);
+  expect(await chatTexts(ada)).toEqual(["one", "two", "three", "four"]);
+  // The mock agent's echoes have no view of their own: compact rows that open to JSON.
+  const raw = bob.getByTestId("raw").first();
+  await expect(raw).toContainText("mock/echo");
+  await raw.locator("summary").click();
+  await expect(raw.locator("pre")).toContainText('"jsonrpc"');
+  await ada.context().close();
+  await bob.context().close();
+});
+
+test("HTML in names, prompts and the agent's markdown shows as text and runs nothing", async ({ browser }) => {
+  const evilName = '<img src=x onerror="window.__xss=1">';
+  const ada = await join(browser, await newWorkspace(await browser.newPage()), evilName);
+  const bob = await join(browser, ada.url(), "Bob");
+  await send(ada, "<script>window.__xss=2</script> hello");
+  await send(ada, "markdown");
+  for (const page of [ada, bob]) {
+    await expect(page.getByTestId("author").first()).toHaveText(evilName);
+    await expect(page.getByTestId("chat").first().locator(".text")).toHaveText("<script>window.__xss=2</script> hello");
+    const md = page.getByTestId("agent-message").last().locator(".markdown");
+    await expect(md.locator("h1")).toHaveText("Title");
+    await expect(md.locator("pre code")).toContainText("fn main() {}");
+    await expect(md.locator("script")).toHaveCount(0);
+    await expect(md.locator("[onerror]")).toHaveCount(0);
+  }
+  await bob.reload();
+  await expect(bob.getByTestId("author").first()).toHaveText(evilName);
+  for (const page of [ada, bob]) {
+    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+  }
+  await ada.screenshot({ path: path.join(shots, "room-xss-as-text.png"), fullPage: true });
+  await ada.context().close();
+  await bob.context().close();
+});
+
+test("the composer works before hydration, and the home page lists agents and visited rooms", async ({ browser }) => {
+  const setup = await browser.newPage();
+  const url = await newWorkspace(setup, "mock");
+  const noJs = await browser.newContext({ javaScriptEnabled: false });
+  const page = await noJs.newPage();
+  await page.goto(url);
+  await page.getByTestId("form-name").fill("Plain Form");
+  await page.getByTestId("composer").fill("sent without wasm");
+  await page.getByTestId("send").click();
+  await page.waitForURL(url);
+  await expect(page.getByTestId("chat")).toContainText("sent without wasm");
+  await noJs.close();
+
+  const ada = await join(browser, url, "Ada");
+  await expect(ada.getByTestId("chat")).toContainText("Plain Form");
+  await ada.goto("/");
+  await expect(ada.locator("#agent option[value=mock]")).toHaveCount(1);
+  await expect(ada.locator("#agent option[value=pi]")).toHaveCount(1);
+  await expect(ada.getByTestId("visited")).toContainText("mock");
+  await ada.screenshot({ path: path.join(shots, "home.png"), fullPage: true });
+  await ada.setViewportSize({ width: 390, height: 800 });
+  await ada.goto(url);
+  await expect(ada.getByTestId("chat")).toContainText("sent without wasm");
+  await ada.screenshot({ path: path.join(shots, "room-phone.png"), fullPage: true });
+  await ada.context().close();
+});
