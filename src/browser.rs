@@ -119,12 +119,15 @@ mod imp {
         pub last_seq: Box<dyn Fn() -> i64>,
     }
 
+    /// A JS callback kept alive as long as its EventSource.
+    type Listener = Closure<dyn Fn(MessageEvent)>;
+
     struct Inner {
         base_url: String,
         callbacks: RoomCallbacks,
         current: RefCell<Option<EventSource>>,
         closed: Cell<bool>,
-        listeners: RefCell<Vec<Closure<dyn Fn(MessageEvent)>>>,
+        listeners: RefCell<Vec<Listener>>,
     }
 
     /// The room's SSE stream. The browser resumes a dropped stream with Last-Event-ID by itself;

@@ -268,7 +268,7 @@ async fn a_restarted_sandbox_agent_gets_the_session_back_with_replayed_history()
             |n| matches!(n, SessionNotice::Restored { replayed_events } if *replayed_events > 0)
         )
     );
-    let echoed = seen.iter().filter_map(chunk_text).last().expect("the echo");
+    let echoed = seen.iter().rev().find_map(chunk_text).expect("the echo");
     let blocks: Vec<String> = serde_json::from_str(&echoed).unwrap();
     assert_eq!(blocks.len(), 2, "replayed history, then the prompt");
     assert!(blocks[0].starts_with("Previous session history is replayed below"));

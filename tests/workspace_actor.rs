@@ -301,7 +301,7 @@ async fn actors_sleep_and_wake_and_a_crash_stays_in_its_actor() {
     assert!(got.iter().any(
         |e| matches!(e.event, RoomEvent::SessionRestored { replayed_events } if replayed_events > 0)
     ));
-    let echoed = got.iter().filter_map(chunk).last().unwrap();
+    let echoed = got.iter().rev().find_map(chunk).unwrap();
     assert!(echoed.contains("remember pelican"), "{echoed}");
 
     // A panic in one actor leaves the others running, and the next call starts it again.
@@ -337,8 +337,8 @@ async fn restarting_the_app_keeps_the_history_and_the_session() {
     assert!(
         after
             .iter()
-            .filter_map(chunk)
-            .last()
+            .rev()
+            .find_map(chunk)
             .unwrap()
             .contains("swordfish")
     );
