@@ -44,10 +44,19 @@ pub struct EmbeddedPostgres {
 }
 
 impl EmbeddedPostgres {
-    /// Starts (initialising on first use) the cluster under `data_dir`.
+    /// Starts (initialising on first use) the cluster under `data_dir` on a free loopback port.
     pub async fn start(
         data_dir: &Path,
         pg_bin: Option<&Path>,
+    ) -> Result<Self, EmbeddedPostgresError> {
+        Self::start_on(data_dir, pg_bin, None).await
+    }
+
+    /// Like [`EmbeddedPostgres::start`], on the given port (tests restart a server where it was).
+    pub async fn start_on(
+        data_dir: &Path,
+        pg_bin: Option<&Path>,
+        port: Option<u16>,
     ) -> Result<Self, EmbeddedPostgresError> {
         let bin = find_binaries(pg_bin)?;
         tokio::fs::create_dir_all(data_dir).await?;
@@ -78,8 +87,11 @@ impl EmbeddedPostgres {
         }
 
         let mut last_error = None;
-        for _ in 0..3 {
-            let port = free_port()?;
+        for _ in 0..if port.is_some() { 1 } else { 3 } {
+            let port = match port {
+                Some(p) => p,
+                None => free_port()?,
+            };
             let opts =
                 format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''");
             let log = pg.data.join("server.log");
@@ -100,6 +112,11 @@ impl EmbeddedPostgres {
             }
         }
         Err(last_error.expect("three attempts were made"))
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> Option<u16> {
+        self.url.rsplit_once(':')?.1.split('/').next()?.parse().ok()
     }
 
     /// Connection URL of the running cluster (contains its password: never log it).

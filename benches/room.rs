@@ -1,0 +1,269 @@
+//! Benchmarks of workspace actors and the room's SSE fan-out, against the real `huddle` binary in
+//! its own process (so its memory can be read), a throw-away Postgres and the real sandbox-agent.
+//! Prints its figures. Run with `scripts/bench.sh`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use huddle::model::{RoomEntry, RoomEvent};
+use serde_json::{Value, json};
+
+const RATE: u32 = 50;
+const SECONDS: u32 = 6;
+
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    async fn post(&self, endpoint: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{endpoint}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    async fn create(&self, agent: &str) -> String {
+        self.post("create", json!({"agent": agent})).await["workspaceId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn subscribe(&self, ws: &str, user: &str) -> reqwest::Response {
+        let url = format!(
+            "{}/api/workspace/{ws}/events?userId={user}&displayName={user}",
+            self.base
+        );
+        let res = self.http.get(url).send().await.unwrap();
+        assert!(res.status().is_success());
+        res
+    }
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn wait_online(server: &Server, ws: &str, n: usize) {
+    let t = Instant::now();
+    loop {
+        let info = server.post("info", json!({"workspaceId": ws})).await;
+        if info["online"].as_array().unwrap().len() >= n {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "clients did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Fan-out: `clients` SSE clients on one workspace while the agent streams at RATE events/s.
+async fn fan_out(server: &Server, clients: usize) {
+    let ws = server.create("pi").await;
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::with_capacity(
+        clients * (RATE * SECONDS) as usize,
+    )));
+    let window = Arc::new(Mutex::new((f64::MAX, 0f64)));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let res = server.subscribe(&ws, &format!("c{c}")).await;
+        let (latencies, window) = (latencies.clone(), window.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+            let mut mine = Vec::new();
+            while let Some(Ok(ev)) = events.next().await {
+                if ev.event != "session.event" && ev.event != "turn.ended" {
+                    continue;
+                }
+                let at = now_ms();
+                let entry: RoomEntry = serde_json::from_str(&ev.data).unwrap();
+                match entry.event {
+                    RoomEvent::SessionEvent(e)
+                        if e.payload.pointer("/params/update/sessionUpdate")
+                            == Some(&json!("agent_message_chunk")) =>
+                    {
+                        // createdAt is when Huddle took the envelope from sandbox-agent.
+                        mine.push(at - e.created_at as f64);
+                        let mut w = window.lock().unwrap();
+                        w.0 = w.0.min(at);
+                        w.1 = w.1.max(at);
+                    }
+                    RoomEvent::TurnEnded { .. } => break,
+                    _ => {}
+                }
+            }
+            latencies.lock().unwrap().extend(mine);
+        }));
+    }
+    wait_online(server, &ws, clients).await;
+    let rss_before = server.rss_kib();
+    let n = RATE * SECONDS;
+    server.post("prompt", json!({"workspaceId": ws, "userId": "bench", "displayName": "Bench", "text": format!("pace {n} {RATE}")})).await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_by(f64::total_cmp);
+    let (first, last) = *window.lock().unwrap();
+    let expected = clients * n as usize;
+    println!(
+        "fan-out to {clients:>4} clients at {RATE} events/s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} of {expected} deliveries, {:.0} deliveries/s; server RSS {} MiB",
+        percentile(&l, 0.5),
+        percentile(&l, 0.99),
+        l.last().copied().unwrap_or(f64::NAN),
+        l.len(),
+        l.len() as f64 / ((last - first) / 1000.0).max(0.001),
+        rss_before / 1024,
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let (_pool, db_url) = common::fresh_db().await;
+    let sa = common::start_sandbox_agent(None, None).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+    cmd.env("DATABASE_URL", &db_url)
+        .env("SANDBOX_AGENT_URL", &sa.endpoint().base_url)
+        .env("SANDBOX_AGENT_TOKEN", sa.endpoint().token.clone().unwrap())
+        .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
+        .env("HUDDLE_IDLE_SLEEP_SECS", "2")
+        .env("LEPTOS_OUTPUT_NAME", "huddle")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let server = Server {
+        child: cmd.spawn().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+    };
+    let t = Instant::now();
+    while server
+        .http
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "huddle did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "huddle started in {:.0} ms; RSS {} MiB",
+        t.elapsed().as_secs_f64() * 1000.0,
+        server.rss_kib() / 1024
+    );
+
+    for clients in [1, 100, 1000] {
+        fan_out(&server, clients).await;
+    }
+
+    // Memory per idle SSE connection.
+    let ws = server.create("mock").await;
+    server.post("info", json!({"workspaceId": ws})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss_kib();
+    let mut idle = Vec::new();
+    for c in 0..1000 {
+        idle.push(server.subscribe(&ws, &format!("idle{c}")).await);
+    }
+    wait_online(&server, &ws, 1000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.rss_kib();
+    println!(
+        "memory per idle SSE connection: {:.1} KiB (RSS {} -> {} MiB for 1000 connections)",
+        (after as f64 - before as f64) / 1000.0,
+        before / 1024,
+        after / 1024
+    );
+    drop(idle);
+
+    // Memory per sleeping workspace, and wake time.
+    let count = 300;
+    let mut workspaces = Vec::new();
+    for _ in 0..count {
+        workspaces.push(server.create("mock").await);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let asleep_before = server.rss_kib();
+    let mut first_wake = Vec::new();
+    for ws in &workspaces {
+        let t = Instant::now();
+        server.post("info", json!({"workspaceId": ws})).await;
+        first_wake.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let awake = server.rss_kib();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let asleep_after = server.rss_kib();
+    println!(
+        "memory per awake workspace: {:.1} KiB; per sleeping workspace: {:.1} KiB (RSS {} -> {} awake -> {} MiB asleep, {count} workspaces)",
+        (awake as f64 - asleep_before as f64) / count as f64,
+        (asleep_after as f64 - asleep_before as f64) / count as f64,
+        asleep_before / 1024,
+        awake / 1024,
+        asleep_after / 1024,
+    );
+    let mut wake = Vec::new();
+    for ws in &workspaces {
+        let t = Instant::now();
+        server.post("info", json!({"workspaceId": ws})).await;
+        wake.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    first_wake.sort_by(f64::total_cmp);
+    wake.sort_by(f64::total_cmp);
+    println!(
+        "wake time (sleeping workspace -> answered action, session created): p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&first_wake, 0.5),
+        percentile(&first_wake, 0.99)
+    );
+    println!(
+        "wake time (sleeping workspace -> answered action, session resumed with replay): p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&wake, 0.5),
+        percentile(&wake, 0.99)
+    );
+    sa.stop().await;
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (release build) against a throw-away Postgres and the real sandbox-agent,
+# and prints their figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export SANDBOX_AGENT_BIN="$PWD/tools/node_modules/@sandbox-agent/cli-linux-x64/bin/sandbox-agent"
+# A thousand SSE clients and their server need more than the default 1024 open files.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+source scripts/lib/throwaway-postgres.sh
+cargo bench --features ssr --bench store --bench room
