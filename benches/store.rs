@@ -7,8 +7,8 @@ mod common;
 use std::time::Instant;
 
 use huddle::sandbox_agent::{
-    CreateSessionRequest, PostgresPersist, Sender, SessionEvent, SessionPersistDriver,
-    SessionRecord,
+    CreateSessionRequest, PostgresPersist, Sender, SessionEvent, SessionNotice,
+    SessionPersistDriver, SessionRecord,
 };
 use serde_json::json;
 
@@ -34,7 +34,24 @@ async fn main() {
     let sa = common::start_sandbox_agent(None, None).await;
     let client = common::client(&sa, &pool);
     let (tx, mut rx) = common::notices();
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let counts = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64, 0u64)));
+    let counting = counts.clone();
+    tokio::spawn(async move {
+        while let Some(n) = rx.recv().await {
+            let mut c = counting.lock().unwrap();
+            match n {
+                SessionNotice::StreamGap {
+                    last_seen,
+                    resumed_at,
+                } => {
+                    c.0 += 1;
+                    c.1 += resumed_at - last_seen - 1;
+                }
+                SessionNotice::StreamHealed { recovered } => c.2 += recovered,
+                _ => {}
+            }
+        }
+    });
     let request = CreateSessionRequest {
         id: "stream".into(),
         agent: "pi".into(),
@@ -52,11 +69,23 @@ async fn main() {
     s.prompt(&format!("stream {n}")).await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     let events = persist.max_event_index("stream").await.unwrap().unwrap() - before;
+    let chunks: (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM sandbox_agent.events WHERE session_id = 'stream' \
+         AND payload_json #>> '{params,update,sessionUpdate}' = 'agent_message_chunk'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     println!(
-        "streaming agent: {events} events persisted in {secs:.2} s = {:.0} events/s (each in Postgres before it is announced)",
-        events as f64 / secs
+        "streaming agent: {events} events persisted in {secs:.2} s = {:.0} events/s (each in Postgres before it is announced); {} of {n} chunks recorded",
+        events as f64 / secs,
+        chunks.0
     );
     sa.stop().await;
+    let (gaps, lost, recovered) = *counts.lock().unwrap();
+    println!(
+        "  sandbox-agent's stream skipped envelopes under the burst: {recovered} recovered by resuming from Last-Event-ID; {lost} lost in {gaps} reported gap(s)"
+    );
 
     // 2. Paging through a 100,000-event session.
     persist.update_session(&session("big")).await.unwrap();

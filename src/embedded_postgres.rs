@@ -349,3 +349,17 @@ fn check(cmd: &Command, out: std::process::Output) -> Result<(), EmbeddedPostgre
         detail,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_how_to_get_them() {
+        let err = find_binaries(Some(Path::new("/nonexistent/pg/bin"))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/pg/bin"), "{msg}");
+        assert!(msg.contains("apt-get install postgresql"), "{msg}");
+        assert!(msg.contains("DATABASE_URL"), "{msg}");
+    }
+}

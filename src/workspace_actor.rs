@@ -837,6 +837,12 @@ impl Actor {
                         resumed_at.saturating_sub(last_seen + 1)
                     ),
                 }),
+                SessionNotice::StreamHealed { recovered } => events.push(RoomEvent::Notice {
+                    level: NoticeLevel::Info,
+                    message: format!(
+                        "The stream from the agent skipped {recovered} message(s); they were recovered."
+                    ),
+                }),
                 SessionNotice::ConnectionLost(_) => events.push(RoomEvent::Notice {
                     level: NoticeLevel::Warning,
                     message: "The connection to the agent was lost; the next prompt restores the session.".into(),

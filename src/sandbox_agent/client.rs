@@ -38,6 +38,10 @@ pub enum SessionNotice {
         last_seen: u64,
         resumed_at: u64,
     },
+    /// The event stream skipped envelopes, and resuming it got them back.
+    StreamHealed {
+        recovered: u64,
+    },
     /// The live connection is gone; the next action restores the session on a new one.
     ConnectionLost(String),
     /// The session was restored on a new connection; the next prompt carries replayed history.

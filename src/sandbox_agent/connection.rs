@@ -258,6 +258,11 @@ async fn pump(
                         }));
                         continue;
                     }
+                    Inbound::Healed { recovered } => {
+                        tracing::info!(connection = %shared.id, recovered, "healed a gap in the ACP event stream");
+                        actions.push(Action::Notice(SessionNotice::StreamHealed { recovered }));
+                        continue;
+                    }
                     Inbound::Gone(reason) => {
                         shared.gone.cancel();
                         if !lost_reported {

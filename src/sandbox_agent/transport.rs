@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -42,6 +42,8 @@ pub(crate) enum Inbound {
     Malformed { error: String },
     /// SSE ids jumped: the server's replay ring no longer held what we missed.
     Gap { last_seen: u64, resumed_at: u64 },
+    /// SSE ids jumped, and resuming from the last id got the skipped envelopes back.
+    Healed { recovered: u64 },
     /// The server no longer knows this connection (it restarted, or closed it).
     Gone(String),
 }
@@ -49,6 +51,9 @@ pub(crate) enum Inbound {
 /// How long a reply seen in a POST body waits for its copy on the SSE stream, which keeps order
 /// with the notifications that preceded it.
 const BODY_REPLY_GRACE: Duration = Duration::from_millis(250);
+/// Past the grace, a reply keeps waiting while the stream is busy delivering what came before it.
+const STREAM_BUSY: Duration = Duration::from_millis(300);
+const BODY_REPLY_MAX_WAIT: Duration = Duration::from_secs(30);
 const SEEN_REPLIES_KEPT: usize = 2048;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,6 +69,24 @@ pub(crate) struct Transport {
     cancel: CancellationToken,
     /// Cuts the current SSE connection so that it resumes (tests use it to prove resumption).
     cut: Notify,
+    /// When the open SSE connection last delivered something; None while none is open.
+    stream_activity: Mutex<Option<Instant>>,
+}
+
+/// Where the SSE stream is: the last id delivered, and a gap being healed by a resume.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StreamPos {
+    pub last_id: u64,
+    /// `(last_seen, resumed_at)` of a gap that a resume from `last_seen` should fill.
+    pub healing: Option<(u64, u64)>,
+}
+
+/// Why one SSE connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    Closed,
+    /// Ids jumped: reconnect at once from the last id, to get the skipped envelopes replayed.
+    Gap,
 }
 
 #[derive(Default)]
@@ -111,6 +134,7 @@ impl Transport {
             seen_changed: Notify::new(),
             cancel: CancellationToken::new(),
             cut: Notify::new(),
+            stream_activity: Mutex::new(None),
         }
     }
 
@@ -196,17 +220,25 @@ impl Transport {
 
     async fn deliver_body_reply(&self, reply: Value) {
         if let Some(id) = envelope_id(&reply).filter(|_| is_response(&reply)) {
-            let wait = async {
-                loop {
-                    let notified = self.seen_changed.notified();
-                    if self.seen.lock().expect("seen lock").set.contains(&id) {
-                        return;
-                    }
-                    notified.await;
+            let started = Instant::now();
+            loop {
+                let notified = self.seen_changed.notified();
+                if self.seen.lock().expect("seen lock").set.contains(&id) {
+                    return;
                 }
-            };
-            if tokio::time::timeout(BODY_REPLY_GRACE, wait).await.is_ok() {
-                return;
+                let busy = self
+                    .stream_activity
+                    .lock()
+                    .expect("activity lock")
+                    .is_some_and(|t| t.elapsed() < STREAM_BUSY);
+                let waited = started.elapsed();
+                if (waited >= BODY_REPLY_GRACE && !busy) || waited >= BODY_REPLY_MAX_WAIT {
+                    break;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
             }
         }
         self.push_inbound(reply).await;
@@ -239,14 +271,14 @@ impl Transport {
     }
 
     async fn sse_loop(&self) {
-        let mut last_id: u64 = 0;
+        let mut pos = StreamPos::default();
         let mut backoff = Duration::from_millis(150);
         while !self.cancel.is_cancelled() {
             let mut req = self
                 .authed(self.http.get(&self.url))
                 .header("accept", "text/event-stream");
-            if last_id > 0 {
-                req = req.header("last-event-id", last_id.to_string());
+            if pos.last_id > 0 {
+                req = req.header("last-event-id", pos.last_id.to_string());
             }
             let res = tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -264,7 +296,12 @@ impl Transport {
                 }
                 Ok(res) if res.status().is_success() => {
                     backoff = Duration::from_millis(150);
-                    self.consume(res.bytes_stream(), &mut last_id).await;
+                    *self.stream_activity.lock().expect("activity lock") = Some(Instant::now());
+                    let end = self.consume(res.bytes_stream(), &mut pos).await;
+                    *self.stream_activity.lock().expect("activity lock") = None;
+                    if end == StreamEnd::Gap {
+                        continue;
+                    }
                 }
                 Ok(res) => {
                     tracing::warn!(status = %res.status(), "ACP event stream refused; retrying")
@@ -280,7 +317,7 @@ impl Transport {
     }
 
     /// Reads one SSE connection until it ends, is cut, or the transport closes.
-    pub(crate) async fn consume<S, B, E>(&self, bytes: S, last_id: &mut u64)
+    pub(crate) async fn consume<S, B, E>(&self, bytes: S, pos: &mut StreamPos) -> StreamEnd
     where
         S: futures::Stream<Item = Result<B, E>> + Unpin,
         B: AsRef<[u8]>,
@@ -289,13 +326,16 @@ impl Transport {
         let mut events = bytes.eventsource();
         loop {
             let next = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = self.cut.notified() => return,
+                _ = self.cancel.cancelled() => return StreamEnd::Closed,
+                _ = self.cut.notified() => return StreamEnd::Closed,
                 next = events.next() => next,
             };
             let event = match next {
-                None => return,
-                Some(Ok(event)) => event,
+                None => return StreamEnd::Closed,
+                Some(Ok(event)) => {
+                    *self.stream_activity.lock().expect("activity lock") = Some(Instant::now());
+                    event
+                }
                 Some(Err(e)) => {
                     let _ = self
                         .inbound
@@ -303,23 +343,34 @@ impl Transport {
                             error: format!("broken SSE stream: {e}"),
                         })
                         .await;
-                    return;
+                    return StreamEnd::Closed;
                 }
             };
             if let Ok(id) = event.id.trim().parse::<u64>() {
-                if id > *last_id + 1 {
-                    let _ = self
-                        .inbound
-                        .send(Inbound::Gap {
-                            last_seen: *last_id,
-                            resumed_at: id,
-                        })
-                        .await;
-                }
-                if id <= *last_id {
+                if id <= pos.last_id {
                     continue; // Already delivered before a reconnect.
                 }
-                *last_id = id;
+                if id > pos.last_id + 1 {
+                    match pos.healing.take() {
+                        // First sight of the gap: resume from the last id; the ring may hold the rest.
+                        None => {
+                            pos.healing = Some((pos.last_id, id));
+                            return StreamEnd::Gap;
+                        }
+                        // Resumed, and still not there: those envelopes are gone. Say so.
+                        Some(_) => {
+                            let gap = Inbound::Gap {
+                                last_seen: pos.last_id,
+                                resumed_at: id,
+                            };
+                            let _ = self.inbound.send(gap).await;
+                        }
+                    }
+                } else if let Some((last_seen, resumed_at)) = pos.healing.take() {
+                    let recovered = resumed_at - last_seen - 1;
+                    let _ = self.inbound.send(Inbound::Healed { recovered }).await;
+                }
+                pos.last_id = id;
             }
             if event.event != "message" || event.data.trim().is_empty() {
                 continue;
@@ -395,22 +446,22 @@ mod tests {
         )
     }
 
-    async fn feed(t: &Transport, text: &'static str, last: &mut u64) {
+    async fn feed(t: &Transport, text: &'static str, pos: &mut StreamPos) -> StreamEnd {
         let chunks: Vec<Result<&[u8], std::io::Error>> = vec![Ok(text.as_bytes())];
-        t.consume(futures::stream::iter(chunks), last).await;
+        t.consume(futures::stream::iter(chunks), pos).await
     }
 
     #[tokio::test]
     async fn sse_garbage_is_reported_and_nothing_else_is_lost() {
         let (t, mut rx) = transport();
-        let mut last = 0;
+        let mut pos = StreamPos::default();
         feed(
             &t,
             "id: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n\n\
              id: 2\nevent: message\ndata: this is not json\n\n\
              id: 3\nevent: message\ndata: {\"no\":\"jsonrpc\"}\n\n\
              id: 4\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"b\"}\n\n",
-            &mut last,
+            &mut pos,
         )
         .await;
         let mut got = Vec::new();
@@ -422,28 +473,43 @@ mod tests {
         assert!(matches!(&got[2], Inbound::Malformed { error } if error.contains("jsonrpc")));
         assert!(matches!(&got[3], Inbound::Envelope(v) if v["method"] == "b"));
         assert_eq!(got.len(), 4);
-        assert_eq!(last, 4);
+        assert_eq!(pos.last_id, 4);
     }
 
     #[tokio::test]
-    async fn sse_ids_detect_gaps_and_skip_repeats() {
+    async fn a_gap_is_healed_by_resuming_or_else_reported() {
         let (t, mut rx) = transport();
-        let mut last = 2;
-        feed(
-            &t,
-            "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"old\"}\n\n\
-             id: 5\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"new\"}\n\n",
-            &mut last,
-        )
-        .await;
+        let mut pos = StreamPos {
+            last_id: 2,
+            healing: None,
+        };
+        let jump = "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"old\"}\n\n\
+                    id: 5\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"new\"}\n\n";
+        // Ids jump from 2 to 5: the connection is dropped to resume from 2, nothing delivered yet.
+        assert_eq!(feed(&t, jump, &mut pos).await, StreamEnd::Gap);
+        assert!(rx.try_recv().is_err());
+        // The resume replays 3, 4, 5: healed.
+        let replay = "id: 3\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"m3\"}\n\n\
+                      id: 4\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"m4\"}\n\n";
+        assert_eq!(feed(&t, replay, &mut pos).await, StreamEnd::Closed);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Inbound::Healed { recovered: 2 })
+        ));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "m3"));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "m4"));
+        // Another jump, and the resume cannot fill it: reported, and the stream goes on.
+        let far = "id: 9\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"m9\"}\n\n";
+        assert_eq!(feed(&t, far, &mut pos).await, StreamEnd::Gap);
+        assert_eq!(feed(&t, far, &mut pos).await, StreamEnd::Closed);
         assert!(matches!(
             rx.try_recv(),
             Ok(Inbound::Gap {
-                last_seen: 2,
-                resumed_at: 5
+                last_seen: 4,
+                resumed_at: 9
             })
         ));
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "new"));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "m9"));
         assert!(rx.try_recv().is_err());
     }
 
