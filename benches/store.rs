@@ -64,27 +64,41 @@ async fn main() {
         .await
         .unwrap()
         .unwrap_or(0);
-    let n = 20_000;
-    let t = Instant::now();
-    s.prompt(&format!("stream {n}")).await.unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    let events = persist.max_event_index("stream").await.unwrap().unwrap() - before;
-    let chunks: (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM sandbox_agent.events WHERE session_id = 'stream' \
-         AND payload_json #>> '{params,update,sessionUpdate}' = 'agent_message_chunk'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    println!(
-        "streaming agent: {events} events persisted in {secs:.2} s = {:.0} events/s (each in Postgres before it is announced); {} of {n} chunks recorded",
-        events as f64 / secs,
-        chunks.0
-    );
+    let chunk_count = |pool: sqlx::PgPool| async move {
+        let row: (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM sandbox_agent.events WHERE session_id = 'stream' \
+             AND payload_json #>> '{params,update,sessionUpdate}' = 'agent_message_chunk'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        row.0
+    };
+    // A burst as fast as the agent can write, then a steady 2,000 events/s (ten times a fast model).
+    for (label, prompt, n) in [
+        ("burst", "stream 20000", 20_000),
+        ("paced at 2000/s", "pace 10000 2000", 10_000),
+    ] {
+        let before = persist
+            .max_event_index("stream")
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let chunks_before = chunk_count(pool.clone()).await;
+        let t = Instant::now();
+        s.prompt(prompt).await.unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let events = persist.max_event_index("stream").await.unwrap().unwrap() - before;
+        let chunks = chunk_count(pool.clone()).await - chunks_before;
+        println!(
+            "streaming agent, {label}: {events} events persisted in {secs:.2} s = {:.0} events/s (each in Postgres before it is announced); {chunks} of {n} chunks recorded",
+            events as f64 / secs,
+        );
+    }
     sa.stop().await;
     let (gaps, lost, recovered) = *counts.lock().unwrap();
     println!(
-        "  sandbox-agent's stream skipped envelopes under the burst: {recovered} recovered by resuming from Last-Event-ID; {lost} lost in {gaps} reported gap(s)"
+        "    sandbox-agent's stream skipped envelopes: {recovered} recovered by resuming from Last-Event-ID; {lost} lost in {gaps} reported gap(s)"
     );
 
     // 2. Paging through a 100,000-event session.

@@ -23,7 +23,7 @@ type Reply = Result<Value, AcpError>;
 
 /// Envelopes taken at once from the stream and written in one statement when they arrive fast.
 const MAX_BATCH: usize = 256;
-const INBOUND_CAPACITY: usize = 1024;
+const INBOUND_CAPACITY: usize = 16_384;
 
 /// Which local session the envelopes of a connection belong to, and its next event index.
 pub(crate) struct Binding {
