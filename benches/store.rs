@@ -59,11 +59,6 @@ async fn main() {
         sandbox_id: None,
     };
     let s = client.create_session(request, tx).await.unwrap();
-    let before = persist
-        .max_event_index("stream")
-        .await
-        .unwrap()
-        .unwrap_or(0);
     let chunk_count = |pool: sqlx::PgPool| async move {
         let row: (i64,) = sqlx::query_as(
             "SELECT count(*) FROM sandbox_agent.events WHERE session_id = 'stream' \
