@@ -142,10 +142,7 @@ async fn scripted_agent_streams_tools_plans_thoughts_and_permissions() {
         assert!(kinds.iter().any(|x| x == k), "missing {k} in {kinds:?}");
     }
 
-    let turn = tokio::spawn({
-        let s = session.clone();
-        async move { s.prompt("permission please").await }
-    });
+    let turn = prompt_in_background(&session, "permission please");
     let seen = wait_for(&mut rx, "a permission request", |n| {
         matches!(n, SessionNotice::PermissionRequested { .. })
     })
@@ -210,10 +207,7 @@ async fn cancel_stops_the_turn_and_the_session_lives_on() {
             .await
             .unwrap(),
     );
-    let turn = tokio::spawn({
-        let s = session.clone();
-        async move { s.prompt("slow").await }
-    });
+    let turn = prompt_in_background(&session, "slow");
     wait_for(&mut rx, "the agent working", |n| {
         chunk_text(n).is_some_and(|t| t.starts_with("working 3"))
     })
@@ -337,10 +331,7 @@ async fn a_cut_event_stream_resumes_without_losing_or_doubling_envelopes() {
             .await
             .unwrap(),
     );
-    let turn = tokio::spawn({
-        let s = session.clone();
-        async move { s.prompt("stream 600").await }
-    });
+    let turn = prompt_in_background(&session, "stream 600");
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(15)).await;
         session.cut_event_stream().await;

@@ -178,3 +178,39 @@ test("the composer works before hydration, and the home page lists agents and vi
   await ada.screenshot({ path: path.join(shots, "room-phone.png"), fullPage: true });
   await ada.context().close();
 });
+
+test("typing, the invite link, and the unread count in a hidden tab", async ({ browser }) => {
+  const ada = await join(browser, await newWorkspace(await browser.newPage(), "mock"), "Ada");
+  const bob = await join(browser, ada.url(), "Bob");
+  await ada.getByTestId("composer").pressSequentially("hel");
+  await expect(bob.getByTestId("typing")).toHaveText("Ada is typing…");
+
+  await ada.context().grantPermissions(["clipboard-read", "clipboard-write"]);
+  await ada.getByTestId("copy-invite").click();
+  await expect(ada.getByTestId("copy-invite")).toHaveText("Link copied");
+  expect(await ada.evaluate(() => navigator.clipboard.readText())).toBe(ada.url());
+
+  // Bob's tab goes to the background; what happens meanwhile shows in its title.
+  await bob.evaluate(() => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  await send(ada, "are you there?");
+  // Ada's message, and the agent's turn that it started ending.
+  await expect(bob).toHaveTitle("(2) Huddle · mock");
+  await bob.evaluate(() => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  await expect(bob).toHaveTitle("Huddle · mock");
+  await expect(bob.getByTestId("typing")).toHaveText("");
+
+  const dark = await browser.newContext({ colorScheme: "dark", viewport: { width: 1100, height: 700 } });
+  const page = await dark.newPage();
+  await page.goto(ada.url());
+  await expect(page.getByTestId("chat")).toHaveCount(1);
+  await page.screenshot({ path: path.join(shots, "room-dark.png"), fullPage: true });
+  await dark.close();
+  await ada.context().close();
+  await bob.context().close();
+});

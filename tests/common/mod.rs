@@ -297,3 +297,13 @@ impl Sse {
 pub fn is_turn_end(e: &huddle::model::RoomEntry) -> bool {
     matches!(e.event, huddle::model::RoomEvent::TurnEnded { .. })
 }
+
+/// Starts a prompt and lets it run while the test goes on.
+pub fn prompt_in_background(
+    session: &Arc<huddle::sandbox_agent::Session>,
+    text: &'static str,
+) -> tokio::task::JoinHandle<Result<huddle::sandbox_agent::TurnEnd, huddle::sandbox_agent::AcpError>>
+{
+    let session = session.clone();
+    tokio::spawn(async move { session.prompt(text).await })
+}
