@@ -61,9 +61,9 @@ impl EmbeddedPostgres {
         let bin = find_binaries(pg_bin)?;
         tokio::fs::create_dir_all(data_dir).await?;
         let data_dir = tokio::fs::canonicalize(data_dir).await?;
-        let data = data_dir.join("postgres");
         let password_file = data_dir.join("postgres.password");
         let run_as_postgres = is_root().await;
+        let data = cluster_dir(&data_dir, run_as_postgres).await?;
         let mut pg = Self {
             bin,
             data,
@@ -253,6 +253,48 @@ impl Drop for EmbeddedPostgres {
             .current_dir("/")
             .output();
     }
+}
+
+/// Where the cluster lives: `<data-dir>/postgres`, unless the `postgres` user (under root) cannot
+/// reach it (a checkout under a private home, say); then a stable directory of its own in /var/tmp.
+async fn cluster_dir(
+    data_dir: &Path,
+    run_as_postgres: bool,
+) -> Result<PathBuf, EmbeddedPostgresError> {
+    let inside = data_dir.join("postgres");
+    if !run_as_postgres || inside.exists() {
+        return Ok(inside);
+    }
+    let reachable = Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(data_dir)
+        .current_dir("/")
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if reachable {
+        return Ok(inside);
+    }
+    let name: String = data_dir
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let outside = PathBuf::from("/var/tmp/huddle-postgres").join(name);
+    tokio::fs::create_dir_all(outside.parent().expect("has a parent")).await?;
+    tracing::info!(
+        data = %outside.display(),
+        "the postgres user cannot reach {}; keeping the cluster outside it",
+        data_dir.display()
+    );
+    Ok(outside)
 }
 
 /// Looks for `pg_ctl` in the given directory, then the newest /usr/lib/postgresql/*/bin, then PATH.
