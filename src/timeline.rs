@@ -119,7 +119,12 @@ struct Fold {
     chats: HashMap<i64, (String, String)>,
     running: Option<RunningTurn>,
     queue: Vec<Waiting>,
+    /// Who left, where that row is and when: someone back within seconds gets one row, not two.
+    left: HashMap<String, (usize, i64)>,
 }
+
+/// A leave and a join closer than this (a reload, a flaky network) show as one "reconnected" row.
+const RECONNECT_WINDOW_MS: i64 = 30_000;
 
 impl Fold {
     fn push(&mut self, key: String, e: &RoomEntry, view: View) -> usize {
@@ -216,9 +221,20 @@ impl Fold {
                 NoticeLevel::Info,
                 format!("The agent's session was restored; {replayed_events} earlier event(s) were replayed to it."),
             ),
-            RoomEvent::Presence { display_name, online, .. } => {
-                let verb = if *online { "joined" } else { "left" };
-                self.system(e, NoticeLevel::Info, format!("{display_name} {verb}."));
+            RoomEvent::Presence { user_id, display_name, online } => {
+                if !*online {
+                    self.system(e, NoticeLevel::Info, format!("{display_name} left."));
+                    self.left.insert(user_id.clone(), (self.items.len() - 1, e.created_at));
+                    return;
+                }
+                match self.left.remove(user_id) {
+                    Some((i, at)) if e.created_at - at < RECONNECT_WINDOW_MS => {
+                        if let View::System { text, .. } = self.touch(i, e) {
+                            *text = format!("{display_name} reconnected.");
+                        }
+                    }
+                    _ => self.system(e, NoticeLevel::Info, format!("{display_name} joined.")),
+                }
             }
             RoomEvent::Notice { level, message } => self.system(e, *level, message.clone()),
         }
@@ -596,6 +612,41 @@ mod tests {
             finished_agent_texts(&t),
             vec![("a4".to_string(), "Hello world".to_string())]
         );
+    }
+
+    #[test]
+    fn a_quick_leave_and_join_is_one_reconnected_row() {
+        let presence = |seq: i64, at: i64, online: bool| RoomEntry {
+            seq,
+            created_at: at,
+            event: RoomEvent::Presence {
+                user_id: "u".into(),
+                display_name: "Ada".into(),
+                online,
+            },
+        };
+        let texts = |entries: &[RoomEntry]| -> Vec<String> {
+            build(entries)
+                .items
+                .into_iter()
+                .filter_map(|i| match i.view {
+                    View::System { text, .. } => Some(text),
+                    _ => None,
+                })
+                .collect()
+        };
+        let quick = [
+            presence(1, 0, true),
+            presence(2, 1_000, false),
+            presence(3, 3_000, true),
+        ];
+        assert_eq!(texts(&quick), ["Ada joined.", "Ada reconnected."]);
+        let slow = [
+            presence(1, 0, true),
+            presence(2, 1_000, false),
+            presence(3, 90_000, true),
+        ];
+        assert_eq!(texts(&slow), ["Ada joined.", "Ada left.", "Ada joined."]);
     }
 
     #[test]

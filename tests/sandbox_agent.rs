@@ -382,3 +382,55 @@ async fn malformed_envelopes_are_reported_and_nothing_else_is_lost() {
     ));
     sa.stop().await;
 }
+
+#[tokio::test]
+async fn other_agent_requests_get_an_error_and_destroy_cancels_pending_permissions() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let client = client(&sa, &pool);
+    let (tx, mut rx) = notices();
+    let session = Arc::new(
+        client
+            .create_session(request("pi-destroy", "pi"), tx)
+            .await
+            .unwrap(),
+    );
+    // Huddle offers agents no file system: the request is answered with "method not found".
+    session.prompt("read file").await.unwrap();
+    let texts: Vec<String> = drain(&mut rx).iter().filter_map(chunk_text).collect();
+    assert!(texts.contains(&"fs: error -32601".to_string()), "{texts:?}");
+
+    let turn = prompt_in_background(&session, "permission");
+    wait_for(&mut rx, "a permission request", |n| {
+        matches!(n, SessionNotice::PermissionRequested { .. })
+    })
+    .await;
+    session.destroy().await.unwrap();
+    assert!(session.pending_permissions().is_empty());
+    let seen = wait_for(
+        &mut rx,
+        "the cancelled permissions",
+        |n| matches!(n, SessionNotice::PermissionsCancelled(ids) if ids.len() == 1),
+    )
+    .await;
+    assert!(!seen.is_empty());
+    // The turn does not hang: it ends (the connection is closed under it).
+    let _ = tokio::time::timeout(Duration::from_secs(10), turn)
+        .await
+        .expect("the turn ends");
+    let events = all_events(client.persist().as_ref(), "pi-destroy").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.payload["result"]["outcome"]["outcome"] == "cancelled"),
+        "the agent was told the request is cancelled"
+    );
+    let record = client
+        .persist()
+        .get_session("pi-destroy")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.destroyed_at.is_some());
+    sa.stop().await;
+}
