@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -112,16 +111,13 @@ async fn mock_agent_end_to_end() {
 
 #[tokio::test]
 async fn scripted_agent_streams_tools_plans_thoughts_and_permissions() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let client = client(&sa, &pool);
-    let (tx, mut rx) = notices();
-    let session = Arc::new(
-        client
-            .create_session(request("pi-1", "pi"), tx)
-            .await
-            .unwrap(),
-    );
+    let Scripted {
+        sa,
+        client,
+        session,
+        mut rx,
+        ..
+    } = scripted_session("pi-1").await;
     assert_eq!(
         session.record().await.agent_session_id.as_deref(),
         Some("scripted-1")
@@ -197,16 +193,12 @@ async fn scripted_agent_streams_tools_plans_thoughts_and_permissions() {
 
 #[tokio::test]
 async fn cancel_stops_the_turn_and_the_session_lives_on() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let client = client(&sa, &pool);
-    let (tx, mut rx) = notices();
-    let session = Arc::new(
-        client
-            .create_session(request("pi-cancel", "pi"), tx)
-            .await
-            .unwrap(),
-    );
+    let Scripted {
+        sa,
+        session,
+        mut rx,
+        ..
+    } = scripted_session("pi-cancel").await;
     let turn = prompt_in_background(&session, "slow");
     wait_for(&mut rx, "the agent working", |n| {
         chunk_text(n).is_some_and(|t| t.starts_with("working 3"))
@@ -321,16 +313,13 @@ async fn a_session_resumes_in_a_new_client_after_a_process_restart() {
 
 #[tokio::test]
 async fn a_cut_event_stream_resumes_without_losing_or_doubling_envelopes() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let client = client(&sa, &pool);
-    let (tx, mut rx) = notices();
-    let session = Arc::new(
-        client
-            .create_session(request("pi-cut", "pi"), tx)
-            .await
-            .unwrap(),
-    );
+    let Scripted {
+        sa,
+        client,
+        session,
+        mut rx,
+        ..
+    } = scripted_session("pi-cut").await;
     let turn = prompt_in_background(&session, "stream 600");
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(15)).await;
@@ -353,14 +342,12 @@ async fn a_cut_event_stream_resumes_without_losing_or_doubling_envelopes() {
 
 #[tokio::test]
 async fn malformed_envelopes_are_reported_and_nothing_else_is_lost() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let client = client(&sa, &pool);
-    let (tx, mut rx) = notices();
-    let session = client
-        .create_session(request("pi-bad", "pi"), tx)
-        .await
-        .unwrap();
+    let Scripted {
+        sa,
+        session,
+        mut rx,
+        ..
+    } = scripted_session("pi-bad").await;
     assert_eq!(
         session.prompt("malformed").await.unwrap().stop_reason,
         "end_turn"
@@ -385,16 +372,13 @@ async fn malformed_envelopes_are_reported_and_nothing_else_is_lost() {
 
 #[tokio::test]
 async fn other_agent_requests_get_an_error_and_destroy_cancels_pending_permissions() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let client = client(&sa, &pool);
-    let (tx, mut rx) = notices();
-    let session = Arc::new(
-        client
-            .create_session(request("pi-destroy", "pi"), tx)
-            .await
-            .unwrap(),
-    );
+    let Scripted {
+        sa,
+        client,
+        session,
+        mut rx,
+        ..
+    } = scripted_session("pi-destroy").await;
     // Huddle offers agents no file system: the request is answered with "method not found".
     session.prompt("read file").await.unwrap();
     let texts: Vec<String> = drain(&mut rx).iter().filter_map(chunk_text).collect();

@@ -307,3 +307,33 @@ pub fn prompt_in_background(
     let session = session.clone();
     tokio::spawn(async move { session.prompt(text).await })
 }
+
+/// A fresh database, the real sandbox-agent, and a session `id` with the scripted agent on them.
+pub struct Scripted {
+    pub pool: PgPool,
+    pub sa: SandboxAgentProcess,
+    pub client: SandboxAgent,
+    pub session: Arc<huddle::sandbox_agent::Session>,
+    pub rx: mpsc::Receiver<SessionNotice>,
+}
+
+pub async fn scripted_session(id: &str) -> Scripted {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let client = client(&sa, &pool);
+    let (tx, rx) = notices();
+    let request = huddle::sandbox_agent::CreateSessionRequest {
+        id: id.into(),
+        agent: "pi".into(),
+        cwd: Some("/tmp".into()),
+        sandbox_id: None,
+    };
+    let session = Arc::new(client.create_session(request, tx).await.unwrap());
+    Scripted {
+        pool,
+        sa,
+        client,
+        session,
+        rx,
+    }
+}
