@@ -269,6 +269,8 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
     let ever_connected = RwSignal::new(false);
     let typists = RwSignal::new(Vec::<(Member, f64)>::new());
     let unread = RwSignal::new(0u32);
+    // What a screen reader hears: new messages and turn ends, not every streamed chunk.
+    let announce = RwSignal::new(String::new());
     let now = RwSignal::new(0f64);
     let agent = info.agent.clone();
 
@@ -346,8 +348,25 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                     RoomEvent::TurnEnded { .. } | RoomEvent::PermissionRequested { .. } => true,
                     _ => false,
                 };
-                if let RoomEvent::ChatUser { user_id, .. } = &entry.event {
-                    typists.update(|t| t.retain(|(m, _)| &m.user_id != user_id));
+                match &entry.event {
+                    RoomEvent::ChatUser {
+                        user_id,
+                        display_name,
+                        text,
+                        ..
+                    } => {
+                        typists.update(|t| t.retain(|(m, _)| &m.user_id != user_id));
+                        if *user_id != my_id {
+                            announce.set(format!("{display_name}: {text}"));
+                        }
+                    }
+                    RoomEvent::TurnEnded { .. } => {
+                        announce.set("The agent finished its turn.".into())
+                    }
+                    RoomEvent::PermissionRequested { .. } => {
+                        announce.set("The agent asks for permission.".into())
+                    }
+                    _ => {}
                 }
                 entries.update(|v| v.push(entry));
                 if noteworthy && browser::page_hidden() {
@@ -479,7 +498,10 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                     {move || if ever_connected.get() { "Reconnecting to the room…" } else { "Connecting to the room…" }}
                 </div>
             </Show>
-            <main class="timeline" aria-live="polite" data-testid="timeline">
+            <p class="sr-only" aria-live="polite">
+                {move || announce.get()}
+            </p>
+            <main class="timeline" data-testid="timeline">
                 <Show when=move || timeline.with(|t| t.items.is_empty())>
                     <p class="empty">"Nothing here yet. Say hello to the agent below."</p>
                 </Show>

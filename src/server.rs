@@ -159,6 +159,16 @@ impl AppState {
                 "The agent must be a short id such as `mock` or `claude` (letters, digits, - and _).",
             ));
         }
+        // Refuse agents sandbox-agent does not know; if it cannot be asked now, let it decide later.
+        if let Ok(known) = self.registry().sandbox().list_agents().await
+            && !known.iter().any(|a| a.id == agent)
+        {
+            let ids: Vec<&str> = known.iter().map(|a| a.id.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "sandbox-agent has no agent `{agent}`; it has {}.",
+                ids.join(", ")
+            )));
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let row = store::insert_workspace(
             &self.0.pool,

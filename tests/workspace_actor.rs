@@ -254,6 +254,15 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(s, 400);
     let (s, _) = app.post("prompt", json!({"workspaceId": ws})).await;
     assert_eq!(s, 400, "missing fields");
+    let (s, b) = app.post("create", json!({"agent": "no-such-agent"})).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("no agent `no-such-agent`"),
+        "{b}"
+    );
     let unknown = "0123456789abcdef0123456789abcdef";
     let (s, b) = app.post("info", json!({"workspaceId": unknown})).await;
     assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
