@@ -2,8 +2,15 @@ use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // A binary built by plain `cargo build` (not cargo-leptos) has no output name compiled in;
+    // Leptos would complain and serve an empty one.
+    if option_env!("LEPTOS_OUTPUT_NAME").is_none()
+        && std::env::var_os("LEPTOS_OUTPUT_NAME").is_none()
+    {
+        // SAFETY: no other thread exists yet to read the environment concurrently.
+        unsafe { std::env::set_var("LEPTOS_OUTPUT_NAME", env!("CARGO_PKG_NAME")) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -11,7 +18,17 @@ async fn main() -> ExitCode {
         )
         .init();
     let config = huddle::config::Config::from_args();
-    match huddle::server::run(config).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(huddle::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -336,10 +336,6 @@ pub async fn shutdown_signal() {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let conf = leptos::config::get_configuration(None)?;
     let mut leptos_options = conf.leptos_options;
-    // A binary built by plain `cargo build` (not cargo-leptos) has no output name compiled in.
-    if leptos_options.output_name.is_empty() {
-        leptos_options.output_name = env!("CARGO_PKG_NAME").into();
-    }
     if let Some(addr) = config.addr {
         leptos_options.site_addr = addr;
     }
