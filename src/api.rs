@@ -120,6 +120,16 @@ fn member(user_id: String, display_name: String) -> Result<crate::model::Member,
     })
 }
 
+/// Like [`member`], for actions whose display name is optional: the user id stands in for it.
+#[cfg(feature = "ssr")]
+fn member_named_or_id(
+    user_id: String,
+    display_name: Option<String>,
+) -> Result<crate::model::Member, ApiError> {
+    let name = display_name.unwrap_or_else(|| user_id.clone());
+    member(user_id, name)
+}
+
 /// Checks a prompt: who sends it, and that its text is neither empty nor too long.
 pub fn check_prompt(
     user_id: String,
@@ -177,8 +187,7 @@ pub async fn cancel(
     #[server(rename = "displayName")]
     display_name: Option<String>,
 ) -> Result<(), ApiError> {
-    let name = display_name.unwrap_or_else(|| user_id.clone());
-    let member = member(user_id, name)?;
+    let member = member_named_or_id(user_id, display_name)?;
     Ok(crate::server::state()?
         .registry()
         .cancel(&workspace_id, member)
@@ -196,8 +205,7 @@ pub async fn answer_permission(
     #[server(rename = "requestId")] request_id: String,
     #[server(rename = "optionId")] option_id: String,
 ) -> Result<(), ApiError> {
-    let name = display_name.unwrap_or_else(|| user_id.clone());
-    let member = member(user_id, name)?;
+    let member = member_named_or_id(user_id, display_name)?;
     let registry = crate::server::state()?.registry().clone();
     Ok(registry
         .answer_permission(&workspace_id, member, request_id, option_id)
