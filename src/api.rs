@@ -14,8 +14,13 @@ use crate::model::{CreatedWorkspace, WorkspaceSummary};
 pub enum ErrorCode {
     BadRequest,
     NotFound,
+    MethodNotAllowed,
     Conflict,
+    PayloadTooLarge,
     Unavailable,
+    /// Another Huddle process owns the workspace now.
+    OwnedElsewhere,
+    Timeout,
     Internal,
 }
 
@@ -25,8 +30,11 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unavailable | ErrorCode::OwnedElsewhere => 503,
+            ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
         }
     }
@@ -70,6 +78,8 @@ impl FromServerFnError for ApiError {
             ServerFnErrorErr::Args(m)
             | ServerFnErrorErr::MissingArg(m)
             | ServerFnErrorErr::Deserialization(m) => {
+                // Parser messages can quote the input: keep them short.
+                let m: String = m.chars().take(200).collect();
                 Self::bad_request(format!("Malformed request: {m}"))
             }
             ServerFnErrorErr::Request(m) | ServerFnErrorErr::Response(m) => Self::new(
@@ -113,6 +123,15 @@ fn member(user_id: String, display_name: String) -> Result<crate::model::Member,
         return Err(ApiError::bad_request(format!(
             "displayName must be 1 to {MAX_NAME_CHARS} characters."
         )));
+    }
+    if user_id
+        .chars()
+        .chain(display_name.chars())
+        .any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "userId and displayName cannot contain control characters (such as NUL or a line break).",
+        ));
     }
     Ok(crate::model::Member {
         user_id,
@@ -234,7 +253,7 @@ pub async fn room_snapshot(
     let state = crate::server::state()?;
     let info = state.registry().info(&workspace_id).await?;
     let entries =
-        crate::room_log::list(state.pool(), &workspace_id, 0, info.head, i64::MAX).await?;
+        crate::store::room_log::list(state.pool(), &workspace_id, 0, info.head, i64::MAX).await?;
     let timeline = crate::timeline::build(&entries);
     let rendered = crate::timeline::finished_agent_texts(&timeline)
         .into_iter()

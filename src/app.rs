@@ -320,13 +320,13 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
         });
     });
 
-    // The live stream, once we know who is watching.
-    let stream = StoredValue::new_local(None::<browser::RoomStream>);
-    Effect::new(move |_| {
-        let Some(m) = me.get() else { return };
-        if stream.with_value(|s| s.is_some()) {
-            return;
+    // The live stream, once we know who is watching. The effect owns it (and closes it when the room
+    // goes away): effects run only in the browser, so no server thread ever touches it.
+    Effect::new(move |open: Option<Option<browser::RoomStream>>| {
+        if let Some(Some(stream)) = open {
+            return Some(stream);
         }
+        let m = me.get()?;
         let url = format!(
             "/api/workspace/{}/events?userId={}&displayName={}",
             ws.get_value(),
@@ -396,14 +396,7 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                 entries.with_untracked(|v| v.last().map(|e| e.seq).unwrap_or(0))
             }),
         };
-        stream.set_value(Some(browser::RoomStream::open(url, callbacks)));
-    });
-    on_cleanup(move || {
-        stream.with_value(|s| {
-            if let Some(s) = s {
-                s.close();
-            }
-        })
+        Some(browser::RoomStream::open(url, callbacks))
     });
 
     // Finished agent messages are rendered (markdown, sanitised) on the server.

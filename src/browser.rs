@@ -253,6 +253,16 @@ mod imp {
             }
         }
     }
+
+    /// The last handle gone (the room left the page): the stream ends with it.
+    impl Drop for Inner {
+        fn drop(&mut self) {
+            self.closed.set(true);
+            if let Some(es) = self.current.get_mut().take() {
+                es.close();
+            }
+        }
+    }
 }
 
 #[cfg(not(feature = "hydrate"))]

@@ -18,7 +18,9 @@ pub mod embedded_postgres;
 #[cfg(feature = "ssr")]
 pub mod markdown;
 #[cfg(feature = "ssr")]
-pub mod room_log;
+pub mod retry;
+#[cfg(feature = "ssr")]
+pub mod room;
 #[cfg(feature = "ssr")]
 pub mod room_sse;
 #[cfg(feature = "ssr")]
@@ -27,8 +29,6 @@ pub mod sandbox_agent;
 pub mod server;
 #[cfg(feature = "ssr")]
 pub mod store;
-#[cfg(feature = "ssr")]
-pub mod workspace_actor;
 
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]

@@ -1,12 +1,14 @@
 //! `GET /api/workspace/{id}/events`: the room log as server-sent events. `Last-Event-ID` (or
 //! `?after=`) replays exactly the missed entries from Postgres, then the stream goes on live; a
-//! subscriber that falls behind the live channel is caught up from Postgres, never skipped.
+//! subscriber that falls behind the live channel is caught up from Postgres, never skipped. An id
+//! beyond the head (a log that was reset) gets a `reset` event and the whole log again. Who is in
+//! the room comes as `online` events, and typing as `typing`; neither is kept.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -14,10 +16,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ApiError;
 use crate::model::{MAX_NAME_CHARS, Member, RoomEntry};
-use crate::room_log;
+use crate::room::{Live, Subscription};
 use crate::server::AppState;
-use crate::workspace_actor::{ActorError, Live, Subscription};
+use crate::store::room_log;
 
 const PAGE: i64 = 500;
 
@@ -40,41 +43,23 @@ pub async fn room_events(
         (Some(v), _) => match v.trim().parse::<i64>() {
             Ok(n) if n >= 0 => n,
             _ => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "Last-Event-ID must be a room-log sequence number",
-                )
+                return ApiError::bad_request("Last-Event-ID must be a room-log sequence number.")
                     .into_response();
             }
         },
         (None, Some(n)) if n >= 0 => n,
         (None, Some(_)) => {
-            return (StatusCode::BAD_REQUEST, "after must not be negative").into_response();
+            return ApiError::bad_request("after must not be negative.").into_response();
         }
         (None, None) => 0,
     };
-    let member = Member {
-        user_id: clean(q.user_id)
-            .unwrap_or_else(|| format!("anon-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
-        display_name: clean(q.display_name).unwrap_or_else(|| "Someone".into()),
-    };
+    let member = clean(q.user_id).map(|user_id| Member {
+        display_name: clean(q.display_name).unwrap_or_else(|| user_id.clone()),
+        user_id,
+    });
     let sub = match state.registry().subscribe(&id, member).await {
         Ok(sub) => sub,
-        Err(ActorError::UnknownWorkspace(_)) => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("There is no workspace `{id}`."),
-            )
-                .into_response();
-        }
-        Err(e) => {
-            tracing::error!(workspace = %id, error = %e, "cannot subscribe to the room");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The room is unavailable; try again shortly.",
-            )
-                .into_response();
-        }
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let (tx, rx) = mpsc::channel(64);
     let pool = state.registry().pool().clone();
@@ -86,8 +71,14 @@ pub async fn room_events(
 }
 
 fn clean(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().chars().take(MAX_NAME_CHARS).collect::<String>())
-        .filter(|s| !s.is_empty())
+    v.map(|s| {
+        s.trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME_CHARS)
+            .collect::<String>()
+    })
+    .filter(|s| !s.is_empty())
 }
 
 fn entry_event(entry: &RoomEntry) -> Event {
@@ -98,13 +89,8 @@ fn entry_event(entry: &RoomEntry) -> Event {
         .unwrap_or_else(|_| Event::default().comment("unserialisable entry"))
 }
 
-/// Leaves the room when the stream ends, however it ends.
-struct Presence(Subscription);
-
-impl Drop for Presence {
-    fn drop(&mut self) {
-        self.0.handle.disconnect(self.0.conn_id);
-    }
+fn online_event(online: &[Member]) -> Option<Event> {
+    Event::default().event("online").json_data(online).ok()
 }
 
 type Tx = mpsc::Sender<Result<Event, Infallible>>;
@@ -133,13 +119,28 @@ async fn catch_up(pool: &sqlx::PgPool, id: &str, mut from: i64, upto: i64, tx: &
 async fn feed(
     pool: sqlx::PgPool,
     id: String,
-    after: i64,
-    sub: Subscription,
+    mut after: i64,
+    mut sub: Subscription,
     tx: Tx,
     shutdown: CancellationToken,
 ) {
     let head = sub.head;
-    let mut presence = Presence(sub);
+    if let Some(ev) = online_event(&sub.online)
+        && tx.send(Ok(ev)).await.is_err()
+    {
+        return;
+    }
+    if after > head {
+        // The client knows entries this log does not have: start it over.
+        if tx
+            .send(Ok(Event::default().event("reset").data(head.to_string())))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        after = 0;
+    }
     let Some(mut last) = catch_up(&pool, &id, after, head, &tx).await else {
         return;
     };
@@ -147,9 +148,9 @@ async fn feed(
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tx.closed() => return,
-            next = presence.0.live.recv() => next,
+            next = sub.live.recv() => next,
         };
-        match next {
+        let event = match next {
             Ok(Live::Entry(entry)) => {
                 if entry.seq <= last {
                     continue;
@@ -163,23 +164,25 @@ async fn feed(
                         return;
                     }
                 }
-                if tx.send(Ok(entry_event(&entry))).await.is_err() {
-                    return;
-                }
                 last = entry.seq;
+                entry_event(&entry)
             }
-            Ok(Live::Typing(member)) => {
-                let event = Event::default().event("typing").json_data(&member);
-                if let Ok(event) = event
-                    && tx.send(Ok(event)).await.is_err()
-                {
-                    return;
-                }
-            }
+            Ok(Live::Typing(member)) => match Event::default().event("typing").json_data(&member) {
+                Ok(ev) => ev,
+                Err(_) => continue,
+            },
+            Ok(Live::Online(online)) => match online_event(&online) {
+                Some(ev) => ev,
+                None => continue,
+            },
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 tracing::debug!(workspace = %id, skipped, "slow subscriber; resyncing from Postgres");
+                continue;
             }
             Err(broadcast::error::RecvError::Closed) => return, // The actor slept; the client reconnects.
+        };
+        if tx.send(Ok(event)).await.is_err() {
+            return;
         }
     }
 }

@@ -8,11 +8,12 @@ use axum::extract::{Form, FromRef, State};
 use axum::http::{Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{ApiError, ErrorCode};
@@ -23,10 +24,10 @@ use crate::model::{
     CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, is_valid_workspace_id,
     workspace_url,
 };
+use crate::room::{Registry, RoomDeps, RoomError};
 use crate::sandbox_agent::process::{ProcessError, ProcessOptions, SandboxAgentProcess};
 use crate::sandbox_agent::{Endpoint, PostgresPersist, SandboxAgent};
 use crate::store::{self, StoreError};
-use crate::workspace_actor::{ActorDeps, ActorError, Registry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -84,27 +85,46 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<ActorError> for ApiError {
-    fn from(err: ActorError) -> Self {
+impl From<RoomError> for ApiError {
+    fn from(err: RoomError) -> Self {
         match err {
-            ActorError::UnknownWorkspace(_) | ActorError::NotFound(_) => {
+            RoomError::UnknownWorkspace(_) | RoomError::NotFound(_) => {
                 ApiError::not_found(err.to_string())
             }
-            ActorError::Invalid(m) => ApiError::bad_request(m),
-            ActorError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
-            ActorError::Store(e) => e.into(),
-            ActorError::Agent(e) => {
+            RoomError::Invalid(m) => ApiError::bad_request(m),
+            RoomError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            RoomError::Store(e) => e.into(),
+            RoomError::DatabaseDown => ApiError::new(
+                ErrorCode::Unavailable,
+                "The database is unavailable; nothing was lost, try again shortly.",
+            ),
+            RoomError::Agent(e) => {
                 tracing::error!(error = %e, "agent error");
                 ApiError::new(
                     ErrorCode::Unavailable,
                     "The agent is unavailable; try again shortly.",
                 )
             }
-            ActorError::Stopped | ActorError::Asleep => ApiError::new(
+            RoomError::Stopped | RoomError::Asleep => ApiError::new(
                 ErrorCode::Unavailable,
                 "The workspace restarted; try again.",
             ),
+            RoomError::Timeout => ApiError::new(
+                ErrorCode::Timeout,
+                "The workspace did not answer in time; try again.",
+            ),
+            RoomError::OwnedElsewhere => ApiError::new(
+                ErrorCode::OwnedElsewhere,
+                "This workspace is open on another Huddle server right now; try again shortly.",
+            ),
         }
+    }
+}
+
+/// Every error leaves as JSON `{code, message}` with the status its code stands for.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (status_of(self.code), axum::Json(self)).into_response()
     }
 }
 
@@ -206,12 +226,35 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/api/{*fn_name}",
-            post(move |req: Request<Body>| {
+            any(move |req: Request<Body>| {
                 let state = api_state.clone();
-                leptos_axum::handle_server_fns_with_context(
-                    move || provide_context(state.clone()),
-                    req,
-                )
+                async move {
+                    let path = req.uri().path().to_string();
+                    let registered: Vec<_> = server_fn::axum::server_fn_paths()
+                        .filter(|(p, _)| *p == path)
+                        .map(|(_, m)| m)
+                        .collect();
+                    if registered.is_empty() {
+                        return ApiError::not_found(format!(
+                            "There is no endpoint {}.",
+                            short(&path)
+                        ))
+                        .into_response();
+                    }
+                    if !registered.contains(req.method()) {
+                        return ApiError::new(
+                            ErrorCode::MethodNotAllowed,
+                            "The API takes POST requests with a JSON body.",
+                        )
+                        .into_response();
+                    }
+                    leptos_axum::handle_server_fns_with_context(
+                        move || provide_context(state.clone()),
+                        req,
+                    )
+                    .await
+                    .into_response()
+                }
             }),
         )
         .route(
@@ -228,19 +271,40 @@ pub fn router(state: AppState) -> Router {
             move || shell(leptos_options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(middleware::from_fn(api_error_status))
+        .layer(middleware::from_fn(json_errors))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
+/// Largest request body accepted (a prompt is at most 16,000 characters).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// `/healthz` answers within this, database or not.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
 async fn healthz(State(state): State<AppState>) -> Response {
-    match store::ping(&state.0.pool).await {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(e) => {
+    let unavailable =
+        || ApiError::new(ErrorCode::Unavailable, "The database is unavailable.").into_response();
+    match tokio::time::timeout(HEALTH_TIMEOUT, store::ping(&state.0.pool)).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "health check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+            unavailable()
+        }
+        Err(_) => {
+            tracing::error!("health check timed out");
+            unavailable()
         }
     }
+}
+
+/// At most a short prefix of something a client sent, for messages.
+fn short(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
 }
 
 #[derive(serde::Deserialize)]
@@ -255,7 +319,7 @@ async fn create_workspace_form(
 ) -> Response {
     match state.create_workspace(form.agent.as_deref()).await {
         Ok(created) => Redirect::to(&created.url).into_response(),
-        Err(e) => (status_of(e.code), e.message).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -287,7 +351,7 @@ async fn send_form(
     };
     match result {
         Ok(_) => Redirect::to(&crate::model::workspace_url(&id)).into_response(),
-        Err(e) => (status_of(e.code), e.message).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -295,22 +359,53 @@ fn status_of(code: ErrorCode) -> StatusCode {
     StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Server functions answer every error with 500; give API errors the status their code stands for.
-async fn api_error_status(req: Request<Body>, next: Next) -> Response {
+/// Errors of the API and the forms leave as JSON with the right status: server functions answer
+/// every error with 500 (their code says which), and the framework's own refusals (a body too
+/// large, a form that does not parse) come as text.
+async fn json_errors(req: Request<Body>, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let json_route = path.starts_with("/api/") || path == "/new" || path.ends_with("/send");
     let res = next.run(req).await;
-    if res.status() != StatusCode::INTERNAL_SERVER_ERROR
-        || !res.headers().contains_key("serverfnerror")
-    {
+    let status = res.status();
+    if !json_route || !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let (mut parts, body) = res.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
-        parts.status = status_of(err.code);
+    if res.headers().contains_key("serverfnerror") {
+        let (mut parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
+            parts.status = status_of(err.code);
+        }
+        return Response::from_parts(parts, Body::from(bytes));
     }
-    Response::from_parts(parts, Body::from(bytes))
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let err = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request is too large; the limit is {MAX_BODY_BYTES} bytes."),
+        ),
+        StatusCode::NOT_FOUND => ApiError::not_found("Not found."),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed.")
+        }
+        s if s.is_client_error() => ApiError::bad_request(
+            "Malformed request: the API takes a JSON body, the forms a urlencoded one.",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::new(ErrorCode::Unavailable, "Unavailable; try again shortly.")
+        }
+        _ => ApiError::internal(),
+    };
+    err.into_response()
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -437,7 +532,7 @@ pub fn build_app(
     idle_sleep: std::time::Duration,
 ) -> App {
     let client = SandboxAgent::new(endpoint, Arc::new(PostgresPersist::new(pool.clone())));
-    let registry = Registry::new(ActorDeps {
+    let registry = Registry::new(RoomDeps {
         pool: pool.clone(),
         sandbox: client,
         idle_sleep,

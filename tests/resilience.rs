@@ -38,7 +38,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     // The turn ends, and the room log and the session's events hold every chunk, once, in order.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let entries = loop {
-        let entries = huddle::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
+        let entries = huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
             .await
             .unwrap();
         if entries
@@ -79,7 +79,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
         RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn"
     ));
     let persist = huddle::sandbox_agent::PostgresPersist::new(pool.clone());
-    let session = huddle::workspace_actor::session_id_of(&ws);
+    let session = huddle::room::session_id_of(&ws);
     let max = persist.max_event_index(&session).await.unwrap().unwrap();
     let count: (i64,) =
         sqlx::query_as("SELECT count(*) FROM sandbox_agent.events WHERE session_id = $1")
@@ -97,7 +97,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     let pg = EmbeddedPostgres::start(&dir, None).await.unwrap();
     let pool = huddle::store::connect(pg.url()).await.unwrap();
     assert_eq!(
-        huddle::room_log::head(&pool, &ws).await.unwrap(),
+        huddle::store::room_log::head(&pool, &ws).await.unwrap(),
         entries.len() as i64
     );
     pool.close().await;

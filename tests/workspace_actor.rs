@@ -193,7 +193,7 @@ async fn cancel_stops_the_turn_and_the_first_permission_answer_wins() {
     let (first, second) = tokio::join!(answer("ada", "allow"), answer("bob", "reject"));
     let mut statuses = [first.0, second.0];
     statuses.sort();
-    assert_eq!(statuses, [200, 409]);
+    assert_eq!(statuses, [200, 409], "{first:?} {second:?}");
     let loser = if first.0 == 409 { &first.1 } else { &second.1 };
     assert!(
         loser["message"]

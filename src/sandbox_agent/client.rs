@@ -151,6 +151,24 @@ impl SandboxAgent {
         Ok(agents.agents)
     }
 
+    /// Closes a connection by its server id, as one left over by a crashed process (a 404 means it
+    /// is gone already). Bounded: sandbox-agent's DELETE can hang while the agent lives.
+    pub async fn close_connection(&self, server_id: &str) -> Result<(), AcpError> {
+        let url = format!(
+            "{}/v1/acp/{server_id}",
+            self.inner.endpoint.base_url.trim_end_matches('/')
+        );
+        let mut req = self.inner.http.delete(url).timeout(Duration::from_secs(3));
+        if let Some(t) = &self.inner.endpoint.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.map_err(AcpError::from_reqwest)?;
+        if res.status().is_success() || res.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        check_status(res).await.map(|_| ())
+    }
+
     /// Resumes the session with this id if it was ever created, else creates it.
     pub async fn resume_or_create_session(
         &self,
@@ -237,6 +255,8 @@ impl SandboxAgent {
 pub struct Session {
     agent: SandboxAgent,
     state: tokio::sync::Mutex<SessionState>,
+    /// The server id of the live connection, readable without waiting (an actor records it).
+    connection: Mutex<Option<String>>,
     notices: mpsc::Sender<SessionNotice>,
     permissions: Permissions,
 }
@@ -260,6 +280,7 @@ impl Session {
                 live: None,
                 replay: None,
             }),
+            connection: Mutex::new(None),
             notices,
             permissions: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -271,6 +292,11 @@ impl Session {
 
     pub async fn id(&self) -> String {
         self.state.lock().await.record.id.clone()
+    }
+
+    /// The sandbox-agent id of the connection the session is live on, if any.
+    pub fn connection_id(&self) -> Option<String> {
+        self.connection.lock().expect("connection lock").clone()
     }
 
     /// Opens a new connection and creates the remote session on it. With `resume`, the persisted
@@ -347,6 +373,7 @@ impl Session {
             .map_err(persist_err)?;
         state.replay = replay;
         state.live = Some(conn.clone());
+        *self.connection.lock().expect("connection lock") = Some(conn.server_id().to_string());
         if resume {
             let _ = self
                 .notices

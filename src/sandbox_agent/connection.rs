@@ -42,6 +42,7 @@ pub(crate) struct PendingPermission {
 /// What the caller side and the pump share.
 pub(crate) struct ConnectionShared {
     pub id: String,
+    server_id: String,
     transport: Arc<Transport>,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     gone: CancellationToken,
@@ -79,6 +80,7 @@ impl Connection {
         let transport = Arc::new(Transport::new(http, endpoint, &server_id, agent, tx));
         let shared = Arc::new(ConnectionShared {
             id,
+            server_id,
             transport,
             pending: Mutex::new(HashMap::new()),
             gone: CancellationToken::new(),
@@ -93,6 +95,11 @@ impl Connection {
 
     pub(crate) fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// The id sandbox-agent knows this connection by.
+    pub(crate) fn server_id(&self) -> &str {
+        &self.shared.server_id
     }
 
     pub(crate) fn is_gone(&self) -> bool {
@@ -233,7 +240,22 @@ async fn pump(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut lost_reported = false;
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // The pump ends with its connection: the transport (which holds the sender) is kept
+        // alive by `shared`, so a closed channel alone would never end it.
+        let n = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+            _ = shared.gone.cancelled() => {
+                while batch.len() < MAX_BATCH && let Ok(item) = rx.try_recv() {
+                    batch.push(item);
+                }
+                if batch.is_empty() { 0 } else { batch.len() }
+            }
+        };
+        if n == 0 {
+            break;
+        }
         let mut events = Vec::new();
         let mut actions = Vec::new();
         {
@@ -316,7 +338,7 @@ async fn pump(
             }
         }
         if !events.is_empty() {
-            persist_with_retry(persist.as_ref(), &events).await;
+            persist_with_retry(persist.as_ref(), &events, &shared.gone).await;
             for event in events {
                 let _ = notices.send(SessionNotice::Event(event)).await;
             }
@@ -396,16 +418,28 @@ fn fail_pending(shared: &ConnectionShared) {
     }
 }
 
-/// Events are never dropped: a database that is down is waited for (the stream backs up meanwhile).
-async fn persist_with_retry(persist: &dyn SessionPersistDriver, events: &[SessionEvent]) {
-    let mut delay = Duration::from_millis(100);
+/// Events are not dropped while the connection lives: a database that is down is waited for, with
+/// backoff and jitter (the stream backs up meanwhile). A refused value is not retried (the driver
+/// has already stored what it could), and a closed connection stops the waiting.
+async fn persist_with_retry(
+    persist: &dyn SessionPersistDriver,
+    events: &[SessionEvent],
+    gone: &CancellationToken,
+) {
+    let mut delays = crate::retry::delays();
     loop {
         match persist.insert_events(events).await {
             Ok(()) => return,
+            Err(e) if !e.is_transient() => {
+                tracing::error!(error = %e, events = events.len(), "session events refused by the database");
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, events = events.len(), "could not persist session events; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::select! {
+                    _ = gone.cancelled() => return,
+                    _ = tokio::time::sleep(crate::retry::next(&mut delays)) => {}
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::records::{Sender, SessionEvent, SessionRecord};
+use crate::store::jsonb;
 
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 
@@ -18,6 +19,13 @@ pub enum PersistError {
     Cursor(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+impl PersistError {
+    /// Whether trying again later may succeed (see [`crate::store::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PersistError::Db(e) if crate::store::is_transient(e))
+    }
 }
 
 /// One page of a listing; `next_cursor` is set when there is more.
@@ -69,6 +77,52 @@ impl PostgresPersist {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
+
+    async fn insert_batch(
+        &self,
+        events: &[SessionEvent],
+        wrap_all: bool,
+    ) -> Result<(), PersistError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(events.len());
+        let mut indexes = Vec::with_capacity(events.len());
+        let mut sessions = Vec::with_capacity(events.len());
+        let mut created = Vec::with_capacity(events.len());
+        let mut connections = Vec::with_capacity(events.len());
+        let mut senders = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for e in events {
+            ids.push(e.id.clone());
+            indexes.push(e.event_index);
+            sessions.push(e.session_id.clone());
+            created.push(e.created_at);
+            connections.push(e.connection_id.clone());
+            senders.push(e.sender.as_str().to_string());
+            payloads.push(Json(if wrap_all {
+                jsonb::wrap(&e.payload)
+            } else {
+                jsonb::storable(&e.payload).into_owned()
+            }));
+        }
+        // A retried batch that did commit is not written twice (same ids).
+        sqlx::query(
+            "INSERT INTO sandbox_agent.events (id, event_index, session_id, created_at, connection_id, sender, \
+             payload_json) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], \
+             $6::text[], $7::jsonb[]) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(indexes)
+        .bind(sessions)
+        .bind(created)
+        .bind(connections)
+        .bind(senders)
+        .bind(payloads)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -92,7 +146,7 @@ impl From<SessionRow> for SessionRecord {
             last_connection_id: r.last_connection_id,
             created_at: r.created_at,
             destroyed_at: r.destroyed_at,
-            session_init: r.session_init_json.map(|j| j.0),
+            session_init: r.session_init_json.map(|j| jsonb::restore(j.0)),
             sandbox_id: r.sandbox_id,
         }
     }
@@ -120,7 +174,7 @@ impl TryFrom<EventRow> for SessionEvent {
             session_id: r.session_id,
             created_at: r.created_at,
             connection_id: r.connection_id,
-            payload: r.payload_json.0,
+            payload: jsonb::restore(r.payload_json.0),
         })
     }
 }
@@ -203,7 +257,7 @@ impl SessionPersistDriver for PostgresPersist {
         .bind(&s.last_connection_id)
         .bind(s.created_at)
         .bind(s.destroyed_at)
-        .bind(s.session_init.as_ref().map(Json))
+        .bind(s.session_init.as_ref().map(|v| Json(jsonb::storable(v).into_owned())))
         .bind(&s.sandbox_id)
         .execute(&self.pool)
         .await?;
@@ -245,41 +299,14 @@ impl SessionPersistDriver for PostgresPersist {
     }
 
     async fn insert_events(&self, events: &[SessionEvent]) -> Result<(), PersistError> {
-        if events.is_empty() {
-            return Ok(());
+        match self.insert_batch(events, false).await {
+            // A value jsonb refuses that the wrapper did not foresee: store every payload wrapped.
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, "session events refused; storing them wrapped");
+                self.insert_batch(events, true).await
+            }
+            other => other,
         }
-        let mut ids = Vec::with_capacity(events.len());
-        let mut indexes = Vec::with_capacity(events.len());
-        let mut sessions = Vec::with_capacity(events.len());
-        let mut created = Vec::with_capacity(events.len());
-        let mut connections = Vec::with_capacity(events.len());
-        let mut senders = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for e in events {
-            ids.push(e.id.clone());
-            indexes.push(e.event_index);
-            sessions.push(e.session_id.clone());
-            created.push(e.created_at);
-            connections.push(e.connection_id.clone());
-            senders.push(e.sender.as_str().to_string());
-            payloads.push(Json(e.payload.clone()));
-        }
-        // A retried batch that did commit is not written twice (same ids).
-        sqlx::query(
-            "INSERT INTO sandbox_agent.events (id, event_index, session_id, created_at, connection_id, sender, \
-             payload_json) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], \
-             $6::text[], $7::jsonb[]) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(ids)
-        .bind(indexes)
-        .bind(sessions)
-        .bind(created)
-        .bind(connections)
-        .bind(senders)
-        .bind(payloads)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     async fn max_event_index(&self, session_id: &str) -> Result<Option<i64>, PersistError> {

@@ -200,7 +200,7 @@ impl Transport {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        match serde_json::from_slice::<Value>(&body) {
+        match crate::store::jsonb::lenient_parse(&String::from_utf8_lossy(&body)) {
             Ok(reply) => {
                 let this = self.clone();
                 // Prefer the SSE copy, which keeps order with what the agent sent before it.
@@ -375,7 +375,7 @@ impl Transport {
             if event.event != "message" || event.data.trim().is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Value>(&event.data) {
+            match crate::store::jsonb::lenient_parse(&event.data) {
                 Ok(envelope) => self.push_inbound(envelope).await,
                 Err(e) => {
                     let mut data = event.data;

@@ -253,7 +253,7 @@ pub struct Sse {
 }
 
 impl Sse {
-    /// The next room-log entry (typing signals are skipped).
+    /// The next room-log entry (typing and online signals are skipped).
     pub async fn next(&mut self) -> huddle::model::RoomEntry {
         use futures::StreamExt;
         loop {
@@ -262,7 +262,7 @@ impl Sse {
                 .expect("an SSE event within 30 s")
                 .expect("the stream is open")
                 .expect("a well-formed SSE event");
-            if ev.event == "typing" {
+            if ev.event == "typing" || ev.event == "online" {
                 continue;
             }
             let entry: huddle::model::RoomEntry = serde_json::from_str(&ev.data).expect("an entry");

@@ -1,9 +1,20 @@
-//! Postgres: the connection pool, migrations, and the workspaces table.
+//! Postgres: the connection pool, migrations, the workspaces table, and the tables the rooms keep
+//! (their log, their recoverable state, who owns each one).
+
+pub mod jsonb;
+pub mod leases;
+pub mod room_log;
+pub mod room_state;
+
+use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::model::WorkspaceSummary;
+
+/// How long a request waits for a database connection: with Postgres down, callers hear so fast.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -15,11 +26,43 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed (the server or the network), as opposed to a value
+    /// or statement Postgres refuses, which would be refused again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => is_transient(e),
+            StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// Connection faults, timeouts and server shutdown are transient; data and constraint errors not.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P: operator intervention
+            // (shutdown, cannot connect now); 40001/40P01: serialization failure, deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}
+
 /// Connects to Postgres and brings its schema up to date.
 pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(std::time::Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;

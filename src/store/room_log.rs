@@ -1,11 +1,13 @@
-//! The room log in Postgres: appended in batches by a workspace's actor, read in keyset pages by
-//! SSE replays and the page's first render.
+//! The room log in Postgres: appended in batches by a room's writer, read in keyset pages by SSE
+//! replays and the page's first render. Values jsonb refuses are stored in their lossless wrapper.
 
 use sqlx::PgPool;
 use sqlx::types::Json;
 
+use super::StoreError;
+use super::jsonb;
+use super::room_state::{self, RoomState};
 use crate::model::{RoomEntry, RoomEvent};
-use crate::store::StoreError;
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -16,7 +18,7 @@ struct Row {
 }
 
 fn decode(row: Row) -> Result<RoomEntry, StoreError> {
-    let value = serde_json::json!({"kind": row.kind, "data": row.data.0});
+    let value = serde_json::json!({"kind": row.kind, "data": jsonb::restore(row.data.0)});
     let event: RoomEvent =
         serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(RoomEntry {
@@ -26,14 +28,20 @@ fn decode(row: Row) -> Result<RoomEntry, StoreError> {
     })
 }
 
-/// Appends entries (their seqs already allocated, consecutive) in one statement.
+/// Appends entries (their seqs already allocated, consecutive) in one statement, together with the
+/// room's state when given. A seq already taken is left alone (`ON CONFLICT DO NOTHING`), so a
+/// batch whose commit was not acknowledged can be written again safely; the rows written are
+/// returned. `wrap_all` stores every entry in the lossless wrapper (a retry after Postgres refused
+/// a value).
 pub async fn append(
     pool: &PgPool,
     workspace_id: &str,
     entries: &[RoomEntry],
-) -> Result<(), StoreError> {
-    if entries.is_empty() {
-        return Ok(());
+    state: Option<&RoomState>,
+    wrap_all: bool,
+) -> Result<u64, StoreError> {
+    if entries.is_empty() && state.is_none() {
+        return Ok(0);
     }
     let mut seqs = Vec::with_capacity(entries.len());
     let mut kinds = Vec::with_capacity(entries.len());
@@ -42,27 +50,38 @@ pub async fn append(
     for e in entries {
         let mut v =
             serde_json::to_value(&e.event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data = v
+            .get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or_default();
         seqs.push(e.seq);
         kinds.push(e.event.kind().to_string());
-        datas.push(Json(
-            v.get_mut("data")
-                .map(serde_json::Value::take)
-                .unwrap_or_default(),
-        ));
+        datas.push(Json(if wrap_all {
+            jsonb::wrap(&data)
+        } else {
+            jsonb::storable(&data).into_owned()
+        }));
         created.push(e.created_at);
     }
-    sqlx::query(
+    let mut tx = pool.begin().await?;
+    let written = sqlx::query(
         "INSERT INTO room_log (workspace_id, seq, kind, data, created_at) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[], $5::bigint[])",
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[], $5::bigint[]) \
+         ON CONFLICT (workspace_id, seq) DO NOTHING",
     )
     .bind(workspace_id)
     .bind(seqs)
     .bind(kinds)
     .bind(datas)
     .bind(created)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if let Some(state) = state {
+        room_state::save(&mut tx, workspace_id, state).await?;
+    }
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// Entries with `after < seq <= upto`, oldest first, at most `limit`.
@@ -81,6 +100,23 @@ pub async fn list(
     .bind(after)
     .bind(upto)
     .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(decode).collect()
+}
+
+/// The `chat.user` entries after `after`: prompts recorded but maybe never queued (recovery).
+pub async fn prompts_after(
+    pool: &PgPool,
+    workspace_id: &str,
+    after: i64,
+) -> Result<Vec<RoomEntry>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT seq, created_at, kind, data FROM room_log WHERE workspace_id = $1 AND seq > $2 \
+         AND kind = 'chat.user' ORDER BY seq",
+    )
+    .bind(workspace_id)
+    .bind(after)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(decode).collect()

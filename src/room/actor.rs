@@ -1,0 +1,460 @@
+//! The actor of one awake workspace: the select loop and what it owns. The loop itself never
+//! awaits the network or the database: room-log writes go to the writer task, agent calls run in
+//! tasks, and their results come back as [`Internal`] messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::handle::{Command, Live, Reply, RoomError, RoomHandle, Subscription};
+use super::permissions::Permissions;
+use super::presence::Presence;
+use super::recover::Boot;
+use super::registry::Registry;
+use super::turns::{SessionSlot, Turns};
+use super::writer::{Job, LogWriter};
+use crate::model::{Member, NoticeLevel, RoomEvent, WorkspaceInfo};
+use crate::sandbox_agent::{AcpError, Session, SessionNotice, TurnEnd};
+use crate::store::WorkspaceRow;
+use crate::store::room_state::RoomState;
+
+/// Live entries kept for slow subscribers; one that falls further behind resyncs from Postgres.
+const LIVE_BUFFER: usize = 1024;
+const NOTICE_BATCH: usize = 256;
+/// How long the actor's own clean-up may take when it stops (closing the agent connection,
+/// flushing the writer, releasing the lease).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the actor does once a write it asked for is in Postgres (or could not be made).
+pub(crate) enum Then {
+    Prompt {
+        member: Member,
+        text: String,
+        reply: Reply<i64>,
+    },
+    Cancel {
+        reply: Reply<()>,
+    },
+}
+
+/// Results of the actor's tasks and of its writer.
+pub(crate) enum Internal {
+    Written {
+        first_seq: i64,
+        then: Then,
+    },
+    WriteFailed {
+        then: Then,
+    },
+    SessionReady(Result<Arc<Session>, AcpError>),
+    TurnDone {
+        prompt_seq: i64,
+        result: Result<TurnEnd, AcpError>,
+    },
+    PermissionSent {
+        request_id: String,
+        option_id: String,
+        member: Member,
+        reply: Reply<()>,
+        result: Result<(), AcpError>,
+    },
+    LeaseLost,
+}
+
+pub(super) struct Actor {
+    pub(super) row: WorkspaceRow,
+    pub(super) registry: Registry,
+    me: RoomHandle,
+    pub(super) log: LogWriter,
+    pub(super) live: broadcast::Sender<Live>,
+    pub(super) internal: mpsc::UnboundedSender<Internal>,
+    pub(super) notices: mpsc::Sender<SessionNotice>,
+    pub(super) session: SessionSlot,
+    pub(super) turns: Turns,
+    pub(super) permissions: Permissions,
+    presence: Presence,
+    /// Ends the actor's helper tasks (the lease heartbeat) with it.
+    stop: CancellationToken,
+}
+
+/// Why the loop ended.
+enum Exit {
+    Sleep,
+    Shutdown,
+    LeaseLost,
+}
+
+impl Actor {
+    /// Runs one awake period of a workspace: recovers what a previous run left in flight, then
+    /// serves the mailbox until it sleeps, the server shuts down, or the lease is lost.
+    pub(super) async fn run(
+        row: WorkspaceRow,
+        registry: Registry,
+        me: RoomHandle,
+        mut mailbox: mpsc::Receiver<Command>,
+    ) {
+        let shutdown = registry.shutdown_token();
+        let boot = match Boot::load(registry.pool(), &row.id, &shutdown).await {
+            Ok(boot) => boot,
+            Err(e) => {
+                tracing::error!(workspace = %row.id, error = %e, "cannot wake the workspace");
+                mailbox.close();
+                while let Ok(cmd) = mailbox.try_recv() {
+                    cmd.reject(|| RoomError::DatabaseDown);
+                }
+                registry.release_lease(&row.id).await;
+                return;
+            }
+        };
+        let (internal, mut internal_rx) = mpsc::unbounded_channel();
+        let (notices, mut notices_rx) = mpsc::channel(4096);
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let (log, writer) = LogWriter::spawn(
+            registry.pool().clone(),
+            row.id.clone(),
+            boot.head,
+            live.clone(),
+            internal.clone(),
+            shutdown.clone(),
+        );
+        let stop = CancellationToken::new();
+        registry.spawn_heartbeat(&row.id, internal.clone(), stop.clone());
+        let mut actor = Actor {
+            row,
+            registry: registry.clone(),
+            me,
+            log,
+            live,
+            internal,
+            notices,
+            session: SessionSlot::Idle { failed: false },
+            turns: Turns::default(),
+            permissions: Permissions::default(),
+            presence: Presence::default(),
+            stop,
+        };
+        tracing::info!(workspace = %actor.row.id, "workspace actor awake");
+        actor.recover(boot);
+
+        let idle = registry.idle_sleep();
+        let mut idle_deadline = Instant::now() + idle;
+        let mut buf = Vec::with_capacity(NOTICE_BATCH);
+        let exit = loop {
+            let idle_now = actor.presence.is_empty() && actor.turns.is_quiet();
+            let flush_at = actor.presence.flush_at();
+            let sweep_at = actor.presence.next_sweep();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Exit::Shutdown,
+                Some(msg) = internal_rx.recv() => {
+                    if let Internal::TurnDone { .. } = msg {
+                        // What the agent said before the turn ended is in the room before its end.
+                        while let Ok(n) = notices_rx.try_recv() {
+                            buf.push(n);
+                        }
+                        if !buf.is_empty() {
+                            actor.notices(std::mem::take(&mut buf));
+                        }
+                    }
+                    if let Internal::LeaseLost = msg {
+                        break Exit::LeaseLost;
+                    }
+                    actor.internal(msg);
+                    idle_deadline = Instant::now() + idle;
+                }
+                Some(cmd) = mailbox.recv() => {
+                    actor.command(cmd);
+                    idle_deadline = Instant::now() + idle;
+                }
+                n = notices_rx.recv_many(&mut buf, NOTICE_BATCH) => {
+                    if n > 0 {
+                        actor.notices(std::mem::take(&mut buf));
+                    }
+                }
+                _ = sleep_until_some(flush_at) => {
+                    let online = actor.presence.flush();
+                    let _ = actor.live.send(Live::Online(Arc::new(online)));
+                }
+                _ = sleep_until_some(sweep_at) => {
+                    let left = actor.presence.sweep(false);
+                    actor.write(left, false);
+                }
+                _ = tokio::time::sleep_until(idle_deadline), if idle_now => {
+                    if actor.try_sleep(&mut mailbox) {
+                        break Exit::Sleep;
+                    }
+                    idle_deadline = Instant::now() + idle;
+                }
+            }
+        };
+        actor.stop.cancel();
+        let reason = match exit {
+            Exit::Sleep => RoomError::Asleep,
+            Exit::Shutdown => RoomError::Stopped,
+            Exit::LeaseLost => RoomError::OwnedElsewhere,
+        };
+        if !matches!(exit, Exit::Sleep) {
+            registry.forget(&actor.row.id, &actor.me);
+            mailbox.close();
+            while let Ok(cmd) = mailbox.try_recv() {
+                cmd.reject(|| match reason {
+                    RoomError::OwnedElsewhere => RoomError::OwnedElsewhere,
+                    _ => RoomError::Stopped,
+                });
+            }
+        }
+        let left = actor.presence.sweep(true);
+        actor.write(left, false);
+        let Actor {
+            row, session, log, ..
+        } = actor;
+        if let SessionSlot::Ready(session) = session {
+            // Closing the connection stops the agent process; its DELETE is bounded.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+        }
+        drop(log);
+        if tokio::time::timeout(CLOSE_TIMEOUT, writer).await.is_err() {
+            tracing::warn!(workspace = %row.id, "room-log writer did not finish in time");
+        }
+        if !matches!(exit, Exit::LeaseLost) {
+            registry.release_lease(&row.id).await;
+        }
+        tracing::info!(workspace = %row.id, "workspace actor asleep");
+    }
+
+    /// Falls asleep unless a call is on its way in; calls that slip in are sent to a new actor.
+    fn try_sleep(&mut self, mailbox: &mut mpsc::Receiver<Command>) -> bool {
+        if !self
+            .registry
+            .forget_if_idle(&self.row.id, &self.me, mailbox)
+        {
+            return false;
+        }
+        while let Ok(cmd) = mailbox.try_recv() {
+            cmd.reject(|| RoomError::Asleep);
+        }
+        true
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Info(reply) => {
+                let _ = reply.send(Ok(self.info()));
+            }
+            Command::Prompt {
+                member,
+                text,
+                reply,
+            } => self.prompt(member, text, reply),
+            Command::Cancel { member, reply } => self.cancel(member, reply),
+            Command::Permission {
+                member,
+                request_id,
+                option_id,
+                reply,
+            } => self.answer_permission(member, request_id, option_id, reply),
+            Command::Connect { member, reply } => self.connect(member, reply),
+            Command::Disconnect { conn_id } => self.presence.disconnect(conn_id),
+            Command::Typing { member } => {
+                let _ = self.live.send(Live::Typing(member));
+            }
+            Command::Crash => panic!("crash requested for workspace {}", self.row.id),
+        }
+    }
+
+    fn internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Written { first_seq, then } => self.written(first_seq, then),
+            Internal::WriteFailed { then } => match then {
+                Then::Prompt { reply, .. } => drop(reply.send(Err(RoomError::DatabaseDown))),
+                Then::Cancel { reply } => drop(reply.send(Err(RoomError::DatabaseDown))),
+            },
+            Internal::SessionReady(result) => self.session_ready(result),
+            Internal::TurnDone { prompt_seq, result } => self.turn_done(prompt_seq, result),
+            Internal::PermissionSent {
+                request_id,
+                option_id,
+                member,
+                reply,
+                result,
+            } => self.permission_sent(request_id, option_id, member, reply, result),
+            Internal::LeaseLost => {}
+        }
+    }
+
+    fn written(&mut self, first_seq: i64, then: Then) {
+        match then {
+            Then::Prompt {
+                member,
+                text,
+                reply,
+            } => self.prompt_recorded(first_seq, member, text, reply),
+            Then::Cancel { reply } => self.cancel_recorded(reply),
+        }
+    }
+
+    pub(super) fn info(&self) -> WorkspaceInfo {
+        WorkspaceInfo {
+            workspace_id: self.row.id.clone(),
+            sandbox_id: self.row.sandbox_id.clone(),
+            agent: self.row.agent.clone(),
+            session_id: Some(super::session_id_of(&self.row.id)),
+            status: self.status().to_string(),
+            online: self.presence.online(),
+            queue: self.turns.queue.iter().cloned().collect(),
+            head: self.log.head(),
+        }
+    }
+
+    fn status(&self) -> &'static str {
+        match &self.session {
+            SessionSlot::Connecting => "connecting",
+            SessionSlot::Idle { failed: true } => "error",
+            _ if self.turns.running.is_some() => "working",
+            _ => "idle",
+        }
+    }
+
+    /// What a restart would need to carry on.
+    pub(super) fn state(&self) -> RoomState {
+        RoomState {
+            running: self.turns.running.as_ref().map(|r| r.prompt.clone()),
+            connection: self
+                .turns
+                .running
+                .as_ref()
+                .and_then(|r| r.connection.clone()),
+            queue: self.turns.queue.iter().cloned().collect(),
+            open_permissions: self.permissions.open_ids(),
+            last_prompt_seq: self.turns.last_prompt_seq,
+        }
+    }
+
+    /// Hands entries to the writer (agent output and the room's own notes: retried until written).
+    pub(super) fn write(&self, events: Vec<RoomEvent>, with_state: bool) {
+        if events.is_empty() && !with_state {
+            return;
+        }
+        self.log.send(Job {
+            events,
+            state: with_state.then(|| self.state()),
+            then: None,
+            urgent: false,
+        });
+    }
+
+    /// Hands a person's entry to the writer; `then` runs once it is in Postgres, or they are told
+    /// the database is unavailable.
+    pub(super) fn write_for(&self, event: RoomEvent, then: Then) {
+        if self.log.failing() {
+            // The writer is already retrying: say so now rather than queue behind it.
+            match then {
+                Then::Prompt { reply, .. } => drop(reply.send(Err(RoomError::DatabaseDown))),
+                Then::Cancel { reply } => drop(reply.send(Err(RoomError::DatabaseDown))),
+            }
+            return;
+        }
+        self.log.send(Job {
+            events: vec![event],
+            state: None,
+            then: Some(then),
+            urgent: true,
+        });
+    }
+
+    pub(super) fn notice(&self, level: NoticeLevel, message: impl Into<String>) {
+        self.write(
+            vec![RoomEvent::Notice {
+                level,
+                message: message.into(),
+            }],
+            false,
+        );
+    }
+
+    fn connect(&mut self, member: Option<Member>, reply: Reply<Subscription>) {
+        // Subscribe before reading the head: every entry after it is sure to come live.
+        let live = self.live.subscribe();
+        let (conn_id, joined) = self.presence.connect(member);
+        if let Some(joined) = joined {
+            self.write(vec![joined], false);
+        }
+        let sub = Subscription {
+            conn_id,
+            head: self.log.head(),
+            live,
+            online: Arc::new(self.presence.online()),
+            handle: self.me.clone(),
+        };
+        // A caller that gave up drops the reply, and with it the subscription: it leaves at once.
+        let _ = reply.send(Ok(sub));
+    }
+
+    /// Session notices become room entries; permission requests are tracked as they pass.
+    fn notices(&mut self, notices: Vec<SessionNotice>) {
+        let mut events = Vec::with_capacity(notices.len());
+        let mut state_changed = false;
+        for notice in notices {
+            match notice {
+                SessionNotice::Event(e) => events.push(RoomEvent::SessionEvent(e)),
+                SessionNotice::PermissionRequested { request_id, params } => {
+                    self.permissions.requested(request_id.clone());
+                    state_changed = true;
+                    events.push(RoomEvent::PermissionRequested {
+                        request_id,
+                        request: params,
+                    });
+                }
+                SessionNotice::PermissionsCancelled(ids) => {
+                    let open = self.permissions.cancelled(ids);
+                    if !open.is_empty() {
+                        state_changed = true;
+                        events.push(RoomEvent::PermissionCancelled { request_ids: open });
+                    }
+                }
+                SessionNotice::Malformed(_) => events.push(RoomEvent::Notice {
+                    level: NoticeLevel::Warning,
+                    message: "The agent sent something Huddle could not read; it was skipped."
+                        .into(),
+                }),
+                SessionNotice::StreamGap {
+                    last_seen,
+                    resumed_at,
+                } => events.push(RoomEvent::Notice {
+                    level: NoticeLevel::Warning,
+                    message: format!(
+                        "{} message(s) from the agent were lost while reconnecting to it.",
+                        resumed_at.saturating_sub(last_seen + 1)
+                    ),
+                }),
+                SessionNotice::StreamHealed { recovered } => events.push(RoomEvent::Notice {
+                    level: NoticeLevel::Info,
+                    message: format!(
+                        "The stream from the agent skipped {recovered} message(s); they were recovered."
+                    ),
+                }),
+                SessionNotice::ConnectionLost(_) => events.push(RoomEvent::Notice {
+                    level: NoticeLevel::Warning,
+                    message:
+                        "The connection to the agent was lost; the next prompt restores the session."
+                            .into(),
+                }),
+                SessionNotice::Restored { replayed_events } => {
+                    events.push(RoomEvent::SessionRestored { replayed_events })
+                }
+            }
+        }
+        self.write(events, state_changed);
+    }
+}
+
+/// Sleeps until `at`, or for ever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,141 @@
+//! How callers talk to a room: a cheap handle, the commands of its mailbox, replies, and what a
+//! subscriber receives.
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::model::{Member, RoomEntry, WorkspaceInfo};
+use crate::sandbox_agent::AcpError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("There is no workspace `{0}`.")]
+    UnknownWorkspace(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the agent is unavailable: {0}")]
+    Agent(#[from] AcpError),
+    #[error("the workspace stopped unexpectedly; try again")]
+    Stopped,
+    /// The actor was falling asleep as the call came in: the call is retried on a fresh actor.
+    #[error("the workspace is waking up; try again")]
+    Asleep,
+    /// The actor did not answer within the call's deadline.
+    #[error("the workspace did not answer in time")]
+    Timeout,
+    /// Another live Huddle process owns this workspace.
+    #[error("this workspace is open on another Huddle server")]
+    OwnedElsewhere,
+    /// The room log cannot be written now.
+    #[error("the database is unavailable")]
+    DatabaseDown,
+}
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
+
+pub(super) enum Command {
+    Info(Reply<WorkspaceInfo>),
+    Prompt {
+        member: Member,
+        text: String,
+        reply: Reply<i64>,
+    },
+    Cancel {
+        member: Member,
+        reply: Reply<()>,
+    },
+    Permission {
+        member: Member,
+        request_id: String,
+        option_id: String,
+        reply: Reply<()>,
+    },
+    Connect {
+        member: Option<Member>,
+        reply: Reply<Subscription>,
+    },
+    Disconnect {
+        conn_id: u64,
+    },
+    Typing {
+        member: Member,
+    },
+    Crash,
+}
+
+impl Command {
+    /// Answers a command the actor will not carry out.
+    pub(super) fn reject(self, err: impl Fn() -> RoomError) {
+        match self {
+            Command::Info(r) => drop(r.send(Err(err()))),
+            Command::Prompt { reply, .. } => drop(reply.send(Err(err()))),
+            Command::Cancel { reply, .. } => drop(reply.send(Err(err()))),
+            Command::Permission { reply, .. } => drop(reply.send(Err(err()))),
+            Command::Connect { reply, .. } => drop(reply.send(Err(err()))),
+            Command::Disconnect { .. } | Command::Typing { .. } | Command::Crash => {}
+        }
+    }
+}
+
+/// A cheap handle to one workspace's actor.
+#[derive(Clone)]
+pub struct RoomHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+}
+
+impl RoomHandle {
+    /// Tells the actor a subscriber left; from a Drop, so it never waits.
+    pub fn disconnect(&self, conn_id: u64) {
+        let tx = self.tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(cmd)) =
+            tx.try_send(Command::Disconnect { conn_id })
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    pub(super) fn same(&self, other: &RoomHandle) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+}
+
+/// What the broadcast carries: persisted entries, and signals that are not kept.
+#[derive(Debug, Clone)]
+pub enum Live {
+    Entry(Arc<RoomEntry>),
+    Typing(Member),
+    /// Who is in the room now (sent when it changes, coalesced).
+    Online(Arc<Vec<Member>>),
+}
+
+/// A live subscription to a room: entries after `head` come on `live`. Dropping it leaves the
+/// room, however the stream ended (even before anyone read it).
+pub struct Subscription {
+    pub conn_id: u64,
+    pub head: i64,
+    pub live: broadcast::Receiver<Live>,
+    /// Who was in the room when it was taken.
+    pub online: Arc<Vec<Member>>,
+    pub(super) handle: RoomHandle,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.handle.disconnect(self.conn_id);
+    }
+}

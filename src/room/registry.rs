@@ -1,0 +1,311 @@
+//! Finds or wakes the one actor of each workspace, under an ownership lease in Postgres so that a
+//! second Huddle process on the same database never runs a second actor for it. Calls carry a
+//! deadline.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::actor::{Actor, Internal};
+use super::handle::{Command, Reply, RoomError, RoomHandle, Subscription};
+use crate::model::{Member, WorkspaceInfo, is_valid_workspace_id};
+use crate::sandbox_agent::SandboxAgent;
+use crate::store::{self, leases};
+
+const MAILBOX: usize = 256;
+/// How long a caller waits for an actor's answer.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for the actors to close their sessions and flush their logs.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// What the actors need from the server.
+pub struct RoomDeps {
+    pub pool: PgPool,
+    pub sandbox: SandboxAgent,
+    /// How long a room with nobody in it and nothing running stays awake.
+    pub idle_sleep: Duration,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deps: RoomDeps,
+    /// This process, as the owner of leases.
+    owner: String,
+    actors: Mutex<HashMap<String, RoomHandle>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Registry {
+    pub fn new(deps: RoomDeps) -> Self {
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                owner,
+                actors: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.deps.pool
+    }
+
+    pub fn sandbox(&self) -> &SandboxAgent {
+        &self.inner.deps.sandbox
+    }
+
+    pub(super) fn idle_sleep(&self) -> Duration {
+        self.inner.deps.idle_sleep
+    }
+
+    pub(super) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// How many actors are awake.
+    pub fn awake(&self) -> usize {
+        self.actors().values().filter(|h| !h.is_closed()).count()
+    }
+
+    fn actors(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
+        self.inner.actors.lock().expect("registry lock")
+    }
+
+    /// The live actor of a workspace, woken if needed. Unknown workspaces are refused, and so are
+    /// workspaces another live Huddle process owns.
+    async fn handle(&self, id: &str) -> Result<RoomHandle, RoomError> {
+        if !is_valid_workspace_id(id) {
+            return Err(RoomError::UnknownWorkspace(id.into()));
+        }
+        if let Some(h) = self.live_handle(id) {
+            return Ok(h);
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Err(RoomError::Stopped);
+        }
+        let pool = self.pool();
+        let row = store::find_workspace(pool, id)
+            .await?
+            .ok_or_else(|| RoomError::UnknownWorkspace(id.into()))?;
+        if !leases::acquire(pool, id, &self.inner.owner).await? {
+            return Err(RoomError::OwnedElsewhere);
+        }
+        let mut actors = self.actors();
+        if let Some(h) = actors.get(id).filter(|h| !h.is_closed()) {
+            return Ok(h.clone());
+        }
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let handle = RoomHandle { tx };
+        actors.insert(id.to_string(), handle.clone());
+        drop(actors);
+        let registry = self.clone();
+        let me = handle.clone();
+        self.inner.tasks.spawn(async move {
+            let id = row.id.clone();
+            // A panic stays inside this task: the others run on, and the next call starts it again.
+            let result = tokio::spawn(Actor::run(row, registry.clone(), me.clone(), rx)).await;
+            if let Err(e) = result {
+                tracing::error!(workspace = %id, error = %e, "workspace actor crashed");
+                registry.release_lease(&id).await;
+            }
+            registry.forget(&id, &me);
+        });
+        Ok(handle)
+    }
+
+    fn live_handle(&self, id: &str) -> Option<RoomHandle> {
+        self.actors().get(id).filter(|h| !h.is_closed()).cloned()
+    }
+
+    pub(super) fn forget(&self, id: &str, handle: &RoomHandle) {
+        let mut actors = self.actors();
+        if actors.get(id).is_some_and(|h| h.same(handle)) {
+            actors.remove(id);
+        }
+    }
+
+    /// The sleep handshake: under the registry lock, an actor with an empty mailbox leaves the
+    /// registry and closes its mailbox, so a call either got in before (and it stays awake) or
+    /// finds no actor and wakes a new one.
+    pub(super) fn forget_if_idle(
+        &self,
+        id: &str,
+        handle: &RoomHandle,
+        mailbox: &mut mpsc::Receiver<Command>,
+    ) -> bool {
+        let mut actors = self.actors();
+        if !mailbox.is_empty() {
+            return false;
+        }
+        if actors.get(id).is_some_and(|h| h.same(handle)) {
+            actors.remove(id);
+        }
+        mailbox.close();
+        true
+    }
+
+    /// Renews the actor's lease until `stop`; tells the actor when it is lost.
+    pub(super) fn spawn_heartbeat(
+        &self,
+        id: &str,
+        internal: mpsc::UnboundedSender<Internal>,
+        stop: CancellationToken,
+    ) {
+        let pool = self.pool().clone();
+        let owner = self.inner.owner.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let mut renewed = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(leases::HEARTBEAT) => {}
+                }
+                let renew =
+                    tokio::time::timeout(leases::HEARTBEAT, leases::acquire(&pool, &id, &owner));
+                match renew.await {
+                    Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
+                    Ok(Ok(false)) => {
+                        tracing::error!(workspace = %id, "another Huddle process took this workspace");
+                        let _ = internal.send(Internal::LeaseLost);
+                        return;
+                    }
+                    _ if renewed.elapsed() + leases::HEARTBEAT >= leases::LEASE_TTL => {
+                        // Another process may take it over now: stop before that can happen.
+                        tracing::error!(workspace = %id, "cannot renew the workspace lease; closing it");
+                        let _ = internal.send(Internal::LeaseLost);
+                        return;
+                    }
+                    _ => {
+                        tracing::warn!(workspace = %id, "could not renew the workspace lease; retrying")
+                    }
+                }
+            }
+        });
+    }
+
+    pub(super) async fn release_lease(&self, id: &str) {
+        let release = leases::release(self.pool(), id, &self.inner.owner);
+        match tokio::time::timeout(Duration::from_secs(1), release).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(workspace = %id, error = %e, "could not release the lease; it expires")
+            }
+            Err(_) => tracing::warn!(workspace = %id, "releasing the lease timed out; it expires"),
+        }
+    }
+
+    /// Sends a command and waits for its reply within the deadline; a call that meets a sleeping
+    /// actor goes to a new one.
+    async fn call<T>(&self, id: &str, make: impl Fn(Reply<T>) -> Command) -> Result<T, RoomError> {
+        let attempt = async {
+            for _ in 0..3 {
+                let handle = self.handle(id).await?;
+                let (tx, rx) = oneshot::channel();
+                if handle.tx.send(make(tx)).await.is_err() {
+                    self.forget(id, &handle);
+                    continue;
+                }
+                match rx.await {
+                    Ok(Err(RoomError::Asleep)) => continue,
+                    Ok(result) => return result,
+                    Err(_) => return Err(RoomError::Stopped),
+                }
+            }
+            Err(RoomError::Stopped)
+        };
+        tokio::time::timeout(CALL_DEADLINE, attempt)
+            .await
+            .unwrap_or(Err(RoomError::Timeout))
+    }
+
+    pub async fn info(&self, id: &str) -> Result<WorkspaceInfo, RoomError> {
+        self.call(id, Command::Info).await
+    }
+
+    pub async fn prompt(&self, id: &str, member: Member, text: String) -> Result<i64, RoomError> {
+        self.call(id, |reply| Command::Prompt {
+            member: member.clone(),
+            text: text.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, id: &str, member: Member) -> Result<(), RoomError> {
+        self.call(id, |reply| Command::Cancel {
+            member: member.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn answer_permission(
+        &self,
+        id: &str,
+        member: Member,
+        request_id: String,
+        option_id: String,
+    ) -> Result<(), RoomError> {
+        self.call(id, |reply| Command::Permission {
+            member: member.clone(),
+            request_id: request_id.clone(),
+            option_id: option_id.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Joins the room's live stream (anonymously with `None`: counted, not listed).
+    pub async fn subscribe(
+        &self,
+        id: &str,
+        member: Option<Member>,
+    ) -> Result<Subscription, RoomError> {
+        self.call(id, |reply| Command::Connect {
+            member: member.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn typing(&self, id: &str, member: Member) -> Result<(), RoomError> {
+        let handle = self.handle(id).await?;
+        let _ = handle.tx.try_send(Command::Typing { member });
+        Ok(())
+    }
+
+    /// Makes a workspace's actor panic (tests of crash isolation).
+    #[doc(hidden)]
+    pub async fn crash_for_tests(&self, id: &str) -> Result<(), RoomError> {
+        let handle = self.handle(id).await?;
+        let _ = handle.tx.send(Command::Crash).await;
+        Ok(())
+    }
+
+    /// Stops every actor (closing their sessions, flushing their logs) and waits for them, within
+    /// a deadline.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some workspaces did not stop in time");
+        }
+    }
+}

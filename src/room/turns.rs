@@ -1,0 +1,285 @@
+//! Prompts, the queue and the turn state machine, and the agent session they run on. Every agent
+//! call runs in a task; its result comes back to the actor as a message.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::actor::{Actor, Internal, Then};
+use super::handle::{Reply, RoomError};
+use crate::model::{Member, NoticeLevel, QueuedPrompt, RoomEvent};
+use crate::sandbox_agent::{AcpError, CreateSessionRequest, Session, TurnEnd, now_ms};
+
+/// How long Stop may take to reach the agent.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The agent session of the room.
+pub(super) enum SessionSlot {
+    /// None yet; `failed` when the last try to start one failed.
+    Idle {
+        failed: bool,
+    },
+    /// Being started or restored by a task.
+    Connecting,
+    Ready(Arc<Session>),
+}
+
+pub(super) struct Running {
+    pub prompt: QueuedPrompt,
+    /// Sent to the agent (on this connection); false while the session is still starting.
+    pub sent: bool,
+    pub connection: Option<String>,
+}
+
+#[derive(Default)]
+pub(super) struct Turns {
+    pub queue: VecDeque<QueuedPrompt>,
+    pub running: Option<Running>,
+    /// The newest prompt recorded in the room log that this state accounts for.
+    pub last_prompt_seq: i64,
+}
+
+impl Turns {
+    /// Nothing running, nothing waiting.
+    pub(super) fn is_quiet(&self) -> bool {
+        self.running.is_none() && self.queue.is_empty()
+    }
+}
+
+impl Actor {
+    /// Starts (or restores) the session in a task unless it is live or on its way.
+    pub(super) fn ensure_session(&mut self) {
+        if !matches!(self.session, SessionSlot::Idle { .. }) {
+            return;
+        }
+        self.session = SessionSlot::Connecting;
+        let request = CreateSessionRequest {
+            id: super::session_id_of(&self.row.id),
+            agent: self.row.agent.clone(),
+            cwd: None,
+            sandbox_id: Some(self.row.sandbox_id.clone()),
+        };
+        let sandbox = self.registry.sandbox().clone();
+        let notices = self.notices.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = sandbox
+                .resume_or_create_session(request, notices)
+                .await
+                .map(Arc::new);
+            let _ = internal.send(Internal::SessionReady(result));
+        });
+    }
+
+    pub(super) fn session_ready(&mut self, result: Result<Arc<Session>, AcpError>) {
+        match result {
+            Ok(session) => {
+                self.session = SessionSlot::Ready(session);
+                self.send_running_prompt();
+            }
+            Err(e) => {
+                tracing::error!(workspace = %self.row.id, error = %e, "could not start the agent session");
+                self.session = SessionSlot::Idle { failed: true };
+                self.notice(
+                    NoticeLevel::Error,
+                    "The agent could not be started; it will be tried again on the next prompt.",
+                );
+                if let Some(running) = &self.turns.running
+                    && !running.sent
+                {
+                    let seq = running.prompt.seq;
+                    self.turn_done(
+                        seq,
+                        Err(AcpError::Unreachable(
+                            "the agent session could not be started".into(),
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A person's prompt: recorded first, then run or queued (see [`Actor::prompt_recorded`]).
+    pub(super) fn prompt(&mut self, member: Member, text: String, reply: Reply<i64>) {
+        let chat = RoomEvent::ChatUser {
+            user_id: member.user_id.clone(),
+            display_name: member.display_name.clone(),
+            text: text.clone(),
+            created_at: now_ms(),
+        };
+        self.write_for(
+            chat,
+            Then::Prompt {
+                member,
+                text,
+                reply,
+            },
+        );
+    }
+
+    pub(super) fn prompt_recorded(
+        &mut self,
+        seq: i64,
+        member: Member,
+        text: String,
+        reply: Reply<i64>,
+    ) {
+        let _ = reply.send(Ok(seq));
+        self.turns.last_prompt_seq = self.turns.last_prompt_seq.max(seq);
+        self.enqueue(QueuedPrompt {
+            seq,
+            user_id: member.user_id,
+            display_name: member.display_name,
+            text,
+        });
+    }
+
+    /// Runs the prompt now, or queues it behind the running turn.
+    pub(super) fn enqueue(&mut self, prompt: QueuedPrompt) {
+        if self.turns.running.is_some() {
+            let event = RoomEvent::PromptQueued {
+                prompt_seq: prompt.seq,
+                user_id: prompt.user_id.clone(),
+                display_name: prompt.display_name.clone(),
+                position: self.turns.queue.len() + 1,
+            };
+            self.turns.queue.push_back(prompt);
+            self.write(vec![event], true);
+        } else {
+            self.start_turn(prompt);
+        }
+    }
+
+    fn start_turn(&mut self, prompt: QueuedPrompt) {
+        let started = RoomEvent::TurnStarted {
+            prompt_seq: prompt.seq,
+            user_id: prompt.user_id.clone(),
+            display_name: prompt.display_name.clone(),
+        };
+        self.turns.running = Some(Running {
+            prompt,
+            sent: false,
+            connection: None,
+        });
+        self.write(vec![started], true);
+        self.ensure_session();
+        self.send_running_prompt();
+    }
+
+    /// Sends the running turn's prompt once the session is live.
+    fn send_running_prompt(&mut self) {
+        let SessionSlot::Ready(session) = &self.session else {
+            return;
+        };
+        let Some(running) = self.turns.running.as_mut().filter(|r| !r.sent) else {
+            return;
+        };
+        running.sent = true;
+        running.connection = session.connection_id();
+        let session = session.clone();
+        let prompt_seq = running.prompt.seq;
+        let text = running.prompt.text.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = session.prompt(&text).await;
+            let _ = internal.send(Internal::TurnDone { prompt_seq, result });
+        });
+        // Which connection the turn runs on, so that a restart can close it.
+        self.write(Vec::new(), true);
+    }
+
+    pub(super) fn turn_done(&mut self, prompt_seq: i64, result: Result<TurnEnd, AcpError>) {
+        if self
+            .turns
+            .running
+            .as_ref()
+            .is_none_or(|r| r.prompt.seq != prompt_seq)
+        {
+            return; // A turn already ended (interrupted at recovery, or failed at session start).
+        }
+        self.turns.running = None;
+        let ended = match result {
+            Ok(end) => RoomEvent::TurnEnded {
+                prompt_seq,
+                stop_reason: Some(end.stop_reason),
+                error: None,
+            },
+            Err(e) => {
+                tracing::warn!(workspace = %self.row.id, error = %e, "turn failed");
+                if e.is_gone() {
+                    // The next prompt restores the session on a new connection.
+                    self.session = SessionSlot::Idle { failed: false };
+                }
+                let message = match e {
+                    AcpError::ConnectionGone(_) | AcpError::UnknownConnection(_) => {
+                        "The connection to the agent was lost during this turn."
+                    }
+                    AcpError::Unreachable(_) | AcpError::Timeout => {
+                        "The agent could not be reached."
+                    }
+                    AcpError::Rpc { .. } => "The agent reported an error.",
+                    _ => "The turn failed.",
+                };
+                RoomEvent::TurnEnded {
+                    prompt_seq,
+                    stop_reason: None,
+                    error: Some(message.into()),
+                }
+            }
+        };
+        let next = self.turns.queue.pop_front();
+        if next.is_none() {
+            self.write(vec![ended], true);
+            return;
+        }
+        self.write(vec![ended], false);
+        if let Some(next) = next {
+            self.start_turn(next);
+        }
+    }
+
+    /// Stop: recorded first, then sent to the agent; the session lives on.
+    pub(super) fn cancel(&mut self, member: Member, reply: Reply<()>) {
+        if self.turns.running.is_none() {
+            let _ = reply.send(Err(RoomError::Conflict("No turn is running.".into())));
+            return;
+        }
+        let event = RoomEvent::TurnCancelling {
+            user_id: member.user_id,
+            display_name: member.display_name,
+        };
+        self.write_for(event, Then::Cancel { reply });
+    }
+
+    pub(super) fn cancel_recorded(&mut self, reply: Reply<()>) {
+        let Some(running) = &self.turns.running else {
+            // The turn ended while Stop was being recorded.
+            let _ = reply.send(Ok(()));
+            return;
+        };
+        match &self.session {
+            SessionSlot::Ready(session) if running.sent => {
+                let session = session.clone();
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(CANCEL_TIMEOUT, session.cancel()).await
+                    {
+                        Ok(r) => r.map_err(RoomError::Agent),
+                        Err(_) => Err(RoomError::Agent(AcpError::Timeout)),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+            // Not sent yet: the turn ends here, as cancelled, without the agent.
+            _ => {
+                let seq = running.prompt.seq;
+                let _ = reply.send(Ok(()));
+                self.turn_done(
+                    seq,
+                    Ok(TurnEnd {
+                        stop_reason: "cancelled".into(),
+                    }),
+                );
+            }
+        }
+    }
+}

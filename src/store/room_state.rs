@@ -1,0 +1,55 @@
+//! What a room had in flight (the running turn, the queue, open permission requests), written in
+//! the same transaction as the room-log entries that change it, so a restart can pick it up.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::types::Json;
+
+use super::StoreError;
+use crate::model::QueuedPrompt;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomState {
+    /// The prompt whose turn is running.
+    pub running: Option<QueuedPrompt>,
+    /// The sandbox-agent connection the running turn was sent on.
+    pub connection: Option<String>,
+    pub queue: Vec<QueuedPrompt>,
+    /// Permission requests nobody has answered yet.
+    pub open_permissions: Vec<String>,
+    /// The newest prompt this state accounts for: prompts after it were recorded but not yet
+    /// queued when the process stopped.
+    pub last_prompt_seq: i64,
+}
+
+pub async fn load(pool: &PgPool, workspace_id: &str) -> Result<RoomState, StoreError> {
+    let row: Option<(Json<serde_json::Value>,)> =
+        sqlx::query_as("SELECT state FROM room_state WHERE workspace_id = $1")
+            .bind(workspace_id)
+            .fetch_optional(pool)
+            .await?;
+    match row {
+        None => Ok(RoomState::default()),
+        Some((Json(v),)) => serde_json::from_value(super::jsonb::restore(v))
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
+}
+
+/// Writes the state inside a transaction the caller commits.
+pub async fn save(
+    tx: &mut sqlx::PgConnection,
+    workspace_id: &str,
+    state: &RoomState,
+) -> Result<(), StoreError> {
+    let value = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO room_state (workspace_id, state, updated_at) VALUES ($1, $2, now()) \
+         ON CONFLICT (workspace_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+    )
+    .bind(workspace_id)
+    .bind(Json(super::jsonb::storable(&value).into_owned()))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
