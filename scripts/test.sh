@@ -25,4 +25,11 @@ cargo test --features ssr
 log "cargo leptos build"
 cargo leptos build
 log "playwright"
-(cd end2end && HUDDLE_E2E_DATA_DIR="$WORK/e2e" npx playwright test)
+SERVER_LOG="$WORK/e2e-server.log"
+(cd end2end && HUDDLE_E2E_DATA_DIR="$WORK/e2e" HUDDLE_E2E_LOG="$SERVER_LOG" npx playwright test)
+# A panic anywhere in the server fails the run, even when every page looked right.
+if grep -n -A3 "panicked" "$SERVER_LOG"; then
+  log "the server log holds a panic (above)"
+  exit 1
+fi
+log "server log: no panic"

@@ -261,10 +261,8 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
     } = ctx;
     let entries = RwSignal::new(initial);
     let timeline = Memo::new(move |_| entries.with(|e| timeline::build(e)));
-    let online = {
-        let (base, head) = (info.online.clone(), info.head);
-        Memo::new(move |_| entries.with(|e| timeline::online(&base, head, e)))
-    };
+    // Who is in the room: the server's list, kept current by `online` events (never from the log).
+    let online = RwSignal::new(info.online.clone());
     let connected = RwSignal::new(false);
     let ever_connected = RwSignal::new(false);
     let typists = RwSignal::new(Vec::<(Member, f64)>::new());
@@ -386,6 +384,13 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                     t.push((who, browser::now_ms() + 4000.0));
                 });
             }),
+            on_online: Box::new(move |data| {
+                if let Ok(list) = serde_json::from_str::<Vec<Member>>(&data) {
+                    online.set(list);
+                }
+            }),
+            // The whole log follows: start from nothing rather than keep what it no longer has.
+            on_reset: Box::new(move || entries.set(Vec::new())),
             on_status: Box::new(move |up| {
                 connected.set(up);
                 if up {

@@ -113,6 +113,10 @@ mod imp {
         pub on_entry: Box<dyn Fn(String)>,
         /// Someone is typing (a Member as JSON).
         pub on_typing: Box<dyn Fn(String)>,
+        /// Who is in the room now (a list of Members as JSON).
+        pub on_online: Box<dyn Fn(String)>,
+        /// The server's log does not have what the page holds: it sends the whole log again.
+        pub on_reset: Box<dyn Fn()>,
         /// Connected or not.
         pub on_status: Box<dyn Fn(bool)>,
         /// The newest seq the page holds, to resume from after a reconnect.
@@ -211,6 +215,22 @@ mod imp {
             let _ = es.add_event_listener_with_callback("typing", typing.as_ref().unchecked_ref());
             listeners.push(typing);
             let me = Rc::downgrade(&self.0);
+            let online = Closure::<dyn Fn(MessageEvent)>::new(move |ev: MessageEvent| {
+                if let (Some(inner), Some(data)) = (me.upgrade(), ev.data().as_string()) {
+                    (inner.callbacks.on_online)(data);
+                }
+            });
+            let _ = es.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
+            listeners.push(online);
+            let me = Rc::downgrade(&self.0);
+            let reset = Closure::<dyn Fn(MessageEvent)>::new(move |_| {
+                if let Some(inner) = me.upgrade() {
+                    (inner.callbacks.on_reset)();
+                }
+            });
+            let _ = es.add_event_listener_with_callback("reset", reset.as_ref().unchecked_ref());
+            listeners.push(reset);
+            let me = Rc::downgrade(&self.0);
             let open = Closure::<dyn Fn(MessageEvent)>::new(move |_| {
                 if let Some(inner) = me.upgrade() {
                     (inner.callbacks.on_status)(true);
@@ -303,6 +323,8 @@ mod imp {
     pub struct RoomCallbacks {
         pub on_entry: Box<dyn Fn(String)>,
         pub on_typing: Box<dyn Fn(String)>,
+        pub on_online: Box<dyn Fn(String)>,
+        pub on_reset: Box<dyn Fn()>,
         pub on_status: Box<dyn Fn(bool)>,
         pub last_seq: Box<dyn Fn() -> i64>,
     }

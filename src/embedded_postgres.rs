@@ -31,6 +31,14 @@ pub enum EmbeddedPostgresError {
     MissingPassword(PathBuf),
     #[error("embedded Postgres: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "embedded Postgres: cannot run `{program}`: {source}. It must be installed and on PATH \
+         (or set DATABASE_URL to use a Postgres server that is already running)."
+    )]
+    Program {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running private cluster. Call [`EmbeddedPostgres::stop`] on shutdown; dropping it stops it too.
@@ -371,7 +379,12 @@ fn describe(cmd: &Command) -> String {
 }
 
 async fn run(cmd: &mut Command) -> Result<(), EmbeddedPostgresError> {
-    let out = cmd.stdin(Stdio::null()).output().await?;
+    let out = cmd.stdin(Stdio::null()).output().await.map_err(|source| {
+        EmbeddedPostgresError::Program {
+            program: cmd.as_std().get_program().to_string_lossy().into_owned(),
+            source,
+        }
+    })?;
     check(cmd, out)
 }
 

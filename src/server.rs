@@ -512,6 +512,7 @@ async fn start_sandbox_agent(config: &Config) -> Result<SandboxAgentProcess, Ser
     Ok(SandboxAgentProcess::start(ProcessOptions {
         bin: Some(bin),
         log: Some(log),
+        pid_file: Some(config.data_dir.join("sandbox-agent.pid")),
         ..Default::default()
     })
     .await?)

@@ -11,7 +11,7 @@ use agent_client_protocol_schema::v1::{
 };
 use serde_json::Value;
 
-use crate::model::{Member, NoticeLevel, RoomEntry, RoomEvent, Sender};
+use crate::model::{NoticeLevel, RoomEntry, RoomEvent, Sender};
 
 /// One row of the timeline. `rev` is the last room-log seq that changed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -451,33 +451,6 @@ pub fn build(entries: &[RoomEntry]) -> Timeline {
     }
 }
 
-/// Who is online: the actor's list at `head`, then the presence entries after it.
-pub fn online(at_head: &[Member], head: i64, entries: &[RoomEntry]) -> Vec<Member> {
-    let mut online: Vec<Member> = at_head.to_vec();
-    for e in entries.iter().filter(|e| e.seq > head) {
-        if let RoomEvent::Presence {
-            user_id,
-            display_name,
-            online: is_online,
-        } = &e.event
-        {
-            online.retain(|m| &m.user_id != user_id);
-            if *is_online {
-                online.push(Member {
-                    user_id: user_id.clone(),
-                    display_name: display_name.clone(),
-                });
-            }
-        }
-    }
-    online.sort_by(|a, b| {
-        a.display_name
-            .to_lowercase()
-            .cmp(&b.display_name.to_lowercase())
-    });
-    online
-}
-
 /// The finished agent messages, by item key: what the server renders as markdown.
 pub fn finished_agent_texts(timeline: &Timeline) -> Vec<(String, String)> {
     timeline
@@ -748,11 +721,5 @@ mod tests {
                 .iter()
                 .any(|i| matches!(&i.view, View::Raw { label, .. } if label == "mock/echo"))
         );
-        let at_head = vec![Member {
-            user_id: "b".into(),
-            display_name: "Bob".into(),
-        }];
-        assert!(online(&at_head, 7, &entries).is_empty());
-        assert_eq!(online(&at_head, 8, &entries).len(), 1);
     }
 }

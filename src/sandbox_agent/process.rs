@@ -1,5 +1,10 @@
 //! The embedded `sandbox-agent server`: started on a free loopback port with a random token when
 //! no external server is configured, and stopped on shutdown.
+//!
+//! It runs in a process group of its own, and is stopped as a group: sandbox-agent 0.4.2 exits on
+//! SIGTERM without stopping its agents (which then live on, reparented), so every process under it
+//! is signalled, and killed after a grace period. With a pid file, a Huddle that was killed leaves
+//! a trace of the server it ran, and the next one stops it (and its agents) before starting its own.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,7 +32,15 @@ pub enum ProcessError {
     Install { agent: String, detail: String },
     #[error("sandbox-agent did not become healthy within {0:?}")]
     Unhealthy(Duration),
+    #[error("cannot write the sandbox-agent pid file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// How long the processes of a stopped server get between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Default)]
 pub struct ProcessOptions {
@@ -41,12 +54,18 @@ pub struct ProcessOptions {
     pub extra_path: Vec<PathBuf>,
     /// A file for the server's output; discarded when unset.
     pub log: Option<PathBuf>,
+    /// A file that holds the server's process group while it runs: a server a crashed process
+    /// left behind is found there and stopped before a new one starts.
+    pub pid_file: Option<PathBuf>,
 }
 
 pub struct SandboxAgentProcess {
     child: Child,
     endpoint: Endpoint,
     port: u16,
+    /// The process group (the server's pid).
+    pgid: Option<i32>,
+    pid_file: Option<PathBuf>,
 }
 
 impl SandboxAgentProcess {
@@ -88,8 +107,37 @@ impl SandboxAgentProcess {
         })
     }
 
+    /// Stops a server a previous process left running (its group is in the pid file), with every
+    /// agent under it. Only a group whose leader is still a sandbox-agent is signalled.
+    pub async fn stop_leftover(pid_file: &Path) {
+        let Ok(text) = tokio::fs::read_to_string(pid_file).await else {
+            return;
+        };
+        let _ = tokio::fs::remove_file(pid_file).await;
+        let Ok(pgid) = text.trim().parse::<i32>() else {
+            return;
+        };
+        if !group_alive(pgid) {
+            return;
+        }
+        // The leader's pid may have been reused by something else: signal the group only when its
+        // leader is still a sandbox-agent, or gone (then what is left are its agents).
+        let leader = std::fs::read(format!("/proc/{pgid}/cmdline"));
+        if leader.is_ok_and(|c| !String::from_utf8_lossy(&c).contains("sandbox-agent")) {
+            return;
+        }
+        tracing::warn!(
+            pgid,
+            "stopping the sandbox-agent (and its agents) a previous Huddle left running"
+        );
+        stop_group(pgid, None).await;
+    }
+
     /// Starts the server and waits for `/v1/health`.
     pub async fn start(opts: ProcessOptions) -> Result<Self, ProcessError> {
+        if let Some(pid_file) = &opts.pid_file {
+            Self::stop_leftover(pid_file).await;
+        }
         let bin = Self::resolve_bin(opts.bin.as_deref())?;
         let port = match opts.port {
             Some(p) => p,
@@ -147,9 +195,17 @@ impl SandboxAgentProcess {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(ProcessError::Spawn)?;
+        let pgid = child.id().map(|p| p as i32);
+        if let (Some(path), Some(pgid)) = (&opts.pid_file, pgid) {
+            std::fs::write(path, pgid.to_string()).map_err(|source| ProcessError::PidFile {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let endpoint = Endpoint {
             base_url: format!("http://127.0.0.1:{port}"),
             token: Some(token),
@@ -158,6 +214,8 @@ impl SandboxAgentProcess {
             child,
             endpoint,
             port,
+            pgid,
+            pid_file: opts.pid_file.clone(),
         };
         process.wait_healthy(Duration::from_secs(30)).await?;
         Ok(process)
@@ -194,27 +252,59 @@ impl SandboxAgentProcess {
         self.port
     }
 
-    /// Stops the server: SIGTERM, then SIGKILL after a grace period.
+    /// The server's process group id.
+    pub fn pgid(&self) -> Option<i32> {
+        self.pgid
+    }
+
+    /// Stops the server and every process under it: SIGTERM to the group, then SIGKILL to what is
+    /// left after a grace period.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-                .await
-                .is_ok()
-            {
-                return;
-            }
+        if let Some(pgid) = self.pgid {
+            stop_group(pgid, Some(&mut self.child)).await;
+        } else {
+            let _ = self.child.kill().await;
         }
-        let _ = self.child.kill().await;
+        if let Some(path) = &self.pid_file {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Kills the server at once, as a crash would (tests).
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
+}
+
+/// SIGTERM to a process group, SIGKILL to whatever is left of it after [`STOP_GRACE`]; reaps the
+/// leader when it is our child.
+async fn stop_group(pgid: i32, mut leader: Option<&mut Child>) {
+    use nix::sys::signal::{Signal, killpg};
+    let group = nix::unistd::Pid::from_raw(pgid);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if let Some(child) = leader.as_deref_mut() {
+            let _ = child.try_wait();
+        }
+        if !group_alive(pgid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if group_alive(pgid) {
+        tracing::warn!(
+            pgid,
+            "sandbox-agent's processes ignored SIGTERM; killing them"
+        );
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    if let Some(child) = leader {
+        let _ = child.wait().await;
     }
 }

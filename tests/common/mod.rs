@@ -72,6 +72,7 @@ pub async fn start_sandbox_agent(port: Option<u16>, token: Option<String>) -> Sa
         token,
         extra_path: vec![fixtures_bin()],
         log: None,
+        pid_file: None,
     })
     .await
     .expect("start sandbox-agent")
