@@ -246,6 +246,7 @@ impl Transport {
 
     /// Hands an agent->client envelope upwards, dropping the second copy of a reply.
     async fn push_inbound(&self, envelope: Value) {
+        let envelope = unwrap_invalid_stdout(envelope);
         if let Err(error) = validate_envelope(&envelope) {
             let _ = self
                 .inbound
@@ -415,6 +416,23 @@ impl Transport {
 
     pub(crate) fn request_timeout() -> Duration {
         REQUEST_TIMEOUT
+    }
+}
+
+/// sandbox-agent hands on an agent's stdout line that is not valid JSON as an
+/// `_adapter/invalid_stdout` notification with the line in `raw`. A line that only fails for lone
+/// UTF-16 surrogates (an agent echoing binary data) is still the agent's message: it is read
+/// leniently (each lone surrogate as U+FFFD), with the original line kept beside it.
+fn unwrap_invalid_stdout(envelope: Value) -> Value {
+    if envelope.get("method").and_then(Value::as_str) != Some("_adapter/invalid_stdout") {
+        return envelope;
+    }
+    let Some(raw) = envelope.pointer("/params/raw").and_then(Value::as_str) else {
+        return envelope;
+    };
+    match crate::store::jsonb::lenient_parse(raw) {
+        Ok(inner) if validate_envelope(&inner).is_ok() => inner,
+        _ => envelope,
     }
 }
 

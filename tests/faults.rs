@@ -1,0 +1,341 @@
+//! Faults that must not wedge a room, against the real Postgres and the real sandbox-agent: agent
+//! output Postgres refuses, bad input, errors that must be JSON, two Huddle processes on one
+//! database, and connections abandoned at any moment.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use huddle::model::RoomEvent;
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(300);
+
+fn chunk(e: &huddle::model::RoomEntry) -> Option<String> {
+    match &e.event {
+        RoomEvent::SessionEvent(ev) => ev
+            .payload
+            .pointer("/params/update/content/text")?
+            .as_str()
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn binary_agent_output_is_kept_losslessly_and_the_room_goes_on() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "binary").await;
+    let live = sse.until(is_turn_end).await;
+    assert!(
+        matches!(&live.last().unwrap().event, RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn"),
+        "the turn ends normally"
+    );
+    let big = format!("big:{}:end", "x".repeat(1024 * 1024));
+    let texts: Vec<String> = live.iter().filter_map(chunk).collect();
+    assert!(
+        texts.contains(&"nul:\u{0}:end".to_string()),
+        "NUL kept: {:?}",
+        texts
+            .iter()
+            .map(|t| t.chars().take(40).collect::<String>())
+            .collect::<Vec<_>>()
+    );
+    assert!(texts.contains(&big), "1 MB line kept");
+    assert!(texts.contains(&"after binary".to_string()));
+    // Lone surrogates: the agent's text is shown (U+FFFD for each), its original line kept.
+    let lone = live
+        .iter()
+        .find_map(|e| match &e.event {
+            RoomEvent::SessionEvent(ev) if chunk(e).is_some_and(|t| t.starts_with("lone:")) => {
+                Some(ev.payload.clone())
+            }
+            _ => None,
+        })
+        .expect("the lone-surrogate chunk reaches the room");
+    assert_eq!(
+        lone.pointer("/params/update/content/text").unwrap(),
+        "lone:\u{FFFD}:\u{FFFD}:end"
+    );
+    assert!(
+        lone[huddle::store::jsonb::RAW_TEXT_KEY]
+            .as_str()
+            .unwrap()
+            .contains(r"lone:\ud800:\udc00:end")
+    );
+
+    // What Postgres holds reads back the same, NUL and all.
+    let stored = huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
+        .await
+        .unwrap();
+    let stored_texts: Vec<String> = stored.iter().filter_map(chunk).collect();
+    assert_eq!(stored_texts, texts);
+
+    // The room is not wedged: the next prompt runs.
+    app.prompt(&ws, "ada", "hello again").await;
+    let next = sse.until(is_turn_end).await;
+    assert!(
+        next.iter()
+            .filter_map(chunk)
+            .any(|t| t == "You said: hello again")
+    );
+    app.stop().await;
+    sa.stop().await;
+}
+
+#[tokio::test]
+async fn a_nul_in_a_prompt_is_shown_and_in_a_name_is_refused_with_a_reason() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    let text = "look: a\u{0}b";
+    let seq = app.prompt(&ws, "ada", text).await;
+    let got = sse.upto(seq).await;
+    assert!(matches!(&got.last().unwrap().event, RoomEvent::ChatUser { text: t, .. } if t == text));
+    let stored = huddle::store::room_log::list(&pool, &ws, seq - 1, seq, 1)
+        .await
+        .unwrap();
+    assert!(matches!(&stored[0].event, RoomEvent::ChatUser { text: t, .. } if t == text));
+    sse.until(is_turn_end).await;
+
+    let body = json!({"workspaceId": ws, "userId": "bob", "displayName": "B\u{0}b", "text": "hi"});
+    let (status, body) = app.post("prompt", body).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "bad_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("control characters"),
+        "{body}"
+    );
+    app.stop().await;
+    sa.stop().await;
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("not JSON ({status}): {}", &text[..text.len().min(300)]));
+    (status, body)
+}
+
+fn check(got: (u16, serde_json::Value), status: u16, code: &str) {
+    let (s, body) = got;
+    assert_eq!(s, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.len() < 400),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn every_error_is_json_with_its_status() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("mock").await;
+    let (http, base) = (&app.http, &app.base);
+    let unknown = http
+        .post(format!("{base}/api/no/such/thing"))
+        .json(&json!({}));
+    check(send(unknown).await, 404, "not_found");
+    let get = http.get(format!("{base}/api/workspace/info"));
+    check(send(get).await, 405, "method_not_allowed");
+    let broken = http
+        .post(format!("{base}/api/workspace/info"))
+        .header("content-type", "application/json")
+        .body("{nope");
+    check(send(broken).await, 400, "bad_request");
+    // A huge body is refused as too large; a big bad one is refused without being echoed.
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let body = json!({"workspaceId": ws, "userId": "a", "displayName": "A", "text": huge});
+    let too_large = http
+        .post(format!("{base}/api/workspace/prompt"))
+        .json(&body);
+    check(send(too_large).await, 413, "payload_too_large");
+    let junk = "y".repeat(100_000);
+    let bad = http
+        .post(format!("{base}/api/workspace/prompt"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"workspaceId\": 5, \"junk\": \"{junk}\"}}"));
+    let (status, body) = send(bad).await;
+    assert_eq!(status, 400);
+    assert!(!body.to_string().contains(&junk[..1000]));
+    // The SSE endpoint too.
+    let no_room = http.get(format!("{base}/api/workspace/{}/events", "0".repeat(32)));
+    check(send(no_room).await, 404, "not_found");
+    let bad_id = http
+        .get(format!("{base}/api/workspace/{ws}/events"))
+        .header("last-event-id", "soon");
+    check(send(bad_id).await, 400, "bad_request");
+    app.stop().await;
+    sa.stop().await;
+}
+
+#[tokio::test]
+async fn a_last_event_id_beyond_the_head_gets_a_reset_and_the_whole_log() {
+    use futures::StreamExt;
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "hello").await;
+    let head = sse.until(is_turn_end).await.last().unwrap().seq;
+
+    let res = app
+        .http
+        .get(format!("{}/api/workspace/{ws}/events", app.base))
+        .header("last-event-id", (head + 1000).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+    let mut names = Vec::new();
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&head) {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the stream delivers")
+            .unwrap()
+            .unwrap();
+        if let Ok(seq) = ev.id.parse::<i64>() {
+            seqs.push(seq);
+        }
+        names.push(ev.event);
+    }
+    assert!(names.contains(&"reset".to_string()), "{names:?}");
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>(), "the whole log again");
+    app.stop().await;
+    sa.stop().await;
+}
+
+#[tokio::test]
+async fn two_processes_on_one_database_never_both_run_a_workspace() {
+    let (pool, url) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let first = spawn_app(&pool, &sa, LONG).await;
+    // The second "process": its own pool and registry on the same database.
+    let pool2 = huddle::store::connect(&url).await.unwrap();
+    let second = spawn_app(&pool2, &sa, LONG).await;
+    let ws = first.create("pi").await;
+    let mut sse = first.events(&ws, "ada", None).await;
+
+    let body =
+        json!({"workspaceId": ws, "userId": "bob", "displayName": "Bob", "text": "stream 5"});
+    let (status, err) = second.post("prompt", body.clone()).await;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["code"], "owned_elsewhere");
+    let res = second
+        .http
+        .get(format!("{}/api/workspace/{ws}/events", second.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+
+    // The owner goes on undisturbed, with one session and a gap-free log.
+    first.prompt(&ws, "ada", "stream 5").await;
+    sse.until(is_turn_end).await;
+    drop(sse);
+
+    // Once the owner is gone (it released the lease), the other process takes over.
+    first.stop().await;
+    let started = Instant::now();
+    let (status, err) = second.post("prompt", body).await;
+    assert_eq!(status, 200, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let entries = huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let sessions: (i64,) = sqlx::query_as("SELECT count(*) FROM sandbox_agent.sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sessions.0, 1, "one session");
+    second.stop().await;
+    sa.stop().await;
+}
+
+#[tokio::test]
+async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
+    use rand::Rng;
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, Duration::from_secs(1)).await;
+    let ws = app.create("mock").await;
+    let head_before = huddle::store::room_log::head(&pool, &ws).await.unwrap();
+    // 2,000 SSE requests, named and anonymous, each dropped at a random moment: before the
+    // room answers, before the headers arrive, or after some of the stream.
+    let mut tasks = Vec::new();
+    for i in 0..2000 {
+        let http = app.http.clone();
+        let url = if i % 2 == 0 {
+            format!("{}/api/workspace/{ws}/events", app.base)
+        } else {
+            format!(
+                "{}/api/workspace/{ws}/events?userId=u{i}&displayName=U{i}",
+                app.base
+            )
+        };
+        let wait = rand::rng().random_range(0..1500u64);
+        tasks.push(tokio::spawn(async move {
+            let request = async {
+                let res = http.get(url).send().await?;
+                let mut stream = res.bytes_stream();
+                use futures::StreamExt;
+                while stream.next().await.is_some() {}
+                Ok::<_, reqwest::Error>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(wait), request).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Nobody is left: the room falls asleep, and nobody shows as online when it wakes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.state.registry().awake() > 0 {
+        assert!(Instant::now() < deadline, "the room did not fall asleep");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, info) = app.post("info", json!({"workspaceId": ws})).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["online"], json!([]), "no ghosts");
+    // Anonymous connections wrote nothing; each named person at most "joined" and "left".
+    let entries = huddle::store::room_log::list(&pool, &ws, head_before, i64::MAX, i64::MAX)
+        .await
+        .unwrap();
+    let joined = entries
+        .iter()
+        .filter(|e| matches!(e.event, RoomEvent::Presence { online: true, .. }))
+        .count();
+    let left = entries
+        .iter()
+        .filter(|e| matches!(e.event, RoomEvent::Presence { online: false, .. }))
+        .count();
+    assert!(
+        joined > 0,
+        "some connections got in before they were dropped"
+    );
+    assert_eq!(joined, left, "everyone who joined left");
+    assert_eq!(entries.len(), joined + left, "nothing but presence");
+    assert!(joined <= 1000);
+    eprintln!("2,000 abandoned connections: {joined} joined, {left} left, 0 online after");
+    app.stop().await;
+    sa.stop().await;
+}
