@@ -1,0 +1,353 @@
+//! The real `huddle` binary, with its embedded sandbox-agent, killed and stopped as an operator
+//! would: `kill -9` in the middle of a turn then a restart, and a clean stop while an agent that
+//! ignores its closed stdin (and SIGTERM) is running. What must hold: the room shows what
+//! happened, the queue runs on, and no agent process is left behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use huddle::model::{RoomEntry, RoomEvent};
+use serde_json::json;
+
+struct Huddle {
+    child: tokio::process::Child,
+    base: String,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Huddle {
+    async fn start(db_url: &str, data_dir: &Path, port: u16) -> Self {
+        let log = PathBuf::from(format!(
+            "{}-{}.log",
+            data_dir.display(),
+            port_and_time(port)
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let path = format!(
+            "{}:{}",
+            fixtures_bin().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("DATABASE_URL", db_url)
+            .env("HUDDLE_DATA_DIR", data_dir)
+            .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
+            .env("PATH", path)
+            .env("RUST_LOG", "info")
+            .env_remove("SANDBOX_AGENT_URL")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start huddle");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(res) = http.get(format!("{base}/healthz")).send().await
+                && res.status() == 200
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "huddle did not come up; see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, base, log }
+    }
+
+    async fn post(&self, endpoint: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The room's stream from `after`, retried while the workspace is still owned by a process
+    /// that died (its lease expires within seconds).
+    async fn events(&self, ws: &str, after: i64) -> Stream {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let res = reqwest::Client::new()
+                .get(format!(
+                    "{}/api/workspace/{ws}/events?userId=ada&displayName=Ada",
+                    self.base
+                ))
+                .header("last-event-id", after.to_string())
+                .send()
+                .await
+                .unwrap();
+            if res.status() == 200 {
+                return Stream(Box::pin(eventsource_stream::Eventsource::eventsource(
+                    res.bytes_stream(),
+                )));
+            }
+            let status = res.status();
+            let body = res.text().await.unwrap_or_default();
+            assert!(
+                status == 503 && body.contains("owned_elsewhere") && Instant::now() < deadline,
+                "{status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Panics if the server's log holds a panic.
+    fn assert_no_panic(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+    }
+}
+
+fn port_and_time(port: u16) -> String {
+    format!(
+        "{port}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    )
+}
+
+type Events = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+struct Stream(Events);
+
+impl Stream {
+    async fn until(&mut self, mut pred: impl FnMut(&RoomEntry) -> bool) -> Vec<RoomEntry> {
+        let mut out = Vec::new();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(30), self.0.next())
+                .await
+                .expect("an entry within 30 s")
+                .expect("stream open")
+                .expect("well-formed");
+            if matches!(ev.event.as_str(), "online" | "typing" | "reset") {
+                continue;
+            }
+            let entry: RoomEntry = serde_json::from_str(&ev.data).unwrap();
+            let hit = pred(&entry);
+            out.push(entry);
+            if hit {
+                return out;
+            }
+        }
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    // A process group is alive while one of its members is not a zombie.
+    std::fs::read_dir("/proc").unwrap().flatten().any(|d| {
+        let stat = std::fs::read_to_string(d.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 3 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}
+
+fn process_alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_some_and(|(_, r)| r.split_whitespace().next() != Some("Z"))
+}
+
+fn read_pgid(data_dir: &Path) -> i32 {
+    std::fs::read_to_string(data_dir.join("sandbox-agent.pid"))
+        .expect("the embedded sandbox-agent's pid file")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", huddle::sandbox_agent::random_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn kill_9_mid_turn_then_restart_ends_the_turn_visibly_and_runs_the_queue() {
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-kill");
+    let port = free_port();
+    let mut first = Huddle::start(&url, &data, port).await;
+    let (status, created) = first.post("create", json!({"agent": "pi"})).await;
+    assert_eq!(status, 200, "{created}");
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let mut sse = first.events(&ws, 0).await;
+    let prompt = |text: &'static str| json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": text});
+    let (status, _) = first.post("prompt", prompt("permission")).await;
+    assert_eq!(status, 200);
+    let asked = sse
+        .until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
+        .await;
+    let request_id = match &asked.last().unwrap().event {
+        RoomEvent::PermissionRequested { request_id, .. } => request_id.clone(),
+        _ => unreachable!(),
+    };
+    let mut queued = Vec::new();
+    for text in ["echo one", "echo two", "echo three"] {
+        let (status, body) = first.post("prompt", prompt(text)).await;
+        assert_eq!(status, 200);
+        queued.push(body["seq"].as_i64().unwrap());
+    }
+    let seen = sse
+        .until(|e| matches!(&e.event, RoomEvent::PromptQueued { prompt_seq, .. } if *prompt_seq == queued[2]))
+        .await;
+    let last_seen = seen.last().unwrap().seq;
+    let old_group = read_pgid(&data);
+    assert!(group_alive(old_group));
+
+    // kill -9: nothing of Huddle's shutdown runs. Its sandbox-agent and agent stay behind.
+    let started = Instant::now();
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    drop(sse);
+    assert!(
+        group_alive(old_group),
+        "the killed Huddle's sandbox-agent is still running"
+    );
+
+    let second = Huddle::start(&url, &data, port).await;
+    assert!(
+        !group_alive(old_group),
+        "the restarted Huddle stopped the sandbox-agent (and agents) it found"
+    );
+    assert_ne!(
+        read_pgid(&data),
+        old_group,
+        "one sandbox-agent, the new one"
+    );
+    let mut sse = second.events(&ws, last_seen).await;
+    let after = sse
+        .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == queued[2]))
+        .await;
+    let recovered_in = started.elapsed();
+    assert!(after.iter().any(|e| matches!(&e.event,
+        RoomEvent::TurnEnded { error: Some(m), stop_reason: None, .. } if m.starts_with("Interrupted"))),
+        "the interrupted turn ends visibly");
+    assert!(
+        after.iter().any(|e| matches!(&e.event,
+        RoomEvent::PermissionCancelled { request_ids } if request_ids.contains(&request_id))),
+        "its permission request shows as cancelled"
+    );
+    let started_turns: Vec<i64> = after
+        .iter()
+        .filter_map(|e| match &e.event {
+            RoomEvent::TurnStarted { prompt_seq, .. } => Some(*prompt_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started_turns, queued, "the queue runs on, in order");
+    let ends_ok = after
+        .iter()
+        .filter(|e| matches!(&e.event, RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn"))
+        .count();
+    assert_eq!(ends_ok, 3);
+    eprintln!(
+        "kill -9 mid-turn: restarted and ran the 3 queued prompts {:.1} s after the kill",
+        recovered_in.as_secs_f64()
+    );
+    let (status, info) = second.post("info", json!({"workspaceId": ws})).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["status"], "idle", "{info}");
+    stop(second, &data).await;
+    first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// SIGTERM, and waits: within 10 s, with nothing left of its sandbox-agent.
+async fn stop(mut huddle: Huddle, data: &Path) -> Duration {
+    let group = read_pgid(data);
+    let pid = huddle.child.id().unwrap() as i32;
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), huddle.child.wait())
+        .await
+        .expect("Huddle stops within 10 s")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        !group_alive(group),
+        "no process of its sandbox-agent is left"
+    );
+    huddle.assert_no_panic();
+    took
+}
+
+#[tokio::test]
+async fn a_clean_stop_leaves_no_agent_process_behind() {
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-stop");
+    let huddle = Huddle::start(&url, &data, free_port()).await;
+    let (_, created) = huddle.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let mut sse = huddle.events(&ws, 0).await;
+    let body =
+        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "stubborn"});
+    assert_eq!(huddle.post("prompt", body).await.0, 200);
+    let got = sse
+        .until(|e| matches!(e.event, RoomEvent::TurnEnded { .. }))
+        .await;
+    let agent_pid: i32 = got
+        .iter()
+        .find_map(|e| match &e.event {
+            RoomEvent::SessionEvent(ev) => ev
+                .payload
+                .pointer("/params/update/content/text")?
+                .as_str()?
+                .strip_prefix("stubborn pid=")?
+                .parse()
+                .ok(),
+            _ => None,
+        })
+        .expect("the agent says its pid");
+    assert!(process_alive(agent_pid));
+    drop(sse);
+    let took = stop(huddle, &data).await;
+    assert!(
+        !process_alive(agent_pid),
+        "the agent that ignored SIGTERM and its closed stdin is gone"
+    );
+    eprintln!(
+        "clean stop with a stubborn agent: {:.1} s, no process left",
+        took.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
