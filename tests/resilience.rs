@@ -1,5 +1,6 @@
-//! Huddle keeps everything when the parts under it restart: its own embedded Postgres stopped and
-//! started again in the middle of a turn, with the real sandbox-agent streaming meanwhile.
+//! Huddle keeps everything when the parts under it restart: its own embedded Postgres stopped for
+//! 15 s and started again in the middle of a turn, with the real sandbox-agent streaming meanwhile;
+//! and while it is down, people are told so at once and shutdown does not hang.
 
 mod common;
 
@@ -27,9 +28,54 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     sse.until(|e| matches!(&e.event, RoomEvent::SessionEvent(_)))
         .await;
 
-    // Postgres goes away for a while in the middle of the turn, then comes back on its port.
+    // Postgres goes away for 15 s in the middle of the turn, then comes back on its port.
     pg.stop().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let outage = std::time::Instant::now();
+    // Meanwhile people hear so at once: actions within 2 s, the health check within 1 s.
+    let started = std::time::Instant::now();
+    let (status, body) = app
+        .post("prompt", serde_json::json!({"workspaceId": ws, "userId": "bob", "displayName": "Bob", "text": "hello?"}))
+        .await;
+    let prompt_took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "unavailable");
+    assert!(
+        prompt_took < Duration::from_secs(2),
+        "prompt answered in {prompt_took:?}"
+    );
+    let started = std::time::Instant::now();
+    let res = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    let health_took = started.elapsed();
+    assert_eq!(res.status(), 503);
+    assert!(
+        health_took < Duration::from_secs(1),
+        "healthz answered in {health_took:?}"
+    );
+    let started = std::time::Instant::now();
+    let (status, _) = app
+        .post(
+            "info",
+            serde_json::json!({"workspaceId": "0123456789abcdef0123456789abcdef"}),
+        )
+        .await;
+    let wake_took = started.elapsed();
+    assert_eq!(status, 503, "waking a room needs the database");
+    assert!(
+        wake_took < Duration::from_secs(2),
+        "answered in {wake_took:?}"
+    );
+    eprintln!(
+        "Postgres down: prompt 503 in {} ms, healthz 503 in {} ms, waking a room 503 in {} ms",
+        prompt_took.as_millis(),
+        health_took.as_millis(),
+        wake_took.as_millis()
+    );
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(outage.elapsed())).await;
     drop(pg);
     let pg = EmbeddedPostgres::start_on(&dir, None, Some(port))
         .await
@@ -49,7 +95,17 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the turn did not end"
+            "the turn did not end: {:?}",
+            entries
+                .iter()
+                .rev()
+                .take(4)
+                .map(|e| serde_json::to_string(&e.event)
+                    .unwrap()
+                    .chars()
+                    .take(160)
+                    .collect::<String>())
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -103,5 +159,33 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     pool.close().await;
     pg.stop().await;
     sa.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn shutdown_with_a_turn_running_and_postgres_down_takes_under_10_s() {
+    let dir =
+        std::env::temp_dir().join(format!("huddle-pg-{}", huddle::sandbox_agent::random_id()));
+    let pg = EmbeddedPostgres::start(&dir, None).await.unwrap();
+    let pool = huddle::store::connect(pg.url()).await.unwrap();
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, Duration::from_secs(300)).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "slow").await;
+    sse.until(|e| matches!(&e.event, RoomEvent::SessionEvent(_)))
+        .await;
+    pg.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown finishes within 10 s");
+    eprintln!(
+        "shutdown with a turn running and Postgres down: {} ms",
+        started.elapsed().as_millis()
+    );
+    sa.stop().await;
+    drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -115,6 +115,7 @@ impl Actor {
         let (log, writer) = LogWriter::spawn(
             registry.pool().clone(),
             row.id.clone(),
+            registry.owner().to_string(),
             boot.head,
             live.clone(),
             internal.clone(),

@@ -46,6 +46,7 @@ impl LogWriter {
     pub(super) fn spawn(
         pool: PgPool,
         workspace_id: String,
+        owner: String,
         head: i64,
         live: broadcast::Sender<Live>,
         done: mpsc::UnboundedSender<Internal>,
@@ -57,6 +58,8 @@ impl LogWriter {
         let task = Task {
             pool,
             workspace_id,
+            owner,
+            fenced_out: false,
             next: head + 1,
             synced: true,
             uncertain: None,
@@ -101,6 +104,10 @@ impl LogWriter {
 struct Task {
     pool: PgPool,
     workspace_id: String,
+    /// The lease holder this writer writes for.
+    owner: String,
+    /// Another process owns the workspace now: nothing more is written.
+    fenced_out: bool,
     next: i64,
     /// False after a failed write: the head must be read before seqs are given out again.
     synced: bool,
@@ -178,6 +185,9 @@ impl Task {
         state: Option<&RoomState>,
         deadline: Option<Instant>,
     ) -> Outcome {
+        if self.fenced_out {
+            return Outcome::Failed;
+        }
         let created_at = now_ms();
         let mut delays = crate::retry::delays();
         let mut wrap_all = false;
@@ -199,8 +209,22 @@ impl Task {
                     event: event.clone(),
                 })
                 .collect();
-            match room_log::append(&self.pool, &self.workspace_id, &entries, state, wrap_all).await
-            {
+            let owner = Some(self.owner.as_str());
+            let written = room_log::append(
+                &self.pool,
+                &self.workspace_id,
+                &entries,
+                state,
+                wrap_all,
+                owner,
+            );
+            match written.await {
+                Err(StoreError::NotOwner) => {
+                    tracing::error!(workspace = %self.workspace_id, "another process owns this workspace now; its actor here stops");
+                    self.fenced_out = true;
+                    let _ = self.done.send(Internal::LeaseLost);
+                    return Outcome::Failed;
+                }
                 Ok(n) if n as usize == entries.len() => {
                     self.failing.store(false, Ordering::SeqCst);
                     let first = self.next;

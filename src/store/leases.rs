@@ -1,5 +1,7 @@
 //! Who owns a workspace: one live Huddle process at a time holds its lease, renewed by heartbeat.
-//! A process that dies stops renewing, and the lease is free again once it expires.
+//! A process that dies stops renewing, and the lease is free again once it expires. Room-log
+//! writes are fenced by it, so a process that was cut off from Postgres while another took over
+//! cannot write once it is back.
 
 use std::time::Duration;
 
@@ -27,6 +29,25 @@ pub async fn acquire(pool: &PgPool, workspace_id: &str, owner: &str) -> Result<b
     .fetch_optional(pool)
     .await?;
     Ok(row.is_some())
+}
+
+/// Inside a transaction: holds the lease row (so it cannot change hands before the commit) and
+/// checks that `owner` has it. A process that lost its lease while cut off from Postgres finds out
+/// here, before it writes anything.
+pub async fn fence(
+    tx: &mut sqlx::PgConnection,
+    workspace_id: &str,
+    owner: &str,
+) -> Result<(), StoreError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT owner FROM workspace_leases WHERE workspace_id = $1 FOR SHARE")
+            .bind(workspace_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match row {
+        Some((holder,)) if holder == owner => Ok(()),
+        _ => Err(StoreError::NotOwner),
+    }
 }
 
 /// Gives the lease up (an actor going to sleep or shutting down).

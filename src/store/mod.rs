@@ -24,6 +24,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A write fenced by a lease that this process no longer holds.
+    #[error("the workspace is owned by another process")]
+    NotOwner,
 }
 
 impl StoreError {
@@ -32,7 +35,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Db(e) => is_transient(e),
-            StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
+            StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::NotOwner => false,
         }
     }
 }

@@ -32,13 +32,15 @@ fn decode(row: Row) -> Result<RoomEntry, StoreError> {
 /// room's state when given. A seq already taken is left alone (`ON CONFLICT DO NOTHING`), so a
 /// batch whose commit was not acknowledged can be written again safely; the rows written are
 /// returned. `wrap_all` stores every entry in the lossless wrapper (a retry after Postgres refused
-/// a value).
+/// a value). With `owner`, the write is fenced: it happens only while that owner holds the
+/// workspace's lease (held for the transaction), else [`StoreError::NotOwner`].
 pub async fn append(
     pool: &PgPool,
     workspace_id: &str,
     entries: &[RoomEntry],
     state: Option<&RoomState>,
     wrap_all: bool,
+    owner: Option<&str>,
 ) -> Result<u64, StoreError> {
     if entries.is_empty() && state.is_none() {
         return Ok(0);
@@ -64,6 +66,9 @@ pub async fn append(
         created.push(e.created_at);
     }
     let mut tx = pool.begin().await?;
+    if let Some(owner) = owner {
+        super::leases::fence(&mut tx, workspace_id, owner).await?;
+    }
     let written = sqlx::query(
         "INSERT INTO room_log (workspace_id, seq, kind, data, created_at) \
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[], $5::bigint[]) \
