@@ -4,7 +4,6 @@ import * as path from "node:path";
 
 const port = Number(process.env.HUDDLE_E2E_PORT ?? 3100);
 const baseURL = `http://127.0.0.1:${port}`;
-const serverLog = process.env.HUDDLE_E2E_LOG ?? path.join(os.tmpdir(), `huddle-e2e-${process.pid}.log`);
 // The app runs on its embedded defaults: its own Postgres and its own sandbox-agent.
 const env: Record<string, string> = {};
 for (const [k, v] of Object.entries(process.env)) {
@@ -46,8 +45,8 @@ export default defineConfig({
     },
   },
   webServer: {
-    // The server's output also goes to a file that scripts/test.sh reads: a panic fails the run.
-    command: `bash -c 'exec ./target/debug/huddle > >(tee -a "${serverLog}") 2>&1'`,
+    // Its output is printed as [WebServer] lines, which scripts/test.sh reads: a panic fails the run.
+    command: "./target/debug/huddle",
     cwd: "..",
     url: `${baseURL}/healthz`,
     timeout: 120_000,

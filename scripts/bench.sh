@@ -8,4 +8,4 @@ export SANDBOX_AGENT_BIN="$PWD/tools/node_modules/@sandbox-agent/cli-linux-x64/b
 # A thousand SSE clients and their server need more than the default 1024 open files.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 source scripts/lib/throwaway-postgres.sh
-cargo bench --features ssr --bench store --bench room
+cargo bench --features ssr --bench store --bench room --bench cycles

@@ -25,8 +25,9 @@ cargo test --features ssr
 log "cargo leptos build"
 cargo leptos build
 log "playwright"
-SERVER_LOG="$WORK/e2e-server.log"
-(cd end2end && HUDDLE_E2E_DATA_DIR="$WORK/e2e" HUDDLE_E2E_LOG="$SERVER_LOG" npx playwright test)
+SERVER_LOG="$WORK/e2e-output.log"
+# Playwright prints the server's output as [WebServer] lines: kept, and read for panics below.
+(cd end2end && HUDDLE_E2E_DATA_DIR="$WORK/e2e" npx playwright test 2>&1 | tee "$SERVER_LOG")
 # A panic anywhere in the server fails the run, even when every page looked right.
 if grep -n -A3 "panicked" "$SERVER_LOG"; then
   log "the server log holds a panic (above)"

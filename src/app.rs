@@ -427,13 +427,18 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
         }
     });
 
-    let title = {
-        let agent = agent.clone();
-        move || match unread.get() {
-            0 => format!("Huddle · {agent}"),
-            n => format!("({n}) Huddle · {agent}"),
-        }
-    };
+    // The server renders the plain title; the unread count is the browser's business (a reactive
+    // <Title> is read by leptos_meta after the page's reactive arena is gone, and panics).
+    let title = format!("Huddle · {agent}");
+    {
+        let title = title.clone();
+        Effect::new(move |_| {
+            browser::set_title(&match unread.get() {
+                0 => title.clone(),
+                n => format!("({n}) {title}"),
+            })
+        });
+    }
     let copied = RwSignal::new(false);
     let copy_invite = move |_| {
         browser::copy_to_clipboard(&browser::location_href());

@@ -50,6 +50,12 @@ mod imp {
         js_sys::encode_uri_component(s).into()
     }
 
+    pub fn set_title(title: &str) {
+        if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+            doc.set_title(title);
+        }
+    }
+
     pub fn page_hidden() -> bool {
         web_sys::window()
             .and_then(|w| w.document())
@@ -309,6 +315,7 @@ mod imp {
     pub fn encode(s: &str) -> String {
         s.to_string()
     }
+    pub fn set_title(_title: &str) {}
     pub fn page_hidden() -> bool {
         false
     }

@@ -3,14 +3,6 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // A binary built by plain `cargo build` (not cargo-leptos) has no output name compiled in;
-    // Leptos would complain and serve an empty one.
-    if option_env!("LEPTOS_OUTPUT_NAME").is_none()
-        && std::env::var_os("LEPTOS_OUTPUT_NAME").is_none()
-    {
-        // SAFETY: no other thread exists yet to read the environment concurrently.
-        unsafe { std::env::set_var("LEPTOS_OUTPUT_NAME", env!("CARGO_PKG_NAME")) };
-    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()

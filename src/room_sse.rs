@@ -175,6 +175,8 @@ async fn feed(
                 Some(ev) => ev,
                 None => continue,
             },
+            // The client reconnects, and resumes from its last entry once the log is back.
+            Ok(Live::LogDown) => return,
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 tracing::debug!(workspace = %id, skipped, "slow subscriber; resyncing from Postgres");
                 continue;

@@ -75,6 +75,19 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
         health_took.as_millis(),
         wake_took.as_millis()
     );
+    // Streams end (clients show "reconnecting"), and new ones are refused until it is back.
+    let ended = tokio::time::timeout(Duration::from_secs(5), sse.closed()).await;
+    assert!(
+        ended.is_ok(),
+        "the live stream ends while the log cannot be written"
+    );
+    let res = app
+        .http
+        .get(format!("{}/api/workspace/{ws}/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
     tokio::time::sleep(Duration::from_secs(15).saturating_sub(outage.elapsed())).await;
     drop(pg);
     let pg = EmbeddedPostgres::start_on(&dir, None, Some(port))

@@ -12,6 +12,9 @@ test("1,000 loads of a room page all succeed", async ({ request, page }) => {
     data: { workspaceId, userId: "ada", displayName: "Ada", text: "tools" },
   });
   expect(prompt.status()).toBe(200);
+  await expect
+    .poll(async () => (await (await request.post("/api/workspace/info", { data: { workspaceId } })).json()).status)
+    .toBe("idle");
   // The room has history: the agent's reply, a tool card with a diff, a plan.
   await page.goto(url);
   await expect(page.getByText("I fixed")).toBeVisible();

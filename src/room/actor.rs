@@ -377,6 +377,10 @@ impl Actor {
     }
 
     fn connect(&mut self, member: Option<Member>, reply: Reply<Subscription>) {
+        if self.log.failing() {
+            let _ = reply.send(Err(RoomError::DatabaseDown));
+            return;
+        }
         // Subscribe before reading the head: every entry after it is sure to come live.
         let live = self.live.subscribe();
         let (conn_id, joined) = self.presence.connect(member);

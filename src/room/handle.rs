@@ -121,6 +121,9 @@ pub enum Live {
     Typing(Member),
     /// Who is in the room now (sent when it changes, coalesced).
     Online(Arc<Vec<Member>>),
+    /// The room log cannot be written: streams end, so that clients show they are reconnecting
+    /// and resume from their last entry once it can.
+    LogDown,
 }
 
 /// A live subscription to a room: entries after `head` come on `live`. Dropping it leaves the

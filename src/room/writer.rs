@@ -295,7 +295,9 @@ impl Task {
         deadline: Option<Instant>,
         delays: &mut (impl Iterator<Item = Duration> + Send),
     ) -> Option<Outcome> {
-        self.failing.store(true, Ordering::SeqCst);
+        if !self.failing.swap(true, Ordering::SeqCst) {
+            let _ = self.live.send(Live::LogDown);
+        }
         tracing::error!(workspace = %self.workspace_id, %error, "could not write the room log");
         let delay = crate::retry::next(delays);
         let wake = match deadline {

@@ -91,8 +91,12 @@ struct AgentInner {
 
 impl SandboxAgent {
     pub fn new(endpoint: Endpoint, persist: Arc<dyn SessionPersistDriver>) -> Self {
+        // Idle connections are bounded (each keeps a task and a socket): a room that wakes and
+        // sleeps all day does not collect them.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(8)
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("a default HTTP client builds");
         Self {

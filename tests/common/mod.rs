@@ -273,6 +273,12 @@ impl Sse {
         }
     }
 
+    /// Waits for the stream to end (entries meanwhile are skipped).
+    pub async fn closed(&mut self) {
+        use futures::StreamExt;
+        while let Some(Ok(_)) = self.stream.next().await {}
+    }
+
     /// Entries up to and including the first that matches.
     pub async fn until(
         &mut self,
