@@ -184,11 +184,10 @@ fn process_alive(pid: i32) -> bool {
 }
 
 fn read_pgid(data_dir: &Path) -> i32 {
-    std::fs::read_to_string(data_dir.join("sandbox-agent.pid"))
-        .expect("the embedded sandbox-agent's pid file")
-        .trim()
-        .parse()
-        .unwrap()
+    let text = std::fs::read_to_string(data_dir.join("sandbox-agent.pid"))
+        .expect("the embedded sandbox-agent's pid file");
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    trace["pgid"].as_i64().unwrap() as i32
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -197,10 +196,24 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-#[tokio::test]
-async fn kill_9_mid_turn_then_restart_ends_the_turn_visibly_and_runs_the_queue() {
+/// A room mid-turn with a pending permission request and three queued prompts, in a Huddle that
+/// is then killed with SIGKILL. Returns what the test needs to go on.
+struct Interrupted {
+    url: String,
+    data: PathBuf,
+    port: u16,
+    ws: String,
+    request_id: String,
+    queued: Vec<i64>,
+    last_seen: i64,
+    old_group: i32,
+    killed_at: Instant,
+    first: Huddle,
+}
+
+async fn kill_9_mid_turn(name: &str) -> Interrupted {
     let (_pool, url) = fresh_db().await;
-    let data = temp_dir("huddle-kill");
+    let data = temp_dir(name);
     let port = free_port();
     let mut first = Huddle::start(&url, &data, port).await;
     let (status, created) = first.post("create", json!({"agent": "pi"})).await;
@@ -229,9 +242,8 @@ async fn kill_9_mid_turn_then_restart_ends_the_turn_visibly_and_runs_the_queue()
     let last_seen = seen.last().unwrap().seq;
     let old_group = read_pgid(&data);
     assert!(group_alive(old_group));
-
     // kill -9: nothing of Huddle's shutdown runs. Its sandbox-agent and agent stay behind.
-    let started = Instant::now();
+    let killed_at = Instant::now();
     first.child.start_kill().unwrap();
     first.child.wait().await.unwrap();
     drop(sse);
@@ -239,53 +251,117 @@ async fn kill_9_mid_turn_then_restart_ends_the_turn_visibly_and_runs_the_queue()
         group_alive(old_group),
         "the killed Huddle's sandbox-agent is still running"
     );
-
-    let second = Huddle::start(&url, &data, port).await;
-    assert!(
-        !group_alive(old_group),
-        "the restarted Huddle stopped the sandbox-agent (and agents) it found"
-    );
-    assert_ne!(
-        read_pgid(&data),
+    Interrupted {
+        url,
+        data,
+        port,
+        ws,
+        request_id,
+        queued,
+        last_seen,
         old_group,
-        "one sandbox-agent, the new one"
-    );
-    let mut sse = second.events(&ws, last_seen).await;
-    let after = sse
-        .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == queued[2]))
-        .await;
-    let recovered_in = started.elapsed();
-    assert!(after.iter().any(|e| matches!(&e.event,
-        RoomEvent::TurnEnded { error: Some(m), stop_reason: None, .. } if m.starts_with("Interrupted"))),
-        "the interrupted turn ends visibly");
-    assert!(
-        after.iter().any(|e| matches!(&e.event,
-        RoomEvent::PermissionCancelled { request_ids } if request_ids.contains(&request_id))),
-        "its permission request shows as cancelled"
-    );
-    let started_turns: Vec<i64> = after
+        killed_at,
+        first,
+    }
+}
+
+/// The queued prompts ran after the turn, in order, each to its end.
+fn assert_queue_ran(after: &[RoomEntry], queued: &[i64]) {
+    let started: Vec<i64> = after
         .iter()
         .filter_map(|e| match &e.event {
             RoomEvent::TurnStarted { prompt_seq, .. } => Some(*prompt_seq),
             _ => None,
         })
         .collect();
-    assert_eq!(started_turns, queued, "the queue runs on, in order");
-    let ends_ok = after
+    assert_eq!(started, queued, "the queue runs on, in order");
+    let ended = after
         .iter()
-        .filter(|e| matches!(&e.event, RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn"))
+        .filter(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if r == "end_turn" && queued.contains(prompt_seq)))
         .count();
-    assert_eq!(ends_ok, 3);
-    eprintln!(
-        "kill -9 mid-turn: restarted and ran the 3 queued prompts {:.1} s after the kill",
-        recovered_in.as_secs_f64()
+    assert_eq!(ended, queued.len());
+}
+
+#[tokio::test]
+async fn kill_9_mid_turn_then_restart_carries_the_turn_on() {
+    let k = kill_9_mid_turn("huddle-reattach").await;
+    let second = Huddle::start(&k.url, &k.data, k.port).await;
+    assert_eq!(
+        read_pgid(&k.data),
+        k.old_group,
+        "the sandbox-agent it left is adopted, not doubled"
     );
-    let (status, info) = second.post("info", json!({"workspaceId": ws})).await;
-    assert_eq!(status, 200);
-    assert_eq!(info["status"], "idle", "{info}");
-    stop(second, &data).await;
-    first.assert_no_panic();
-    let _ = std::fs::remove_dir_all(&data);
+    let mut sse = second.events(&k.ws, k.last_seen).await;
+    sse.until(|e| matches!(&e.event, RoomEvent::Notice { message, .. } if message.contains("reconnected to the agent")))
+        .await;
+    // The permission request asked before the crash is still answerable, and the turn goes on.
+    let answer = json!({"workspaceId": k.ws, "userId": "bob", "displayName": "Bob",
+        "requestId": k.request_id, "optionId": "allow"});
+    let (status, body) = second.post("permission", answer).await;
+    assert_eq!(status, 200, "{body}");
+    let after = sse
+        .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == k.queued[2]))
+        .await;
+    let carried_on = after.iter().any(|e| {
+        matches!(&e.event, RoomEvent::SessionEvent(ev)
+            if ev.payload.pointer("/params/update/content/text").and_then(|t| t.as_str()) == Some("permission: allow"))
+    });
+    assert!(
+        carried_on,
+        "the agent got the answer given after the restart"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|e| matches!(&e.event, RoomEvent::TurnEnded { error: Some(_), .. })),
+        "nothing was interrupted"
+    );
+    assert_queue_ran(&after, &k.queued);
+    eprintln!(
+        "kill -9 mid-turn, restart: re-attached, turn carried on, queue ran; {:.1} s after the kill",
+        k.killed_at.elapsed().as_secs_f64()
+    );
+    stop(second, &k.data).await;
+    k.first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&k.data);
+}
+
+#[tokio::test]
+async fn kill_9_of_huddle_and_its_sandbox_agent_then_restart_ends_the_turn_visibly() {
+    let k = kill_9_mid_turn("huddle-interrupted").await;
+    // The machine lost sandbox-agent too (its agents with it): nothing to re-attach to.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(k.old_group),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(k.old_group) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = Huddle::start(&k.url, &k.data, k.port).await;
+    assert_ne!(read_pgid(&k.data), k.old_group, "a new sandbox-agent");
+    let mut sse = second.events(&k.ws, k.last_seen).await;
+    let after = sse
+        .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == k.queued[2]))
+        .await;
+    assert!(after.iter().any(|e| matches!(&e.event,
+        RoomEvent::TurnEnded { error: Some(m), stop_reason: None, .. } if m.starts_with("Interrupted"))),
+        "the interrupted turn ends visibly");
+    assert!(
+        after.iter().any(|e| matches!(&e.event,
+        RoomEvent::PermissionCancelled { request_ids } if request_ids.contains(&k.request_id))),
+        "its permission request shows as cancelled"
+    );
+    assert_queue_ran(&after, &k.queued);
+    eprintln!(
+        "kill -9 of Huddle and sandbox-agent, restart: turn ended visibly, queue ran; {:.1} s after the kill",
+        k.killed_at.elapsed().as_secs_f64()
+    );
+    stop(second, &k.data).await;
+    k.first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&k.data);
 }
 
 /// SIGTERM, and waits: within 10 s, with nothing left of its sandbox-agent.

@@ -144,9 +144,9 @@ async fn scripted_agent_streams_tools_plans_thoughts_and_permissions() {
     })
     .await;
     let (request_id, params) = match seen.last().unwrap() {
-        SessionNotice::PermissionRequested { request_id, params } => {
-            (request_id.clone(), params.clone())
-        }
+        SessionNotice::PermissionRequested {
+            request_id, params, ..
+        } => (request_id.clone(), params.clone()),
         _ => unreachable!(),
     };
     assert_eq!(params["options"][0]["optionId"], "allow");

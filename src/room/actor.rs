@@ -54,6 +54,17 @@ pub(crate) enum Internal {
         prompt_seq: i64,
         result: Result<TurnEnd, AcpError>,
     },
+    /// A turn's prompt went out on this connection with this request id.
+    PromptSent {
+        prompt_seq: i64,
+        connection: String,
+        rpc_id: u64,
+    },
+    /// Re-attaching to the connection of a turn that was running before a restart.
+    Reattached {
+        prompt_seq: i64,
+        result: Result<Arc<Session>, AcpError>,
+    },
     PermissionSent {
         request_id: String,
         option_id: String,
@@ -275,6 +286,12 @@ impl Actor {
             },
             Internal::SessionReady(result) => self.session_ready(result),
             Internal::TurnDone { prompt_seq, result } => self.turn_done(prompt_seq, result),
+            Internal::PromptSent {
+                prompt_seq,
+                connection,
+                rpc_id,
+            } => self.prompt_sent(prompt_seq, connection, rpc_id),
+            Internal::Reattached { prompt_seq, result } => self.reattached(prompt_seq, result),
             Internal::PermissionSent {
                 request_id,
                 option_id,
@@ -328,8 +345,9 @@ impl Actor {
                 .running
                 .as_ref()
                 .and_then(|r| r.connection.clone()),
+            prompt_rpc_id: self.turns.running.as_ref().and_then(|r| r.rpc_id),
             queue: self.turns.queue.iter().cloned().collect(),
-            open_permissions: self.permissions.open_ids(),
+            open_permissions: self.permissions.open(),
             last_prompt_seq: self.turns.last_prompt_seq,
         }
     }
@@ -405,8 +423,13 @@ impl Actor {
         for notice in notices {
             match notice {
                 SessionNotice::Event(e) => events.push(RoomEvent::SessionEvent(e)),
-                SessionNotice::PermissionRequested { request_id, params } => {
-                    self.permissions.requested(request_id.clone());
+                SessionNotice::PermissionRequested {
+                    request_id,
+                    rpc_id,
+                    params,
+                } => {
+                    self.permissions
+                        .requested(request_id.clone(), rpc_id, params.clone());
                     state_changed = true;
                     events.push(RoomEvent::PermissionRequested {
                         request_id,

@@ -2,46 +2,76 @@
 
 use std::collections::HashMap;
 
+use serde_json::Value;
+
 use super::actor::{Actor, Internal};
 use super::handle::{Reply, RoomError};
 use super::turns::SessionSlot;
 use crate::model::{Member, RoomEvent};
 use crate::sandbox_agent::AcpError;
+use crate::store::room_state::OpenPermission;
 
 const MAX_KEPT: usize = 1024;
 
 #[derive(Default)]
 pub(super) struct Permissions {
     /// Requests seen while awake, with who answered them (None: still open).
-    open: HashMap<String, Option<Member>>,
+    open: HashMap<String, Request>,
+}
+
+struct Request {
+    answered_by: Option<Member>,
+    rpc_id: Value,
+    params: Value,
 }
 
 impl Permissions {
-    pub(super) fn requested(&mut self, id: String) {
+    pub(super) fn requested(&mut self, id: String, rpc_id: Value, params: Value) {
         // Answered requests are kept so that a late second answer hears who was first; a room
         // that has answered very many forgets them (a late answer then gets "no such request").
         if self.open.len() >= MAX_KEPT {
-            self.open.retain(|_, by| by.is_none());
+            self.open.retain(|_, r| r.answered_by.is_none());
         }
-        self.open.insert(id, None);
+        let request = Request {
+            answered_by: None,
+            rpc_id,
+            params,
+        };
+        self.open.insert(id, request);
     }
 
     /// Drops requests that can no longer be answered; returns those nobody had answered.
     pub(super) fn cancelled(&mut self, ids: Vec<String>) -> Vec<String> {
         ids.into_iter()
-            .filter(|id| matches!(self.open.remove(id), Some(None)))
+            .filter(|id| {
+                self.open
+                    .remove(id)
+                    .is_some_and(|r| r.answered_by.is_none())
+            })
             .collect()
     }
 
-    pub(super) fn open_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
+    /// The requests nobody has answered, for the room's recoverable state.
+    pub(super) fn open(&self) -> Vec<OpenPermission> {
+        let mut open: Vec<OpenPermission> = self
             .open
             .iter()
-            .filter(|(_, by)| by.is_none())
-            .map(|(id, _)| id.clone())
+            .filter(|(_, r)| r.answered_by.is_none())
+            .map(|(id, r)| OpenPermission {
+                id: id.clone(),
+                rpc_id: r.rpc_id.clone(),
+                params: r.params.clone(),
+            })
             .collect();
-        ids.sort();
-        ids
+        open.sort_by(|a, b| a.id.cmp(&b.id));
+        open
+    }
+
+    /// Reinstates requests that were open before a restart.
+    pub(super) fn restore(&mut self, open: Vec<OpenPermission>) {
+        for p in open {
+            self.requested(p.id, p.rpc_id, p.params);
+        }
     }
 }
 
@@ -53,7 +83,12 @@ impl Actor {
         option_id: String,
         reply: Reply<()>,
     ) {
-        let Some(answered) = self.permissions.open.get_mut(&request_id) else {
+        let Some(answered) = self
+            .permissions
+            .open
+            .get_mut(&request_id)
+            .map(|r| &mut r.answered_by)
+        else {
             let message = format!("There is no permission request `{request_id}`.");
             let _ = reply.send(Err(RoomError::NotFound(message)));
             return;
@@ -104,8 +139,8 @@ impl Actor {
                 self.write(vec![event], true);
             }
             Err(e) => {
-                if let Some(by) = self.permissions.open.get_mut(&request_id) {
-                    *by = None;
+                if let Some(r) = self.permissions.open.get_mut(&request_id) {
+                    r.answered_by = None;
                 }
                 let err = match e {
                     AcpError::Invalid(m) => RoomError::Invalid(m),

@@ -1,13 +1,20 @@
 //! Waking a room: what the last run left in Postgres (the head of the log, the running turn, the
 //! queue, open permission requests), and carrying it on. A turn that was running when Huddle
-//! stopped cannot be picked up again: it ends with a visible "interrupted" entry, its permission
-//! requests show as cancelled, its agent connection is closed, and the queue runs on in order.
+//! stopped is re-attached first: sandbox-agent keeps the connection and its agent, so the stream
+//! resumes after what was persisted, the turn goes on and its permission requests can still be
+//! answered. Only when that is impossible does the turn end with a visible "interrupted" entry,
+//! its permission requests show as cancelled, and its agent connection is closed. Either way the
+//! queue runs on in order.
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::actor::Actor;
+use std::sync::Arc;
+
+use super::actor::{Actor, Internal};
+use super::turns::{Running, SessionSlot};
 use crate::model::{NoticeLevel, QueuedPrompt, RoomEvent};
+use crate::sandbox_agent::{AcpError, Session};
 use crate::store::room_state::{self, RoomState};
 use crate::store::{StoreError, room_log};
 
@@ -76,53 +83,126 @@ impl Boot {
 }
 
 impl Actor {
-    /// Carries on what the last run left: ends an interrupted turn visibly, then runs the queue.
+    /// Carries on what the last run left: re-attaches to a running turn (or ends it visibly),
+    /// then runs the queue.
     pub(super) fn recover(&mut self, boot: Boot) {
         let Boot { state, late, .. } = boot;
         self.turns.last_prompt_seq = state
             .last_prompt_seq
             .max(late.iter().map(|p| p.seq).max().unwrap_or(0));
         self.turns.queue = state.queue.into_iter().chain(late).collect();
-        let mut events = Vec::new();
-        if !state.open_permissions.is_empty() {
-            events.push(RoomEvent::PermissionCancelled {
-                request_ids: state.open_permissions,
-            });
+        let carried = self.turns.queue.len();
+        if carried > 0 {
+            self.notice(
+                NoticeLevel::Info,
+                format!("{carried} queued prompt(s) carried over from before the restart."),
+            );
         }
-        if let Some(prompt) = state.running {
-            tracing::warn!(workspace = %self.row.id, prompt = prompt.seq, "a turn was interrupted by a restart");
+        match (state.running, state.connection, state.prompt_rpc_id) {
+            (Some(prompt), Some(connection), Some(rpc_id)) => {
+                tracing::info!(workspace = %self.row.id, prompt = prompt.seq, %connection, "re-attaching to a turn that was running before a restart");
+                self.permissions.restore(state.open_permissions.clone());
+                self.turns.running = Some(Running {
+                    prompt: prompt.clone(),
+                    sent: true,
+                    connection: Some(connection.clone()),
+                    rpc_id: Some(rpc_id),
+                });
+                self.session = SessionSlot::Connecting;
+                let sandbox = self.registry.sandbox().clone();
+                let notices = self.notices.clone();
+                let internal = self.internal.clone();
+                let session_id = super::session_id_of(&self.row.id);
+                let open = state
+                    .open_permissions
+                    .into_iter()
+                    .map(|p| (p.id, p.rpc_id, p.params))
+                    .collect();
+                tokio::spawn(async move {
+                    let result = sandbox
+                        .attach_session(&session_id, &connection, open, notices)
+                        .await
+                        .map(Arc::new);
+                    let _ = internal.send(Internal::Reattached {
+                        prompt_seq: prompt.seq,
+                        result,
+                    });
+                });
+            }
+            (running, connection, _) => {
+                let open: Vec<String> = state.open_permissions.into_iter().map(|p| p.id).collect();
+                if running.is_some() || !open.is_empty() {
+                    self.interrupted(running.map(|p| p.seq), connection, open);
+                }
+                if let Some(next) = self.turns.queue.pop_front() {
+                    self.enqueue(next);
+                } else if carried > 0 {
+                    self.write(Vec::new(), true);
+                }
+            }
+        }
+    }
+
+    pub(super) fn reattached(&mut self, prompt_seq: i64, result: Result<Arc<Session>, AcpError>) {
+        match result {
+            Ok(session) => {
+                self.session = SessionSlot::Ready(session.clone());
+                let rpc_id = self.turns.running.as_ref().and_then(|r| r.rpc_id);
+                let Some(rpc_id) = rpc_id else { return };
+                self.notice(
+                    NoticeLevel::Info,
+                    "Huddle restarted and reconnected to the agent: the turn goes on.",
+                );
+                let internal = self.internal.clone();
+                tokio::spawn(async move {
+                    let result = session.await_turn(rpc_id).await;
+                    let _ = internal.send(Internal::TurnDone { prompt_seq, result });
+                });
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %self.row.id, error = %e, "cannot re-attach to the interrupted turn");
+                self.session = SessionSlot::Idle { failed: false };
+                let connection = self.turns.running.take().and_then(|r| r.connection);
+                let open = self.permissions.open().into_iter().map(|p| p.id).collect();
+                let _ = self
+                    .permissions
+                    .cancelled(self.permissions.open().into_iter().map(|p| p.id).collect());
+                self.interrupted(Some(prompt_seq), connection, open);
+                if let Some(next) = self.turns.queue.pop_front() {
+                    self.enqueue(next);
+                }
+            }
+        }
+    }
+
+    /// Ends a turn that cannot go on: visibly, with its permission requests cancelled and its
+    /// agent connection closed (so no agent process is left behind).
+    fn interrupted(
+        &mut self,
+        prompt_seq: Option<i64>,
+        connection: Option<String>,
+        open: Vec<String>,
+    ) {
+        let mut events = Vec::new();
+        if !open.is_empty() {
+            events.push(RoomEvent::PermissionCancelled { request_ids: open });
+        }
+        if let Some(prompt_seq) = prompt_seq {
+            tracing::warn!(workspace = %self.row.id, prompt = prompt_seq, "a turn was interrupted by a restart");
             events.push(RoomEvent::TurnEnded {
-                prompt_seq: prompt.seq,
+                prompt_seq,
                 stop_reason: None,
                 error: Some("Interrupted: Huddle restarted while this turn was running.".into()),
             });
-            if let Some(connection) = state.connection {
-                // Its agent may still be running on sandbox-agent: close that connection.
-                let sandbox = self.registry.sandbox().clone();
-                tokio::spawn(async move {
-                    if let Err(e) = sandbox.close_connection(&connection).await {
-                        tracing::warn!(%connection, error = %e, "could not close the interrupted turn's connection");
-                    }
-                });
-            }
         }
-        let recovered = !events.is_empty() || !self.turns.queue.is_empty();
-        if !events.is_empty() {
-            self.write(events, false);
+        if let Some(connection) = connection {
+            let sandbox = self.registry.sandbox().clone();
+            tokio::spawn(async move {
+                if let Err(e) = sandbox.close_connection(&connection).await {
+                    tracing::warn!(%connection, error = %e, "could not close the interrupted turn's connection");
+                }
+            });
         }
-        if !self.turns.queue.is_empty() {
-            self.notice(
-                NoticeLevel::Info,
-                format!(
-                    "{} queued prompt(s) carried over from before the restart.",
-                    self.turns.queue.len()
-                ),
-            );
-        }
-        if let Some(next) = self.turns.queue.pop_front() {
-            self.enqueue(next);
-        } else if recovered {
-            self.write(Vec::new(), true);
-        }
+        self.write(events, true);
     }
 }

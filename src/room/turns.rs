@@ -26,9 +26,11 @@ pub(super) enum SessionSlot {
 
 pub(super) struct Running {
     pub prompt: QueuedPrompt,
-    /// Sent to the agent (on this connection); false while the session is still starting.
+    /// Sent to the agent; false while the session is still starting.
     pub sent: bool,
+    /// The connection it went out on, and its request id there (known once it is sent).
     pub connection: Option<String>,
+    pub rpc_id: Option<u64>,
 }
 
 #[derive(Default)]
@@ -160,6 +162,7 @@ impl Actor {
             prompt,
             sent: false,
             connection: None,
+            rpc_id: None,
         });
         self.write(vec![started], true);
         self.ensure_session();
@@ -175,17 +178,36 @@ impl Actor {
             return;
         };
         running.sent = true;
-        running.connection = session.connection_id();
         let session = session.clone();
         let prompt_seq = running.prompt.seq;
         let text = running.prompt.text.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
-            let result = session.prompt(&text).await;
+            let sent = |connection: &str, rpc_id: u64| {
+                let connection = connection.to_string();
+                let _ = internal.send(Internal::PromptSent {
+                    prompt_seq,
+                    connection,
+                    rpc_id,
+                });
+            };
+            let result = session.prompt_reporting(&text, sent).await;
             let _ = internal.send(Internal::TurnDone { prompt_seq, result });
         });
-        // Which connection the turn runs on, so that a restart can close it.
-        self.write(Vec::new(), true);
+    }
+
+    /// Where the running turn's prompt went: kept, so that a restart can wait for its reply.
+    pub(super) fn prompt_sent(&mut self, prompt_seq: i64, connection: String, rpc_id: u64) {
+        if let Some(running) = self
+            .turns
+            .running
+            .as_mut()
+            .filter(|r| r.prompt.seq == prompt_seq)
+        {
+            running.connection = Some(connection);
+            running.rpc_id = Some(rpc_id);
+            self.write(Vec::new(), true);
+        }
     }
 
     pub(super) fn turn_done(&mut self, prompt_seq: i64, result: Result<TurnEnd, AcpError>) {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::connection::{Connection, Permissions};
+use super::connection::{Binding, Connection, PendingPermission, Permissions};
 use super::error::AcpError;
 use super::persist::SessionPersistDriver;
 use super::records::{SessionEvent, SessionRecord, now_ms};
@@ -27,6 +27,8 @@ pub enum SessionNotice {
     /// The agent asks for permission; answer with [`Session::respond_permission`].
     PermissionRequested {
         request_id: String,
+        /// The JSON-RPC id the agent gave it (kept to answer it after a restart).
+        rpc_id: Value,
         params: Value,
     },
     /// Permission requests that can no longer be answered (their connection is gone).
@@ -171,6 +173,89 @@ impl SandboxAgent {
             return Ok(());
         }
         check_status(res).await.map(|_| ())
+    }
+
+    /// Re-attaches a session to the connection a previous process had it live on (sandbox-agent
+    /// keeps a connection, and its agent, until it is closed): the stream resumes right after what
+    /// was persisted, and the permission requests that were open can be answered again. Fails with
+    /// [`AcpError::ConnectionGone`] when sandbox-agent no longer knows the connection.
+    pub async fn attach_session(
+        &self,
+        id: &str,
+        server_connection: &str,
+        permissions: Vec<(String, Value, Value)>,
+        notices: mpsc::Sender<SessionNotice>,
+    ) -> Result<Session, AcpError> {
+        let inner = &self.inner;
+        let record = inner
+            .persist
+            .get_session(id)
+            .await
+            .map_err(persist_err)?
+            .ok_or_else(|| AcpError::Invalid(format!("session '{id}' not found")))?;
+        let local_id = server_connection
+            .strip_prefix(&format!("huddle-{}-", record.agent))
+            .ok_or_else(|| AcpError::Invalid(format!("`{server_connection}` is not ours")))?
+            .to_string();
+        if !Connection::probe(
+            inner.http.clone(),
+            &inner.endpoint,
+            &record.agent,
+            &local_id,
+        )
+        .await?
+        {
+            return Err(AcpError::ConnectionGone(
+                "sandbox-agent no longer has the connection".into(),
+            ));
+        }
+        let last_stream_id = inner
+            .persist
+            .stream_cursor(&local_id)
+            .await
+            .map_err(persist_err)?
+            .unwrap_or(0);
+        let next_index = inner
+            .persist
+            .max_event_index(&record.id)
+            .await
+            .map_err(persist_err)?
+            .unwrap_or(0)
+            + 1;
+        let binding = Binding {
+            session_id: record.id.clone(),
+            next_index,
+        };
+        let agent = record.agent.clone();
+        let session = Session::new(self.clone(), record, notices);
+        let conn = Arc::new(Connection::attach(
+            inner.http.clone(),
+            &inner.endpoint,
+            &agent,
+            &local_id,
+            inner.persist.clone(),
+            session.notices.clone(),
+            session.permissions.clone(),
+            binding,
+            last_stream_id,
+        ));
+        {
+            let mut open = session.permissions.lock().expect("permissions lock");
+            for (key, rpc_id, params) in permissions {
+                let conn = conn.shared().clone();
+                open.insert(
+                    key,
+                    PendingPermission {
+                        conn,
+                        rpc_id,
+                        params,
+                    },
+                );
+            }
+        }
+        *session.connection.lock().expect("connection lock") = Some(server_connection.into());
+        session.state.lock().await.live = Some(conn);
+        Ok(session)
     }
 
     /// Resumes the session with this id if it was ever created, else creates it.
@@ -406,6 +491,16 @@ impl Session {
 
     /// Sends a prompt and waits for the turn to end.
     pub async fn prompt(&self, text: &str) -> Result<TurnEnd, AcpError> {
+        self.prompt_reporting(text, |_, _| {}).await
+    }
+
+    /// Like [`Session::prompt`], telling `sent` on which connection (server id) and with which
+    /// request id the prompt goes out, so that a restarted process can wait for its reply.
+    pub async fn prompt_reporting(
+        &self,
+        text: &str,
+        mut sent: impl FnMut(&str, u64) + Send,
+    ) -> Result<TurnEnd, AcpError> {
         for attempt in 0..2 {
             let (conn, sid, replay) = self.live().await?;
             let mut blocks = Vec::new();
@@ -413,22 +508,11 @@ impl Session {
                 blocks.push(json!({"type": "text", "text": replay}));
             }
             blocks.push(json!({"type": "text", "text": text}));
-            match conn
-                .request(
-                    "session/prompt",
-                    json!({"sessionId": sid, "prompt": blocks}),
-                    None,
-                )
-                .await
-            {
-                Ok(result) => {
-                    let stop_reason = result
-                        .get("stopReason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("end_turn")
-                        .to_string();
-                    return Ok(TurnEnd { stop_reason });
-                }
+            let id = conn.next_request_id();
+            sent(conn.server_id(), id);
+            let params = json!({"sessionId": sid, "prompt": blocks});
+            match conn.request_as(id, "session/prompt", params, None).await {
+                Ok(result) => return Ok(turn_end(&result)),
                 // The server did not know the connection, so the prompt never reached the agent:
                 // restore the session and send it again, once.
                 Err(AcpError::UnknownConnection(_)) if attempt == 0 => continue,
@@ -438,6 +522,15 @@ impl Session {
         Err(AcpError::ConnectionGone(
             "the session could not be restored".into(),
         ))
+    }
+
+    /// Waits for the end of a turn whose prompt went out (as request `rpc_id`) before a restart,
+    /// on the connection [`SandboxAgent::attach_session`] re-attached to.
+    pub async fn await_turn(&self, rpc_id: u64) -> Result<TurnEnd, AcpError> {
+        let conn = self.state.lock().await.live.clone().ok_or_else(|| {
+            AcpError::ConnectionGone("the session is not attached to a connection".into())
+        })?;
+        conn.await_reply(rpc_id).await.map(|r| turn_end(&r))
     }
 
     /// Stops the running turn; the session lives on. Unanswered permission requests are cancelled,
@@ -567,6 +660,16 @@ impl Session {
         if let Some(conn) = &self.state.lock().await.live {
             conn.cut_stream();
         }
+    }
+}
+
+fn turn_end(result: &Value) -> TurnEnd {
+    TurnEnd {
+        stop_reason: result
+            .get("stopReason")
+            .and_then(Value::as_str)
+            .unwrap_or("end_turn")
+            .to_string(),
     }
 }
 

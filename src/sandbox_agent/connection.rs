@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 256;
 const INBOUND_CAPACITY: usize = 16_384;
 
 /// Which local session the envelopes of a connection belong to, and its next event index.
-pub(crate) struct Binding {
+pub struct Binding {
     pub session_id: String,
     pub next_index: i64,
 }
@@ -77,7 +77,7 @@ impl Connection {
         let id = random_id();
         let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
         let server_id = format!("huddle-{agent}-{id}");
-        let transport = Arc::new(Transport::new(http, endpoint, &server_id, agent, tx));
+        let transport = Arc::new(Transport::new(http, endpoint, &server_id, agent, tx, false));
         let shared = Arc::new(ConnectionShared {
             id,
             server_id,
@@ -91,6 +91,72 @@ impl Connection {
             shared,
             next_id: AtomicU64::new(0),
         }
+    }
+
+    /// Re-attaches to a connection a previous process opened (its agent still running on
+    /// sandbox-agent): envelopes are recorded from `binding` on, and the stream resumes after SSE
+    /// id `last_stream_id`. Request ids start from the clock, so they never repeat the old ones.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attach(
+        http: reqwest::Client,
+        endpoint: &Endpoint,
+        agent: &str,
+        local_id: &str,
+        persist: Arc<dyn SessionPersistDriver>,
+        notices: mpsc::Sender<SessionNotice>,
+        permissions: Permissions,
+        binding: Binding,
+        last_stream_id: u64,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+        let server_id = format!("huddle-{agent}-{local_id}");
+        let transport = Arc::new(Transport::new(http, endpoint, &server_id, agent, tx, true));
+        let shared = Arc::new(ConnectionShared {
+            id: local_id.to_string(),
+            server_id,
+            transport: transport.clone(),
+            pending: Mutex::new(HashMap::new()),
+            gone: CancellationToken::new(),
+            binding: Mutex::new(Some(binding)),
+        });
+        tokio::spawn(pump(shared.clone(), rx, persist, notices, permissions));
+        transport.resume_stream(last_stream_id);
+        Self {
+            shared,
+            next_id: AtomicU64::new(now_ms().max(0) as u64),
+        }
+    }
+
+    /// Whether sandbox-agent still knows the connection with this server id.
+    pub(crate) async fn probe(
+        http: reqwest::Client,
+        endpoint: &Endpoint,
+        agent: &str,
+        local_id: &str,
+    ) -> Result<bool, AcpError> {
+        let (tx, _rx) = mpsc::channel(1);
+        let server_id = format!("huddle-{agent}-{local_id}");
+        Transport::new(http, endpoint, &server_id, agent, tx, true)
+            .probe()
+            .await
+    }
+
+    /// The reply to a request sent before a restart, when it comes.
+    pub(crate) async fn await_reply(&self, id: u64) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(id.to_string(), tx);
+        tokio::select! {
+            reply = rx => reply.unwrap_or_else(|_| Err(AcpError::ConnectionGone("the connection closed".into()))),
+            _ = self.shared.gone.cancelled() => Err(AcpError::ConnectionGone("the connection to the agent was lost".into())),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<ConnectionShared> {
+        &self.shared
     }
 
     pub(crate) fn id(&self) -> &str {
@@ -121,12 +187,28 @@ impl Connection {
         params: Value,
         timeout: Option<Duration>,
     ) -> Reply {
+        let id = self.next_request_id();
+        self.request_as(id, method, params, timeout).await
+    }
+
+    /// The id the next request will be sent with (see [`Connection::request_as`]).
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Sends a request with an id from [`Connection::next_request_id`] and waits for its reply.
+    pub(crate) async fn request_as(
+        &self,
+        id: u64,
+        method: &str,
+        params: Value,
+        timeout: Option<Duration>,
+    ) -> Reply {
         if self.is_gone() {
             return Err(AcpError::ConnectionGone(
                 "the connection to the agent was lost".into(),
             ));
         }
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = oneshot::channel();
         self.shared
             .pending
@@ -258,6 +340,7 @@ async fn pump(
         }
         let mut events = Vec::new();
         let mut actions = Vec::new();
+        let mut cursor = None;
         {
             let mut binding = shared.binding.lock().expect("binding lock");
             for item in batch.drain(..) {
@@ -283,6 +366,10 @@ async fn pump(
                     Inbound::Healed { recovered } => {
                         tracing::info!(connection = %shared.id, recovered, "healed a gap in the ACP event stream");
                         actions.push(Action::Notice(SessionNotice::StreamHealed { recovered }));
+                        continue;
+                    }
+                    Inbound::Cursor(id) => {
+                        cursor = Some(id);
                         continue;
                     }
                     Inbound::Gone(reason) => {
@@ -338,7 +425,8 @@ async fn pump(
             }
         }
         if !events.is_empty() {
-            persist_with_retry(persist.as_ref(), &events, &shared.gone).await;
+            let at = cursor.map(|c| (shared.id.as_str(), c));
+            persist_with_retry(persist.as_ref(), &events, at, &shared.gone).await;
             for event in events {
                 let _ = notices.send(SessionNotice::Event(event)).await;
             }
@@ -360,13 +448,14 @@ async fn pump(
                         key.clone(),
                         PendingPermission {
                             conn: shared.clone(),
-                            rpc_id,
+                            rpc_id: rpc_id.clone(),
                             params: params.clone(),
                         },
                     );
                     let _ = notices
                         .send(SessionNotice::PermissionRequested {
                             request_id: key,
+                            rpc_id,
                             params,
                         })
                         .await;
@@ -424,11 +513,12 @@ fn fail_pending(shared: &ConnectionShared) {
 async fn persist_with_retry(
     persist: &dyn SessionPersistDriver,
     events: &[SessionEvent],
+    cursor: Option<(&str, u64)>,
     gone: &CancellationToken,
 ) {
     let mut delays = crate::retry::delays();
     loop {
-        match persist.insert_events(events).await {
+        match persist.insert_events_at(events, cursor).await {
             Ok(()) => return,
             Err(e) if !e.is_transient() => {
                 tracing::error!(error = %e, events = events.len(), "session events refused by the database");

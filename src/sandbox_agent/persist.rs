@@ -58,6 +58,21 @@ pub trait SessionPersistDriver: Send + Sync + 'static {
     }
     /// Inserts events atomically (one statement for a batch).
     async fn insert_events(&self, events: &[SessionEvent]) -> Result<(), PersistError>;
+    /// Inserts events and, in the same transaction, records that the stream of `cursor.0` (a
+    /// connection id) has been persisted up to SSE id `cursor.1`.
+    async fn insert_events_at(
+        &self,
+        events: &[SessionEvent],
+        cursor: Option<(&str, u64)>,
+    ) -> Result<(), PersistError> {
+        let _ = cursor;
+        self.insert_events(events).await
+    }
+    /// The SSE id up to which a connection's stream was persisted.
+    async fn stream_cursor(&self, connection_id: &str) -> Result<Option<u64>, PersistError> {
+        let _ = connection_id;
+        Ok(None)
+    }
     /// The highest event index of a session, from the index (no scan).
     async fn max_event_index(&self, session_id: &str) -> Result<Option<i64>, PersistError>;
     /// The last `limit` events of a session, oldest first.
@@ -82,8 +97,9 @@ impl PostgresPersist {
         &self,
         events: &[SessionEvent],
         wrap_all: bool,
+        cursor: Option<(&str, u64)>,
     ) -> Result<(), PersistError> {
-        if events.is_empty() {
+        if events.is_empty() && cursor.is_none() {
             return Ok(());
         }
         let mut ids = Vec::with_capacity(events.len());
@@ -106,6 +122,7 @@ impl PostgresPersist {
                 jsonb::storable(&e.payload).into_owned()
             }));
         }
+        let mut tx = self.pool.begin().await?;
         // A retried batch that did commit is not written twice (same ids).
         sqlx::query(
             "INSERT INTO sandbox_agent.events (id, event_index, session_id, created_at, connection_id, sender, \
@@ -119,8 +136,20 @@ impl PostgresPersist {
         .bind(connections)
         .bind(senders)
         .bind(payloads)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if let Some((connection_id, last)) = cursor {
+            sqlx::query(
+                "INSERT INTO sandbox_agent.stream_cursors (connection_id, last_stream_id) VALUES ($1, $2) \
+                 ON CONFLICT (connection_id) DO UPDATE SET last_stream_id = \
+                 GREATEST(sandbox_agent.stream_cursors.last_stream_id, EXCLUDED.last_stream_id)",
+            )
+            .bind(connection_id)
+            .bind(last as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -299,14 +328,32 @@ impl SessionPersistDriver for PostgresPersist {
     }
 
     async fn insert_events(&self, events: &[SessionEvent]) -> Result<(), PersistError> {
-        match self.insert_batch(events, false).await {
+        self.insert_events_at(events, None).await
+    }
+
+    async fn insert_events_at(
+        &self,
+        events: &[SessionEvent],
+        cursor: Option<(&str, u64)>,
+    ) -> Result<(), PersistError> {
+        match self.insert_batch(events, false, cursor).await {
             // A value jsonb refuses that the wrapper did not foresee: store every payload wrapped.
             Err(e) if !e.is_transient() => {
                 tracing::warn!(error = %e, "session events refused; storing them wrapped");
-                self.insert_batch(events, true).await
+                self.insert_batch(events, true, cursor).await
             }
             other => other,
         }
+    }
+
+    async fn stream_cursor(&self, connection_id: &str) -> Result<Option<u64>, PersistError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT last_stream_id FROM sandbox_agent.stream_cursors WHERE connection_id = $1",
+        )
+        .bind(connection_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0 as u64))
     }
 
     async fn max_event_index(&self, session_id: &str) -> Result<Option<i64>, PersistError> {

@@ -4,7 +4,9 @@
 //! It runs in a process group of its own, and is stopped as a group: sandbox-agent 0.4.2 exits on
 //! SIGTERM without stopping its agents (which then live on, reparented), so every process under it
 //! is signalled, and killed after a grace period. With a pid file, a Huddle that was killed leaves
-//! a trace of the server it ran, and the next one stops it (and its agents) before starting its own.
+//! a trace of the server it ran (group, port, token; readable by its owner only), and the next one
+//! adopts that server, so the agents and connections on it live on, or stops it (and its agents)
+//! when it cannot be adopted. There is never a second one beside it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -59,8 +61,17 @@ pub struct ProcessOptions {
     pub pid_file: Option<PathBuf>,
 }
 
+/// What the pid file holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Trace {
+    pgid: i32,
+    port: u16,
+    token: String,
+}
+
 pub struct SandboxAgentProcess {
-    child: Child,
+    /// None for a server adopted from a previous process.
+    child: Option<Child>,
     endpoint: Endpoint,
     port: u16,
     /// The process group (the server's pid).
@@ -107,14 +118,40 @@ impl SandboxAgentProcess {
         })
     }
 
+    /// The server a previous process left running, when it is still a healthy sandbox-agent.
+    async fn adopt(pid_file: &Path) -> Option<Self> {
+        let trace: Trace =
+            serde_json::from_str(&tokio::fs::read_to_string(pid_file).await.ok()?).ok()?;
+        let leader = std::fs::read(format!("/proc/{}/cmdline", trace.pgid)).ok()?;
+        if !String::from_utf8_lossy(&leader).contains("sandbox-agent") {
+            return None;
+        }
+        let process = Self {
+            child: None,
+            endpoint: Endpoint {
+                base_url: format!("http://127.0.0.1:{}", trace.port),
+                token: Some(trace.token),
+            },
+            port: trace.port,
+            pgid: Some(trace.pgid),
+            pid_file: Some(pid_file.to_path_buf()),
+        };
+        process.wait_healthy(Duration::from_secs(3)).await.ok()?;
+        tracing::info!(
+            pgid = trace.pgid,
+            "adopted the sandbox-agent a previous Huddle left running"
+        );
+        Some(process)
+    }
+
     /// Stops a server a previous process left running (its group is in the pid file), with every
-    /// agent under it. Only a group whose leader is still a sandbox-agent is signalled.
+    /// agent under it. Only a group whose leader is still a sandbox-agent, or gone, is signalled.
     pub async fn stop_leftover(pid_file: &Path) {
         let Ok(text) = tokio::fs::read_to_string(pid_file).await else {
             return;
         };
         let _ = tokio::fs::remove_file(pid_file).await;
-        let Ok(pgid) = text.trim().parse::<i32>() else {
+        let Ok(Trace { pgid, .. }) = serde_json::from_str(&text) else {
             return;
         };
         if !group_alive(pgid) {
@@ -136,6 +173,9 @@ impl SandboxAgentProcess {
     /// Starts the server and waits for `/v1/health`.
     pub async fn start(opts: ProcessOptions) -> Result<Self, ProcessError> {
         if let Some(pid_file) = &opts.pid_file {
+            if let Some(adopted) = Self::adopt(pid_file).await {
+                return Ok(adopted);
+            }
             Self::stop_leftover(pid_file).await;
         }
         let bin = Self::resolve_bin(opts.bin.as_deref())?;
@@ -201,17 +241,24 @@ impl SandboxAgentProcess {
             .map_err(ProcessError::Spawn)?;
         let pgid = child.id().map(|p| p as i32);
         if let (Some(path), Some(pgid)) = (&opts.pid_file, pgid) {
-            std::fs::write(path, pgid.to_string()).map_err(|source| ProcessError::PidFile {
-                path: path.clone(),
-                source,
-            })?;
+            let trace = Trace {
+                pgid,
+                port,
+                token: token.clone(),
+            };
+            write_private(path, &serde_json::to_string(&trace).unwrap_or_default()).map_err(
+                |source| ProcessError::PidFile {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
         }
         let endpoint = Endpoint {
             base_url: format!("http://127.0.0.1:{port}"),
             token: Some(token),
         };
         let process = Self {
-            child,
+            child: Some(child),
             endpoint,
             port,
             pgid,
@@ -261,9 +308,9 @@ impl SandboxAgentProcess {
     /// left after a grace period.
     pub async fn stop(mut self) {
         if let Some(pgid) = self.pgid {
-            stop_group(pgid, Some(&mut self.child)).await;
-        } else {
-            let _ = self.child.kill().await;
+            stop_group(pgid, self.child.as_mut()).await;
+        } else if let Some(child) = &mut self.child {
+            let _ = child.kill().await;
         }
         if let Some(path) = &self.pid_file {
             let _ = std::fs::remove_file(path);
@@ -272,9 +319,24 @@ impl SandboxAgentProcess {
 
     /// Kills the server at once, as a crash would (tests).
     pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
-        let _ = self.child.wait().await;
+        if let Some(child) = &mut self.child {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+        }
     }
+}
+
+/// Writes a file only its owner can read (it holds the server's token).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 fn group_alive(pgid: i32) -> bool {

@@ -46,6 +46,9 @@ pub(crate) enum Inbound {
     Healed { recovered: u64 },
     /// The server no longer knows this connection (it restarted, or closed it).
     Gone(String),
+    /// Everything before this came from the stream up to this SSE id (persisted with the events,
+    /// so a restarted Huddle can resume the stream right after it).
+    Cursor(u64),
 }
 
 /// How long a reply seen in a POST body waits for its copy on the SSE stream, which keeps order
@@ -118,6 +121,7 @@ impl Transport {
         server_id: &str,
         agent: &str,
         inbound: mpsc::Sender<Inbound>,
+        attached: bool,
     ) -> Self {
         Self {
             http,
@@ -128,7 +132,8 @@ impl Transport {
             ),
             agent: agent.to_string(),
             token: endpoint.token.clone(),
-            posted: AtomicBool::new(false),
+            // A connection re-attached after a restart was opened (first POST) long ago.
+            posted: AtomicBool::new(attached),
             inbound,
             seen: Mutex::new(SeenReplies::default()),
             seen_changed: Notify::new(),
@@ -268,11 +273,40 @@ impl Transport {
     }
 
     fn start_sse(self: std::sync::Arc<Self>) {
-        tokio::spawn(async move { self.sse_loop().await });
+        tokio::spawn(async move { self.sse_loop(StreamPos::default()).await });
     }
 
-    async fn sse_loop(&self) {
-        let mut pos = StreamPos::default();
+    /// Reads the stream of an existing connection from after SSE id `last_id` (a re-attach).
+    pub(crate) fn resume_stream(self: std::sync::Arc<Self>, last_id: u64) {
+        let pos = StreamPos {
+            last_id,
+            healing: None,
+        };
+        tokio::spawn(async move { self.sse_loop(pos).await });
+    }
+
+    /// Whether sandbox-agent still has this connection: its stream answers 200, not 404.
+    pub(crate) async fn probe(&self) -> Result<bool, AcpError> {
+        let req = self
+            .authed(self.http.get(&self.url))
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(3));
+        // Only the status matters: the response (and its stream) is dropped at once.
+        let res = tokio::time::timeout(Duration::from_secs(3), req.send())
+            .await
+            .map_err(|_| AcpError::Timeout)?
+            .map_err(AcpError::from_reqwest)?;
+        match res.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            s => Err(AcpError::Http {
+                status: s.as_u16(),
+                problem: Problem::default(),
+            }),
+        }
+    }
+
+    async fn sse_loop(&self, mut pos: StreamPos) {
         let mut backoff = Duration::from_millis(150);
         while !self.cancel.is_cancelled() {
             let mut req = self
@@ -377,7 +411,10 @@ impl Transport {
                 continue;
             }
             match crate::store::jsonb::lenient_parse(&event.data) {
-                Ok(envelope) => self.push_inbound(envelope).await,
+                Ok(envelope) => {
+                    self.push_inbound(envelope).await;
+                    let _ = self.inbound.send(Inbound::Cursor(pos.last_id)).await;
+                }
                 Err(e) => {
                     let mut data = event.data;
                     data.truncate(200);
@@ -459,9 +496,20 @@ mod tests {
                 "s",
                 "mock",
                 tx,
+                false,
             )),
             rx,
         )
+    }
+
+    /// The next message that is not a cursor marker.
+    fn recv(rx: &mut mpsc::Receiver<Inbound>) -> Result<Inbound, mpsc::error::TryRecvError> {
+        loop {
+            match rx.try_recv() {
+                Ok(Inbound::Cursor(_)) => continue,
+                other => return other,
+            }
+        }
     }
 
     async fn feed(t: &Transport, text: &'static str, pos: &mut StreamPos) -> StreamEnd {
@@ -483,7 +531,7 @@ mod tests {
         )
         .await;
         let mut got = Vec::new();
-        while let Ok(i) = rx.try_recv() {
+        while let Ok(i) = recv(&mut rx) {
             got.push(i);
         }
         assert!(matches!(&got[0], Inbound::Envelope(v) if v["method"] == "a"));
@@ -505,30 +553,30 @@ mod tests {
                     id: 5\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"new\"}\n\n";
         // Ids jump from 2 to 5: the connection is dropped to resume from 2, nothing delivered yet.
         assert_eq!(feed(&t, jump, &mut pos).await, StreamEnd::Gap);
-        assert!(rx.try_recv().is_err());
+        assert!(recv(&mut rx).is_err());
         // The resume replays 3, 4, 5: healed.
         let replay = "id: 3\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"m3\"}\n\n\
                       id: 4\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"m4\"}\n\n";
         assert_eq!(feed(&t, replay, &mut pos).await, StreamEnd::Closed);
         assert!(matches!(
-            rx.try_recv(),
+            recv(&mut rx),
             Ok(Inbound::Healed { recovered: 2 })
         ));
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "m3"));
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "m4"));
+        assert!(matches!(recv(&mut rx), Ok(Inbound::Envelope(v)) if v["method"] == "m3"));
+        assert!(matches!(recv(&mut rx), Ok(Inbound::Envelope(v)) if v["method"] == "m4"));
         // Another jump, and the resume cannot fill it: reported, and the stream goes on.
         let far = "id: 9\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"m9\"}\n\n";
         assert_eq!(feed(&t, far, &mut pos).await, StreamEnd::Gap);
         assert_eq!(feed(&t, far, &mut pos).await, StreamEnd::Closed);
         assert!(matches!(
-            rx.try_recv(),
+            recv(&mut rx),
             Ok(Inbound::Gap {
                 last_seen: 4,
                 resumed_at: 9
             })
         ));
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(v)) if v["method"] == "m9"));
-        assert!(rx.try_recv().is_err());
+        assert!(matches!(recv(&mut rx), Ok(Inbound::Envelope(v)) if v["method"] == "m9"));
+        assert!(recv(&mut rx).is_err());
     }
 
     #[tokio::test]
@@ -537,7 +585,7 @@ mod tests {
         let reply = serde_json::json!({"jsonrpc":"2.0","id":9,"result":{}});
         t.push_inbound(reply.clone()).await;
         t.deliver_body_reply(reply).await;
-        assert!(matches!(rx.try_recv(), Ok(Inbound::Envelope(_))));
-        assert!(rx.try_recv().is_err());
+        assert!(matches!(recv(&mut rx), Ok(Inbound::Envelope(_))));
+        assert!(recv(&mut rx).is_err());
     }
 }

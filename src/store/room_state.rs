@@ -13,14 +13,25 @@ use crate::model::QueuedPrompt;
 pub struct RoomState {
     /// The prompt whose turn is running.
     pub running: Option<QueuedPrompt>,
-    /// The sandbox-agent connection the running turn was sent on.
+    /// The sandbox-agent connection the running turn was sent on, and the id of its prompt
+    /// request there: a restarted process re-attaches to it and waits for that reply.
     pub connection: Option<String>,
+    pub prompt_rpc_id: Option<u64>,
     pub queue: Vec<QueuedPrompt>,
     /// Permission requests nobody has answered yet.
-    pub open_permissions: Vec<String>,
+    pub open_permissions: Vec<OpenPermission>,
     /// The newest prompt this state accounts for: prompts after it were recorded but not yet
     /// queued when the process stopped.
     pub last_prompt_seq: i64,
+}
+
+/// An open permission request, with what it takes to answer it after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenPermission {
+    pub id: String,
+    pub rpc_id: serde_json::Value,
+    pub params: serde_json::Value,
 }
 
 pub async fn load(pool: &PgPool, workspace_id: &str) -> Result<RoomState, StoreError> {
