@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::acp;
 use super::connection::{Binding, Connection, PendingPermission, Permissions};
 use super::error::AcpError;
 use super::persist::SessionPersistDriver;
@@ -292,7 +293,7 @@ impl SandboxAgent {
             last_connection_id: String::new(),
             created_at: now_ms(),
             destroyed_at: None,
-            session_init: Some(json!({"cwd": cwd, "mcpServers": []})),
+            session_init: Some(acp::new_session(cwd)),
             sandbox_id: request.sandbox_id.clone(),
         };
         let session = Session::new(self.clone(), record, notices);
@@ -412,13 +413,13 @@ impl Session {
             self.notices.clone(),
             self.permissions.clone(),
         ));
-        let init = json!({
-            "protocolVersion": 1,
-            "clientCapabilities": {"fs": {"readTextFile": false, "writeTextFile": false}, "terminal": false},
-            "clientInfo": {"name": "huddle", "version": env!("CARGO_PKG_VERSION")},
-        });
-        conn.request("initialize", init, Some(Duration::from_secs(60)))
-            .await?;
+        let init = acp::initialize();
+        conn.request(
+            acp::method_initialize(),
+            init,
+            Some(Duration::from_secs(60)),
+        )
+        .await?;
 
         let (replay, replayed) = if resume {
             self.agent.replay_text(&state.record.id).await?
@@ -446,15 +447,16 @@ impl Session {
             .record
             .session_init
             .clone()
-            .unwrap_or_else(|| json!({"cwd": default_cwd(), "mcpServers": []}));
+            .unwrap_or_else(|| acp::new_session(default_cwd()));
         let created = conn
-            .request("session/new", init, Some(Duration::from_secs(120)))
+            .request(
+                acp::method_new_session(),
+                init,
+                Some(Duration::from_secs(120)),
+            )
             .await?;
         // Some agents (the builtin mock) answer without a sessionId; the local id stands in then.
-        state.record.agent_session_id = created
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        state.record.agent_session_id = acp::new_session_id(created);
         inner
             .persist
             .update_session(&state.record)
@@ -503,16 +505,15 @@ impl Session {
     ) -> Result<TurnEnd, AcpError> {
         for attempt in 0..2 {
             let (conn, sid, replay) = self.live().await?;
-            let mut blocks = Vec::new();
-            if let Some(replay) = &replay {
-                blocks.push(json!({"type": "text", "text": replay}));
-            }
-            blocks.push(json!({"type": "text", "text": text}));
+            let texts = replay.into_iter().chain([text.to_string()]).collect();
             let id = conn.next_request_id();
             sent(conn.server_id(), id);
-            let params = json!({"sessionId": sid, "prompt": blocks});
-            match conn.request_as(id, "session/prompt", params, None).await {
-                Ok(result) => return Ok(turn_end(&result)),
+            let params = acp::prompt(&sid, texts);
+            match conn
+                .request_as(id, acp::method_prompt(), params, None)
+                .await
+            {
+                Ok(result) => return Ok(turn_end(result)),
                 // The server did not know the connection, so the prompt never reached the agent:
                 // restore the session and send it again, once.
                 Err(AcpError::UnknownConnection(_)) if attempt == 0 => continue,
@@ -530,7 +531,7 @@ impl Session {
         let conn = self.state.lock().await.live.clone().ok_or_else(|| {
             AcpError::ConnectionGone("the session is not attached to a connection".into())
         })?;
-        conn.await_reply(rpc_id).await.map(|r| turn_end(&r))
+        conn.await_reply(rpc_id).await.map(turn_end)
     }
 
     /// Stops the running turn; the session lives on. Unanswered permission requests are cancelled,
@@ -551,8 +552,7 @@ impl Session {
             }
         };
         self.cancel_permissions().await;
-        conn.notify("session/cancel", json!({"sessionId": sid}))
-            .await
+        conn.notify(acp::method_cancel(), acp::cancel(&sid)).await
     }
 
     /// Answers a permission request with one of its options. Only the first answer counts.
@@ -568,14 +568,7 @@ impl Session {
         .ok_or_else(|| {
             AcpError::Invalid(format!("permission request '{request_id}' is not pending"))
         })?;
-        let known = pending
-            .params
-            .get("options")
-            .and_then(Value::as_array)
-            .is_some_and(|opts| {
-                opts.iter()
-                    .any(|o| o.get("optionId").and_then(Value::as_str) == Some(option_id))
-            });
+        let known = acp::offers_option(&pending.params, option_id);
         if !known {
             return Err(AcpError::Invalid(format!(
                 "'{option_id}' is not an option of this request"
@@ -592,7 +585,7 @@ impl Session {
                 "permission request '{request_id}' is not pending"
             )));
         }
-        let outcome = json!({"outcome": {"outcome": "selected", "optionId": option_id}});
+        let outcome = acp::permission_selected(option_id);
         pending.conn.respond(pending.rpc_id, outcome).await
     }
 
@@ -618,10 +611,7 @@ impl Session {
         }
         let ids = drained.iter().map(|(k, _)| k.clone()).collect();
         for (_, p) in drained {
-            let _ = p
-                .conn
-                .respond(p.rpc_id, json!({"outcome": {"outcome": "cancelled"}}))
-                .await;
+            let _ = p.conn.respond(p.rpc_id, acp::permission_cancelled()).await;
         }
         let _ = self
             .notices
@@ -663,13 +653,9 @@ impl Session {
     }
 }
 
-fn turn_end(result: &Value) -> TurnEnd {
+fn turn_end(result: Value) -> TurnEnd {
     TurnEnd {
-        stop_reason: result
-            .get("stopReason")
-            .and_then(Value::as_str)
-            .unwrap_or("end_turn")
-            .to_string(),
+        stop_reason: acp::stop_reason(result),
     }
 }
 

@@ -2,6 +2,7 @@
 //! semantics (create, resume with replayed history, prompt, cancel, permissions, destroy), their
 //! persistence, and the embedded `sandbox-agent` server process.
 
+mod acp;
 mod client;
 mod connection;
 mod error;

@@ -1,0 +1,148 @@
+//! The ACP messages Huddle sends and the replies it reads, built and read with the
+//! `agent-client-protocol-schema` types (v1), so that their shapes come from the protocol's own
+//! definitions. Envelopes travel as JSON values: what is recorded is exactly what was sent.
+
+use std::path::PathBuf;
+
+use agent_client_protocol_schema::ProtocolVersion;
+use agent_client_protocol_schema::v1::{
+    AGENT_METHOD_NAMES, CancelNotification, ClientCapabilities, ContentBlock, Implementation,
+    InitializeRequest, NewSessionRequest, NewSessionResponse, PromptRequest, PromptResponse,
+    RequestPermissionOutcome, RequestPermissionRequest, RequestPermissionResponse,
+    SelectedPermissionOutcome, TextContent,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+pub(crate) fn method_initialize() -> &'static str {
+    AGENT_METHOD_NAMES.initialize
+}
+pub(crate) fn method_new_session() -> &'static str {
+    AGENT_METHOD_NAMES.session_new
+}
+pub(crate) fn method_prompt() -> &'static str {
+    AGENT_METHOD_NAMES.session_prompt
+}
+pub(crate) fn method_cancel() -> &'static str {
+    AGENT_METHOD_NAMES.session_cancel
+}
+
+fn to_value(v: impl Serialize) -> Value {
+    serde_json::to_value(v).expect("ACP types serialise")
+}
+
+/// `initialize`: Huddle offers the agent no file system and no terminal of its own.
+pub(crate) fn initialize() -> Value {
+    to_value(
+        InitializeRequest::new(ProtocolVersion::V1)
+            .client_capabilities(ClientCapabilities::default())
+            .client_info(Implementation::new("huddle", env!("CARGO_PKG_VERSION"))),
+    )
+}
+
+/// `session/new` in `cwd` with no MCP servers.
+pub(crate) fn new_session(cwd: impl Into<PathBuf>) -> Value {
+    to_value(NewSessionRequest::new(cwd).mcp_servers(Vec::new()))
+}
+
+/// The agent's id for the new session; None when its answer has none (the builtin mock).
+pub(crate) fn new_session_id(result: Value) -> Option<String> {
+    serde_json::from_value::<NewSessionResponse>(result)
+        .ok()
+        .map(|r| r.session_id.to_string())
+}
+
+/// `session/prompt` with text blocks.
+pub(crate) fn prompt(session_id: &str, texts: Vec<String>) -> Value {
+    let blocks = texts
+        .into_iter()
+        .map(|t| ContentBlock::Text(TextContent::new(t)))
+        .collect();
+    to_value(PromptRequest::new(session_id.to_string(), blocks))
+}
+
+/// Why a turn ended, as the protocol spells it (`end_turn` when the answer says nothing known).
+pub(crate) fn stop_reason(result: Value) -> String {
+    serde_json::from_value::<PromptResponse>(result)
+        .ok()
+        .and_then(|r| serde_json::to_value(r.stop_reason).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "end_turn".into())
+}
+
+/// `session/cancel`.
+pub(crate) fn cancel(session_id: &str) -> Value {
+    to_value(CancelNotification::new(session_id.to_string()))
+}
+
+/// The answer to a permission request: the option chosen.
+pub(crate) fn permission_selected(option_id: &str) -> Value {
+    let outcome = SelectedPermissionOutcome::new(option_id.to_string());
+    to_value(RequestPermissionResponse::new(
+        RequestPermissionOutcome::Selected(outcome),
+    ))
+}
+
+/// The answer to a permission request that was not answered (the turn was stopped).
+pub(crate) fn permission_cancelled() -> Value {
+    to_value(RequestPermissionResponse::new(
+        RequestPermissionOutcome::Cancelled,
+    ))
+}
+
+/// Whether `option_id` is one of the request's options. A request the schema does not fully
+/// accept is still answerable by its option ids: an agent's quirk must not strand a turn.
+pub(crate) fn offers_option(params: &Value, option_id: &str) -> bool {
+    match serde_json::from_value::<RequestPermissionRequest>(params.clone()) {
+        Ok(r) => r
+            .options
+            .iter()
+            .any(|o| o.option_id.to_string() == option_id),
+        Err(e) => {
+            tracing::warn!(error = %e, "permission request outside the ACP schema");
+            params["options"]
+                .as_array()
+                .is_some_and(|opts| opts.iter().any(|o| o["optionId"] == option_id))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_have_the_protocol_shapes() {
+        assert_eq!(initialize()["protocolVersion"], 1);
+        assert_eq!(initialize()["clientInfo"]["name"], "huddle");
+        assert_eq!(
+            new_session("/tmp"),
+            json!({"cwd": "/tmp", "mcpServers": []})
+        );
+        assert_eq!(
+            prompt("s", vec!["hi".into()]),
+            json!({"sessionId": "s", "prompt": [{"type": "text", "text": "hi"}]})
+        );
+        assert_eq!(cancel("s"), json!({"sessionId": "s"}));
+        assert_eq!(
+            permission_selected("allow"),
+            json!({"outcome": {"outcome": "selected", "optionId": "allow"}})
+        );
+        assert_eq!(
+            permission_cancelled(),
+            json!({"outcome": {"outcome": "cancelled"}})
+        );
+        assert_eq!(stop_reason(json!({"stopReason": "cancelled"})), "cancelled");
+        assert_eq!(stop_reason(json!({})), "end_turn");
+        assert_eq!(
+            new_session_id(json!({"sessionId": "x"})).as_deref(),
+            Some("x")
+        );
+        assert_eq!(new_session_id(json!({})), None);
+        let request = json!({"sessionId": "s", "toolCall": {"toolCallId": "t"},
+            "options": [{"optionId": "allow", "name": "Allow", "kind": "allow_once"}]});
+        assert!(offers_option(&request, "allow"));
+        assert!(!offers_option(&request, "nope"));
+    }
+}
