@@ -2,101 +2,18 @@
 //! Each one is thin: it validates input and hands the work to the server through context.
 
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
-use server_fn::codec::{Json, JsonEncoding};
-use server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use server_fn::codec::Json;
+
+pub use crate::error::{ApiError, ErrorCode};
 
 use crate::model::{CreatedWorkspace, WorkspaceSummary};
-
-/// Stable, machine-readable error codes of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    PayloadTooLarge,
-    Unavailable,
-    /// Another Huddle process owns the workspace now.
-    OwnedElsewhere,
-    Timeout,
-    Internal,
-}
-
-impl ErrorCode {
-    /// The HTTP status an error with this code is answered with.
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::BadRequest => 400,
-            ErrorCode::NotFound => 404,
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Conflict => 409,
-            ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::Unavailable | ErrorCode::OwnedElsewhere => 503,
-            ErrorCode::Timeout => 504,
-            ErrorCode::Internal => 500,
-        }
-    }
-}
-
-/// Every API error: a stable code and a message meant for people. Internal details are logged on the
-/// server, never put here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::BadRequest, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::NotFound, message)
-    }
-    pub fn internal() -> Self {
-        Self::new(
-            ErrorCode::Internal,
-            "Something went wrong on the server; it has been logged.",
-        )
-    }
-}
-
-impl FromServerFnError for ApiError {
-    type Encoder = JsonEncoding;
-
-    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        match value {
-            ServerFnErrorErr::Args(m)
-            | ServerFnErrorErr::MissingArg(m)
-            | ServerFnErrorErr::Deserialization(m) => {
-                // Parser messages can quote the input: keep them short.
-                let m: String = m.chars().take(200).collect();
-                Self::bad_request(format!("Malformed request: {m}"))
-            }
-            ServerFnErrorErr::Request(m) | ServerFnErrorErr::Response(m) => Self::new(
-                ErrorCode::Unavailable,
-                format!("Could not reach the server: {m}"),
-            ),
-            other => Self::new(ErrorCode::Internal, other.to_string()),
-        }
-    }
-}
 
 /// Creates a workspace with the given agent (`mock` when none is given).
 #[server(prefix = "/api", endpoint = "workspace/create", input = Json, output = Json)]
 pub async fn create_workspace(
     #[server(default)] agent: Option<String>,
 ) -> Result<CreatedWorkspace, ApiError> {
-    let state = crate::server::state()?;
+    let state = crate::state::state()?;
     state.create_workspace(agent.as_deref()).await
 }
 
@@ -105,7 +22,7 @@ pub async fn create_workspace(
 pub async fn get_workspace(
     #[server(rename = "workspaceId")] workspace_id: String,
 ) -> Result<WorkspaceSummary, ApiError> {
-    let state = crate::server::state()?;
+    let state = crate::state::state()?;
     state.workspace(&workspace_id).await
 }
 
@@ -175,7 +92,7 @@ pub fn check_prompt(
 pub async fn workspace_info(
     #[server(rename = "workspaceId")] workspace_id: String,
 ) -> Result<crate::model::WorkspaceInfo, ApiError> {
-    Ok(crate::server::state()?
+    Ok(crate::state::state()?
         .registry()
         .info(&workspace_id)
         .await?)
@@ -190,7 +107,7 @@ pub async fn prompt(
     text: String,
 ) -> Result<crate::model::PromptAccepted, ApiError> {
     let (member, text) = check_prompt(user_id, display_name, text)?;
-    let seq = crate::server::state()?
+    let seq = crate::state::state()?
         .registry()
         .prompt(&workspace_id, member, text)
         .await?;
@@ -207,7 +124,7 @@ pub async fn cancel(
     display_name: Option<String>,
 ) -> Result<(), ApiError> {
     let member = member_named_or_id(user_id, display_name)?;
-    Ok(crate::server::state()?
+    Ok(crate::state::state()?
         .registry()
         .cancel(&workspace_id, member)
         .await?)
@@ -225,7 +142,7 @@ pub async fn answer_permission(
     #[server(rename = "optionId")] option_id: String,
 ) -> Result<(), ApiError> {
     let member = member_named_or_id(user_id, display_name)?;
-    let registry = crate::server::state()?.registry().clone();
+    let registry = crate::state::state()?.registry().clone();
     Ok(registry
         .answer_permission(&workspace_id, member, request_id, option_id)
         .await?)
@@ -239,7 +156,7 @@ pub async fn typing(
     #[server(rename = "displayName")] display_name: String,
 ) -> Result<(), ApiError> {
     let member = member(user_id, display_name)?;
-    Ok(crate::server::state()?
+    Ok(crate::state::state()?
         .registry()
         .typing(&workspace_id, member)
         .await?)
@@ -250,20 +167,7 @@ pub async fn typing(
 pub async fn room_snapshot(
     #[server(rename = "workspaceId")] workspace_id: String,
 ) -> Result<crate::model::RoomSnapshot, ApiError> {
-    let state = crate::server::state()?;
-    let info = state.registry().info(&workspace_id).await?;
-    let entries =
-        crate::store::room_log::list(state.pool(), &workspace_id, 0, info.head, i64::MAX).await?;
-    let timeline = crate::timeline::build(&entries);
-    let rendered = crate::timeline::finished_agent_texts(&timeline)
-        .into_iter()
-        .map(|(key, text)| (key, crate::markdown::render(&text)))
-        .collect();
-    Ok(crate::model::RoomSnapshot {
-        info,
-        entries,
-        rendered,
-    })
+    crate::state::state()?.room_snapshot(&workspace_id).await
 }
 
 /// Renders an agent message's markdown to sanitised HTML.
@@ -275,29 +179,5 @@ pub async fn render_markdown(text: String) -> Result<String, ApiError> {
 /// The agents sandbox-agent offers, with whether each is installed and has credentials.
 #[server(prefix = "/api", endpoint = "agents", input = Json, output = Json)]
 pub async fn list_agents() -> Result<Vec<crate::model::AgentChoice>, ApiError> {
-    let state = crate::server::state()?;
-    let mut agents: Vec<crate::model::AgentChoice> =
-        match state.registry().sandbox().list_agents().await {
-            Ok(list) => list
-                .into_iter()
-                .map(|a| crate::model::AgentChoice {
-                    id: a.id,
-                    installed: a.installed,
-                    credentials_available: a.credentials_available,
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list agents");
-                Vec::new()
-            }
-        };
-    // The mock is always there: the embedded server installs it, and it needs no credentials.
-    if !agents.iter().any(|a| a.id == crate::model::DEFAULT_AGENT) {
-        agents.push(crate::model::AgentChoice {
-            id: crate::model::DEFAULT_AGENT.into(),
-            installed: true,
-            credentials_available: true,
-        });
-    }
-    Ok(agents)
+    Ok(crate::state::state()?.agents().await)
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod browser;
+pub mod error;
 pub mod model;
 pub mod timeline;
 
@@ -27,6 +28,8 @@ pub mod room_sse;
 pub mod sandbox_agent;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod state;
 #[cfg(feature = "ssr")]
 pub mod store;
 

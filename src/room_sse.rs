@@ -16,10 +16,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::model::{MAX_NAME_CHARS, Member, RoomEntry};
 use crate::room::{Live, Subscription};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::room_log;
 
 const PAGE: i64 = 500;

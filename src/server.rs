@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Form, FromRef, State};
+use axum::extract::{Form, State};
 use axum::http::{Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,17 +16,15 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api::{ApiError, ErrorCode};
 use crate::app::{App, shell};
 use crate::config::Config;
 use crate::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
-use crate::model::{
-    CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, is_valid_workspace_id,
-    workspace_url,
-};
-use crate::room::{Registry, RoomDeps, RoomError};
+use crate::error::{ApiError, ErrorCode};
+use crate::room::{Registry, RoomDeps};
 use crate::sandbox_agent::process::{ProcessError, ProcessOptions, SandboxAgentProcess};
 use crate::sandbox_agent::{Endpoint, PostgresPersist, SandboxAgent};
+use crate::state::status_of;
+pub use crate::state::{AppState, SandboxInfo};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,179 +46,10 @@ pub enum ServerError {
     SandboxAgent(#[from] ProcessError),
 }
 
-/// Everything request handlers and server functions share. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-struct Inner {
-    pool: PgPool,
-    leptos_options: LeptosOptions,
-    registry: Registry,
-    sandbox_id: String,
-    sandbox_base_url: String,
-    shutdown: CancellationToken,
-}
-
-impl FromRef<AppState> for LeptosOptions {
-    fn from_ref(state: &AppState) -> Self {
-        state.0.leptos_options.clone()
-    }
-}
-
-/// The state, from the context every server function runs in.
-pub fn state() -> Result<AppState, ApiError> {
-    use_context::<AppState>().ok_or_else(|| {
-        tracing::error!("server function called without AppState in context");
-        ApiError::internal()
-    })
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        tracing::error!(error = %err, "database error");
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "The database is unavailable; try again shortly.",
-        )
-    }
-}
-
-impl From<RoomError> for ApiError {
-    fn from(err: RoomError) -> Self {
-        match err {
-            RoomError::UnknownWorkspace(_) | RoomError::NotFound(_) => {
-                ApiError::not_found(err.to_string())
-            }
-            RoomError::Invalid(m) => ApiError::bad_request(m),
-            RoomError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
-            RoomError::Store(e) => e.into(),
-            RoomError::DatabaseDown => ApiError::new(
-                ErrorCode::Unavailable,
-                "The database is unavailable; nothing was lost, try again shortly.",
-            ),
-            RoomError::Agent(e) => {
-                tracing::error!(error = %e, "agent error");
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    "The agent is unavailable; try again shortly.",
-                )
-            }
-            RoomError::Stopped | RoomError::Asleep => ApiError::new(
-                ErrorCode::Unavailable,
-                "The workspace restarted; try again.",
-            ),
-            RoomError::Timeout => ApiError::new(
-                ErrorCode::Timeout,
-                "The workspace did not answer in time; try again.",
-            ),
-            RoomError::OwnedElsewhere => ApiError::new(
-                ErrorCode::OwnedElsewhere,
-                "This workspace is open on another Huddle server right now; try again shortly.",
-            ),
-        }
-    }
-}
-
-/// Every error leaves as JSON `{code, message}` with the status its code stands for.
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (status_of(self.code), axum::Json(self)).into_response()
-    }
-}
-
-/// Where the agents run, as recorded on new workspaces (the token is never recorded).
-#[derive(Debug, Clone)]
-pub struct SandboxInfo {
-    pub sandbox_id: String,
-    pub base_url: String,
-}
-
-impl AppState {
-    pub fn new(
-        pool: PgPool,
-        leptos_options: LeptosOptions,
-        registry: Registry,
-        sandbox: SandboxInfo,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self(Arc::new(Inner {
-            pool,
-            leptos_options,
-            registry,
-            sandbox_id: sandbox.sandbox_id,
-            sandbox_base_url: sandbox.base_url,
-            shutdown,
-        }))
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.0.pool
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.0.registry
-    }
-
-    /// Cancelled when the server shuts down: long-lived streams end on it.
-    pub fn shutdown(&self) -> &CancellationToken {
-        &self.0.shutdown
-    }
-
-    pub async fn create_workspace(
-        &self,
-        agent: Option<&str>,
-    ) -> Result<CreatedWorkspace, ApiError> {
-        let agent = agent
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .unwrap_or(DEFAULT_AGENT);
-        if !is_valid_agent_id(agent) {
-            return Err(ApiError::bad_request(
-                "The agent must be a short id such as `mock` or `claude` (letters, digits, - and _).",
-            ));
-        }
-        // Refuse agents sandbox-agent does not know; if it cannot be asked now, let it decide later.
-        if let Ok(known) = self.registry().sandbox().list_agents().await
-            && !known.iter().any(|a| a.id == agent)
-        {
-            let ids: Vec<&str> = known.iter().map(|a| a.id.as_str()).collect();
-            return Err(ApiError::bad_request(format!(
-                "sandbox-agent has no agent `{agent}`; it has {}.",
-                ids.join(", ")
-            )));
-        }
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let row = store::insert_workspace(
-            &self.0.pool,
-            &id,
-            agent,
-            &self.0.sandbox_id,
-            &self.0.sandbox_base_url,
-        )
-        .await?;
-        tracing::info!(workspace = %row.id, agent = %row.agent, "workspace created");
-        Ok(CreatedWorkspace {
-            url: workspace_url(&row.id),
-            workspace_id: row.id,
-        })
-    }
-
-    pub async fn workspace(&self, id: &str) -> Result<WorkspaceSummary, ApiError> {
-        let unknown = || ApiError::not_found(format!("There is no workspace `{id}`."));
-        if !is_valid_workspace_id(id) {
-            return Err(unknown());
-        }
-        store::find_workspace(&self.0.pool, id)
-            .await?
-            .map(Into::into)
-            .ok_or_else(unknown)
-    }
-}
-
 /// All routes: pages, the JSON API, the form fallback, health, static files.
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let leptos_options = state.0.leptos_options.clone();
+    let leptos_options = state.leptos_options().clone();
     let ctx_state = state.clone();
     let api_state = state.clone();
     Router::new()
@@ -286,7 +115,7 @@ const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800
 async fn healthz(State(state): State<AppState>) -> Response {
     let unavailable =
         || ApiError::new(ErrorCode::Unavailable, "The database is unavailable.").into_response();
-    match tokio::time::timeout(HEALTH_TIMEOUT, store::ping(&state.0.pool)).await {
+    match tokio::time::timeout(HEALTH_TIMEOUT, store::ping(state.pool())).await {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "health check failed");
@@ -354,10 +183,6 @@ async fn send_form(
         Ok(_) => Redirect::to(&crate::model::workspace_url(&id)).into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-fn status_of(code: ErrorCode) -> StatusCode {
-    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Errors of the API and the forms leave as JSON with the right status: server functions answer

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::client::SessionNotice;
 use super::error::AcpError;
+use super::notice::SessionNotice;
 use super::persist::SessionPersistDriver;
 use super::records::{
     Sender, SessionEvent, envelope_id, envelope_method, is_response, now_ms, random_id,

@@ -6,6 +6,7 @@ mod acp;
 mod client;
 mod connection;
 mod error;
+mod notice;
 pub mod persist;
 pub mod process;
 mod records;

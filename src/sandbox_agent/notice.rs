@@ -1,0 +1,43 @@
+//! What a session tells its owner, and how a turn ended: shared by the session and its connection.
+
+use serde_json::Value;
+
+use super::records::SessionEvent;
+
+/// What a session tells its owner, in order. Events are persisted before they are announced.
+#[derive(Debug, Clone)]
+pub enum SessionNotice {
+    Event(SessionEvent),
+    /// The agent asks for permission; answer with [`Session::respond_permission`].
+    PermissionRequested {
+        request_id: String,
+        /// The JSON-RPC id the agent gave it (kept to answer it after a restart).
+        rpc_id: Value,
+        params: Value,
+    },
+    /// Permission requests that can no longer be answered (their connection is gone).
+    PermissionsCancelled(Vec<String>),
+    /// Something arrived from sandbox-agent that is not a JSON-RPC envelope.
+    Malformed(String),
+    /// The event stream skipped envelopes that sandbox-agent no longer held.
+    StreamGap {
+        last_seen: u64,
+        resumed_at: u64,
+    },
+    /// The event stream skipped envelopes, and resuming it got them back.
+    StreamHealed {
+        recovered: u64,
+    },
+    /// The live connection is gone; the next action restores the session on a new one.
+    ConnectionLost(String),
+    /// The session was restored on a new connection; the next prompt carries replayed history.
+    Restored {
+        replayed_events: usize,
+    },
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnEnd {
+    pub stop_reason: String,
+}

@@ -1,0 +1,243 @@
+//! What request handlers and server functions share: the pool, the rooms, where agents run, and
+//! the services the server functions call (each of them one call into this). Also how server-side
+//! errors become API errors.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use leptos::prelude::*;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::model::{
+    CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, is_valid_workspace_id,
+    workspace_url,
+};
+use crate::room::{Registry, RoomError};
+use crate::store::{self, StoreError};
+
+/// Everything request handlers and server functions share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    pool: PgPool,
+    leptos_options: LeptosOptions,
+    registry: Registry,
+    sandbox_id: String,
+    sandbox_base_url: String,
+    shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.leptos_options.clone()
+    }
+}
+
+/// The state, from the context every server function runs in.
+pub fn state() -> Result<AppState, ApiError> {
+    use_context::<AppState>().ok_or_else(|| {
+        tracing::error!("server function called without AppState in context");
+        ApiError::internal()
+    })
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "database error");
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "The database is unavailable; try again shortly.",
+        )
+    }
+}
+
+impl From<RoomError> for ApiError {
+    fn from(err: RoomError) -> Self {
+        match err {
+            RoomError::UnknownWorkspace(_) | RoomError::NotFound(_) => {
+                ApiError::not_found(err.to_string())
+            }
+            RoomError::Invalid(m) => ApiError::bad_request(m),
+            RoomError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            RoomError::Store(e) => e.into(),
+            RoomError::DatabaseDown => ApiError::new(
+                ErrorCode::Unavailable,
+                "The database is unavailable; nothing was lost, try again shortly.",
+            ),
+            RoomError::Agent(e) => {
+                tracing::error!(error = %e, "agent error");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "The agent is unavailable; try again shortly.",
+                )
+            }
+            RoomError::Stopped | RoomError::Asleep => ApiError::new(
+                ErrorCode::Unavailable,
+                "The workspace restarted; try again.",
+            ),
+            RoomError::Timeout => ApiError::new(
+                ErrorCode::Timeout,
+                "The workspace did not answer in time; try again.",
+            ),
+            RoomError::OwnedElsewhere => ApiError::new(
+                ErrorCode::OwnedElsewhere,
+                "This workspace is open on another Huddle server right now; try again shortly.",
+            ),
+        }
+    }
+}
+
+/// Every error leaves as JSON `{code, message}` with the status its code stands for.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (status_of(self.code), axum::Json(self)).into_response()
+    }
+}
+
+/// Where the agents run, as recorded on new workspaces (the token is never recorded).
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub sandbox_id: String,
+    pub base_url: String,
+}
+
+impl AppState {
+    pub fn new(
+        pool: PgPool,
+        leptos_options: LeptosOptions,
+        registry: Registry,
+        sandbox: SandboxInfo,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            pool,
+            leptos_options,
+            registry,
+            sandbox_id: sandbox.sandbox_id,
+            sandbox_base_url: sandbox.base_url,
+            shutdown,
+        }))
+    }
+
+    pub fn leptos_options(&self) -> &LeptosOptions {
+        &self.0.leptos_options
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    /// Cancelled when the server shuts down: long-lived streams end on it.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// Everything the page of a workspace renders: its state, its whole room log, and its
+    /// finished agent messages as sanitised HTML.
+    pub async fn room_snapshot(&self, id: &str) -> Result<crate::model::RoomSnapshot, ApiError> {
+        let info = self.registry().info(id).await?;
+        let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
+        let timeline = crate::timeline::build(&entries);
+        let rendered = crate::timeline::finished_agent_texts(&timeline)
+            .into_iter()
+            .map(|(key, text)| (key, crate::markdown::render(&text)))
+            .collect();
+        Ok(crate::model::RoomSnapshot {
+            info,
+            entries,
+            rendered,
+        })
+    }
+
+    /// The agents sandbox-agent offers; the mock is always there (the embedded server installs
+    /// it, and it needs no credentials).
+    pub async fn agents(&self) -> Vec<crate::model::AgentChoice> {
+        let mut agents: Vec<crate::model::AgentChoice> =
+            match self.registry().sandbox().list_agents().await {
+                Ok(list) => list
+                    .into_iter()
+                    .map(|a| crate::model::AgentChoice {
+                        id: a.id,
+                        installed: a.installed,
+                        credentials_available: a.credentials_available,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list agents");
+                    Vec::new()
+                }
+            };
+        if !agents.iter().any(|a| a.id == DEFAULT_AGENT) {
+            agents.push(crate::model::AgentChoice {
+                id: DEFAULT_AGENT.into(),
+                installed: true,
+                credentials_available: true,
+            });
+        }
+        agents
+    }
+
+    pub async fn create_workspace(
+        &self,
+        agent: Option<&str>,
+    ) -> Result<CreatedWorkspace, ApiError> {
+        let agent = agent
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(DEFAULT_AGENT);
+        if !is_valid_agent_id(agent) {
+            return Err(ApiError::bad_request(
+                "The agent must be a short id such as `mock` or `claude` (letters, digits, - and _).",
+            ));
+        }
+        // Refuse agents sandbox-agent does not know; if it cannot be asked now, let it decide later.
+        if let Ok(known) = self.registry().sandbox().list_agents().await
+            && !known.iter().any(|a| a.id == agent)
+        {
+            let ids: Vec<&str> = known.iter().map(|a| a.id.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "sandbox-agent has no agent `{agent}`; it has {}.",
+                ids.join(", ")
+            )));
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let row = store::insert_workspace(
+            &self.0.pool,
+            &id,
+            agent,
+            &self.0.sandbox_id,
+            &self.0.sandbox_base_url,
+        )
+        .await?;
+        tracing::info!(workspace = %row.id, agent = %row.agent, "workspace created");
+        Ok(CreatedWorkspace {
+            url: workspace_url(&row.id),
+            workspace_id: row.id,
+        })
+    }
+
+    pub async fn workspace(&self, id: &str) -> Result<WorkspaceSummary, ApiError> {
+        let unknown = || ApiError::not_found(format!("There is no workspace `{id}`."));
+        if !is_valid_workspace_id(id) {
+            return Err(unknown());
+        }
+        store::find_workspace(&self.0.pool, id)
+            .await?
+            .map(Into::into)
+            .ok_or_else(unknown)
+    }
+}
+
+/// The HTTP status an error code stands for.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
