@@ -12,16 +12,7 @@ use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(300);
 
-fn chunk(e: &huddle::model::RoomEntry) -> Option<String> {
-    match &e.event {
-        RoomEvent::SessionEvent(ev) => ev
-            .payload
-            .pointer("/params/update/content/text")?
-            .as_str()
-            .map(str::to_string),
-        _ => None,
-    }
-}
+use common::entry_text as chunk;
 
 #[tokio::test]
 async fn binary_agent_output_is_kept_losslessly_and_the_room_goes_on() {
@@ -238,13 +229,7 @@ async fn two_processes_on_one_database_never_both_run_a_workspace() {
     let (status, err) = second.post("prompt", body.clone()).await;
     assert_eq!(status, 503, "{err}");
     assert_eq!(err["code"], "owned_elsewhere");
-    let res = second
-        .http
-        .get(format!("{}/api/workspace/{ws}/events", second.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
+    assert_eq!(second.events_status(&ws).await, 503);
 
     // The owner goes on undisturbed, with one session and a gap-free log.
     first.prompt(&ws, "ada", "stream 5").await;

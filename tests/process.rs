@@ -10,7 +10,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures::StreamExt;
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::json;
 
@@ -86,7 +85,7 @@ impl Huddle {
 
     /// The room's stream from `after`, retried while the workspace is still owned by a process
     /// that died (its lease expires within seconds).
-    async fn events(&self, ws: &str, after: i64) -> Stream {
+    async fn events(&self, ws: &str, after: i64) -> Sse {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let res = reqwest::Client::new()
@@ -99,9 +98,7 @@ impl Huddle {
                 .await
                 .unwrap();
             if res.status() == 200 {
-                return Stream(Box::pin(eventsource_stream::Eventsource::eventsource(
-                    res.bytes_stream(),
-                )));
+                return Sse::from_response(res);
             }
             let status = res.status();
             let body = res.text().await.unwrap_or_default();
@@ -128,40 +125,6 @@ fn port_and_time(port: u16) -> String {
             .unwrap()
             .as_millis()
     )
-}
-
-type Events = std::pin::Pin<
-    Box<
-        dyn futures::Stream<
-                Item = Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<reqwest::Error>,
-                >,
-            > + Send,
-    >,
->;
-struct Stream(Events);
-
-impl Stream {
-    async fn until(&mut self, mut pred: impl FnMut(&RoomEntry) -> bool) -> Vec<RoomEntry> {
-        let mut out = Vec::new();
-        loop {
-            let ev = tokio::time::timeout(Duration::from_secs(30), self.0.next())
-                .await
-                .expect("an entry within 30 s")
-                .expect("stream open")
-                .expect("well-formed");
-            if matches!(ev.event.as_str(), "online" | "typing" | "reset") {
-                continue;
-            }
-            let entry: RoomEntry = serde_json::from_str(&ev.data).unwrap();
-            let hit = pred(&entry);
-            out.push(entry);
-            if hit {
-                return out;
-            }
-        }
-    }
 }
 
 fn group_alive(pgid: i32) -> bool {
@@ -302,10 +265,9 @@ async fn kill_9_mid_turn_then_restart_carries_the_turn_on() {
     let after = sse
         .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == k.queued[2]))
         .await;
-    let carried_on = after.iter().any(|e| {
-        matches!(&e.event, RoomEvent::SessionEvent(ev)
-            if ev.payload.pointer("/params/update/content/text").and_then(|t| t.as_str()) == Some("permission: allow"))
-    });
+    let carried_on = after
+        .iter()
+        .any(|e| entry_text(e).as_deref() == Some("permission: allow"));
     assert!(
         carried_on,
         "the agent got the answer given after the restart"

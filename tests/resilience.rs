@@ -81,13 +81,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
         ended.is_ok(),
         "the live stream ends while the log cannot be written"
     );
-    let res = app
-        .http
-        .get(format!("{}/api/workspace/{ws}/events", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
+    assert_eq!(app.events_status(&ws).await, 503);
     tokio::time::sleep(Duration::from_secs(15).saturating_sub(outage.elapsed())).await;
     drop(pg);
     let pg = EmbeddedPostgres::start_on(&dir, None, Some(port))
@@ -128,17 +122,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
         (1..=entries.len() as i64).collect::<Vec<_>>(),
         "gap-free room log"
     );
-    let chunks: Vec<String> = entries
-        .iter()
-        .filter_map(|e| match &e.event {
-            RoomEvent::SessionEvent(ev) => ev
-                .payload
-                .pointer("/params/update/content/text")?
-                .as_str()
-                .map(str::to_string),
-            _ => None,
-        })
-        .collect();
+    let chunks: Vec<String> = entries.iter().filter_map(entry_text).collect();
     assert_eq!(
         chunks,
         (0..120).map(|i| format!("{i} ")).collect::<Vec<_>>()

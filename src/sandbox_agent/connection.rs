@@ -143,12 +143,23 @@ impl Connection {
 
     /// The reply to a request sent before a restart, when it comes.
     pub(crate) async fn await_reply(&self, id: u64) -> Reply {
+        let rx = self.expect_reply(id);
+        self.wait_reply(rx).await
+    }
+
+    /// Registers a request id whose reply the pump is to hand over.
+    fn expect_reply(&self, id: u64) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
         self.shared
             .pending
             .lock()
             .expect("pending lock")
             .insert(id.to_string(), tx);
+        rx
+    }
+
+    /// The reply, or an error once the connection is gone.
+    async fn wait_reply(&self, rx: oneshot::Receiver<Reply>) -> Reply {
         tokio::select! {
             reply = rx => reply.unwrap_or_else(|_| Err(AcpError::ConnectionGone("the connection closed".into()))),
             _ = self.shared.gone.cancelled() => Err(AcpError::ConnectionGone("the connection to the agent was lost".into())),
@@ -209,12 +220,7 @@ impl Connection {
                 "the connection to the agent was lost".into(),
             ));
         }
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(id.to_string(), tx);
+        let rx = self.expect_reply(id);
         let envelope = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let post_timeout = timeout.map(|t| t.min(Transport::request_timeout()));
         if let Err(e) = self
@@ -238,12 +244,7 @@ impl Connection {
                 return Err(e);
             }
         }
-        let wait = async {
-            tokio::select! {
-                reply = rx => reply.unwrap_or_else(|_| Err(AcpError::ConnectionGone("the connection closed".into()))),
-                _ = self.shared.gone.cancelled() => Err(AcpError::ConnectionGone("the connection to the agent was lost".into())),
-            }
-        };
+        let wait = self.wait_reply(rx);
         match timeout {
             Some(t) => tokio::time::timeout(t, wait)
                 .await

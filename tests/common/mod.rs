@@ -222,11 +222,13 @@ impl TestApp {
         }
         let res = req.send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200);
-        Sse {
-            stream: Box::pin(eventsource_stream::Eventsource::eventsource(
-                res.bytes_stream(),
-            )),
-        }
+        Sse::from_response(res)
+    }
+
+    /// The status a new SSE request to the room gets.
+    pub async fn events_status(&self, ws: &str) -> u16 {
+        let url = format!("{}/api/workspace/{ws}/events", self.base);
+        self.http.get(url).send().await.unwrap().status().as_u16()
     }
 
     /// Stops the server and its actors, as a process exit would.
@@ -254,6 +256,14 @@ pub struct Sse {
 }
 
 impl Sse {
+    pub fn from_response(res: reqwest::Response) -> Self {
+        Sse {
+            stream: Box::pin(eventsource_stream::Eventsource::eventsource(
+                res.bytes_stream(),
+            )),
+        }
+    }
+
     /// The next room-log entry (typing and online signals are skipped).
     pub async fn next(&mut self) -> huddle::model::RoomEntry {
         use futures::StreamExt;
@@ -263,7 +273,7 @@ impl Sse {
                 .expect("an SSE event within 30 s")
                 .expect("the stream is open")
                 .expect("a well-formed SSE event");
-            if ev.event == "typing" || ev.event == "online" {
+            if matches!(ev.event.as_str(), "typing" | "online" | "reset") {
                 continue;
             }
             let entry: huddle::model::RoomEntry = serde_json::from_str(&ev.data).expect("an entry");
@@ -298,6 +308,18 @@ impl Sse {
     /// Entries up to and including seq `upto`.
     pub async fn upto(&mut self, upto: i64) -> Vec<huddle::model::RoomEntry> {
         self.until(|e| e.seq >= upto).await
+    }
+}
+
+/// The text of a room entry that is an agent's (or user's) content chunk.
+pub fn entry_text(e: &huddle::model::RoomEntry) -> Option<String> {
+    match &e.event {
+        huddle::model::RoomEvent::SessionEvent(ev) => ev
+            .payload
+            .pointer("/params/update/content/text")?
+            .as_str()
+            .map(str::to_string),
+        _ => None,
     }
 }
 
