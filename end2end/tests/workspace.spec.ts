@@ -1,7 +1,13 @@
 import { expect, test } from "@playwright/test";
 
 test("create a workspace, reload it, and open it as a second teammate", async ({ page, browser }) => {
-  await page.goto("/");
+  // A strict Content-Security-Policy is sent, and the page hydrates without breaking it.
+  const violations: string[] = [];
+  page.on("console", (m) => {
+    if (m.text().includes("Content Security Policy")) violations.push(m.text());
+  });
+  const home = await page.goto("/");
+  expect(home?.headers()["content-security-policy"]).toContain("'nonce-");
   await expect(page.getByRole("heading", { name: "Huddle" })).toBeVisible();
   // Once hydrated, the button calls the JSON API instead of posting the form.
   await expect(page.locator("body[data-hydrated]")).toBeAttached();
@@ -23,6 +29,7 @@ test("create a workspace, reload it, and open it as a second teammate", async ({
   await expect(other.getByTestId("workspace-id")).toHaveText(id);
   await expect(other.getByTestId("agent")).toHaveText("mock");
   await teammate.close();
+  expect(violations).toEqual([]);
 });
 
 test("the form works without WebAssembly", async ({ browser }) => {

@@ -161,9 +161,12 @@ pub async fn spawn_app(pool: &PgPool, sa: &SandboxAgentProcess, idle: Duration) 
         sandbox_id: "embedded".into(),
         base_url: sa.endpoint().base_url.clone(),
     };
-    let app = huddle::server::build_app(pool.clone(), options, sa.endpoint().clone(), info, idle);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let hosts = huddle::server::allowed_hosts(None, addr);
+    let endpoint = sa.endpoint().clone();
+    let app = huddle::server::build_app(pool.clone(), options, endpoint, info, idle, hosts);
     let shutdown = app.state.shutdown().clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app.router)

@@ -1,0 +1,151 @@
+//! Cross-site protection and security headers, against the real server (in-process, on a real
+//! Postgres and the real sandbox-agent): what a page on another site, or a rebinding DNS name, can
+//! get from a Huddle on localhost.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+async fn app() -> (TestApp, huddle::sandbox_agent::process::SandboxAgentProcess) {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    (spawn_app(&pool, &sa, Duration::from_secs(300)).await, sa)
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn other_sites_cannot_drive_huddle() {
+    let (app, sa) = app().await;
+    let (http, base) = (&app.http, &app.base);
+    let create = format!("{base}/api/workspace/create");
+    let evil = "http://evil.example";
+
+    // The "simple" requests a page elsewhere can send without a preflight.
+    let text_plain = http
+        .post(&create)
+        .header("origin", evil)
+        .header("content-type", "text/plain")
+        .body("{}");
+    let (status, body) = send(text_plain).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let form = http
+        .post(format!("{base}/new"))
+        .header("origin", evil)
+        .form(&[("agent", "mock")]);
+    assert_eq!(send(form).await.0, 403);
+    let json_foreign = http.post(&create).header("origin", evil).json(&json!({}));
+    assert_eq!(send(json_foreign).await.0, 403);
+    let fetch_site = http
+        .post(&create)
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({}));
+    assert_eq!(send(fetch_site).await.0, 403);
+    let null_origin = http.post(&create).header("origin", "null").json(&json!({}));
+    assert_eq!(send(null_origin).await.0, 403);
+    let evil_but_same_site_claim = http
+        .post(&create)
+        .header("origin", evil)
+        .header("sec-fetch-site", "same-site")
+        .json(&json!({}));
+    assert_eq!(send(evil_but_same_site_claim).await.0, 403);
+
+    // Our own pages (a form post under no-referrer says `Origin: null`), and scripts, are served.
+    let own_form = http
+        .post(format!("{base}/new"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("agent", "mock")]);
+    let res = own_form.send().await.unwrap();
+    assert!(
+        res.status().is_redirection() || res.status().is_success(),
+        "{}",
+        res.status()
+    );
+    let own = http
+        .post(&create)
+        .header("origin", base)
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({}));
+    let (status, created) = send(own).await;
+    assert_eq!(status, 200, "{created}");
+    let ws = created["workspaceId"].as_str().unwrap();
+    let script = http.post(&create).json(&json!({}));
+    assert_eq!(send(script).await.0, 200);
+    // The API takes JSON only, even from the same origin.
+    let same_text = http
+        .post(format!("{base}/api/workspace/prompt"))
+        .header("content-type", "text/plain")
+        .body(
+            json!({"workspaceId": ws, "userId": "a", "displayName": "A", "text": "hi"}).to_string(),
+        );
+    let (status, body) = send(same_text).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+
+    // DNS rebinding: a foreign host name pointed at 127.0.0.1 gets nothing, not even a page.
+    for path in ["/", "/healthz", &format!("/w/{ws}")] {
+        let res = http
+            .get(format!("{base}{path}"))
+            .header("host", "rebind.evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+    }
+    let rebound = http
+        .post(&create)
+        .header("host", "rebind.evil.example")
+        .json(&json!({}));
+    assert_eq!(send(rebound).await.0, 403);
+    app.stop().await;
+    sa.stop().await;
+}
+
+#[tokio::test]
+async fn pages_and_api_answers_carry_security_headers() {
+    let (app, sa) = app().await;
+    let page = app.http.get(format!("{}/", app.base)).send().await.unwrap();
+    let headers = page.headers().clone();
+    let html = page.text().await.unwrap();
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("'wasm-unsafe-eval'"), "{csp}");
+    assert!(csp.contains("img-src 'self' data:"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // The page's scripts carry this response's nonce.
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .expect("a nonce");
+    assert!(html.contains(&format!("nonce=\"{nonce}\"")));
+    let api = app
+        .http
+        .post(format!("{}/api/agents", app.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        api.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    app.stop().await;
+    sa.stop().await;
+}
