@@ -315,7 +315,7 @@ async fn cross_site_guard(
         .and_then(|v| v.to_str().ok())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    if !state.allowed_hosts().iter().any(|h| *h == host) {
+    if !state.allowed_hosts().contains(&host) {
         return ApiError::new(
             ErrorCode::Forbidden,
             format!(
