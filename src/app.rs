@@ -471,6 +471,8 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                         <strong data-testid="agent">{agent.clone()}</strong>
                         " · sandbox "
                         {info.sandbox_id.clone()}
+                        " · in "
+                        <code data-testid="working-dir">{info.working_dir.clone()}</code>
                     </p>
                 </div>
                 <div class="room-tools">

@@ -233,6 +233,9 @@ pub struct WorkspaceInfo {
     pub workspace_id: String,
     pub sandbox_id: String,
     pub agent: String,
+    /// The directory the agent works in.
+    #[serde(default)]
+    pub working_dir: String,
     pub session_id: Option<String>,
     /// `idle`, `working`, `connecting` or `error`.
     pub status: String,

@@ -451,6 +451,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         endpoint,
         sandbox,
         config.idle_sleep_secs,
+        config.data_dir.join("workspaces"),
     )
     .await;
     if let Some(process) = embedded_sa {
@@ -483,20 +484,30 @@ pub struct App {
     pub state: AppState,
 }
 
+/// How the app behaves, beyond where its database and sandbox-agent are.
+pub struct AppOptions {
+    /// How long a room with nobody in it and nothing running stays awake.
+    pub idle_sleep: std::time::Duration,
+    /// The host names (with port) requests may be addressed to.
+    pub allowed_hosts: Vec<String>,
+    /// Where each workspace's working directory is made (`<dir>/<workspace id>`).
+    pub workspaces_dir: std::path::PathBuf,
+}
+
 /// Builds the app on a migrated pool and a sandbox-agent endpoint.
 pub fn build_app(
     pool: PgPool,
     leptos_options: LeptosOptions,
     endpoint: Endpoint,
     sandbox: SandboxInfo,
-    idle_sleep: std::time::Duration,
-    allowed_hosts: Vec<String>,
+    options: AppOptions,
 ) -> App {
     let client = SandboxAgent::new(endpoint, Arc::new(PostgresPersist::new(pool.clone())));
     let registry = Registry::new(RoomDeps {
         pool: pool.clone(),
         sandbox: client,
-        idle_sleep,
+        idle_sleep: options.idle_sleep,
+        workspaces_dir: options.workspaces_dir,
     });
     let state = AppState::new(
         pool,
@@ -504,7 +515,7 @@ pub fn build_app(
         registry,
         sandbox,
         CancellationToken::new(),
-        allowed_hosts,
+        options.allowed_hosts,
     );
     App {
         router: router(state.clone()),
@@ -519,14 +530,19 @@ async fn serve(
     endpoint: Endpoint,
     sandbox: SandboxInfo,
     idle_sleep_secs: u64,
+    workspaces_dir: std::path::PathBuf,
 ) -> Result<(), ServerError> {
     let addr = leptos_options.site_addr;
     let pool = store::connect(url).await?;
     let idle = std::time::Duration::from_secs(idle_sleep_secs);
     let hosts = allowed_hosts(public_url, addr);
     tracing::info!(hosts = ?hosts, "requests are answered for these host names only");
-    let App { router, state } =
-        build_app(pool.clone(), leptos_options, endpoint, sandbox, idle, hosts);
+    let options = AppOptions {
+        idle_sleep: idle,
+        allowed_hosts: hosts,
+        workspaces_dir,
+    };
+    let App { router, state } = build_app(pool.clone(), leptos_options, endpoint, sandbox, options);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;

@@ -219,6 +219,12 @@ impl AppState {
             )));
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
+        // The agent works in the workspace's own directory, never in Huddle's.
+        let dir = self.registry().working_dir(&id);
+        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot make the workspace's directory");
+            return Err(ApiError::internal());
+        }
         let row = store::insert_workspace(
             &self.0.pool,
             &id,

@@ -149,3 +149,33 @@ async fn pages_and_api_answers_carry_security_headers() {
     app.stop().await;
     sa.stop().await;
 }
+
+#[tokio::test]
+async fn the_agent_works_in_the_workspace_directory() {
+    let (app, sa) = app().await;
+    let ws = app.create("pi").await;
+    let dir = app.state.registry().working_dir(&ws);
+    assert!(dir.is_dir(), "made with the workspace");
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "write file").await;
+    let turn = sse.until(is_turn_end).await;
+    let said = turn
+        .iter()
+        .filter_map(entry_text)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let written = dir.join("hello.txt");
+    assert!(said.contains(&written.display().to_string()), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "written by the agent\n"
+    );
+    let huddle_cwd = std::env::current_dir().unwrap().join("hello.txt");
+    assert!(
+        !huddle_cwd.exists(),
+        "nothing lands in Huddle's own directory"
+    );
+    app.stop().await;
+    sa.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -19,6 +19,8 @@ test("create a workspace, reload it, and open it as a second teammate", async ({
   const id = url.split("/w/")[1];
   await expect(page.getByTestId("workspace-id")).toHaveText(id);
   await expect(page.getByTestId("agent")).toHaveText("mock");
+  // The agent works in the workspace's own directory, shown in the header.
+  await expect(page.getByTestId("working-dir")).toHaveText(new RegExp(`/workspaces/${id}$`));
 
   await page.reload();
   await expect(page.getByTestId("workspace-id")).toHaveText(id);

@@ -319,6 +319,11 @@ impl Actor {
             workspace_id: self.row.id.clone(),
             sandbox_id: self.row.sandbox_id.clone(),
             agent: self.row.agent.clone(),
+            working_dir: self
+                .registry
+                .working_dir(&self.row.id)
+                .display()
+                .to_string(),
             session_id: Some(super::session_id_of(&self.row.id)),
             status: self.status().to_string(),
             online: self.presence.online(),

@@ -29,6 +29,8 @@ pub struct RoomDeps {
     pub sandbox: SandboxAgent,
     /// How long a room with nobody in it and nothing running stays awake.
     pub idle_sleep: Duration,
+    /// Where each workspace's working directory is (`<dir>/<workspace id>`): the agent's `cwd`.
+    pub workspaces_dir: std::path::PathBuf,
 }
 
 #[derive(Clone)]
@@ -65,6 +67,11 @@ impl Registry {
 
     pub fn sandbox(&self) -> &SandboxAgent {
         &self.inner.deps.sandbox
+    }
+
+    /// The working directory of a workspace: where its agent runs.
+    pub fn working_dir(&self, workspace_id: &str) -> std::path::PathBuf {
+        self.inner.deps.workspaces_dir.join(workspace_id)
     }
 
     pub(super) fn idle_sleep(&self) -> Duration {

@@ -55,16 +55,21 @@ impl Actor {
             return;
         }
         self.session = SessionSlot::Connecting;
+        let cwd = self.registry.working_dir(&self.row.id);
         let request = CreateSessionRequest {
             id: super::session_id_of(&self.row.id),
             agent: self.row.agent.clone(),
-            cwd: None,
+            cwd: Some(cwd.display().to_string()),
             sandbox_id: Some(self.row.sandbox_id.clone()),
         };
         let sandbox = self.registry.sandbox().clone();
         let notices = self.notices.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
+            // Workspaces made before they had a directory get theirs now.
+            if let Err(e) = tokio::fs::create_dir_all(&cwd).await {
+                tracing::error!(dir = %cwd.display(), error = %e, "cannot make the workspace's directory");
+            }
             let result = sandbox
                 .resume_or_create_session(request, notices)
                 .await

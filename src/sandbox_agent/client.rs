@@ -235,7 +235,13 @@ impl SandboxAgent {
             .await
             .map_err(persist_err)?
         {
-            Some(record) => self.resume_session_record(record, notices).await,
+            Some(mut record) => {
+                // The working directory may have changed (a workspace made before it had one).
+                if let Some(cwd) = &request.cwd {
+                    record.session_init = Some(acp::new_session(cwd.clone()));
+                }
+                self.resume_session_record(record, notices).await
+            }
             None => self.create_session(request, notices).await,
         }
     }

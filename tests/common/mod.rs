@@ -164,9 +164,13 @@ pub async fn spawn_app(pool: &PgPool, sa: &SandboxAgentProcess, idle: Duration) 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
-    let hosts = huddle::server::allowed_hosts(None, addr);
+    let app_options = huddle::server::AppOptions {
+        idle_sleep: idle,
+        allowed_hosts: huddle::server::allowed_hosts(None, addr),
+        workspaces_dir: std::env::temp_dir().join(format!("huddle-ws-{}", uuid_like())),
+    };
     let endpoint = sa.endpoint().clone();
-    let app = huddle::server::build_app(pool.clone(), options, endpoint, info, idle, hosts);
+    let app = huddle::server::build_app(pool.clone(), options, endpoint, info, app_options);
     let shutdown = app.state.shutdown().clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app.router)
