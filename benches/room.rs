@@ -168,6 +168,11 @@ async fn main() {
         .env("SANDBOX_AGENT_TOKEN", sa.endpoint().token.clone().unwrap())
         .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
         .env("HUDDLE_IDLE_SLEEP_SECS", "2")
+        // A thousand clients on one address, and prompts as fast as the benchmark sends them.
+        .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
+        .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
+        .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
+        .env("HUDDLE_MAX_QUEUE", "100000")
         .env("LEPTOS_OUTPUT_NAME", "huddle")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

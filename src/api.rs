@@ -107,14 +107,14 @@ pub async fn prompt(
     text: String,
 ) -> Result<crate::model::PromptAccepted, ApiError> {
     let (member, text) = check_prompt(user_id, display_name, text)?;
-    let seq = crate::state::state()?
-        .registry()
+    crate::state::state()?
         .prompt(&workspace_id, member, text)
-        .await?;
-    Ok(crate::model::PromptAccepted { seq })
+        .await
+        .map(|seq| crate::model::PromptAccepted { seq })
 }
 
-/// Stops the running turn; the session lives on.
+/// Stops the running turn (and, with `clearQueue`, drops the prompts waiting behind it); the
+/// session lives on.
 #[server(prefix = "/api", endpoint = "workspace/cancel", input = Json, output = Json)]
 pub async fn cancel(
     #[server(rename = "workspaceId")] workspace_id: String,
@@ -122,11 +122,14 @@ pub async fn cancel(
     #[server(default)]
     #[server(rename = "displayName")]
     display_name: Option<String>,
+    #[server(default)]
+    #[server(rename = "clearQueue")]
+    clear_queue: bool,
 ) -> Result<(), ApiError> {
     let member = member_named_or_id(user_id, display_name)?;
     Ok(crate::state::state()?
         .registry()
-        .cancel(&workspace_id, member)
+        .cancel(&workspace_id, member, clear_queue)
         .await?)
 }
 

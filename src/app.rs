@@ -445,7 +445,9 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
         copied.set(true);
         set_timeout(move || copied.set(false), std::time::Duration::from_secs(2));
     };
-    let stop = move |_| ctx.act(|ws, me| cancel(ws, me.user_id, Some(me.display_name)));
+    let stop = move |_| ctx.act(|ws, me| cancel(ws, me.user_id, Some(me.display_name), false));
+    let stop_and_clear =
+        move |_| ctx.act(|ws, me| cancel(ws, me.user_id, Some(me.display_name), true));
     let typing_line = move || {
         let names: Vec<String> =
             typists.with(|t| t.iter().map(|(m, _)| m.display_name.clone()).collect());
@@ -536,6 +538,16 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                                     <button type="button" class="danger" data-testid="stop" on:click=stop>
                                         "Stop"
                                     </button>
+                                    <Show when=move || timeline.with(|t| !t.queue.is_empty())>
+                                        <button
+                                            type="button"
+                                            class="danger"
+                                            data-testid="stop-and-clear"
+                                            on:click=stop_and_clear
+                                        >
+                                            "Stop and clear the queue"
+                                        </button>
+                                    </Show>
                                 </div>
                             }
                         })

@@ -47,6 +47,22 @@ pub struct Config {
     #[arg(long, env = "SANDBOX_AGENT_BIN")]
     pub sandbox_agent_bin: Option<PathBuf>,
 
+    /// Prompts one person may send per minute (across workspaces).
+    #[arg(long, env = "HUDDLE_PROMPTS_PER_MINUTE", default_value_t = 30)]
+    pub prompts_per_minute: u32,
+
+    /// Prompts that may wait behind a running turn in one workspace.
+    #[arg(long, env = "HUDDLE_MAX_QUEUE", default_value_t = 20)]
+    pub max_queue: usize,
+
+    /// Live room streams one IP address may hold open.
+    #[arg(long, env = "HUDDLE_MAX_STREAMS_PER_IP", default_value_t = 64)]
+    pub max_streams_per_ip: usize,
+
+    /// Live room streams one person may hold open.
+    #[arg(long, env = "HUDDLE_MAX_STREAMS_PER_PERSON", default_value_t = 16)]
+    pub max_streams_per_person: usize,
+
     /// Seconds a workspace with nobody connected and nothing running stays awake.
     #[arg(long, env = "HUDDLE_IDLE_SLEEP_SECS", default_value_t = 300)]
     pub idle_sleep_secs: u64,

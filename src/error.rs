@@ -17,6 +17,10 @@ pub enum ErrorCode {
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// Too many prompts from one person in a minute, or too many open streams.
+    RateLimited,
+    /// The workspace's queue is full.
+    QueueFull,
     Unavailable,
     /// Another Huddle process owns the workspace now.
     OwnedElsewhere,
@@ -35,6 +39,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::RateLimited | ErrorCode::QueueFull => 429,
             ErrorCode::Unavailable | ErrorCode::OwnedElsewhere => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,

@@ -135,6 +135,13 @@ pub enum RoomEvent {
         user_id: String,
         display_name: String,
     },
+    /// Someone stopped the turn and dropped the prompts that waited behind it.
+    #[serde(rename = "queue.cleared", rename_all = "camelCase")]
+    QueueCleared {
+        user_id: String,
+        display_name: String,
+        prompt_seqs: Vec<i64>,
+    },
     #[serde(rename = "turn.cancelling", rename_all = "camelCase")]
     TurnCancelling {
         user_id: String,
@@ -187,6 +194,7 @@ pub const ROOM_EVENT_KINDS: &[&str] = &[
     "prompt.queued",
     "turn.started",
     "turn.cancelling",
+    "queue.cleared",
     "turn.ended",
     "permission.requested",
     "permission.answered",
@@ -205,6 +213,7 @@ impl RoomEvent {
             RoomEvent::PromptQueued { .. } => "prompt.queued",
             RoomEvent::TurnStarted { .. } => "turn.started",
             RoomEvent::TurnCancelling { .. } => "turn.cancelling",
+            RoomEvent::QueueCleared { .. } => "queue.cleared",
             RoomEvent::TurnEnded { .. } => "turn.ended",
             RoomEvent::PermissionRequested { .. } => "permission.requested",
             RoomEvent::PermissionAnswered { .. } => "permission.answered",

@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +34,7 @@ pub struct EventsQuery {
 
 pub async fn room_events(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
@@ -57,6 +58,11 @@ pub async fn room_events(
         display_name: clean(q.display_name).unwrap_or_else(|| user_id.clone()),
         user_id,
     });
+    // Held as long as the stream: counted against its address and its person.
+    let guards = match state.open_stream(peer.ip(), member.as_ref().map(|m| m.user_id.as_str())) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
     let sub = match state.registry().subscribe(&id, member).await {
         Ok(sub) => sub,
         Err(e) => return ApiError::from(e).into_response(),
@@ -64,7 +70,10 @@ pub async fn room_events(
     let (tx, rx) = mpsc::channel(64);
     let pool = state.registry().pool().clone();
     let shutdown = state.shutdown().clone();
-    tokio::spawn(async move { feed(pool, id, after, sub, tx, shutdown).await });
+    tokio::spawn(async move {
+        feed(pool, id, after, sub, tx, shutdown).await;
+        drop(guards);
+    });
     Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

@@ -21,6 +21,7 @@ use crate::app::{App, shell};
 use crate::config::Config;
 use crate::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
 use crate::error::{ApiError, ErrorCode};
+use crate::limits::Limits;
 use crate::room::{Registry, RoomDeps};
 use crate::sandbox_agent::process::{ProcessError, ProcessOptions, SandboxAgentProcess};
 use crate::sandbox_agent::{Endpoint, PostgresPersist, SandboxAgent};
@@ -217,11 +218,7 @@ async fn send_form(
         name.to_lowercase().replace(char::is_whitespace, "-")
     );
     let result = match crate::api::check_prompt(user_id, name, form.text) {
-        Ok((member, text)) => state
-            .registry()
-            .prompt(&id, member, text)
-            .await
-            .map_err(ApiError::from),
+        Ok((member, text)) => state.prompt(&id, member, text).await,
         Err(e) => Err(e),
     };
     match result {
@@ -444,16 +441,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         },
     };
 
-    let result = serve(
-        config.public_url.as_deref(),
-        &url,
-        leptos_options,
-        endpoint,
-        sandbox,
-        config.idle_sleep_secs,
-        config.data_dir.join("workspaces"),
-    )
-    .await;
+    let result = serve(&config, &url, leptos_options, endpoint, sandbox).await;
     if let Some(process) = embedded_sa {
         process.stop().await;
         tracing::info!("embedded sandbox-agent stopped");
@@ -492,6 +480,7 @@ pub struct AppOptions {
     pub allowed_hosts: Vec<String>,
     /// Where each workspace's working directory is made (`<dir>/<workspace id>`).
     pub workspaces_dir: std::path::PathBuf,
+    pub limits: Limits,
 }
 
 /// Builds the app on a migrated pool and a sandbox-agent endpoint.
@@ -508,6 +497,7 @@ pub fn build_app(
         sandbox: client,
         idle_sleep: options.idle_sleep,
         workspaces_dir: options.workspaces_dir,
+        max_queue: options.limits.max_queue,
     });
     let state = AppState::new(
         pool,
@@ -516,6 +506,7 @@ pub fn build_app(
         sandbox,
         CancellationToken::new(),
         options.allowed_hosts,
+        &options.limits,
     );
     App {
         router: router(state.clone()),
@@ -524,23 +515,26 @@ pub fn build_app(
 }
 
 async fn serve(
-    public_url: Option<&str>,
+    config: &Config,
     url: &str,
     leptos_options: LeptosOptions,
     endpoint: Endpoint,
     sandbox: SandboxInfo,
-    idle_sleep_secs: u64,
-    workspaces_dir: std::path::PathBuf,
 ) -> Result<(), ServerError> {
     let addr = leptos_options.site_addr;
     let pool = store::connect(url).await?;
-    let idle = std::time::Duration::from_secs(idle_sleep_secs);
-    let hosts = allowed_hosts(public_url, addr);
+    let hosts = allowed_hosts(config.public_url.as_deref(), addr);
     tracing::info!(hosts = ?hosts, "requests are answered for these host names only");
     let options = AppOptions {
-        idle_sleep: idle,
+        idle_sleep: std::time::Duration::from_secs(config.idle_sleep_secs),
         allowed_hosts: hosts,
-        workspaces_dir,
+        workspaces_dir: config.data_dir.join("workspaces"),
+        limits: Limits {
+            prompts_per_minute: config.prompts_per_minute,
+            max_queue: config.max_queue,
+            max_streams_per_ip: config.max_streams_per_ip,
+            max_streams_per_person: config.max_streams_per_person,
+        },
     };
     let App { router, state } = build_app(pool.clone(), leptos_options, endpoint, sandbox, options);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -553,9 +547,12 @@ async fn serve(
         tracing::info!("shutting down");
         token.cancel();
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(state.shutdown().clone().cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(state.shutdown().clone().cancelled_owned())
+    .await?;
     state.registry().shutdown().await;
     pool.close().await;
     Ok(())

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::limits::{Limits, PromptRate, StreamCounts, StreamGuard};
 use crate::model::{
     CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, is_valid_workspace_id,
     workspace_url,
@@ -32,6 +33,9 @@ struct Inner {
     shutdown: CancellationToken,
     /// The host names (with port) requests may be addressed to.
     allowed_hosts: Vec<String>,
+    prompt_rate: PromptRate,
+    streams_per_ip: StreamCounts<std::net::IpAddr>,
+    streams_per_person: StreamCounts<String>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -86,6 +90,12 @@ impl From<RoomError> for ApiError {
                 ErrorCode::Timeout,
                 "The workspace did not answer in time; try again.",
             ),
+            RoomError::QueueFull(n) => ApiError::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "The queue is full: {n} prompts already wait. Try again when some have run."
+                ),
+            ),
             RoomError::OwnedElsewhere => ApiError::new(
                 ErrorCode::OwnedElsewhere,
                 "This workspace is open on another Huddle server right now; try again shortly.",
@@ -116,6 +126,7 @@ impl AppState {
         sandbox: SandboxInfo,
         shutdown: CancellationToken,
         allowed_hosts: Vec<String>,
+        limits: &Limits,
     ) -> Self {
         Self(Arc::new(Inner {
             pool,
@@ -125,6 +136,9 @@ impl AppState {
             sandbox_base_url: sandbox.base_url,
             shutdown,
             allowed_hosts,
+            prompt_rate: PromptRate::new(limits.prompts_per_minute),
+            streams_per_ip: StreamCounts::new(limits.max_streams_per_ip),
+            streams_per_person: StreamCounts::new(limits.max_streams_per_person),
         }))
     }
 
@@ -193,6 +207,47 @@ impl AppState {
             });
         }
         agents
+    }
+
+    /// A person's prompt, within their prompts per minute.
+    pub async fn prompt(
+        &self,
+        workspace_id: &str,
+        member: crate::model::Member,
+        text: String,
+    ) -> Result<i64, ApiError> {
+        if let Err(wait) = self.0.prompt_rate.check(&member.user_id) {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!("You are sending prompts too fast; try again in {wait} s."),
+            ));
+        }
+        Ok(self.registry().prompt(workspace_id, member, text).await?)
+    }
+
+    /// Counts a live stream against its address and its person, unless either has too many.
+    pub fn open_stream(
+        &self,
+        ip: std::net::IpAddr,
+        person: Option<&str>,
+    ) -> Result<(StreamGuard<std::net::IpAddr>, Option<StreamGuard<String>>), ApiError> {
+        let too_many = || {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "Too many live streams are open from here; close some tabs.",
+            )
+        };
+        let by_ip = self.0.streams_per_ip.open(ip).ok_or_else(too_many)?;
+        let by_person = match person {
+            Some(p) => Some(
+                self.0
+                    .streams_per_person
+                    .open(p.to_string())
+                    .ok_or_else(too_many)?,
+            ),
+            None => None,
+        };
+        Ok((by_ip, by_person))
     }
 
     pub async fn create_workspace(

@@ -178,6 +178,15 @@ impl Fold {
                     started_at: e.created_at,
                 });
             }
+            RoomEvent::QueueCleared { display_name, prompt_seqs, .. } => {
+                self.queue.retain(|w| !prompt_seqs.contains(&w.seq));
+                let n = prompt_seqs.len();
+                self.system(
+                    e,
+                    NoticeLevel::Info,
+                    format!("{display_name} cleared the queue: {n} prompt(s) will not run."),
+                );
+            }
             RoomEvent::TurnCancelling { display_name, .. } => {
                 self.system(e, NoticeLevel::Info, format!("{display_name} stopped the agent."));
             }

@@ -179,3 +179,93 @@ async fn the_agent_works_in_the_workspace_directory() {
     sa.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn floods_hit_clear_limits_and_stop_can_clear_the_queue() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let limits = huddle::limits::Limits {
+        prompts_per_minute: 6,
+        max_queue: 2,
+        max_streams_per_ip: 3,
+        max_streams_per_person: 2,
+    };
+    let app = spawn_app_with_limits(&pool, &sa, Duration::from_secs(300), limits).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    let prompt = |user: &str, text: &str| json!({"workspaceId": ws, "userId": user, "displayName": user, "text": text});
+
+    // A full queue: the third prompt waiting behind a running turn is refused, clearly.
+    app.prompt(&ws, "ada", "slow").await;
+    sse.until(|e| matches!(e.event, huddle::model::RoomEvent::TurnStarted { .. }))
+        .await;
+    let mut queued = Vec::new();
+    for text in ["one", "two"] {
+        queued.push(app.prompt(&ws, "bob", text).await);
+    }
+    let (status, body) = app.post("prompt", prompt("bob", "three")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("queue_full")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("queue is full"));
+
+    // Stop and clear: the turn stops, and the waiting prompts never run.
+    let body =
+        json!({"workspaceId": ws, "userId": "carol", "displayName": "Carol", "clearQueue": true});
+    let (status, _) = app.post("cancel", body).await;
+    assert_eq!(status, 200);
+    let rest = sse.until(is_turn_end).await;
+    assert!(rest.iter().any(|e| matches!(&e.event,
+        huddle::model::RoomEvent::QueueCleared { prompt_seqs, display_name, .. }
+            if *prompt_seqs == queued && display_name == "Carol")));
+    let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
+    assert_eq!(info["queue"], json!([]));
+    assert_ne!(
+        info["status"], "working",
+        "nothing runs after the stopped turn"
+    );
+
+    // A prompt flood from one person: stopped at the per-minute limit, with how long to wait.
+    // (bob has sent 2 prompts and had 1 refused above: 3 of 6 used.)
+    let mut refused = None;
+    for i in 0..10 {
+        let (status, body) = app
+            .post("prompt", prompt("bob", &format!("echo {i}")))
+            .await;
+        if status == 429 && body["code"] == "rate_limited" {
+            refused = Some((i, body));
+            break;
+        }
+    }
+    let (at, body) = refused.expect("the flood is stopped");
+    assert!(at <= 3, "refused after {at} more prompts");
+    assert!(
+        body["message"].as_str().unwrap().contains("try again in"),
+        "{body}"
+    );
+    // Others are not held back by bob's flood.
+    let (_, body) = app.post("prompt", prompt("dan", "echo hi")).await;
+    assert_ne!(body["code"], "rate_limited", "{body}");
+
+    // Live streams per person and per address.
+    let url = |user: &str| {
+        format!(
+            "{}/api/workspace/{ws}/events?userId={user}&displayName={user}",
+            app.base
+        )
+    };
+    let second_ada = app.http.get(url("ada")).send().await.unwrap();
+    assert_eq!(second_ada.status(), 200);
+    let third_ada = app.http.get(url("ada")).send().await.unwrap();
+    assert_eq!(third_ada.status(), 429, "two streams per person");
+    let erin = app.http.get(url("erin")).send().await.unwrap();
+    assert_eq!(erin.status(), 200, "the third stream from this address");
+    let frank = app.http.get(url("frank")).send().await.unwrap();
+    assert_eq!(frank.status(), 429, "three streams per address");
+    drop(second_ada);
+    drop(erin);
+    app.stop().await;
+    sa.stop().await;
+}

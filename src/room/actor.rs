@@ -261,7 +261,11 @@ impl Actor {
                 text,
                 reply,
             } => self.prompt(member, text, reply),
-            Command::Cancel { member, reply } => self.cancel(member, reply),
+            Command::Cancel {
+                member,
+                clear_queue,
+                reply,
+            } => self.cancel(member, clear_queue, reply),
             Command::Permission {
                 member,
                 request_id,

@@ -37,6 +37,9 @@ pub enum RoomError {
     /// The room log cannot be written now.
     #[error("the database is unavailable")]
     DatabaseDown,
+    /// As many prompts as allowed already wait.
+    #[error("the queue is full ({0} prompts wait)")]
+    QueueFull(usize),
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
@@ -50,6 +53,7 @@ pub(super) enum Command {
     },
     Cancel {
         member: Member,
+        clear_queue: bool,
         reply: Reply<()>,
     },
     Permission {

@@ -31,6 +31,8 @@ pub struct RoomDeps {
     pub idle_sleep: Duration,
     /// Where each workspace's working directory is (`<dir>/<workspace id>`): the agent's `cwd`.
     pub workspaces_dir: std::path::PathBuf,
+    /// Prompts that may wait behind a running turn.
+    pub max_queue: usize,
 }
 
 #[derive(Clone)]
@@ -72,6 +74,10 @@ impl Registry {
     /// The working directory of a workspace: where its agent runs.
     pub fn working_dir(&self, workspace_id: &str) -> std::path::PathBuf {
         self.inner.deps.workspaces_dir.join(workspace_id)
+    }
+
+    pub(super) fn max_queue(&self) -> usize {
+        self.inner.deps.max_queue
     }
 
     pub(super) fn idle_sleep(&self) -> Duration {
@@ -255,9 +261,16 @@ impl Registry {
         .await
     }
 
-    pub async fn cancel(&self, id: &str, member: Member) -> Result<(), RoomError> {
+    /// Stops the running turn; with `clear_queue`, the prompts waiting behind it go too.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        member: Member,
+        clear_queue: bool,
+    ) -> Result<(), RoomError> {
         self.call(id, |reply| Command::Cancel {
             member: member.clone(),
+            clear_queue,
             reply,
         })
         .await

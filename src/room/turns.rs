@@ -108,6 +108,11 @@ impl Actor {
 
     /// A person's prompt: recorded first, then run or queued (see [`Actor::prompt_recorded`]).
     pub(super) fn prompt(&mut self, member: Member, text: String, reply: Reply<i64>) {
+        let max = self.registry.max_queue();
+        if self.turns.running.is_some() && self.turns.queue.len() >= max {
+            let _ = reply.send(Err(RoomError::QueueFull(max)));
+            return;
+        }
         let chat = RoomEvent::ChatUser {
             user_id: member.user_id.clone(),
             display_name: member.display_name.clone(),
@@ -266,10 +271,19 @@ impl Actor {
     }
 
     /// Stop: recorded first, then sent to the agent; the session lives on.
-    pub(super) fn cancel(&mut self, member: Member, reply: Reply<()>) {
+    pub(super) fn cancel(&mut self, member: Member, clear_queue: bool, reply: Reply<()>) {
         if self.turns.running.is_none() {
             let _ = reply.send(Err(RoomError::Conflict("No turn is running.".into())));
             return;
+        }
+        if clear_queue && !self.turns.queue.is_empty() {
+            let prompt_seqs = self.turns.queue.drain(..).map(|p| p.seq).collect();
+            let cleared = RoomEvent::QueueCleared {
+                user_id: member.user_id.clone(),
+                display_name: member.display_name.clone(),
+                prompt_seqs,
+            };
+            self.write(vec![cleared], true);
         }
         let event = RoomEvent::TurnCancelling {
             user_id: member.user_id,

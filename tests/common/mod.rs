@@ -154,6 +154,22 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(pool: &PgPool, sa: &SandboxAgentProcess, idle: Duration) -> TestApp {
+    // The tests prompt far faster than people do; the limits have their own test.
+    let limits = huddle::limits::Limits {
+        prompts_per_minute: 10_000,
+        max_queue: 1_000,
+        max_streams_per_ip: 10_000,
+        max_streams_per_person: 1_000,
+    };
+    spawn_app_with_limits(pool, sa, idle, limits).await
+}
+
+pub async fn spawn_app_with_limits(
+    pool: &PgPool,
+    sa: &SandboxAgentProcess,
+    idle: Duration,
+    limits: huddle::limits::Limits,
+) -> TestApp {
     let options = leptos::config::LeptosOptions::builder()
         .output_name("huddle")
         .build();
@@ -168,15 +184,20 @@ pub async fn spawn_app(pool: &PgPool, sa: &SandboxAgentProcess, idle: Duration) 
         idle_sleep: idle,
         allowed_hosts: huddle::server::allowed_hosts(None, addr),
         workspaces_dir: std::env::temp_dir().join(format!("huddle-ws-{}", uuid_like())),
+        limits,
     };
     let endpoint = sa.endpoint().clone();
     let app = huddle::server::build_app(pool.clone(), options, endpoint, info, app_options);
     let shutdown = app.state.shutdown().clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            app.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .unwrap();
     });
     TestApp {
         base,
