@@ -29,12 +29,19 @@ fn free_port() -> u16 {
 
 impl Huddle {
     async fn start(db_url: &str, data_dir: &Path, port: u16) -> Self {
+        Self::start_with(db_url, data_dir, port, None).await
+    }
+
+    /// With `stdout`, the server's output goes there (and it logs more) instead of a log file.
+    async fn start_with(db_url: &str, data_dir: &Path, port: u16, stdout: Option<Stdio>) -> Self {
         let log = PathBuf::from(format!(
             "{}-{}.log",
             data_dir.display(),
             port_and_time(port)
         ));
         let out = std::fs::File::create(&log).unwrap();
+        let rust_log = if stdout.is_some() { "debug" } else { "info" };
+        let stdout = stdout.unwrap_or_else(|| Stdio::from(out.try_clone().unwrap()));
         let path = format!(
             "{}:{}",
             fixtures_bin().display(),
@@ -46,10 +53,10 @@ impl Huddle {
             .env("HUDDLE_DATA_DIR", data_dir)
             .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
             .env("PATH", path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env_remove("SANDBOX_AGENT_URL")
             .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
+            .stdout(stdout)
             .stderr(out)
             .spawn()
             .expect("start huddle");
@@ -387,5 +394,35 @@ async fn a_clean_stop_leaves_no_agent_process_behind() {
         "clean stop with a stubborn agent: {:.1} s, no process left",
         took.as_secs_f64()
     );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_the_log_cannot_stall_the_server() {
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-stuck-log");
+    // The server's stdout is a pipe that is never read: once its 64 KiB fill, a blocking logger
+    // would stop every thread that logs.
+    let mut huddle = Huddle::start_with(&url, &data, free_port(), Some(Stdio::piped())).await;
+    let unread = huddle.child.stdout.take();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    for _ in 0..2000 {
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            http.get(format!("{}/healthz", huddle.base)).send(),
+        )
+        .await
+        .expect("the server keeps answering")
+        .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    eprintln!(
+        "2,000 requests with a stuck log reader: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let took = stop(huddle, &data).await;
+    eprintln!("and it stopped on SIGTERM in {:.1} s", took.as_secs_f64());
+    drop(unread);
     let _ = std::fs::remove_dir_all(&data);
 }
