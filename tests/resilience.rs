@@ -188,3 +188,47 @@ async fn shutdown_with_a_turn_running_and_postgres_down_takes_under_10_s() {
     drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_idle_room_takes_prompts_again_once_postgres_is_back() {
+    let dir =
+        std::env::temp_dir().join(format!("huddle-pg-{}", huddle::sandbox_agent::random_id()));
+    let pg = EmbeddedPostgres::start(&dir, None).await.unwrap();
+    let port = pg.port().unwrap();
+    let pool = huddle::store::connect(pg.url()).await.unwrap();
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, Duration::from_secs(300)).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "hello").await;
+    sse.until(is_turn_end).await;
+
+    // Postgres goes away while nothing is being written: a prompt is refused...
+    pg.stop().await;
+    let body = serde_json::json!({"workspaceId": ws, "userId": "ada", "displayName": "ada", "text": "again"});
+    let (status, _) = app.post("prompt", body.clone()).await;
+    assert_eq!(status, 503);
+    drop(pg);
+    let pg = EmbeddedPostgres::start_on(&dir, None, Some(port))
+        .await
+        .unwrap();
+
+    // ...and once it is back, prompts are taken again without anything else happening first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, reply) = app.post("prompt", body.clone()).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {status} {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    app.stop().await;
+    sa.stop().await;
+    pool.close().await;
+    pg.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -128,9 +128,28 @@ enum Outcome {
 impl Task {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
         let mut held: Option<Job> = None;
+        let mut probes = crate::retry::delays();
         loop {
             let first = match held.take() {
                 Some(j) => j,
+                None if self.failing.load(Ordering::SeqCst) => {
+                    // Nothing to write, and the last write failed: find out when Postgres is
+                    // back, so that people's actions are not refused for ever.
+                    tokio::select! {
+                        job = rx.recv() => match job {
+                            Some(j) => j,
+                            None => break,
+                        },
+                        _ = tokio::time::sleep(crate::retry::next(&mut probes)) => {
+                            if self.sync().await.is_ok() {
+                                tracing::info!(workspace = %self.workspace_id, "the room log can be written again");
+                                self.failing.store(false, Ordering::SeqCst);
+                                probes = crate::retry::delays();
+                            }
+                            continue;
+                        }
+                    }
+                }
                 None => match rx.recv().await {
                     Some(j) => j,
                     None => break,
