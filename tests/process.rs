@@ -426,3 +426,44 @@ async fn a_reader_that_stops_reading_the_log_cannot_stall_the_server() {
     drop(unread);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test]
+async fn a_turn_that_finished_while_huddle_was_down_ends_complete_after_the_restart() {
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-finished");
+    let port = free_port();
+    let mut first = Huddle::start(&url, &data, port).await;
+    let (_, created) = first.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let mut sse = first.events(&ws, 0).await;
+    let body =
+        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "pace 40 20"});
+    let (_, sent) = first.post("prompt", body).await;
+    let prompt_seq = sent["seq"].as_i64().unwrap();
+    sse.until(|e| entry_text(e).is_some_and(|t| t.starts_with("3 ")))
+        .await;
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    drop(sse);
+    // The agent finishes its 2 s turn while no Huddle is listening.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let second = Huddle::start(&url, &data, port).await;
+    let mut sse = second.events(&ws, 0).await;
+    let all = sse
+        .until(
+            |e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq: p, .. } if *p == prompt_seq),
+        )
+        .await;
+    assert!(
+        matches!(&all.last().unwrap().event, RoomEvent::TurnEnded { stop_reason: Some(r), error: None, .. } if r == "end_turn"),
+        "the turn ends as the agent ended it: {:?}",
+        all.last()
+    );
+    let chunks: Vec<String> = all.iter().filter_map(entry_text).collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("{i} ")).collect();
+    assert_eq!(chunks, expected, "every chunk once, in order");
+    stop(second, &data).await;
+    first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -120,7 +120,7 @@ impl Actor {
                     .collect();
                 tokio::spawn(async move {
                     let result = sandbox
-                        .attach_session(&session_id, &connection, open, notices)
+                        .attach_session(&session_id, &connection, rpc_id, open, notices)
                         .await
                         .map(Arc::new);
                     let _ = internal.send(Internal::Reattached {
@@ -147,15 +147,13 @@ impl Actor {
         match result {
             Ok(session) => {
                 self.session = SessionSlot::Ready(session.clone());
-                let rpc_id = self.turns.running.as_ref().and_then(|r| r.rpc_id);
-                let Some(rpc_id) = rpc_id else { return };
                 self.notice(
                     NoticeLevel::Info,
                     "Huddle restarted and reconnected to the agent: the turn goes on.",
                 );
                 let internal = self.internal.clone();
                 tokio::spawn(async move {
-                    let result = session.await_turn(rpc_id).await;
+                    let result = session.await_turn().await;
                     let _ = internal.send(Internal::TurnDone { prompt_seq, result });
                 });
             }

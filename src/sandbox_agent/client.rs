@@ -147,6 +147,7 @@ impl SandboxAgent {
         &self,
         id: &str,
         server_connection: &str,
+        prompt_rpc_id: u64,
         permissions: Vec<(String, Value, Value)>,
         notices: mpsc::Sender<SessionNotice>,
     ) -> Result<Session, AcpError> {
@@ -192,7 +193,7 @@ impl SandboxAgent {
         };
         let agent = record.agent.clone();
         let session = Session::new(self.clone(), record, notices);
-        let conn = Arc::new(Connection::attach(
+        let (conn, reply) = Connection::attach(
             inner.http.clone(),
             &inner.endpoint,
             &agent,
@@ -202,7 +203,10 @@ impl SandboxAgent {
             session.permissions.clone(),
             binding,
             last_stream_id,
-        ));
+            Some(prompt_rpc_id),
+        );
+        let conn = Arc::new(conn);
+        *session.attached_turn.lock().expect("attached turn lock") = reply;
         {
             let mut open = session.permissions.lock().expect("permissions lock");
             for (key, rpc_id, params) in permissions {
@@ -316,6 +320,8 @@ pub struct Session {
     state: tokio::sync::Mutex<SessionState>,
     /// The server id of the live connection, readable without waiting (an actor records it).
     connection: Mutex<Option<String>>,
+    /// The reply of a turn that was running when a previous process stopped (a re-attach).
+    attached_turn: Mutex<Option<tokio::sync::oneshot::Receiver<Result<Value, AcpError>>>>,
     notices: mpsc::Sender<SessionNotice>,
     permissions: Permissions,
 }
@@ -340,6 +346,7 @@ impl Session {
                 replay: None,
             }),
             connection: Mutex::new(None),
+            attached_turn: Mutex::new(None),
             notices,
             permissions: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -494,13 +501,18 @@ impl Session {
         ))
     }
 
-    /// Waits for the end of a turn whose prompt went out (as request `rpc_id`) before a restart,
-    /// on the connection [`SandboxAgent::attach_session`] re-attached to.
-    pub async fn await_turn(&self, rpc_id: u64) -> Result<TurnEnd, AcpError> {
-        let conn = self.state.lock().await.live.clone().ok_or_else(|| {
-            AcpError::ConnectionGone("the session is not attached to a connection".into())
-        })?;
-        conn.await_reply(rpc_id).await.map(turn_end)
+    /// Waits for the end of the turn whose prompt went out before a restart, on the connection
+    /// [`SandboxAgent::attach_session`] re-attached to.
+    pub async fn await_turn(&self) -> Result<TurnEnd, AcpError> {
+        let gone = || AcpError::ConnectionGone("the session is not attached to a turn".into());
+        let reply = self
+            .attached_turn
+            .lock()
+            .expect("attached turn lock")
+            .take()
+            .ok_or_else(gone)?;
+        let conn = self.state.lock().await.live.clone().ok_or_else(gone)?;
+        conn.wait_reply(reply).await.map(turn_end)
     }
 
     /// Stops the running turn; the session lives on. Unanswered permission requests are cancelled,

@@ -107,7 +107,8 @@ impl Connection {
         permissions: Permissions,
         binding: Binding,
         last_stream_id: u64,
-    ) -> Self {
+        expect_reply: Option<u64>,
+    ) -> (Self, Option<oneshot::Receiver<Reply>>) {
         let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
         let server_id = format!("huddle-{agent}-{local_id}");
         let transport = Arc::new(Transport::new(http, endpoint, &server_id, agent, tx, true));
@@ -119,12 +120,15 @@ impl Connection {
             gone: CancellationToken::new(),
             binding: Mutex::new(Some(binding)),
         });
-        tokio::spawn(pump(shared.clone(), rx, persist, notices, permissions));
-        transport.resume_stream(last_stream_id);
-        Self {
-            shared,
+        let conn = Self {
+            shared: shared.clone(),
             next_id: AtomicU64::new(now_ms().max(0) as u64),
-        }
+        };
+        // Expected before the stream resumes: the reply may be the first thing it replays.
+        let reply = expect_reply.map(|id| conn.expect_reply(id));
+        tokio::spawn(pump(shared, rx, persist, notices, permissions));
+        transport.resume_stream(last_stream_id);
+        (conn, reply)
     }
 
     /// Whether sandbox-agent still knows the connection with this server id.
@@ -141,12 +145,6 @@ impl Connection {
             .await
     }
 
-    /// The reply to a request sent before a restart, when it comes.
-    pub(crate) async fn await_reply(&self, id: u64) -> Reply {
-        let rx = self.expect_reply(id);
-        self.wait_reply(rx).await
-    }
-
     /// Registers a request id whose reply the pump is to hand over.
     fn expect_reply(&self, id: u64) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
@@ -159,7 +157,7 @@ impl Connection {
     }
 
     /// The reply, or an error once the connection is gone.
-    async fn wait_reply(&self, rx: oneshot::Receiver<Reply>) -> Reply {
+    pub(crate) async fn wait_reply(&self, rx: oneshot::Receiver<Reply>) -> Reply {
         tokio::select! {
             reply = rx => reply.unwrap_or_else(|_| Err(AcpError::ConnectionGone("the connection closed".into()))),
             _ = self.shared.gone.cancelled() => Err(AcpError::ConnectionGone("the connection to the agent was lost".into())),
