@@ -271,13 +271,6 @@ mod imp {
             }
             *inner.listeners.borrow_mut() = listeners;
         }
-
-        pub fn close(&self) {
-            self.0.closed.set(true);
-            if let Some(es) = self.0.current.borrow_mut().take() {
-                es.close();
-            }
-        }
     }
 
     /// The last handle gone (the room left the page): the stream ends with it.
@@ -343,6 +336,5 @@ mod imp {
         pub fn open(_base_url: String, _callbacks: RoomCallbacks) -> Self {
             RoomStream
         }
-        pub fn close(&self) {}
     }
 }

@@ -11,8 +11,20 @@ use huddle::embedded_postgres::EmbeddedPostgres;
 use huddle::model::RoomEvent;
 use huddle::sandbox_agent::SessionPersistDriver;
 
-#[tokio::test]
-async fn a_postgres_restart_mid_turn_loses_nothing() {
+/// A room on a Postgres of its own (so that the test can stop it), with the real sandbox-agent
+/// and a workspace of the scripted agent that Ada watches.
+struct OwnPostgres {
+    dir: std::path::PathBuf,
+    pg: EmbeddedPostgres,
+    port: u16,
+    pool: sqlx::PgPool,
+    sa: huddle::sandbox_agent::process::SandboxAgentProcess,
+    app: TestApp,
+    ws: String,
+    sse: Sse,
+}
+
+async fn room_on_own_postgres() -> OwnPostgres {
     let dir =
         std::env::temp_dir().join(format!("huddle-pg-{}", huddle::sandbox_agent::random_id()));
     let pg = EmbeddedPostgres::start(&dir, None)
@@ -23,7 +35,31 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     let sa = start_sandbox_agent(None, None).await;
     let app = spawn_app(&pool, &sa, Duration::from_secs(300)).await;
     let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let sse = app.events(&ws, "ada", None).await;
+    OwnPostgres {
+        dir,
+        pg,
+        port,
+        pool,
+        sa,
+        app,
+        ws,
+        sse,
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_restart_mid_turn_loses_nothing() {
+    let OwnPostgres {
+        dir,
+        pg,
+        port,
+        pool,
+        sa,
+        app,
+        ws,
+        mut sse,
+    } = room_on_own_postgres().await;
     app.prompt(&ws, "ada", "pace 120 40").await;
     sse.until(|e| matches!(&e.event, RoomEvent::SessionEvent(_)))
         .await;
@@ -163,14 +199,15 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
 
 #[tokio::test]
 async fn shutdown_with_a_turn_running_and_postgres_down_takes_under_10_s() {
-    let dir =
-        std::env::temp_dir().join(format!("huddle-pg-{}", huddle::sandbox_agent::random_id()));
-    let pg = EmbeddedPostgres::start(&dir, None).await.unwrap();
-    let pool = huddle::store::connect(pg.url()).await.unwrap();
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, Duration::from_secs(300)).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let OwnPostgres {
+        dir,
+        pg,
+        sa,
+        app,
+        ws,
+        mut sse,
+        ..
+    } = room_on_own_postgres().await;
     app.prompt(&ws, "ada", "slow").await;
     sse.until(|e| matches!(&e.event, RoomEvent::SessionEvent(_)))
         .await;
@@ -191,15 +228,16 @@ async fn shutdown_with_a_turn_running_and_postgres_down_takes_under_10_s() {
 
 #[tokio::test]
 async fn an_idle_room_takes_prompts_again_once_postgres_is_back() {
-    let dir =
-        std::env::temp_dir().join(format!("huddle-pg-{}", huddle::sandbox_agent::random_id()));
-    let pg = EmbeddedPostgres::start(&dir, None).await.unwrap();
-    let port = pg.port().unwrap();
-    let pool = huddle::store::connect(pg.url()).await.unwrap();
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, Duration::from_secs(300)).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let OwnPostgres {
+        dir,
+        pg,
+        port,
+        pool,
+        sa,
+        app,
+        ws,
+        mut sse,
+    } = room_on_own_postgres().await;
     app.prompt(&ws, "ada", "hello").await;
     sse.until(is_turn_end).await;
 

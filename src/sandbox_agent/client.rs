@@ -221,7 +221,6 @@ impl SandboxAgent {
                 );
             }
         }
-        *session.connection.lock().expect("connection lock") = Some(server_connection.into());
         session.state.lock().await.live = Some(conn);
         Ok(session)
     }
@@ -318,8 +317,6 @@ impl SandboxAgent {
 pub struct Session {
     agent: SandboxAgent,
     state: tokio::sync::Mutex<SessionState>,
-    /// The server id of the live connection, readable without waiting (an actor records it).
-    connection: Mutex<Option<String>>,
     /// The reply of a turn that was running when a previous process stopped (a re-attach).
     attached_turn: Mutex<Option<tokio::sync::oneshot::Receiver<Result<Value, AcpError>>>>,
     notices: mpsc::Sender<SessionNotice>,
@@ -345,7 +342,6 @@ impl Session {
                 live: None,
                 replay: None,
             }),
-            connection: Mutex::new(None),
             attached_turn: Mutex::new(None),
             notices,
             permissions: Arc::new(Mutex::new(HashMap::new())),
@@ -358,11 +354,6 @@ impl Session {
 
     pub async fn id(&self) -> String {
         self.state.lock().await.record.id.clone()
-    }
-
-    /// The sandbox-agent id of the connection the session is live on, if any.
-    pub fn connection_id(&self) -> Option<String> {
-        self.connection.lock().expect("connection lock").clone()
     }
 
     /// Opens a new connection and creates the remote session on it. With `resume`, the persisted
@@ -440,7 +431,6 @@ impl Session {
             .map_err(persist_err)?;
         state.replay = replay;
         state.live = Some(conn.clone());
-        *self.connection.lock().expect("connection lock") = Some(conn.server_id().to_string());
         if resume {
             let _ = self
                 .notices

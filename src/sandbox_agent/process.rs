@@ -146,7 +146,7 @@ impl SandboxAgentProcess {
 
     /// Stops a server a previous process left running (its group is in the pid file), with every
     /// agent under it. Only a group whose leader is still a sandbox-agent, or gone, is signalled.
-    pub async fn stop_leftover(pid_file: &Path) {
+    async fn stop_leftover(pid_file: &Path) {
         let Ok(text) = tokio::fs::read_to_string(pid_file).await else {
             return;
         };
@@ -297,11 +297,6 @@ impl SandboxAgentProcess {
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The server's process group id.
-    pub fn pgid(&self) -> Option<i32> {
-        self.pgid
     }
 
     /// Stops the server and every process under it: SIGTERM to the group, then SIGKILL to what is
