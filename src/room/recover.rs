@@ -162,9 +162,7 @@ impl Actor {
                 self.session = SessionSlot::Idle { failed: false };
                 let connection = self.turns.running.take().and_then(|r| r.connection);
                 let open = self.permissions.open().into_iter().map(|p| p.id).collect();
-                let _ = self
-                    .permissions
-                    .cancelled(self.permissions.open().into_iter().map(|p| p.id).collect());
+                let open = self.permissions.cancelled(open);
                 self.interrupted(Some(prompt_seq), connection, open);
                 if let Some(next) = self.turns.queue.pop_front() {
                     self.enqueue(next);
