@@ -37,6 +37,7 @@ impl Server {
         let res = self
             .http
             .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .bearer_auth(common::ADMIN_TOKEN)
             .json(&body)
             .send()
             .await
@@ -53,11 +54,16 @@ impl Server {
     }
 
     async fn subscribe(&self, ws: &str, user: &str) -> reqwest::Response {
-        let url = format!(
-            "{}/api/workspace/{ws}/events?userId={user}&displayName={user}",
-            self.base
-        );
-        let res = self.http.get(url).send().await.unwrap();
+        // Every client is the operator here: fan-out does not depend on who listens.
+        let _ = user;
+        let url = format!("{}/api/workspace/{ws}/events", self.base);
+        let res = self
+            .http
+            .get(url)
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert!(res.status().is_success());
         res
     }
@@ -168,6 +174,11 @@ async fn main() {
         .env("SANDBOX_AGENT_TOKEN", sa.endpoint().token.clone().unwrap())
         .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
         .env("HUDDLE_IDLE_SLEEP_SECS", "2")
+        .env("HUDDLE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .env(
+            "HUDDLE_DATA_DIR",
+            std::env::temp_dir().join(format!("huddle-bench-{port}")),
+        )
         // A thousand clients on one address, and prompts as fast as the benchmark sends them.
         .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
         .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")

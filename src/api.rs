@@ -8,72 +8,31 @@ pub use crate::error::{ApiError, ErrorCode};
 
 use crate::model::{CreatedWorkspace, WorkspaceSummary};
 
-/// Creates a workspace with the given agent (`mock` when none is given).
+/// Creates a workspace with the given agent (`mock` when none is given); the caller owns it.
+/// `directory` picks an existing directory under HUDDLE_PROJECTS_ROOT instead of a new one.
 #[server(prefix = "/api", endpoint = "workspace/create", input = Json, output = Json)]
 pub async fn create_workspace(
     #[server(default)] agent: Option<String>,
+    #[server(default)] directory: Option<String>,
 ) -> Result<CreatedWorkspace, ApiError> {
-    let state = crate::state::state()?;
-    state.create_workspace(agent.as_deref()).await
+    let (state, caller) = service()?;
+    state
+        .create_workspace(&caller, agent.as_deref(), directory.as_deref())
+        .await
 }
 
-/// What the page of a workspace shows about it.
+/// A workspace as recorded in the database.
 #[server(prefix = "/api", endpoint = "workspace/get", input = Json, output = Json)]
 pub async fn get_workspace(
     #[server(rename = "workspaceId")] workspace_id: String,
 ) -> Result<WorkspaceSummary, ApiError> {
-    let state = crate::state::state()?;
-    state.workspace(&workspace_id).await
+    let (state, caller) = service()?;
+    state.workspace(&caller, &workspace_id).await
 }
 
-/// Checks a teammate's identity as sent by a page or a script.
-fn member(user_id: String, display_name: String) -> Result<crate::model::Member, ApiError> {
-    use crate::model::MAX_NAME_CHARS;
-    let user_id = user_id.trim().to_string();
-    let display_name = display_name.trim().to_string();
-    if user_id.is_empty() || user_id.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "userId must be 1 to {MAX_NAME_CHARS} characters."
-        )));
-    }
-    if display_name.is_empty() || display_name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "displayName must be 1 to {MAX_NAME_CHARS} characters."
-        )));
-    }
-    if user_id
-        .chars()
-        .chain(display_name.chars())
-        .any(char::is_control)
-    {
-        return Err(ApiError::bad_request(
-            "userId and displayName cannot contain control characters (such as NUL or a line break).",
-        ));
-    }
-    Ok(crate::model::Member {
-        user_id,
-        display_name,
-    })
-}
-
-/// Like [`member`], for actions whose display name is optional: the user id stands in for it.
-#[cfg(feature = "ssr")]
-fn member_named_or_id(
-    user_id: String,
-    display_name: Option<String>,
-) -> Result<crate::model::Member, ApiError> {
-    let name = display_name.unwrap_or_else(|| user_id.clone());
-    member(user_id, name)
-}
-
-/// Checks a prompt: who sends it, and that its text is neither empty nor too long.
-pub fn check_prompt(
-    user_id: String,
-    display_name: String,
-    text: String,
-) -> Result<(crate::model::Member, String), ApiError> {
+/// Checks a prompt's text: neither empty nor too long.
+pub fn check_prompt(text: String) -> Result<String, ApiError> {
     use crate::model::MAX_PROMPT_CHARS;
-    let member = member(user_id, display_name)?;
     let text = text.trim_end().to_string();
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("The message is empty."));
@@ -84,7 +43,7 @@ pub fn check_prompt(
             "The message is {chars} characters long; the limit is {MAX_PROMPT_CHARS}."
         )));
     }
-    Ok((member, text))
+    Ok(text)
 }
 
 /// The workspace's session and who is in the room.
@@ -92,25 +51,20 @@ pub fn check_prompt(
 pub async fn workspace_info(
     #[server(rename = "workspaceId")] workspace_id: String,
 ) -> Result<crate::model::WorkspaceInfo, ApiError> {
-    Ok(crate::state::state()?
-        .registry()
-        .info(&workspace_id)
-        .await?)
+    let (state, caller) = service()?;
+    state.info(&caller, &workspace_id).await
 }
 
-/// Posts a teammate's message to the room and prompts the agent with it (queued while a turn runs).
+/// Posts the caller's message to the room and prompts the agent with it (queued while a turn
+/// runs). The author is whoever the session or token says, never the body.
 #[server(prefix = "/api", endpoint = "workspace/prompt", input = Json, output = Json)]
 pub async fn prompt(
     #[server(rename = "workspaceId")] workspace_id: String,
-    #[server(rename = "userId")] user_id: String,
-    #[server(rename = "displayName")] display_name: String,
     text: String,
 ) -> Result<crate::model::PromptAccepted, ApiError> {
-    let (member, text) = check_prompt(user_id, display_name, text)?;
-    crate::state::state()?
-        .prompt(&workspace_id, member, text)
-        .await
-        .map(|seq| crate::model::PromptAccepted { seq })
+    let (state, caller) = service()?;
+    let seq = state.prompt(&caller, &workspace_id, text).await?;
+    Ok(crate::model::PromptAccepted { seq })
 }
 
 /// Stops the running turn (and, with `clearQueue`, drops the prompts waiting behind it); the
@@ -118,59 +72,222 @@ pub async fn prompt(
 #[server(prefix = "/api", endpoint = "workspace/cancel", input = Json, output = Json)]
 pub async fn cancel(
     #[server(rename = "workspaceId")] workspace_id: String,
-    #[server(rename = "userId")] user_id: String,
-    #[server(default)]
-    #[server(rename = "displayName")]
-    display_name: Option<String>,
     #[server(default)]
     #[server(rename = "clearQueue")]
     clear_queue: bool,
 ) -> Result<(), ApiError> {
-    let member = member_named_or_id(user_id, display_name)?;
-    Ok(crate::state::state()?
-        .registry()
-        .cancel(&workspace_id, member, clear_queue)
-        .await?)
+    let (state, caller) = service()?;
+    state.cancel(&caller, &workspace_id, clear_queue).await
+}
+
+/// Takes a waiting prompt off the queue (the owner any, others their own).
+#[server(prefix = "/api", endpoint = "workspace/queue/remove", input = Json, output = Json)]
+pub async fn remove_queued(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    seq: i64,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state.remove_queued(&caller, &workspace_id, seq).await
 }
 
 /// Answers a permission request of the agent; the first answer wins.
 #[server(prefix = "/api", endpoint = "workspace/permission", input = Json, output = Json)]
 pub async fn answer_permission(
     #[server(rename = "workspaceId")] workspace_id: String,
-    #[server(rename = "userId")] user_id: String,
-    #[server(default)]
-    #[server(rename = "displayName")]
-    display_name: Option<String>,
     #[server(rename = "requestId")] request_id: String,
     #[server(rename = "optionId")] option_id: String,
 ) -> Result<(), ApiError> {
-    let member = member_named_or_id(user_id, display_name)?;
-    let registry = crate::state::state()?.registry().clone();
-    Ok(registry
-        .answer_permission(&workspace_id, member, request_id, option_id)
-        .await?)
+    let (state, caller) = service()?;
+    state
+        .answer_permission(&caller, &workspace_id, request_id, option_id)
+        .await
 }
 
-/// Tells the room someone is typing (not kept in the log).
+/// Tells the room the caller is typing (not kept in the log).
 #[server(prefix = "/api", endpoint = "workspace/typing", input = Json, output = Json)]
 pub async fn typing(
     #[server(rename = "workspaceId")] workspace_id: String,
-    #[server(rename = "userId")] user_id: String,
-    #[server(rename = "displayName")] display_name: String,
 ) -> Result<(), ApiError> {
-    let member = member(user_id, display_name)?;
-    Ok(crate::state::state()?
-        .registry()
-        .typing(&workspace_id, member)
-        .await?)
+    let (state, caller) = service()?;
+    state.typing(&caller, &workspace_id).await
 }
 
-/// Everything the page of a workspace renders: its state and its whole room log.
+/// The room's state and its whole log.
 #[server(prefix = "/api", endpoint = "workspace/snapshot", input = Json, output = Json)]
 pub async fn room_snapshot(
     #[server(rename = "workspaceId")] workspace_id: String,
 ) -> Result<crate::model::RoomSnapshot, ApiError> {
-    crate::state::state()?.room_snapshot(&workspace_id).await
+    let (state, caller) = service()?;
+    state.room_snapshot(&caller, &workspace_id).await
+}
+
+/// Everything the page of a workspace renders: who is looking, their access, and the room.
+#[server(prefix = "/api", endpoint = "workspace/page", input = Json, output = Json)]
+pub async fn room_page(
+    #[server(rename = "workspaceId")] workspace_id: String,
+) -> Result<crate::model::RoomPage, ApiError> {
+    let (state, caller) = service()?;
+    state.room_page(&caller, &workspace_id).await
+}
+
+/// What the home page shows the caller.
+#[server(prefix = "/api", endpoint = "home", input = Json, output = Json)]
+pub async fn home() -> Result<crate::model::HomeView, ApiError> {
+    let (state, caller) = service()?;
+    state.home(&caller).await
+}
+
+/// Who the caller is.
+#[server(prefix = "/api", endpoint = "me", input = Json, output = Json)]
+pub async fn me() -> Result<crate::model::Me, ApiError> {
+    let (state, caller) = service()?;
+    state.auth().me(&caller)
+}
+
+/// Changes the caller's display name (kept on the server).
+#[server(prefix = "/api", endpoint = "me/name", input = Json, output = Json)]
+pub async fn rename(
+    #[server(rename = "displayName")] display_name: String,
+) -> Result<crate::model::Me, ApiError> {
+    let (state, caller) = service()?;
+    state.auth().rename(&caller, &display_name).await
+}
+
+/// A new invite link for `member` or `viewer` (owners only).
+#[server(prefix = "/api", endpoint = "workspace/invite", input = Json, output = Json)]
+pub async fn invite(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    role: String,
+) -> Result<crate::model::CreatedInvite, ApiError> {
+    let (state, caller) = service()?;
+    state.auth().invite(&caller, &workspace_id, &role).await
+}
+
+/// A link that lets whoever opens it create workspaces (the instance owner only).
+#[server(prefix = "/api", endpoint = "instance/invite", input = Json, output = Json)]
+pub async fn creator_invite() -> Result<crate::model::CreatedInvite, ApiError> {
+    let (state, caller) = service()?;
+    state.auth().creator_invite(&caller).await
+}
+
+/// Revokes an invite link: it admits nobody new (`workspaceId` absent: an instance invite).
+#[server(prefix = "/api", endpoint = "workspace/invites/revoke", input = Json, output = Json)]
+pub async fn revoke_invite(
+    #[server(default)]
+    #[server(rename = "workspaceId")]
+    workspace_id: Option<String>,
+    #[server(rename = "inviteId")] invite_id: String,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .revoke_invite(&caller, workspace_id.as_deref(), &invite_id)
+        .await
+}
+
+/// Revokes an invite link and makes a new one for the same role.
+#[server(prefix = "/api", endpoint = "workspace/invites/rotate", input = Json, output = Json)]
+pub async fn rotate_invite(
+    #[server(default)]
+    #[server(rename = "workspaceId")]
+    workspace_id: Option<String>,
+    #[server(rename = "inviteId")] invite_id: String,
+) -> Result<crate::model::CreatedInvite, ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .rotate_invite(&caller, workspace_id.as_deref(), &invite_id)
+        .await
+}
+
+/// Who is in the workspace, its invites and tokens (owners only).
+#[server(prefix = "/api", endpoint = "workspace/members", input = Json, output = Json)]
+pub async fn members(
+    #[server(rename = "workspaceId")] workspace_id: String,
+) -> Result<crate::model::Members, ApiError> {
+    let (state, caller) = service()?;
+    state.auth().members(&caller, &workspace_id).await
+}
+
+/// Changes someone's role (`owner`, `member`, `viewer`); a workspace keeps at least one owner.
+#[server(prefix = "/api", endpoint = "workspace/members/role", input = Json, output = Json)]
+pub async fn set_role(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "personId")] person_id: String,
+    role: String,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .set_role(&caller, &workspace_id, &person_id, &role)
+        .await
+}
+
+/// Removes someone from the workspace (a bot's token is revoked with it).
+#[server(prefix = "/api", endpoint = "workspace/members/remove", input = Json, output = Json)]
+pub async fn remove_member(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "personId")] person_id: String,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .remove(&caller, &workspace_id, &person_id)
+        .await
+}
+
+/// Makes someone an approver, or not.
+#[server(prefix = "/api", endpoint = "workspace/members/approver", input = Json, output = Json)]
+pub async fn set_approver(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "personId")] person_id: String,
+    approver: bool,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .set_approver(&caller, &workspace_id, &person_id, approver)
+        .await
+}
+
+/// With `enabled`, only owners and the chosen approvers answer permission requests.
+#[server(prefix = "/api", endpoint = "workspace/approvers-only", input = Json, output = Json)]
+pub async fn set_approvers_only(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .set_approvers_only(&caller, &workspace_id, enabled)
+        .await
+}
+
+/// A new API token for a script or bot (`member` by default, or `viewer`); shown this once.
+#[server(prefix = "/api", endpoint = "workspace/tokens/create", input = Json, output = Json)]
+pub async fn create_token(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    name: String,
+    #[server(default)] role: Option<String>,
+) -> Result<crate::model::CreatedToken, ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .create_token(&caller, &workspace_id, &name, role.as_deref())
+        .await
+}
+
+/// Revokes an API token: its next request gets 401.
+#[server(prefix = "/api", endpoint = "workspace/tokens/revoke", input = Json, output = Json)]
+pub async fn revoke_token(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "tokenId")] token_id: String,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .auth()
+        .revoke_token(&caller, &workspace_id, &token_id)
+        .await
 }
 
 /// Renders an agent message's markdown to sanitised HTML.
@@ -182,5 +299,13 @@ pub async fn render_markdown(text: String) -> Result<String, ApiError> {
 /// The agents sandbox-agent offers, with whether each is installed and has credentials.
 #[server(prefix = "/api", endpoint = "agents", input = Json, output = Json)]
 pub async fn list_agents() -> Result<Vec<crate::model::AgentChoice>, ApiError> {
-    Ok(crate::state::state()?.agents().await)
+    let (state, caller) = service()?;
+    state.auth().creator(&caller)?;
+    Ok(state.agents().await)
+}
+
+/// The server's state and who is calling, from the context every server function runs in.
+#[cfg(feature = "ssr")]
+fn service() -> Result<(crate::state::AppState, crate::auth::Caller), ApiError> {
+    Ok((crate::state::state()?, crate::auth::caller()))
 }

@@ -11,18 +11,16 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use leptos_router::{SsrMode, path};
 
 use crate::api::{
-    ErrorCode, answer_permission, cancel, create_workspace, list_agents, prompt, render_markdown,
-    room_snapshot, typing,
+    ErrorCode, answer_permission, cancel, create_token, create_workspace, creator_invite, home,
+    invite, members, prompt, remove_member, remove_queued, rename, render_markdown, revoke_invite,
+    revoke_token, room_page, rotate_invite, set_approver, set_approvers_only, set_role, typing,
 };
 use crate::browser;
 use crate::model::{
-    MAX_NAME_CHARS, MAX_PROMPT_CHARS, Member, NoticeLevel, RoomEntry, RoomEvent, RoomSnapshot,
+    Access, HomeView, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Me, Member, NoticeLevel, Role, RoomEntry,
+    RoomEvent, RoomPage, RoomSnapshot,
 };
 use crate::timeline::{self, DiffView, Item, PermissionView, ToolView, View};
-
-const NAME_KEY: &str = "huddle.displayName";
-const USER_KEY: &str = "huddle.userId";
-const VISITED_KEY: &str = "huddle.visited";
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -77,35 +75,129 @@ fn utc_clock(ms: i64) -> String {
     )
 }
 
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Visited {
-    id: String,
-    agent: String,
-}
-
-fn visited() -> Vec<Visited> {
-    browser::local_get(VISITED_KEY)
-        .and_then(|v| serde_json::from_str(&v).ok())
-        .unwrap_or_default()
+#[component]
+fn HomePage() -> impl IntoView {
+    let view = Resource::new(|| (), |_| home());
+    view! {
+        <main class="home">
+            <h1>"Huddle"</h1>
+            <p class="tagline">"One coding agent in a sandbox, and your whole team in the room with it."</p>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match view.await {
+                        Ok(view) => view! { <Home view /> }.into_any(),
+                        Err(e) => view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </main>
+    }
 }
 
 #[component]
-fn HomePage() -> impl IntoView {
-    let navigate = use_navigate();
-    let agents = Resource::new(|| (), |_| list_agents());
-    let agent = NodeRef::<leptos::html::Select>::new();
-    let pending = RwSignal::new(false);
+fn Home(view: HomeView) -> impl IntoView {
+    let HomeView {
+        me,
+        workspaces,
+        agents,
+        projects_root,
+    } = view;
+    let name = RwSignal::new(me.display_name.clone());
     let error = RwSignal::new(None::<String>);
-    let recent = RwSignal::new(Vec::<Visited>::new());
-    Effect::new(move |_| recent.set(visited()));
+    let creator_link = RwSignal::new(None::<String>);
+    let make_creator_link = move |_| {
+        spawn_local(async move {
+            match creator_invite().await {
+                Ok(created) => creator_link.set(Some(created.url)),
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    let create = if me.may_create {
+        view! { <CreateForm me=me.clone() agents projects_root error /> }.into_any()
+    } else {
+        view! {
+            <p class="notice" data-testid="not-signed-in">
+                "To create workspaces, open the sign-in link Huddle printed when it started (it is also in "
+                <code>"<data dir>/sign-in-link"</code>
+                "), or ask its owner for an invite. To join a workspace, open the invite link its owner gave you."
+            </p>
+        }
+            .into_any()
+    };
+    let instance = me.instance_owner.then(|| {
+        view! {
+            <section class="instance" aria-labelledby="instance-title">
+                <h2 id="instance-title">"Let others create workspaces"</h2>
+                <p>"Whoever opens this link may create workspaces of their own (and owns them)."</p>
+                <button type="button" class="secondary" data-testid="creator-invite" on:click=make_creator_link>
+                    "Make an invite link"
+                </button>
+                <Show when=move || creator_link.get().is_some()>
+                    <input class="link-out" readonly data-testid="creator-invite-url" prop:value=move || creator_link.get().unwrap_or_default() />
+                </Show>
+            </section>
+        }
+    });
+    let has_workspaces = !workspaces.is_empty();
+    view! {
+        <NameTag name />
+        {create}
+        <Show when=move || error.get().is_some()>
+            <p class="error" role="alert">
+                {move || error.get()}
+            </p>
+        </Show>
+        {instance}
+        <Show when=move || has_workspaces>
+            <section class="recent" aria-labelledby="recent-title">
+                <h2 id="recent-title">"Your workspaces"</h2>
+                <ul data-testid="my-workspaces">
+                    {workspaces
+                        .iter()
+                        .map(|w| {
+                            view! {
+                                <li>
+                                    <a href=crate::model::workspace_url(&w.workspace_id)>
+                                        <code>{w.workspace_id[..8.min(w.workspace_id.len())].to_string()}</code>
+                                        " · "
+                                        {w.agent.clone()}
+                                    </a>
+                                    " "
+                                    <span class="badge">{w.role.as_str()}</span>
+                                </li>
+                            }
+                        })
+                        .collect_view()}
+                </ul>
+            </section>
+        </Show>
+    }
+}
+
+#[component]
+fn CreateForm(
+    me: Me,
+    agents: Vec<crate::model::AgentChoice>,
+    projects_root: bool,
+    error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let navigate = use_navigate();
+    let agent = NodeRef::<leptos::html::Select>::new();
+    let directory = NodeRef::<leptos::html::Input>::new();
+    let pending = RwSignal::new(false);
     // Without WASM the form posts to /new; once hydrated it calls the JSON API instead.
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let agent = agent.get().map(|s| s.value());
+        let directory = directory
+            .get()
+            .map(|d| d.value())
+            .filter(|d| !d.trim().is_empty());
         let navigate = navigate.clone();
         pending.set(true);
         spawn_local(async move {
-            match create_workspace(agent).await {
+            match create_workspace(agent, directory).await {
                 Ok(created) => navigate(&created.url, Default::default()),
                 Err(e) => {
                     error.set(Some(e.message));
@@ -114,81 +206,134 @@ fn HomePage() -> impl IntoView {
             }
         });
     };
+    let options = agents
+        .into_iter()
+        .map(|a| {
+            let note = if a.id == "mock" {
+                "needs no credentials"
+            } else if !a.installed {
+                "not installed"
+            } else if !a.credentials_available {
+                "needs credentials"
+            } else {
+                "ready"
+            };
+            let label = format!("{} — {note}", a.id);
+            let selected = a.id == "mock";
+            view! {
+                <option value=a.id selected=selected>
+                    {label}
+                </option>
+            }
+        })
+        .collect_view();
     view! {
-        <main class="home">
-            <h1>"Huddle"</h1>
-            <p class="tagline">"One coding agent in a sandbox, and your whole team in the room with it."</p>
-            <form class="create" method="post" action="/new" on:submit=on_submit>
-                <label for="agent">"Agent"</label>
-                <select id="agent" name="agent" node_ref=agent>
-                    <Suspense fallback=|| view! { <option value="mock">"mock — needs no credentials"</option> }>
-                        {move || Suspend::new(async move {
-                            let list = agents.await.unwrap_or_default();
-                            list.into_iter()
-                                .map(|a| {
-                                    let note = if a.id == "mock" {
-                                        "needs no credentials"
-                                    } else if !a.installed {
-                                        "not installed"
-                                    } else if !a.credentials_available {
-                                        "needs credentials"
-                                    } else {
-                                        "ready"
-                                    };
-                                    let label = format!("{} — {note}", a.id);
-                                    let selected = a.id == "mock";
-                                    view! {
-                                        <option value=a.id selected=selected>
-                                            {label}
-                                        </option>
-                                    }
-                                })
-                                .collect_view()
-                        })}
-                    </Suspense>
-                </select>
-                <button type="submit" data-testid="new-workspace" disabled=move || pending.get()>
-                    "New workspace"
-                </button>
-            </form>
+        <form class="create" method="post" action="/new" on:submit=on_submit>
+            <input type="hidden" name="csrf" value=me.csrf />
+            <label for="agent">"Agent"</label>
+            <select id="agent" name="agent" node_ref=agent>
+                {options}
+            </select>
+            {projects_root
+                .then(|| {
+                    view! {
+                        <label for="directory">"Directory (optional, under the projects root)"</label>
+                        <input id="directory" name="directory" data-testid="directory" node_ref=directory placeholder="a new one of its own" />
+                    }
+                })}
+            <button type="submit" data-testid="new-workspace" disabled=move || pending.get()>
+                "New workspace"
+            </button>
+        </form>
+    }
+}
+
+/// Who you are here, and a way to change your name (kept on the server).
+#[component]
+fn NameTag(name: RwSignal<String>) -> impl IntoView {
+    let editing = RwSignal::new(false);
+    let input = NodeRef::<leptos::html::Input>::new();
+    let error = RwSignal::new(None::<String>);
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(el) = input.get() else { return };
+        let value = el.value();
+        spawn_local(async move {
+            match rename(value).await {
+                Ok(me) => {
+                    name.set(me.display_name);
+                    editing.set(false);
+                    error.set(None);
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    Effect::new(move |_| {
+        if editing.get()
+            && let Some(el) = input.get()
+        {
+            let _ = el.focus();
+        }
+    });
+    view! {
+        <div class="name-tag" data-testid="me">
+            <Show
+                when=move || editing.get()
+                fallback=move || {
+                    view! {
+                        "You are "
+                        <strong data-testid="my-name">{move || name.get()}</strong>
+                        " "
+                        <button type="button" class="link" data-testid="rename" on:click=move |_| editing.set(true)>
+                            "change"
+                        </button>
+                    }
+                }
+            >
+                <form class="rename" on:submit=save>
+                    <label class="sr-only" for="name-input">
+                        "Display name"
+                    </label>
+                    <input
+                        id="name-input"
+                        data-testid="name-input"
+                        node_ref=input
+                        maxlength=MAX_NAME_CHARS
+                        required
+                        autocomplete="nickname"
+                        prop:value=move || name.get_untracked()
+                    />
+                    <button type="submit" data-testid="save-name">
+                        "Save"
+                    </button>
+                </form>
+            </Show>
             <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">
+                <span class="error" role="alert">
                     {move || error.get()}
-                </p>
+                </span>
             </Show>
-            <Show when=move || !recent.read().is_empty()>
-                <section class="recent" aria-labelledby="recent-title">
-                    <h2 id="recent-title">"Workspaces you visited"</h2>
-                    <ul data-testid="visited">
-                        <For each=move || recent.get() key=|v| v.id.clone() let:v>
-                            <li>
-                                <a href=format!("/w/{}", v.id)>
-                                    <code>{v.id[..8.min(v.id.len())].to_string()}</code>
-                                    " · "
-                                    {v.agent}
-                                </a>
-                            </li>
-                        </For>
-                    </ul>
-                </section>
-            </Show>
-        </main>
+        </div>
     }
 }
 
 #[component]
 fn WorkspacePage() -> impl IntoView {
     let params = use_params_map();
-    let snapshot = Resource::new(
+    let page = Resource::new(
         move || params.read().get("id").unwrap_or_default(),
-        room_snapshot,
+        room_page,
     );
     view! {
         <Suspense fallback=|| view! { <p class="loading">"Loading workspace…"</p> }>
             {move || Suspend::new(async move {
-                match snapshot.await {
-                    Ok(snapshot) => view! { <Room snapshot /> }.into_any(),
+                match page.await {
+                    Ok(page) => view! { <Room page /> }.into_any(),
                     Err(e) if e.code == ErrorCode::NotFound => view! { <NotFound /> }.into_any(),
+                    Err(e) if matches!(e.code, ErrorCode::Forbidden | ErrorCode::Unauthorized) => {
+                        view! { <NoAccess message=e.message /> }.into_any()
+                    }
                     Err(e) => {
                         view! {
                             <main>
@@ -205,6 +350,23 @@ fn WorkspacePage() -> impl IntoView {
     }
 }
 
+/// A workspace page for someone who is not in it.
+#[component]
+fn NoAccess(message: String) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        res.set_status(axum::http::StatusCode::FORBIDDEN);
+    }
+    view! {
+        <Title text="Huddle · ask for an invite" />
+        <main class="not-found" data-testid="no-access">
+            <h1>"Ask the owner for an invite"</h1>
+            <p>{message}</p>
+            <a href="/">"Back to Huddle"</a>
+        </main>
+    }
+}
+
 /// What the rows of a room share.
 #[derive(Clone, Copy)]
 struct RoomCtx {
@@ -213,6 +375,9 @@ struct RoomCtx {
     rendered: RwSignal<HashMap<String, String>>,
     error: RwSignal<Option<String>>,
     hydrated: RwSignal<bool>,
+    /// What the visitor may do here (the server checks every action again).
+    access: Access,
+    csrf: StoredValue<String>,
 }
 
 impl RoomCtx {
@@ -237,7 +402,12 @@ impl RoomCtx {
 }
 
 #[component]
-fn Room(snapshot: RoomSnapshot) -> impl IntoView {
+fn Room(page: RoomPage) -> impl IntoView {
+    let RoomPage {
+        me: who,
+        access,
+        snapshot,
+    } = page;
     let RoomSnapshot {
         info,
         entries: initial,
@@ -246,10 +416,16 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
     let hydrated = hydrated();
     let ctx = RoomCtx {
         ws: StoredValue::new(info.workspace_id.clone()),
-        me: RwSignal::new(None),
+        me: RwSignal::new(Some(Member {
+            user_id: who.person_id.clone(),
+            display_name: who.display_name.clone(),
+            role: Some(access.role),
+        })),
         rendered: RwSignal::new(initial_html.into_iter().collect()),
         error: RwSignal::new(None),
         hydrated,
+        access,
+        csrf: StoredValue::new(who.csrf.clone()),
     };
     provide_context(ctx);
     let RoomCtx {
@@ -272,40 +448,16 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
     let now = RwSignal::new(0f64);
     let agent = info.agent.clone();
 
-    // Who am I: remembered by this browser. Nobody yet: the name dialog asks.
+    // Your name is kept on the server; a change shows on your own messages from now on.
+    let name = RwSignal::new(who.display_name.clone());
     Effect::new(move |_| {
-        if let Some(name) = browser::local_get(NAME_KEY) {
-            let user_id = browser::local_get(USER_KEY).unwrap_or_else(|| {
-                let id = browser::random_id();
-                browser::local_set(USER_KEY, &id);
-                id
-            });
-            me.set(Some(Member {
-                user_id,
-                display_name: name,
-            }));
-        }
-    });
-    {
-        let agent = agent.clone();
-        Effect::new(move |_| {
-            let mut list = visited();
-            let id = ws.get_value();
-            list.retain(|v| v.id != id);
-            list.insert(
-                0,
-                Visited {
-                    id,
-                    agent: agent.clone(),
-                },
-            );
-            list.truncate(20);
-            browser::local_set(
-                VISITED_KEY,
-                &serde_json::to_string(&list).unwrap_or_default(),
-            );
+        let n = name.get();
+        me.update(|m| {
+            if let Some(m) = m {
+                m.display_name = n;
+            }
         });
-    }
+    });
     Effect::new(move |_| {
         browser::every(1000, move || {
             now.set(browser::now_ms());
@@ -324,14 +476,8 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
         if let Some(Some(stream)) = open {
             return Some(stream);
         }
-        let m = me.get()?;
-        let url = format!(
-            "/api/workspace/{}/events?userId={}&displayName={}",
-            ws.get_value(),
-            browser::encode(&m.user_id),
-            browser::encode(&m.display_name)
-        );
-        let my_id = m.user_id.clone();
+        let my_id = me.with_untracked(|m| m.as_ref().map(|m| m.user_id.clone()))?;
+        let url = format!("/api/workspace/{}/events", ws.get_value());
         let callbacks = browser::RoomCallbacks {
             on_entry: Box::new(move |data| {
                 let Ok(entry) = serde_json::from_str::<RoomEntry>(&data) else {
@@ -439,15 +585,12 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
             })
         });
     }
-    let copied = RwSignal::new(false);
-    let copy_invite = move |_| {
-        browser::copy_to_clipboard(&browser::location_href());
-        copied.set(true);
-        set_timeout(move || copied.set(false), std::time::Duration::from_secs(2));
-    };
-    let stop = move |_| ctx.act(|ws, me| cancel(ws, me.user_id, Some(me.display_name), false));
-    let stop_and_clear =
-        move |_| ctx.act(|ws, me| cancel(ws, me.user_id, Some(me.display_name), true));
+    let managing = RwSignal::new(false);
+    let my_id = StoredValue::new(who.person_id.clone());
+    let can_act = access.role.can_act();
+    let is_owner = access.role == Role::Owner;
+    let stop = move |_| ctx.act(|ws, _| cancel(ws, false));
+    let stop_and_clear = move |_| ctx.act(|ws, _| cancel(ws, true));
     let typing_line = move || {
         let names: Vec<String> =
             typists.with(|t| t.iter().map(|(m, _)| m.display_name.clone()).collect());
@@ -473,8 +616,15 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                         <strong data-testid="agent">{agent.clone()}</strong>
                         " · sandbox "
                         {info.sandbox_id.clone()}
-                        " · in "
-                        <code data-testid="working-dir">{info.working_dir.clone()}</code>
+                        {(!info.working_dir.is_empty())
+                            .then(|| {
+                                view! {
+                                    " · in "
+                                    <code data-testid="working-dir">{info.working_dir.clone()}</code>
+                                }
+                            })}
+                        " · you are "
+                        <span class="badge" data-testid="my-role">{access.role.as_str()}</span>
                     </p>
                 </div>
                 <div class="room-tools">
@@ -484,22 +634,39 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                             key=|m| m.user_id.clone()
                             children=move |m| {
                                 let initial = m.display_name.chars().next().unwrap_or('?').to_uppercase().to_string();
+                                let role = m.role.map(|r| r.as_str()).unwrap_or_default();
                                 view! {
-                                    <li title=m.display_name.clone()>
+                                    <li title=format!("{} ({role})", m.display_name) data-role=role>
                                         <span class="avatar" aria-hidden="true">
                                             {initial}
                                         </span>
                                         <span class="name">{m.display_name.clone()}</span>
+                                        <span class="role">{role}</span>
                                     </li>
                                 }
                             }
                         />
                     </ul>
-                    <button type="button" class="secondary" data-testid="copy-invite" on:click=copy_invite>
-                        {move || if copied.get() { "Link copied" } else { "Copy invite link" }}
-                    </button>
+                    <NameTag name />
+                    {is_owner
+                        .then(|| {
+                            view! {
+                                <button
+                                    type="button"
+                                    class="secondary"
+                                    data-testid="manage"
+                                    aria-expanded=move || managing.get().to_string()
+                                    on:click=move |_| managing.update(|m| *m = !*m)
+                                >
+                                    "People & invites"
+                                </button>
+                            }
+                        })}
                 </div>
             </header>
+            <Show when=move || managing.get()>
+                <ManagePanel />
+            </Show>
             <Show when=move || me.get().is_some() && !connected.get()>
                 <div class="banner" role="status" data-testid="reconnecting">
                     {move || if ever_connected.get() { "Reconnecting to the room…" } else { "Connecting to the room…" }}
@@ -535,10 +702,12 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                                             if now.get() > 0.0 { format!(" · {secs}s") } else { String::new() }
                                         }}
                                     </span>
+                                    <Show when=move || can_act>
                                     <button type="button" class="danger" data-testid="stop" on:click=stop>
                                         "Stop"
                                     </button>
-                                    <Show when=move || timeline.with(|t| !t.queue.is_empty())>
+                                    </Show>
+                                    <Show when=move || can_act && timeline.with(|t| !t.queue.is_empty())>
                                         <button
                                             type="button"
                                             class="danger"
@@ -556,13 +725,35 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                     <div class="queue" data-testid="queue">
                         <h2>"Up next"</h2>
                         <ol>
-                            <For each=move || timeline.get().queue key=|w| w.seq let:w>
-                                <li>
-                                    <span class="author">{w.display_name}</span>
-                                    ": "
-                                    <span class="text">{w.text}</span>
-                                </li>
-                            </For>
+                            <For
+                                each=move || timeline.get().queue
+                                key=|w| w.seq
+                                children=move |w| {
+                                    let removable = is_owner || my_id.with_value(|id| w.mine(id));
+                                    let seq = w.seq;
+                                    view! {
+                                        <li>
+                                            <span class="author">{w.display_name}</span>
+                                            ": "
+                                            <span class="text">{w.text}</span>
+                                            {removable
+                                                .then(|| {
+                                                    view! {
+                                                        " "
+                                                        <button
+                                                            type="button"
+                                                            class="link"
+                                                            data-testid="remove-queued"
+                                                            on:click=move |_| ctx.act(move |ws, _| remove_queued(ws, seq))
+                                                        >
+                                                            "Remove"
+                                                        </button>
+                                                    }
+                                                })}
+                                        </li>
+                                    }
+                                }
+                            />
                         </ol>
                     </div>
                 </Show>
@@ -574,59 +765,17 @@ fn Room(snapshot: RoomSnapshot) -> impl IntoView {
                         {move || error.get()}
                     </p>
                 </Show>
-                <Composer connected />
+                {if can_act {
+                    view! { <Composer connected /> }.into_any()
+                } else {
+                    view! {
+                        <p class="viewer-note" data-testid="viewer-note">
+                            "You are watching as a viewer: you see everything live, and the owner can make you a member."
+                        </p>
+                    }
+                        .into_any()
+                }}
             </footer>
-            <Show when=move || hydrated.get() && me.get().is_none()>
-                <NameDialog />
-            </Show>
-        </div>
-    }
-}
-
-#[component]
-fn NameDialog() -> impl IntoView {
-    let ctx = expect_context::<RoomCtx>();
-    let input = NodeRef::<leptos::html::Input>::new();
-    let submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        let Some(el) = input.get() else { return };
-        let name: String = el.value().trim().chars().take(MAX_NAME_CHARS).collect();
-        if name.is_empty() {
-            return;
-        }
-        let user_id = browser::local_get(USER_KEY).unwrap_or_else(|| {
-            let id = browser::random_id();
-            browser::local_set(USER_KEY, &id);
-            id
-        });
-        browser::local_set(NAME_KEY, &name);
-        ctx.me.set(Some(Member {
-            user_id,
-            display_name: name,
-        }));
-    };
-    Effect::new(move |_| {
-        if let Some(el) = input.get() {
-            let _ = el.focus();
-        }
-    });
-    view! {
-        <div class="backdrop">
-            <form class="dialog" role="dialog" aria-modal="true" aria-labelledby="name-title" on:submit=submit>
-                <h2 id="name-title">"What should your teammates call you?"</h2>
-                <label for="name-input">"Display name"</label>
-                <input
-                    id="name-input"
-                    data-testid="name-input"
-                    node_ref=input
-                    maxlength=MAX_NAME_CHARS
-                    required
-                    autocomplete="nickname"
-                />
-                <button type="submit" data-testid="join">
-                    "Join the room"
-                </button>
-            </form>
         </div>
     }
 }
@@ -650,13 +799,10 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
         if sending.get_untracked() || offline() {
             return;
         }
-        let Some(me) = ctx.me.get_untracked() else {
-            return;
-        };
         sending.set(true);
         let ws = ctx.ws.get_value();
         spawn_local(async move {
-            match prompt(ws, me.user_id, me.display_name, value).await {
+            match prompt(ws, value).await {
                 Ok(_) => {
                     el.set_value("");
                     ctx.error.set(None);
@@ -683,22 +829,15 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
             return;
         }
         last_typing.set_value(now);
-        if let Some(me) = ctx.me.get_untracked() {
-            let ws = ctx.ws.get_value();
-            spawn_local(async move {
-                let _ = typing(ws, me.user_id, me.display_name).await;
-            });
-        }
+        let ws = ctx.ws.get_value();
+        spawn_local(async move {
+            let _ = typing(ws).await;
+        });
     };
     let action = format!("/w/{}/send", ctx.ws.get_value());
     view! {
         <form class="composer" method="post" action=action on:submit=on_submit>
-            <Show when=move || ctx.me.get().is_none()>
-                <label class="name-field">
-                    "Your name "
-                    <input name="displayName" maxlength=MAX_NAME_CHARS required data-testid="form-name" />
-                </label>
-            </Show>
+            <input type="hidden" name="csrf" value=ctx.csrf.get_value() />
             <label class="sr-only" for="composer-text">
                 "Message"
             </label>
@@ -901,6 +1040,16 @@ fn PermissionCard(p: PermissionView) -> impl IntoView {
             </p>
         }
         .into_any(),
+        (None, false) if !ctx.access.may_approve => view! {
+            <p class="resolved" data-testid="permission-waiting">
+                {format!(
+                    "Waiting for {} to answer ({}).",
+                    if ctx.access.role == Role::Viewer { "a member" } else { "an approver" },
+                    options.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>().join(" / "),
+                )}
+            </p>
+        }
+        .into_any(),
         (None, false) => view! {
             <div class="options">
                 {options
@@ -909,9 +1058,7 @@ fn PermissionCard(p: PermissionView) -> impl IntoView {
                         let request_id = request_id.clone();
                         let on_click = move |_| {
                             let (request_id, option_id) = (request_id.clone(), option_id.clone());
-                            ctx.act(move |ws, me| {
-                                answer_permission(ws, me.user_id, Some(me.display_name), request_id, option_id)
-                            });
+                            ctx.act(move |ws, _| answer_permission(ws, request_id, option_id));
                         };
                         view! {
                             <button type="button" data-testid="permission-option" on:click=on_click>
@@ -928,6 +1075,227 @@ fn PermissionCard(p: PermissionView) -> impl IntoView {
         <section class="card permission" data-testid="permission" aria-label="Permission request">
             <h3>"The agent asks: " {title}</h3>
             {body}
+        </section>
+    }
+}
+
+/// The owner's tools: invite links, people and their roles, approvers, API tokens.
+#[component]
+fn ManagePanel() -> impl IntoView {
+    let ctx = expect_context::<RoomCtx>();
+    let version = RwSignal::new(0u32);
+    let data = LocalResource::new(move || {
+        version.track();
+        members(ctx.ws.get_value())
+    });
+    let error = RwSignal::new(None::<String>);
+    let link = RwSignal::new(None::<(String, String)>);
+    let token = RwSignal::new(None::<String>);
+    let token_name = NodeRef::<leptos::html::Input>::new();
+    let token_role = NodeRef::<leptos::html::Select>::new();
+    // Runs an owner action, then shows the lists as they are now.
+    let run = move |f: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), crate::api::ApiError>>>,
+    >| {
+        spawn_local(async move {
+            match f.await {
+                Ok(()) => error.set(None),
+                Err(e) => error.set(Some(e.message)),
+            }
+            version.update(|v| *v += 1);
+        });
+    };
+    let new_link = move |role: &'static str| {
+        let ws = ctx.ws.get_value();
+        run(Box::pin(async move {
+            let created = invite(ws, role.to_string()).await?;
+            link.set(Some((role.to_string(), created.url)));
+            Ok(())
+        }));
+    };
+    let new_token = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let ws = ctx.ws.get_value();
+        let name = token_name.get().map(|i| i.value()).unwrap_or_default();
+        let role = token_role.get().map(|s| s.value());
+        run(Box::pin(async move {
+            let created = create_token(ws, name, role).await?;
+            token.set(Some(created.token));
+            Ok(())
+        }));
+    };
+    view! {
+        <section class="manage" data-testid="manage-panel" aria-label="People and invites">
+            <div class="manage-block">
+                <h2>"Invite links"</h2>
+                <p>"Anyone who opens a link joins with its role. Revoke a link, and it admits nobody new."</p>
+                <button type="button" data-testid="invite-member" on:click=move |_| new_link("member")>
+                    "New member link"
+                </button>
+                " "
+                <button type="button" class="secondary" data-testid="invite-viewer" on:click=move |_| new_link("viewer")>
+                    "New viewer link"
+                </button>
+                {move || {
+                    link.get()
+                        .map(|(role, url)| {
+                            view! {
+                                <p class="link-out">
+                                    {format!("New {role} link: ")}
+                                    <input readonly data-testid="invite-url" data-role=role prop:value=url.clone() />
+                                    <button type="button" class="link" on:click=move |_| browser::copy_to_clipboard(&url)>
+                                        "Copy"
+                                    </button>
+                                </p>
+                            }
+                        })
+                }}
+            </div>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let m = match data.await {
+                        Ok(m) => m,
+                        Err(e) => return view! { <p class="error" role="alert">{e.message}</p> }.into_any(),
+                    };
+                    let approvers_only = m.approvers_only;
+                    let ws = ctx.ws.get_value();
+                    let invites = m.invites.into_iter().map(|i| {
+                        let (ws1, ws2) = (ws.clone(), ws.clone());
+                        let (id1, id2) = (i.id.clone(), i.id.clone());
+                        let revoked = i.revoked;
+                        let role = i.role.clone();
+                        view! {
+                            <tr data-testid="invite-row" data-revoked=revoked.to_string()>
+                                <td>{i.role.clone()}</td>
+                                <td>{format!("{} use(s)", i.uses)}</td>
+                                <td>{if revoked { "revoked" } else { "active" }}</td>
+                                <td>
+                                    <Show when=move || !revoked>
+                                        <button type="button" class="link" data-testid="revoke-invite"
+                                            on:click={let (ws, id) = (ws1.clone(), id1.clone()); move |_| {
+                                                let (ws, id) = (ws.clone(), id.clone());
+                                                run(Box::pin(async move { revoke_invite(Some(ws), id).await }))
+                                            }}>"Revoke"</button>
+                                        " "
+                                        <button type="button" class="link" data-testid="rotate-invite"
+                                            on:click={let (ws, id, role) = (ws2.clone(), id2.clone(), role.clone()); move |_| {
+                                                let (ws, id, role) = (ws.clone(), id.clone(), role.clone());
+                                                run(Box::pin(async move {
+                                                    let created = rotate_invite(Some(ws), id).await?;
+                                                    link.set(Some((role, created.url)));
+                                                    Ok(())
+                                                }))
+                                            }}>"Rotate"</button>
+                                    </Show>
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view();
+                    let people = m.people.into_iter().map(|p| {
+                        let ws = ws.clone();
+                        let pid = p.person_id.clone();
+                        let on_role = {
+                            let (ws, pid) = (ws.clone(), pid.clone());
+                            move |ev: leptos::ev::Event| {
+                                let role = event_target_value(&ev);
+                                let (ws, pid) = (ws.clone(), pid.clone());
+                                run(Box::pin(async move { set_role(ws, pid, role).await }))
+                            }
+                        };
+                        let on_approver = {
+                            let (ws, pid) = (ws.clone(), pid.clone());
+                            move |ev: leptos::ev::Event| {
+                                let on = event_target_checked(&ev);
+                                let (ws, pid) = (ws.clone(), pid.clone());
+                                run(Box::pin(async move { set_approver(ws, pid, on).await }))
+                            }
+                        };
+                        let on_remove = {
+                            let (ws, pid) = (ws.clone(), pid.clone());
+                            move |_| {
+                                let (ws, pid) = (ws.clone(), pid.clone());
+                                run(Box::pin(async move { remove_member(ws, pid).await }))
+                            }
+                        };
+                        let role = p.role;
+                        let options = [Role::Owner, Role::Member, Role::Viewer].map(|r| view! {
+                            <option value=r.as_str() selected=r == role>{r.as_str()}</option>
+                        });
+                        view! {
+                            <tr data-testid="person-row" data-name=p.display_name.clone()>
+                                <td>{p.display_name.clone()}{p.is_bot.then_some(" (bot)")}</td>
+                                <td>
+                                    <select data-testid="person-role" aria-label="Role" on:change=on_role>{options.collect_view()}</select>
+                                </td>
+                                <td>
+                                    <label>
+                                        <input type="checkbox" data-testid="person-approver" checked=p.approver on:change=on_approver />
+                                        " approver"
+                                    </label>
+                                </td>
+                                <td>
+                                    <button type="button" class="link danger" data-testid="remove-person" on:click=on_remove>"Remove"</button>
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view();
+                    let tokens = m.tokens.into_iter().filter(|t| !t.revoked).map(|t| {
+                        let (ws, id) = (ws.clone(), t.id.clone());
+                        view! {
+                            <li data-testid="token-row">
+                                {t.name.clone()} " · " {t.role.as_str()} " "
+                                <button type="button" class="link" data-testid="revoke-token" on:click=move |_| {
+                                    let (ws, id) = (ws.clone(), id.clone());
+                                    run(Box::pin(async move { revoke_token(ws, id).await }))
+                                }>"Revoke"</button>
+                            </li>
+                        }
+                    }).collect_view();
+                    let on_approvers_only = {
+                        let ws = ws.clone();
+                        move |ev: leptos::ev::Event| {
+                            let on = event_target_checked(&ev);
+                            let ws = ws.clone();
+                            run(Box::pin(async move { set_approvers_only(ws, on).await }))
+                        }
+                    };
+                    view! {
+                        <div class="manage-block">
+                            <table class="invites"><tbody>{invites}</tbody></table>
+                        </div>
+                        <div class="manage-block">
+                            <h2>"People"</h2>
+                            <label class="approvers-only">
+                                <input type="checkbox" data-testid="approvers-only" checked=approvers_only on:change=on_approvers_only />
+                                " Only owners and the approvers ticked below answer the agent's permission requests"
+                            </label>
+                            <table class="people"><tbody>{people}</tbody></table>
+                        </div>
+                        <div class="manage-block">
+                            <h2>"API tokens"</h2>
+                            <ul>{tokens}</ul>
+                        </div>
+                    }.into_any()
+                })}
+            </Suspense>
+            <form class="manage-block token-form" on:submit=new_token>
+                <label for="token-name">"New token for a script or bot, named"</label>
+                <input id="token-name" node_ref=token_name data-testid="token-name" maxlength=MAX_NAME_CHARS required />
+                <select node_ref=token_role aria-label="Token role">
+                    <option value="member">"member"</option>
+                    <option value="viewer">"viewer"</option>
+                </select>
+                <button type="submit" data-testid="create-token">"Create"</button>
+            </form>
+            <Show when=move || token.get().is_some()>
+                <p class="link-out">
+                    "Shown this once: "
+                    <input readonly data-testid="token-value" prop:value=move || token.get().unwrap_or_default() />
+                </p>
+            </Show>
+            <Show when=move || error.get().is_some()>
+                <p class="error" role="alert" data-testid="manage-error">{move || error.get()}</p>
+            </Show>
         </section>
     }
 }

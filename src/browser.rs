@@ -68,6 +68,12 @@ mod imp {
             .unwrap_or_default()
     }
 
+    pub fn reload() {
+        if let Some(w) = web_sys::window() {
+            let _ = w.location().reload();
+        }
+    }
+
     pub fn copy_to_clipboard(text: &str) {
         if let Some(w) = web_sys::window() {
             let _ = w.navigator().clipboard().write_text(text);
@@ -236,6 +242,10 @@ mod imp {
             });
             let _ = es.add_event_listener_with_callback("reset", reset.as_ref().unchecked_ref());
             listeners.push(reset);
+            // What this person may do changed (a new role, or removed): the page reloads to show it.
+            let access = Closure::<dyn Fn(MessageEvent)>::new(move |_| reload());
+            let _ = es.add_event_listener_with_callback("access", access.as_ref().unchecked_ref());
+            listeners.push(access);
             let me = Rc::downgrade(&self.0);
             let open = Closure::<dyn Fn(MessageEvent)>::new(move |_| {
                 if let Some(inner) = me.upgrade() {
@@ -316,6 +326,7 @@ mod imp {
         String::new()
     }
     pub fn copy_to_clipboard(_text: &str) {}
+    pub fn reload() {}
     pub fn on_visibility_change(_f: impl Fn(bool) + 'static) {}
     pub fn every(_ms: i32, _f: impl Fn() + 'static) {}
     pub fn follow_bottom() {}

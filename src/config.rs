@@ -66,6 +66,14 @@ pub struct Config {
     /// Seconds a workspace with nobody connected and nothing running stays awake.
     #[arg(long, env = "HUDDLE_IDLE_SLEEP_SECS", default_value_t = 300)]
     pub idle_sleep_secs: u64,
+
+    /// A bearer token with the instance owner's rights, for deployments and scripts.
+    #[arg(long, env = "HUDDLE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Where workspace owners may pick an existing directory for the agent (unset: nowhere).
+    #[arg(long, env = "HUDDLE_PROJECTS_ROOT")]
+    pub projects_root: Option<PathBuf>,
 }
 
 impl Config {

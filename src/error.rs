@@ -10,6 +10,8 @@ use server_fn::error::{FromServerFnError, ServerFnErrorErr};
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
+    /// No identity, or an API token that is not valid (mistyped or revoked).
+    Unauthorized,
     /// Refused: a request from another site, or to another host name.
     Forbidden,
     NotFound,
@@ -33,6 +35,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
@@ -65,6 +68,9 @@ impl ApiError {
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)

@@ -13,6 +13,8 @@ pub mod model;
 pub mod timeline;
 
 #[cfg(feature = "ssr")]
+pub mod auth;
+#[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]
 pub mod embedded_postgres;

@@ -96,6 +96,130 @@ pub struct SessionEvent {
 pub struct Member {
     pub user_id: String,
     pub display_name: String,
+    /// Their role in the workspace (shown with presence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// What someone may do in a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Created it (or was made owner): everything, and managing people, invites and tokens.
+    Owner,
+    /// Chat, prompt, stop, answer permission requests.
+    Member,
+    /// Sees everything live, can do nothing.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "member" => Some(Role::Member),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    /// May prompt, stop and (unless approvers are chosen) answer permission requests.
+    pub fn can_act(self) -> bool {
+        matches!(self, Role::Owner | Role::Member)
+    }
+}
+
+/// Who the visitor of a page is (`/api/me`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub person_id: String,
+    pub display_name: String,
+    /// Signed in with the operator's link (or the admin token).
+    pub instance_owner: bool,
+    /// May create workspaces.
+    pub may_create: bool,
+    /// Goes with the no-JS forms, which cannot send a JSON content type.
+    pub csrf: String,
+}
+
+/// What the visitor of a workspace page may do there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Access {
+    pub role: Role,
+    pub may_approve: bool,
+}
+
+/// An invite link, as its workspace's owner lists it (the secret is shown only when made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteView {
+    pub id: String,
+    /// `member`, `viewer`, or `creator` (an instance invite: may create workspaces).
+    pub role: String,
+    pub created_at: i64,
+    pub uses: i32,
+    pub revoked: bool,
+}
+
+/// Answer of `POST /api/workspace/invite` (and of rotating one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedInvite {
+    pub id: String,
+    /// The link to hand out: opening it joins.
+    pub url: String,
+}
+
+/// Someone with a membership, as the owner manages them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonView {
+    pub person_id: String,
+    pub display_name: String,
+    pub role: Role,
+    pub approver: bool,
+    pub is_bot: bool,
+}
+
+/// An API token, as its workspace's owner lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub revoked: bool,
+}
+
+/// Answer of `POST /api/workspace/tokens/create`: the token is shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedToken {
+    pub id: String,
+    pub person_id: String,
+    pub token: String,
+}
+
+/// Everything a workspace's owner manages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Members {
+    pub people: Vec<PersonView>,
+    pub invites: Vec<InviteView>,
+    pub tokens: Vec<TokenView>,
+    /// Only owners and chosen approvers answer permission requests.
+    pub approvers_only: bool,
 }
 
 /// A prompt waiting for the running turn to end.
@@ -141,6 +265,13 @@ pub enum RoomEvent {
         user_id: String,
         display_name: String,
         prompt_seqs: Vec<i64>,
+    },
+    /// The owner or its author took a waiting prompt off the queue.
+    #[serde(rename = "prompt.removed", rename_all = "camelCase")]
+    PromptRemoved {
+        prompt_seq: i64,
+        user_id: String,
+        display_name: String,
     },
     #[serde(rename = "turn.cancelling", rename_all = "camelCase")]
     TurnCancelling {
@@ -195,6 +326,7 @@ pub const ROOM_EVENT_KINDS: &[&str] = &[
     "turn.started",
     "turn.cancelling",
     "queue.cleared",
+    "prompt.removed",
     "turn.ended",
     "permission.requested",
     "permission.answered",
@@ -214,6 +346,7 @@ impl RoomEvent {
             RoomEvent::TurnStarted { .. } => "turn.started",
             RoomEvent::TurnCancelling { .. } => "turn.cancelling",
             RoomEvent::QueueCleared { .. } => "queue.cleared",
+            RoomEvent::PromptRemoved { .. } => "prompt.removed",
             RoomEvent::TurnEnded { .. } => "turn.ended",
             RoomEvent::PermissionRequested { .. } => "permission.requested",
             RoomEvent::PermissionAnswered { .. } => "permission.answered",
@@ -262,6 +395,36 @@ pub struct RoomSnapshot {
     pub entries: Vec<RoomEntry>,
     /// Finished agent messages rendered to sanitised HTML, by timeline item key.
     pub rendered: Vec<(String, String)>,
+}
+
+/// What the page of a workspace needs: who is looking, what they may do, and the room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomPage {
+    pub me: Me,
+    pub access: Access,
+    pub snapshot: RoomSnapshot,
+}
+
+/// A workspace the caller is in, for the home page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MyWorkspace {
+    pub workspace_id: String,
+    pub agent: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// What the home page needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HomeView {
+    pub me: Me,
+    pub workspaces: Vec<MyWorkspace>,
+    pub agents: Vec<AgentChoice>,
+    /// Whether the owner may pick an existing directory (HUDDLE_PROJECTS_ROOT is set).
+    pub projects_root: bool,
 }
 
 /// An agent to choose when creating a workspace.

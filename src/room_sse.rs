@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,8 +17,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Caller, Kick, Need};
 use crate::error::ApiError;
-use crate::model::{MAX_NAME_CHARS, Member, RoomEntry};
+use crate::model::{Member, RoomEntry};
 use crate::room::{Live, Subscription};
 use crate::state::AppState;
 use crate::store::room_log;
@@ -25,16 +27,14 @@ use crate::store::room_log;
 const PAGE: i64 = 500;
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct EventsQuery {
     after: Option<i64>,
-    user_id: Option<String>,
-    display_name: Option<String>,
 }
 
 pub async fn room_events(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
@@ -54,16 +54,19 @@ pub async fn room_events(
         }
         (None, None) => 0,
     };
-    let member = clean(q.user_id).map(|user_id| Member {
-        display_name: clean(q.display_name).unwrap_or_else(|| user_id.clone()),
-        user_id,
-    });
+    // Only people in the workspace watch it; they are present with their role.
+    let member = match state.auth().require(&caller, &id, Need::View).await {
+        Ok(grant) => grant.member,
+        Err(e) => return e.into_response(),
+    };
     // Held as long as the stream: counted against its address and its person.
-    let guards = match state.open_stream(peer.ip(), member.as_ref().map(|m| m.user_id.as_str())) {
+    let guards = match state.open_stream(peer.ip(), Some(member.user_id.as_str())) {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
-    let sub = match state.registry().subscribe(&id, member).await {
+    let kicks = state.auth().kicks();
+    let person = member.user_id.clone();
+    let sub = match state.registry().subscribe(&id, Some(member)).await {
         Ok(sub) => sub,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -71,7 +74,12 @@ pub async fn room_events(
     let pool = state.registry().pool().clone();
     let shutdown = state.shutdown().clone();
     tokio::spawn(async move {
-        feed(pool, id, after, sub, tx, shutdown).await;
+        let ends = Ends {
+            shutdown,
+            kicks,
+            person,
+        };
+        feed(pool, id, after, sub, tx, ends).await;
         drop(guards);
     });
     Sse::new(ReceiverStream::new(rx))
@@ -79,15 +87,11 @@ pub async fn room_events(
         .into_response()
 }
 
-fn clean(v: Option<String>) -> Option<String> {
-    v.map(|s| {
-        s.trim()
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_NAME_CHARS)
-            .collect::<String>()
-    })
-    .filter(|s| !s.is_empty())
+/// What ends a stream besides its client: shutdown, or a change to its person's access.
+struct Ends {
+    shutdown: CancellationToken,
+    kicks: broadcast::Receiver<Kick>,
+    person: String,
 }
 
 fn entry_event(entry: &RoomEntry) -> Event {
@@ -131,7 +135,7 @@ async fn feed(
     mut after: i64,
     mut sub: Subscription,
     tx: Tx,
-    shutdown: CancellationToken,
+    mut ends: Ends,
 ) {
     let head = sub.head;
     if let Some(ev) = online_event(&sub.online)
@@ -155,8 +159,20 @@ async fn feed(
     };
     loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = ends.shutdown.cancelled() => return,
             _ = tx.closed() => return,
+            kick = ends.kicks.recv() => {
+                match kick {
+                    Ok(k) if k.workspace_id == id && k.person_id == ends.person => {
+                        // The page reloads and shows what its person may do now.
+                        let _ = tx.send(Ok(Event::default().event("access").data("changed"))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                    _ => {}
+                }
+                continue;
+            }
             next = sub.live.recv() => next,
         };
         let event = match next {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Form, State};
@@ -18,6 +19,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::{App, shell};
+use crate::auth::{Auth, AuthOptions, Caller};
 use crate::config::Config;
 use crate::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
 use crate::error::{ApiError, ErrorCode};
@@ -92,6 +94,8 @@ pub fn router(state: AppState) -> Router {
             "/api/workspace/{id}/events",
             get(crate::room_sse::room_events),
         )
+        .route("/join/{secret}", get(crate::auth::links::join))
+        .route("/sign-in/{secret}", get(crate::auth::links::sign_in))
         .route("/new", post(create_workspace_form))
         .route("/w/{id}/send", post(send_form))
         .route("/healthz", get(healthz))
@@ -124,6 +128,12 @@ pub fn router(state: AppState) -> Router {
         ))
         // Inside `json_errors`, so that its 413 leaves as JSON too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Who is asking: inside the cross-site guard (refused requests never touch sessions).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::identify,
+        ))
+        .layer(sessions(&state))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -151,6 +161,22 @@ fn page_csp() {
     if let Ok(value) = HeaderValue::from_str(&policy) {
         res.insert_header(header::CONTENT_SECURITY_POLICY, value);
     }
+}
+
+/// Browser sessions: an HttpOnly, SameSite=Lax cookie with the session id; the session (who
+/// this browser is) is kept in Postgres. Secure when the public address is https.
+fn sessions(
+    state: &AppState,
+) -> tower_sessions::SessionManagerLayer<tower_sessions_sqlx_store::PostgresStore> {
+    let store = tower_sessions_sqlx_store::PostgresStore::new(state.pool().clone());
+    tower_sessions::SessionManagerLayer::new(store)
+        .with_name("huddle_session")
+        .with_http_only(true)
+        .with_same_site(tower_sessions::cookie::SameSite::Lax)
+        .with_secure(state.secure_cookies())
+        .with_expiry(tower_sessions::Expiry::OnInactivity(
+            tower_sessions::cookie::time::Duration::days(365),
+        ))
 }
 
 /// Largest request body accepted (a prompt is at most 16,000 characters).
@@ -186,39 +212,45 @@ fn short(s: &str) -> String {
 #[derive(serde::Deserialize)]
 struct CreateForm {
     agent: Option<String>,
+    directory: Option<String>,
+    csrf: String,
 }
 
 /// "New workspace" before the page is hydrated: a plain form post that redirects.
 async fn create_workspace_form(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Form(form): Form<CreateForm>,
 ) -> Response {
-    match state.create_workspace(form.agent.as_deref()).await {
+    let result = match crate::auth::Auth::check_csrf(&caller, &form.csrf) {
+        Ok(()) => {
+            state
+                .create_workspace(&caller, form.agent.as_deref(), form.directory.as_deref())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(created) => Redirect::to(&created.url).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 #[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct SendForm {
-    display_name: String,
     text: String,
+    csrf: String,
 }
 
 /// The composer before the page is hydrated: a plain form post that comes back to the room.
 async fn send_form(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     axum::extract::Path(id): axum::extract::Path<String>,
     Form(form): Form<SendForm>,
 ) -> Response {
-    let name = form.display_name.trim().to_string();
-    let user_id = format!(
-        "guest-{}",
-        name.to_lowercase().replace(char::is_whitespace, "-")
-    );
-    let result = match crate::api::check_prompt(user_id, name, form.text) {
-        Ok((member, text)) => state.prompt(&id, member, text).await,
+    let result = match crate::auth::Auth::check_csrf(&caller, &form.csrf) {
+        Ok(()) => state.prompt(&caller, &id, form.text).await,
         Err(e) => Err(e),
     };
     match result {
@@ -382,6 +414,25 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Writes this run's sign-in link to `<data dir>/sign-in-link` (readable by its owner only),
+/// for scripts and tests.
+async fn write_sign_in_link(data_dir: &std::path::Path, link: &str) -> Result<(), ServerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    tokio::fs::create_dir_all(data_dir).await?;
+    let path = data_dir.join("sign-in-link");
+    let _ = tokio::fs::remove_file(&path).await;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true).mode(0o600);
+    let link = format!("{link}\n");
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        options.open(&path)?.write_all(link.as_bytes())
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(())
+}
+
 /// Runs Huddle until Ctrl-C or SIGTERM, then shuts everything down in order.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let conf = leptos::config::get_configuration(None)?;
@@ -481,6 +532,14 @@ pub struct AppOptions {
     /// Where each workspace's working directory is made (`<dir>/<workspace id>`).
     pub workspaces_dir: std::path::PathBuf,
     pub limits: Limits,
+    /// Where people reach Huddle (`http://host:port`): links are made with it.
+    pub base_url: String,
+    /// `HUDDLE_ADMIN_TOKEN`.
+    pub admin_token: Option<String>,
+    /// The secret of this run's sign-in link.
+    pub sign_in_secret: Option<String>,
+    /// `HUDDLE_PROJECTS_ROOT`.
+    pub projects_root: Option<std::path::PathBuf>,
 }
 
 /// Builds the app on a migrated pool and a sandbox-agent endpoint.
@@ -499,6 +558,14 @@ pub fn build_app(
         workspaces_dir: options.workspaces_dir,
         max_queue: options.limits.max_queue,
     });
+    let auth = Auth::new(
+        pool.clone(),
+        AuthOptions {
+            admin_token: options.admin_token,
+            sign_in_secret: options.sign_in_secret,
+            base_url: options.base_url,
+        },
+    );
     let state = AppState::new(
         pool,
         leptos_options,
@@ -507,6 +574,8 @@ pub fn build_app(
         CancellationToken::new(),
         options.allowed_hosts,
         &options.limits,
+        auth,
+        options.projects_root,
     );
     App {
         router: router(state.clone()),
@@ -525,9 +594,22 @@ async fn serve(
     let pool = store::connect(url).await?;
     let hosts = allowed_hosts(config.public_url.as_deref(), addr);
     tracing::info!(hosts = ?hosts, "requests are answered for these host names only");
+    let base_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let sign_in_secret = crate::auth::new_secret(24);
+    let sign_in_link = format!(
+        "{}/sign-in/{sign_in_secret}",
+        base_url.trim_end_matches('/')
+    );
     let options = AppOptions {
         idle_sleep: std::time::Duration::from_secs(config.idle_sleep_secs),
         allowed_hosts: hosts,
+        base_url,
+        admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
+        sign_in_secret: Some(sign_in_secret),
+        projects_root: config.projects_root.clone(),
         workspaces_dir: config.data_dir.join("workspaces"),
         limits: Limits {
             prompts_per_minute: config.prompts_per_minute,
@@ -541,6 +623,11 @@ async fn serve(
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     tracing::info!("Huddle is serving on http://{addr}");
+    write_sign_in_link(&config.data_dir, &sign_in_link).await?;
+    // Printed as it is (not through the log filter), as Jupyter does: the operator opens it.
+    println!(
+        "\n    Open this link to sign in as the owner of this Huddle (it is valid until Huddle stops):\n\n        {sign_in_link}\n"
+    );
     let token = state.shutdown().clone();
     tokio::spawn(async move {
         shutdown_signal().await;

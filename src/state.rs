@@ -11,11 +11,11 @@ use leptos::prelude::*;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Auth, Caller, Need};
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::{Limits, PromptRate, StreamCounts, StreamGuard};
 use crate::model::{
-    CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, is_valid_workspace_id,
-    workspace_url,
+    CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, workspace_url,
 };
 use crate::room::{Registry, RoomError};
 use crate::store::{self, StoreError};
@@ -36,6 +36,10 @@ struct Inner {
     prompt_rate: PromptRate,
     streams_per_ip: StreamCounts<std::net::IpAddr>,
     streams_per_person: StreamCounts<String>,
+    auth: Auth,
+    /// Where owners may pick an existing directory for a workspace (`None`: nowhere).
+    projects_root: Option<std::path::PathBuf>,
+    secure_cookies: bool,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -69,6 +73,7 @@ impl From<RoomError> for ApiError {
                 ApiError::not_found(err.to_string())
             }
             RoomError::Invalid(m) => ApiError::bad_request(m),
+            RoomError::Forbidden(m) => ApiError::forbidden(m),
             RoomError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
             RoomError::Store(e) => e.into(),
             RoomError::DatabaseDown => ApiError::new(
@@ -127,7 +132,10 @@ impl AppState {
         shutdown: CancellationToken,
         allowed_hosts: Vec<String>,
         limits: &Limits,
+        auth: Auth,
+        projects_root: Option<std::path::PathBuf>,
     ) -> Self {
+        let secure_cookies = auth.base_url().starts_with("https://");
         Self(Arc::new(Inner {
             pool,
             leptos_options,
@@ -139,6 +147,9 @@ impl AppState {
             prompt_rate: PromptRate::new(limits.prompts_per_minute),
             streams_per_ip: StreamCounts::new(limits.max_streams_per_ip),
             streams_per_person: StreamCounts::new(limits.max_streams_per_person),
+            auth,
+            projects_root,
+            secure_cookies,
         }))
     }
 
@@ -159,15 +170,32 @@ impl AppState {
         &self.0.registry
     }
 
+    /// Cookies get `Secure` when people reach Huddle over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.0.secure_cookies
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.0.auth
+    }
+
     /// Cancelled when the server shuts down: long-lived streams end on it.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.0.shutdown
     }
 
     /// Everything the page of a workspace renders: its state, its whole room log, and its
-    /// finished agent messages as sanitised HTML.
-    pub async fn room_snapshot(&self, id: &str) -> Result<crate::model::RoomSnapshot, ApiError> {
-        let info = self.registry().info(id).await?;
+    /// finished agent messages as sanitised HTML. Viewers do not see the working directory.
+    pub async fn room_snapshot(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<crate::model::RoomSnapshot, ApiError> {
+        let grant = self.auth().require(caller, id, Need::View).await?;
+        let mut info = self.registry().info(id).await?;
+        if grant.role == crate::model::Role::Viewer {
+            info.working_dir = String::new();
+        }
         let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         let timeline = crate::timeline::build(&entries);
         let rendered = crate::timeline::finished_agent_texts(&timeline)
@@ -179,6 +207,108 @@ impl AppState {
             entries,
             rendered,
         })
+    }
+
+    /// The page of a workspace: who is looking, what they may do, and the room.
+    pub async fn room_page(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<crate::model::RoomPage, ApiError> {
+        let grant = self.auth().require(caller, id, Need::View).await?;
+        let mut me = self.auth().me(caller)?;
+        me.display_name = grant.member.display_name.clone();
+        Ok(crate::model::RoomPage {
+            me,
+            access: crate::model::Access {
+                role: grant.role,
+                may_approve: grant.may_approve,
+            },
+            snapshot: self.room_snapshot(caller, id).await?,
+        })
+    }
+
+    /// The home page: who is looking, their workspaces, and the agents to pick from.
+    pub async fn home(&self, caller: &Caller) -> Result<crate::model::HomeView, ApiError> {
+        let me = self.auth().me(caller)?;
+        let workspaces = crate::auth::store::my_workspaces(self.pool(), &me.person_id)
+            .await?
+            .into_iter()
+            .filter_map(|w| {
+                Some(crate::model::MyWorkspace {
+                    workspace_id: w.id,
+                    agent: w.agent,
+                    role: crate::model::Role::parse(&w.role)?,
+                    created_at: w.created_at_ms,
+                })
+            })
+            .collect();
+        let agents = if me.may_create {
+            self.agents().await
+        } else {
+            Vec::new()
+        };
+        Ok(crate::model::HomeView {
+            me,
+            workspaces,
+            agents,
+            projects_root: self.0.projects_root.is_some(),
+        })
+    }
+
+    pub async fn info(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<crate::model::WorkspaceInfo, ApiError> {
+        let grant = self.auth().require(caller, id, Need::View).await?;
+        let mut info = self.registry().info(id).await?;
+        if grant.role == crate::model::Role::Viewer {
+            info.working_dir = String::new();
+        }
+        Ok(info)
+    }
+
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        id: &str,
+        clear_queue: bool,
+    ) -> Result<(), ApiError> {
+        let grant = self.auth().require(caller, id, Need::Act).await?;
+        Ok(self
+            .registry()
+            .cancel(id, grant.member, clear_queue)
+            .await?)
+    }
+
+    pub async fn answer_permission(
+        &self,
+        caller: &Caller,
+        id: &str,
+        request_id: String,
+        option_id: String,
+    ) -> Result<(), ApiError> {
+        let grant = self.auth().require(caller, id, Need::Approve).await?;
+        Ok(self
+            .registry()
+            .answer_permission(id, grant.member, request_id, option_id)
+            .await?)
+    }
+
+    pub async fn typing(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        let grant = self.auth().require(caller, id, Need::Act).await?;
+        Ok(self.registry().typing(id, grant.member).await?)
+    }
+
+    /// Takes a waiting prompt off the queue: the owner may remove any, others their own.
+    pub async fn remove_queued(&self, caller: &Caller, id: &str, seq: i64) -> Result<(), ApiError> {
+        let grant = self.auth().require(caller, id, Need::Act).await?;
+        let any = grant.role == crate::model::Role::Owner;
+        Ok(self
+            .registry()
+            .remove_queued(id, grant.member, seq, any)
+            .await?)
     }
 
     /// The agents sandbox-agent offers; the mock is always there (the embedded server installs
@@ -212,17 +342,22 @@ impl AppState {
     /// A person's prompt, within their prompts per minute.
     pub async fn prompt(
         &self,
+        caller: &Caller,
         workspace_id: &str,
-        member: crate::model::Member,
         text: String,
     ) -> Result<i64, ApiError> {
-        if let Err(wait) = self.0.prompt_rate.check(&member.user_id) {
+        let text = crate::api::check_prompt(text)?;
+        let grant = self.auth().require(caller, workspace_id, Need::Act).await?;
+        if let Err(wait) = self.0.prompt_rate.check(&grant.member.user_id) {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!("You are sending prompts too fast; try again in {wait} s."),
             ));
         }
-        Ok(self.registry().prompt(workspace_id, member, text).await?)
+        Ok(self
+            .registry()
+            .prompt(workspace_id, grant.member, text)
+            .await?)
     }
 
     /// Counts a live stream against its address and its person, unless either has too many.
@@ -252,8 +387,11 @@ impl AppState {
 
     pub async fn create_workspace(
         &self,
+        caller: &Caller,
         agent: Option<&str>,
+        directory: Option<&str>,
     ) -> Result<CreatedWorkspace, ApiError> {
+        let owner = self.auth().creator(caller)?;
         let agent = agent
             .map(str::trim)
             .filter(|a| !a.is_empty())
@@ -263,6 +401,10 @@ impl AppState {
                 "The agent must be a short id such as `mock` or `claude` (letters, digits, - and _).",
             ));
         }
+        let picked = match directory.map(str::trim).filter(|d| !d.is_empty()) {
+            Some(dir) => Some(self.project_dir(dir).await?),
+            None => None,
+        };
         // Refuse agents sandbox-agent does not know; if it cannot be asked now, let it decide later.
         if let Ok(known) = self.registry().sandbox().list_agents().await
             && !known.iter().any(|a| a.id == agent)
@@ -274,36 +416,70 @@ impl AppState {
             )));
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
-        // The agent works in the workspace's own directory, never in Huddle's.
-        let dir = self.registry().working_dir(&id);
-        if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot make the workspace's directory");
-            return Err(ApiError::internal());
+        if picked.is_none() {
+            // The agent works in the workspace's own directory, never in Huddle's.
+            let dir = self.registry().working_dir(&id);
+            if let Err(e) = tokio::fs::create_dir_all(&dir).await {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot make the workspace's directory");
+                return Err(ApiError::internal());
+            }
         }
-        let row = store::insert_workspace(
-            &self.0.pool,
-            &id,
-            agent,
-            &self.0.sandbox_id,
-            &self.0.sandbox_base_url,
-        )
-        .await?;
-        tracing::info!(workspace = %row.id, agent = %row.agent, "workspace created");
+        let row = self
+            .auth()
+            .insert_workspace(
+                owner,
+                &store::NewWorkspace {
+                    id: &id,
+                    agent,
+                    sandbox_id: &self.0.sandbox_id,
+                    sandbox_base_url: &self.0.sandbox_base_url,
+                    working_dir: picked.as_deref(),
+                },
+            )
+            .await?;
+        tracing::info!(workspace = %row.id, agent = %row.agent, owner = %owner.id, "workspace created");
         Ok(CreatedWorkspace {
             url: workspace_url(&row.id),
             workspace_id: row.id,
         })
     }
 
-    pub async fn workspace(&self, id: &str) -> Result<WorkspaceSummary, ApiError> {
-        let unknown = || ApiError::not_found(format!("There is no workspace `{id}`."));
-        if !is_valid_workspace_id(id) {
-            return Err(unknown());
+    /// An existing directory under HUDDLE_PROJECTS_ROOT (relative to it, or absolute).
+    async fn project_dir(&self, dir: &str) -> Result<String, ApiError> {
+        let Some(root) = &self.0.projects_root else {
+            return Err(ApiError::bad_request(
+                "Picking a directory is not allowed on this server (HUDDLE_PROJECTS_ROOT is not set).",
+            ));
+        };
+        let outside = || {
+            ApiError::bad_request(
+                "The directory must be an existing directory under the projects root.",
+            )
+        };
+        let root = tokio::fs::canonicalize(root).await.map_err(|e| {
+            tracing::error!(error = %e, "HUDDLE_PROJECTS_ROOT cannot be read");
+            outside()
+        })?;
+        // Resolved (symbolic links too) before the check, so `..` and links cannot leave the root.
+        let path = tokio::fs::canonicalize(root.join(dir))
+            .await
+            .map_err(|_| outside())?;
+        let is_dir = tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if !is_dir || !path.starts_with(&root) {
+            return Err(outside());
         }
+        Ok(path.display().to_string())
+    }
+
+    pub async fn workspace(&self, caller: &Caller, id: &str) -> Result<WorkspaceSummary, ApiError> {
+        self.auth().require(caller, id, Need::View).await?;
         store::find_workspace(&self.0.pool, id)
             .await?
             .map(Into::into)
-            .ok_or_else(unknown)
+            .ok_or_else(|| ApiError::not_found(format!("There is no workspace `{id}`.")))
     }
 }
 

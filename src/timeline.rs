@@ -97,8 +97,16 @@ pub struct RunningTurn {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
     pub seq: i64,
+    pub user_id: String,
     pub display_name: String,
     pub text: String,
+}
+
+impl Waiting {
+    /// Whether this person sent it.
+    pub fn mine(&self, person_id: &str) -> bool {
+        self.user_id == person_id
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -165,9 +173,14 @@ impl Fold {
                 self.push(format!("c{}", e.seq), e, view);
             }
             RoomEvent::SessionEvent(ev) => self.session_event(e, ev.sender, &ev.payload),
-            RoomEvent::PromptQueued { prompt_seq, display_name, .. } => {
+            RoomEvent::PromptQueued { prompt_seq, user_id, display_name, .. } => {
                 let text = self.chats.get(prompt_seq).map(|c| c.1.clone()).unwrap_or_default();
-                self.queue.push(Waiting { seq: *prompt_seq, display_name: display_name.clone(), text });
+                self.queue.push(Waiting {
+                    seq: *prompt_seq,
+                    user_id: user_id.clone(),
+                    display_name: display_name.clone(),
+                    text,
+                });
             }
             RoomEvent::TurnStarted { prompt_seq, display_name, .. } => {
                 self.end_turn(e);
@@ -186,6 +199,10 @@ impl Fold {
                     NoticeLevel::Info,
                     format!("{display_name} cleared the queue: {n} prompt(s) will not run."),
                 );
+            }
+            RoomEvent::PromptRemoved { prompt_seq, display_name, .. } => {
+                self.queue.retain(|w| w.seq != *prompt_seq);
+                self.system(e, NoticeLevel::Info, format!("{display_name} removed a waiting prompt."));
             }
             RoomEvent::TurnCancelling { display_name, .. } => {
                 self.system(e, NoticeLevel::Info, format!("{display_name} stopped the agent."));
@@ -710,6 +727,7 @@ mod tests {
         assert_eq!(
             t.queue,
             vec![Waiting {
+                user_id: "b".into(),
                 seq: 3,
                 display_name: "Bob".into(),
                 text: "later".into()

@@ -96,8 +96,9 @@ async fn a_nul_in_a_prompt_is_shown_and_in_a_name_is_refused_with_a_reason() {
     assert!(matches!(&stored[0].event, RoomEvent::ChatUser { text: t, .. } if t == text));
     sse.until(is_turn_end).await;
 
-    let body = json!({"workspaceId": ws, "userId": "bob", "displayName": "B\u{0}b", "text": "hi"});
-    let (status, body) = app.post("prompt", body).await;
+    // Names are kept on the server; one with a NUL is refused (here, a bot's).
+    let body = json!({"workspaceId": ws, "name": "B\u{0}b"});
+    let (status, body) = app.post_as(ADMIN_TOKEN, "tokens/create", body).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "bad_request");
     assert!(
@@ -264,23 +265,21 @@ async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
     let app = spawn_app(&pool, &sa, Duration::from_secs(1)).await;
     let ws = app.create("mock").await;
     let head_before = huddle::store::room_log::head(&pool, &ws).await.unwrap();
-    // 2,000 SSE requests, named and anonymous, each dropped at a random moment: before the
+    // 2,000 SSE requests, with and without an identity, each dropped at a random moment: before the
     // room answers, before the headers arrive, or after some of the stream.
     let mut tasks = Vec::new();
     for i in 0..2000 {
-        let http = app.http.clone();
-        let url = if i % 2 == 0 {
-            format!("{}/api/workspace/{ws}/events", app.base)
+        // Half without an identity (refused at once), half as one of 200 bots with tokens.
+        let req = if i % 2 == 0 {
+            app.anon
+                .get(format!("{}/api/workspace/{ws}/events", app.base))
         } else {
-            format!(
-                "{}/api/workspace/{ws}/events?userId=u{i}&displayName=U{i}",
-                app.base
-            )
+            app.events_request(&ws, &format!("u{}", i % 200)).await
         };
         let wait = rand::rng().random_range(0..1500u64);
         tasks.push(tokio::spawn(async move {
             let request = async {
-                let res = http.get(url).send().await?;
+                let res = req.send().await?;
                 let mut stream = res.bytes_stream();
                 use futures::StreamExt;
                 while stream.next().await.is_some() {}

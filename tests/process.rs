@@ -52,6 +52,7 @@ impl Huddle {
             .env("DATABASE_URL", db_url)
             .env("HUDDLE_DATA_DIR", data_dir)
             .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
+            .env("HUDDLE_ADMIN_TOKEN", common::ADMIN_TOKEN)
             .env("PATH", path)
             .env("RUST_LOG", rust_log)
             .env_remove("SANDBOX_AGENT_URL")
@@ -82,6 +83,7 @@ impl Huddle {
     async fn post(&self, endpoint: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let res = reqwest::Client::new()
             .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .bearer_auth(common::ADMIN_TOKEN)
             .json(&body)
             .send()
             .await
@@ -96,10 +98,8 @@ impl Huddle {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let res = reqwest::Client::new()
-                .get(format!(
-                    "{}/api/workspace/{ws}/events?userId=ada&displayName=Ada",
-                    self.base
-                ))
+                .get(format!("{}/api/workspace/{ws}/events", self.base))
+                .bearer_auth(common::ADMIN_TOKEN)
                 .header("last-event-id", after.to_string())
                 .send()
                 .await

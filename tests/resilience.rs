@@ -64,6 +64,8 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     sse.until(|e| matches!(&e.event, RoomEvent::SessionEvent(_)))
         .await;
 
+    // Bob's token is made while Postgres is up.
+    app.token(&ws, "bob").await;
     // Postgres goes away for 15 s in the middle of the turn, then comes back on its port.
     pg.stop().await;
     let outage = std::time::Instant::now();

@@ -266,6 +266,12 @@ impl Actor {
                 clear_queue,
                 reply,
             } => self.cancel(member, clear_queue, reply),
+            Command::RemoveQueued {
+                member,
+                prompt_seq,
+                any,
+                reply,
+            } => self.remove_queued(member, prompt_seq, any, reply),
             Command::Permission {
                 member,
                 request_id,
@@ -323,16 +329,20 @@ impl Actor {
             workspace_id: self.row.id.clone(),
             sandbox_id: self.row.sandbox_id.clone(),
             agent: self.row.agent.clone(),
-            working_dir: self
-                .registry
-                .working_dir(&self.row.id)
-                .display()
-                .to_string(),
+            working_dir: self.working_dir().display().to_string(),
             session_id: Some(super::session_id_of(&self.row.id)),
             status: self.status().to_string(),
             online: self.presence.online(),
             queue: self.turns.queue.iter().cloned().collect(),
             head: self.log.head(),
+        }
+    }
+
+    /// Where the agent works: the directory the owner picked, else the workspace's own.
+    pub(super) fn working_dir(&self) -> std::path::PathBuf {
+        match &self.row.working_dir {
+            Some(dir) => dir.into(),
+            None => self.registry.working_dir(&self.row.id),
         }
     }
 
@@ -479,6 +489,11 @@ impl Actor {
                         "The connection to the agent was lost; the next prompt restores the session."
                             .into(),
                 }),
+                // Streams end so that people see the room is reconnecting, as when its own
+                // log cannot be written.
+                SessionNotice::StorageDown => {
+                    let _ = self.live.send(Live::LogDown);
+                }
                 SessionNotice::Restored { replayed_events } => {
                     events.push(RoomEvent::SessionRestored { replayed_events })
                 }

@@ -19,6 +19,8 @@ pub enum RoomError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the agent is unavailable: {0}")]
@@ -56,6 +58,12 @@ pub(super) enum Command {
         clear_queue: bool,
         reply: Reply<()>,
     },
+    RemoveQueued {
+        member: Member,
+        prompt_seq: i64,
+        any: bool,
+        reply: Reply<()>,
+    },
     Permission {
         member: Member,
         request_id: String,
@@ -83,6 +91,7 @@ impl Command {
             Command::Prompt { reply, .. } => drop(reply.send(Err(err()))),
             Command::Cancel { reply, .. } => drop(reply.send(Err(err()))),
             Command::Permission { reply, .. } => drop(reply.send(Err(err()))),
+            Command::RemoveQueued { reply, .. } => drop(reply.send(Err(err()))),
             Command::Connect { reply, .. } => drop(reply.send(Err(err()))),
             Command::Disconnect { .. } | Command::Typing { .. } | Command::Crash => {}
         }

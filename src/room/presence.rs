@@ -151,6 +151,7 @@ mod tests {
         Some(Member {
             user_id: "ada".into(),
             display_name: "Ada".into(),
+            role: None,
         })
     }
 

@@ -276,6 +276,23 @@ impl Registry {
         .await
     }
 
+    /// Takes a waiting prompt off the queue: its author may, and with `any` (the owner) anyone's.
+    pub async fn remove_queued(
+        &self,
+        id: &str,
+        member: Member,
+        prompt_seq: i64,
+        any: bool,
+    ) -> Result<(), RoomError> {
+        self.call(id, |reply| Command::RemoveQueued {
+            member: member.clone(),
+            prompt_seq,
+            any,
+            reply,
+        })
+        .await
+    }
+
     pub async fn answer_permission(
         &self,
         id: &str,

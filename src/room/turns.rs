@@ -55,7 +55,7 @@ impl Actor {
             return;
         }
         self.session = SessionSlot::Connecting;
-        let cwd = self.registry.working_dir(&self.row.id);
+        let cwd = self.working_dir();
         let request = CreateSessionRequest {
             id: super::session_id_of(&self.row.id),
             agent: self.row.agent.clone(),
@@ -268,6 +268,36 @@ impl Actor {
         if let Some(next) = next {
             self.start_turn(next);
         }
+    }
+
+    /// Takes a waiting prompt off the queue (recorded with the queue it leaves).
+    pub(super) fn remove_queued(
+        &mut self,
+        member: Member,
+        prompt_seq: i64,
+        any: bool,
+        reply: Reply<()>,
+    ) {
+        let Some(at) = self.turns.queue.iter().position(|p| p.seq == prompt_seq) else {
+            let _ = reply.send(Err(RoomError::Conflict(
+                "That prompt is not waiting any more.".into(),
+            )));
+            return;
+        };
+        if !any && self.turns.queue[at].user_id != member.user_id {
+            let _ = reply.send(Err(RoomError::Forbidden(
+                "Only the workspace's owner or the prompt's author may remove it.".into(),
+            )));
+            return;
+        }
+        self.turns.queue.remove(at);
+        let removed = RoomEvent::PromptRemoved {
+            prompt_seq,
+            user_id: member.user_id,
+            display_name: member.display_name,
+        };
+        self.write(vec![removed], true);
+        let _ = reply.send(Ok(()));
     }
 
     /// Stop: recorded first, then sent to the agent; the session lives on.

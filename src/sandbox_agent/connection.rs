@@ -425,7 +425,7 @@ async fn pump(
         }
         if !events.is_empty() {
             let at = cursor.map(|c| (shared.id.as_str(), c));
-            persist_with_retry(persist.as_ref(), &events, at, &shared.gone).await;
+            persist_with_retry(persist.as_ref(), &events, at, &shared.gone, &notices).await;
             for event in events {
                 let _ = notices.send(SessionNotice::Event(event)).await;
             }
@@ -514,8 +514,10 @@ async fn persist_with_retry(
     events: &[SessionEvent],
     cursor: Option<(&str, u64)>,
     gone: &CancellationToken,
+    notices: &mpsc::Sender<SessionNotice>,
 ) {
     let mut delays = crate::retry::delays();
+    let mut told = false;
     loop {
         match persist.insert_events_at(events, cursor).await {
             Ok(()) => return,
@@ -525,6 +527,10 @@ async fn persist_with_retry(
             }
             Err(e) => {
                 tracing::error!(error = %e, events = events.len(), "could not persist session events; retrying");
+                if !told {
+                    // Said once, without waiting: the owner may be busy.
+                    told = notices.try_send(SessionNotice::StorageDown).is_ok();
+                }
                 tokio::select! {
                     _ = gone.cancelled() => return,
                     _ = tokio::time::sleep(crate::retry::next(&mut delays)) => {}

@@ -30,6 +30,9 @@ pub enum SessionNotice {
     },
     /// The live connection is gone; the next action restores the session on a new one.
     ConnectionLost(String),
+    /// The agent's output cannot be stored now (the database is down): it waits, and so does the
+    /// room's log.
+    StorageDown,
     /// The session was restored on a new connection; the next prompt carries replayed history.
     Restored {
         replayed_events: usize,

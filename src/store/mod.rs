@@ -85,6 +85,8 @@ pub struct WorkspaceRow {
     pub sandbox_id: String,
     pub sandbox_base_url: String,
     pub created_at_ms: i64,
+    /// The directory the owner picked; `None`: the workspace's own under the data directory.
+    pub working_dir: Option<String>,
 }
 
 impl From<WorkspaceRow> for WorkspaceSummary {
@@ -99,25 +101,32 @@ impl From<WorkspaceRow> for WorkspaceSummary {
 }
 
 const WORKSPACE_COLUMNS: &str = "id, agent, sandbox_id, sandbox_base_url, \
-     (extract(epoch from created_at) * 1000)::bigint AS created_at_ms";
+     (extract(epoch from created_at) * 1000)::bigint AS created_at_ms, working_dir";
+
+/// A workspace to insert.
+pub struct NewWorkspace<'a> {
+    pub id: &'a str,
+    pub agent: &'a str,
+    pub sandbox_id: &'a str,
+    pub sandbox_base_url: &'a str,
+    pub working_dir: Option<&'a str>,
+}
 
 pub async fn insert_workspace(
-    pool: &PgPool,
-    id: &str,
-    agent: &str,
-    sandbox_id: &str,
-    sandbox_base_url: &str,
+    db: impl sqlx::PgExecutor<'_>,
+    w: &NewWorkspace<'_>,
 ) -> Result<WorkspaceRow, StoreError> {
     let sql = format!(
-        "INSERT INTO workspaces (id, agent, sandbox_id, sandbox_base_url) VALUES ($1, $2, $3, $4) \
-         RETURNING {WORKSPACE_COLUMNS}"
+        "INSERT INTO workspaces (id, agent, sandbox_id, sandbox_base_url, working_dir) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING {WORKSPACE_COLUMNS}"
     );
     Ok(sqlx::query_as(&sql)
-        .bind(id)
-        .bind(agent)
-        .bind(sandbox_id)
-        .bind(sandbox_base_url)
-        .fetch_one(pool)
+        .bind(w.id)
+        .bind(w.agent)
+        .bind(w.sandbox_id)
+        .bind(w.sandbox_base_url)
+        .bind(w.working_dir)
+        .fetch_one(db)
         .await?)
 }
 

@@ -149,8 +149,29 @@ pub fn update_kind(n: &SessionNotice) -> Option<String> {
 pub struct TestApp {
     pub base: String,
     pub state: huddle::server::AppState,
+    /// Sends the operator's token unless a request sets its own.
     pub http: reqwest::Client,
+    /// Sends no identity.
+    pub anon: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
+    /// API tokens of the bots that stand for test users, by (workspace, user).
+    tokens: tokio::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+}
+
+/// The operator's bearer token in in-process tests.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A client that calls as the operator unless a request says otherwise.
+pub fn operator_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer test-admin-token"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub async fn spawn_app(pool: &PgPool, sa: &SandboxAgentProcess, idle: Duration) -> TestApp {
@@ -185,6 +206,10 @@ pub async fn spawn_app_with_limits(
         allowed_hosts: huddle::server::allowed_hosts(None, addr),
         workspaces_dir: std::env::temp_dir().join(format!("huddle-ws-{}", uuid_like())),
         limits,
+        base_url: base.clone(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        sign_in_secret: Some("test-sign-in".into()),
+        projects_root: None,
     };
     let endpoint = sa.endpoint().clone();
     let app = huddle::server::build_app(pool.clone(), options, endpoint, info, app_options);
@@ -202,16 +227,38 @@ pub async fn spawn_app_with_limits(
     TestApp {
         base,
         state: app.state,
-        http: reqwest::Client::new(),
+        http: operator_client(),
+        anon: reqwest::Client::new(),
         server,
+        tokens: Default::default(),
     }
 }
 
 impl TestApp {
+    /// Posts to `/api/workspace/{endpoint}`: as the test user named by the body's `userId` (a bot
+    /// with its own API token, named by `displayName`), else as the operator.
     pub async fn post(&self, endpoint: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let token = match (body["workspaceId"].as_str(), body["userId"].as_str()) {
+            (Some(ws), Some(user)) => {
+                let name = body["displayName"].as_str().unwrap_or(user);
+                self.token_named(ws, user, name).await
+            }
+            _ => ADMIN_TOKEN.to_string(),
+        };
+        self.post_as(&token, endpoint, body).await
+    }
+
+    /// Posts to `/api/workspace/{endpoint}` with a bearer token.
+    pub async fn post_as(
+        &self,
+        token: &str,
+        endpoint: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let res = self
             .http
             .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await
@@ -222,6 +269,37 @@ impl TestApp {
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
+    }
+
+    /// The API token of a test user in a workspace (a member bot named after them).
+    pub async fn token(&self, ws: &str, user: &str) -> String {
+        self.token_named(ws, user, user).await
+    }
+
+    async fn token_named(&self, ws: &str, user: &str, name: &str) -> String {
+        let mut tokens = self.tokens.lock().await;
+        if let Some(t) = tokens.get(&(ws.to_string(), user.to_string())) {
+            return t.clone();
+        }
+        let (status, body) = self
+            .post_as(
+                ADMIN_TOKEN,
+                "tokens/create",
+                serde_json::json!({"workspaceId": ws, "name": name, "role": "member"}),
+            )
+            .await;
+        assert_eq!(status, 200, "token for {user}: {body}");
+        let token = body["token"].as_str().unwrap().to_string();
+        tokens.insert((ws.to_string(), user.to_string()), token.clone());
+        token
+    }
+
+    /// A GET of the room's stream as a test user.
+    pub async fn events_request(&self, ws: &str, user: &str) -> reqwest::RequestBuilder {
+        let token = self.token(ws, user).await;
+        self.http
+            .get(format!("{}/api/workspace/{ws}/events", self.base))
+            .bearer_auth(token)
     }
 
     pub async fn create(&self, agent: &str) -> String {
@@ -241,10 +319,7 @@ impl TestApp {
     }
 
     pub async fn events(&self, ws: &str, user: &str, last_event_id: Option<i64>) -> Sse {
-        let mut req = self.http.get(format!(
-            "{}/api/workspace/{ws}/events?userId={user}&displayName={user}",
-            self.base
-        ));
+        let mut req = self.events_request(ws, user).await;
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
@@ -256,7 +331,14 @@ impl TestApp {
     /// The status a new SSE request to the room gets.
     pub async fn events_status(&self, ws: &str) -> u16 {
         let url = format!("{}/api/workspace/{ws}/events", self.base);
-        self.http.get(url).send().await.unwrap().status().as_u16()
+        self.http
+            .get(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     /// Stops the server and its actors, as a process exit would.
