@@ -161,6 +161,9 @@ pub struct TestApp {
 /// The operator's bearer token in in-process tests.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// The secret of the sign-in link in in-process tests.
+pub const SIGN_IN_SECRET: &str = "test-sign-in";
+
 /// A client that calls as the operator unless a request says otherwise.
 pub fn operator_client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -191,6 +194,26 @@ pub async fn spawn_app_with_limits(
     idle: Duration,
     limits: huddle::limits::Limits,
 ) -> TestApp {
+    spawn_app_configured(pool, sa, idle, limits, None).await
+}
+
+/// Limits high enough not to matter.
+pub fn loose_limits() -> huddle::limits::Limits {
+    huddle::limits::Limits {
+        prompts_per_minute: 10_000,
+        max_queue: 1_000,
+        max_streams_per_ip: 10_000,
+        max_streams_per_person: 1_000,
+    }
+}
+
+pub async fn spawn_app_configured(
+    pool: &PgPool,
+    sa: &SandboxAgentProcess,
+    idle: Duration,
+    limits: huddle::limits::Limits,
+    projects_root: Option<PathBuf>,
+) -> TestApp {
     let options = leptos::config::LeptosOptions::builder()
         .output_name("huddle")
         .build();
@@ -208,8 +231,8 @@ pub async fn spawn_app_with_limits(
         limits,
         base_url: base.clone(),
         admin_token: Some(ADMIN_TOKEN.into()),
-        sign_in_secret: Some("test-sign-in".into()),
-        projects_root: None,
+        sign_in_secret: Some(SIGN_IN_SECRET.into()),
+        projects_root,
     };
     let endpoint = sa.endpoint().clone();
     let app = huddle::server::build_app(pool.clone(), options, endpoint, info, app_options);
