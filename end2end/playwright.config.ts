@@ -4,6 +4,10 @@ import * as path from "node:path";
 
 const port = Number(process.env.HUDDLE_E2E_PORT ?? 3100);
 const baseURL = `http://127.0.0.1:${port}`;
+// Set here so that the test workers (which inherit the runner's environment) read the same values:
+// tests read the sign-in link from the data directory, and scripts use the admin token.
+process.env.HUDDLE_E2E_DATA_DIR ??= path.join(os.tmpdir(), `huddle-e2e-${process.pid}`);
+process.env.HUDDLE_E2E_ADMIN_TOKEN ??= `e2e-admin-${process.pid}-${Date.now()}`;
 // The app runs on its embedded defaults: its own Postgres and its own sandbox-agent.
 const env: Record<string, string> = {};
 for (const [k, v] of Object.entries(process.env)) {
@@ -13,7 +17,8 @@ Object.assign(env, {
   // The scripted ACP agent of the tests, run by the embedded sandbox-agent as the `pi` adapter.
   PATH: `${path.resolve(__dirname, "../tests/fixtures/bin")}:${process.env.PATH}`,
   HUDDLE_ADDR: `127.0.0.1:${port}`,
-  HUDDLE_DATA_DIR: process.env.HUDDLE_E2E_DATA_DIR ?? path.join(os.tmpdir(), `huddle-e2e-${process.pid}`),
+  HUDDLE_DATA_DIR: process.env.HUDDLE_E2E_DATA_DIR,
+  HUDDLE_ADMIN_TOKEN: process.env.HUDDLE_E2E_ADMIN_TOKEN,
   LEPTOS_SITE_ROOT: "target/site",
   RUST_LOG: process.env.RUST_LOG ?? "info",
 });

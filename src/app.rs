@@ -51,7 +51,7 @@ pub fn App() -> impl IntoView {
         <Title text="Huddle" />
         <Router>
             <Routes fallback=NotFound>
-                <Route path=path!("/") view=HomePage />
+                <Route path=path!("/") view=HomePage ssr=SsrMode::Async />
                 <Route path=path!("/w/:id") view=WorkspacePage ssr=SsrMode::Async />
             </Routes>
         </Router>
@@ -437,6 +437,10 @@ fn Room(page: RoomPage) -> impl IntoView {
     } = ctx;
     let entries = RwSignal::new(initial);
     let timeline = Memo::new(move |_| entries.with(|e| timeline::build(e)));
+    // The dock changes when the turn or the queue does, not on every streamed chunk (so its
+    // buttons stay put under the pointer).
+    let running = Memo::new(move |_| timeline.with(|t| t.running.clone()));
+    let queue = Memo::new(move |_| timeline.with(|t| t.queue.clone()));
     // Who is in the room: the server's list, kept current by `online` events (never from the log).
     let online = RwSignal::new(info.online.clone());
     let connected = RwSignal::new(false);
@@ -667,7 +671,7 @@ fn Room(page: RoomPage) -> impl IntoView {
             <Show when=move || managing.get()>
                 <ManagePanel />
             </Show>
-            <Show when=move || me.get().is_some() && !connected.get()>
+            <Show when=move || hydrated.get() && !connected.get()>
                 <div class="banner" role="status" data-testid="reconnecting">
                     {move || if ever_connected.get() { "Reconnecting to the room…" } else { "Connecting to the room…" }}
                 </div>
@@ -687,9 +691,8 @@ fn Room(page: RoomPage) -> impl IntoView {
             </main>
             <footer class="dock">
                 {move || {
-                    timeline
+                    running
                         .get()
-                        .running
                         .map(|turn| {
                             let started = turn.started_at as f64;
                             view! {
@@ -707,7 +710,7 @@ fn Room(page: RoomPage) -> impl IntoView {
                                         "Stop"
                                     </button>
                                     </Show>
-                                    <Show when=move || can_act && timeline.with(|t| !t.queue.is_empty())>
+                                    <Show when=move || can_act && queue.with(|q| !q.is_empty())>
                                         <button
                                             type="button"
                                             class="danger"
@@ -721,12 +724,12 @@ fn Room(page: RoomPage) -> impl IntoView {
                             }
                         })
                 }}
-                <Show when=move || timeline.with(|t| !t.queue.is_empty())>
+                <Show when=move || queue.with(|q| !q.is_empty())>
                     <div class="queue" data-testid="queue">
                         <h2>"Up next"</h2>
                         <ol>
                             <For
-                                each=move || timeline.get().queue
+                                each=move || queue.get()
                                 key=|w| w.seq
                                 children=move |w| {
                                     let removable = is_owner || my_id.with_value(|id| w.mine(id));
@@ -786,7 +789,8 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
     let text = NodeRef::<leptos::html::Textarea>::new();
     let sending = RwSignal::new(false);
     let last_typing = StoredValue::new(0f64);
-    let offline = move || ctx.me.get().is_some() && !connected.get();
+    // Before hydration (or without WebAssembly) the form posts by itself: never "offline".
+    let offline = move || ctx.hydrated.get() && !connected.get();
     let send = move || {
         let Some(el) = text.get_untracked() else {
             return;

@@ -566,17 +566,17 @@ pub fn build_app(
             base_url: options.base_url,
         },
     );
-    let state = AppState::new(
+    let state = AppState::new(crate::state::Parts {
         pool,
         leptos_options,
         registry,
         sandbox,
-        CancellationToken::new(),
-        options.allowed_hosts,
-        &options.limits,
+        shutdown: CancellationToken::new(),
+        allowed_hosts: options.allowed_hosts,
+        limits: options.limits,
         auth,
-        options.projects_root,
-    );
+        projects_root: options.projects_root,
+    });
     App {
         router: router(state.clone()),
         state,

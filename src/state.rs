@@ -123,32 +123,35 @@ pub struct SandboxInfo {
     pub base_url: String,
 }
 
+/// What an [`AppState`] is made of.
+pub struct Parts {
+    pub pool: PgPool,
+    pub leptos_options: LeptosOptions,
+    pub registry: Registry,
+    pub sandbox: SandboxInfo,
+    pub shutdown: CancellationToken,
+    pub allowed_hosts: Vec<String>,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub projects_root: Option<std::path::PathBuf>,
+}
+
 impl AppState {
-    pub fn new(
-        pool: PgPool,
-        leptos_options: LeptosOptions,
-        registry: Registry,
-        sandbox: SandboxInfo,
-        shutdown: CancellationToken,
-        allowed_hosts: Vec<String>,
-        limits: &Limits,
-        auth: Auth,
-        projects_root: Option<std::path::PathBuf>,
-    ) -> Self {
-        let secure_cookies = auth.base_url().starts_with("https://");
+    pub fn new(p: Parts) -> Self {
+        let secure_cookies = p.auth.base_url().starts_with("https://");
         Self(Arc::new(Inner {
-            pool,
-            leptos_options,
-            registry,
-            sandbox_id: sandbox.sandbox_id,
-            sandbox_base_url: sandbox.base_url,
-            shutdown,
-            allowed_hosts,
-            prompt_rate: PromptRate::new(limits.prompts_per_minute),
-            streams_per_ip: StreamCounts::new(limits.max_streams_per_ip),
-            streams_per_person: StreamCounts::new(limits.max_streams_per_person),
-            auth,
-            projects_root,
+            pool: p.pool,
+            leptos_options: p.leptos_options,
+            registry: p.registry,
+            sandbox_id: p.sandbox.sandbox_id,
+            sandbox_base_url: p.sandbox.base_url,
+            shutdown: p.shutdown,
+            allowed_hosts: p.allowed_hosts,
+            prompt_rate: PromptRate::new(p.limits.prompts_per_minute),
+            streams_per_ip: StreamCounts::new(p.limits.max_streams_per_ip),
+            streams_per_person: StreamCounts::new(p.limits.max_streams_per_person),
+            auth: p.auth,
+            projects_root: p.projects_root,
             secure_cookies,
         }))
     }

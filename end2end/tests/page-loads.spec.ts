@@ -1,21 +1,24 @@
 import { expect, test } from "@playwright/test";
+import { admin, signInLink } from "./helpers";
 
 // Loading a room page used to panic on the server in one request out of 8 to 4 out of 10 (the
 // room's cleanup touched a thread-local value from another thread), dropping the connection.
 // scripts/test.sh fails the run if the server log holds any panic.
 test("1,000 loads of a room page all succeed", async ({ request, page }) => {
   test.setTimeout(300_000);
-  const created = await request.post("/api/workspace/create", { data: { agent: "pi" } });
+  const created = await request.post("/api/workspace/create", { data: { agent: "pi" }, headers: admin });
   expect(created.status()).toBe(200);
   const { workspaceId, url } = await created.json();
   const prompt = await request.post("/api/workspace/prompt", {
-    data: { workspaceId, userId: "ada", displayName: "Ada", text: "tools" },
+    data: { workspaceId, text: "tools" },
+    headers: admin,
   });
   expect(prompt.status()).toBe(200);
   await expect
-    .poll(async () => (await (await request.post("/api/workspace/info", { data: { workspaceId } })).json()).status)
+    .poll(async () => (await (await request.post("/api/workspace/info", { data: { workspaceId }, headers: admin })).json()).status)
     .toBe("idle");
   // The room has history: the agent's reply, a tool card with a diff, a plan.
+  await page.goto(signInLink());
   await page.goto(url);
   await expect(page.getByText("I fixed")).toBeVisible();
 
@@ -23,7 +26,7 @@ test("1,000 loads of a room page all succeed", async ({ request, page }) => {
   const failures: string[] = [];
   const load = async () => {
     try {
-      const res = await request.get(url);
+      const res = await request.get(url, { headers: admin });
       const body = await res.text();
       if (res.status() === 200 && body.includes(workspaceId) && body.includes("</html>")) ok++;
       else failures.push(`status ${res.status()}`);

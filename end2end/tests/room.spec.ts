@@ -1,42 +1,11 @@
-import { expect, test, type Browser, type Page } from "@playwright/test";
-import * as fs from "node:fs";
+import { expect, test } from "@playwright/test";
 import * as path from "node:path";
-
-const shots = path.join(__dirname, "..", "artifacts");
-fs.mkdirSync(shots, { recursive: true });
-
-async function newWorkspace(page: Page, agent = "pi"): Promise<string> {
-  const res = await page.request.post("/api/workspace/create", { data: { agent } });
-  expect(res.ok()).toBeTruthy();
-  return (await res.json()).url;
-}
-
-/** Opens the room as a teammate: a fresh browser context that picks a display name. */
-async function join(browser: Browser, url: string, name: string): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 850 } });
-  const page = await context.newPage();
-  page.on("pageerror", (e) => console.log(`[${name}] page error: ${e.message}`));
-  await page.goto(url);
-  await expect(page.locator("body[data-hydrated]")).toBeAttached();
-  await page.getByTestId("name-input").fill(name);
-  await page.getByTestId("join").click();
-  await expect(page.getByTestId("reconnecting")).toBeHidden();
-  return page;
-}
-
-async function send(page: Page, text: string) {
-  await page.getByTestId("composer").fill(text);
-  await page.getByTestId("composer").press("Enter");
-  await expect(page.getByTestId("composer")).toHaveValue("");
-}
-
-const chatTexts = (page: Page) => page.locator('[data-testid="chat"] .text').allTextContents();
+import { chatTexts, createRoom, inviteLink, join, operator, ownerAndMember, send, shots } from "./helpers";
 
 test("two teammates see each other's messages and the agent's reply live; reload keeps the history", async ({
   browser,
 }) => {
-  const ada = await join(browser, await newWorkspace(await browser.newPage()), "Ada");
-  const bob = await join(browser, ada.url(), "Bob");
+  const [ada, bob] = await ownerAndMember(browser);
   await expect(ada.getByTestId("online")).toContainText("Bob");
   await expect(bob.getByTestId("online")).toContainText("Ada");
 
@@ -66,8 +35,7 @@ test("two teammates see each other's messages and the agent's reply live; reload
 });
 
 test("a permission answered by one teammate shows resolved for the other", async ({ browser }) => {
-  const ada = await join(browser, await newWorkspace(await browser.newPage()), "Ada");
-  const bob = await join(browser, ada.url(), "Bob");
+  const [ada, bob] = await ownerAndMember(browser);
   await send(ada, "permission");
   await expect(bob.getByTestId("permission")).toContainText("Run rm -rf build/");
   await expect(ada.getByTestId("permission-option")).toHaveCount(2);
@@ -84,8 +52,7 @@ test("a permission answered by one teammate shows resolved for the other", async
 });
 
 test("Stop cancels a running turn, and queued prompts wait their turn", async ({ browser }) => {
-  const ada = await join(browser, await newWorkspace(await browser.newPage()), "Ada");
-  const bob = await join(browser, ada.url(), "Bob");
+  const [ada, bob] = await ownerAndMember(browser);
   await send(ada, "slow");
   await expect(bob.getByTestId("turn-status")).toContainText("Agent is working for Ada");
   await send(bob, "stream 3");
@@ -103,8 +70,7 @@ test("Stop cancels a running turn, and queued prompts wait their turn", async ({
 });
 
 test("a teammate who goes offline comes back with nothing missing and nothing doubled", async ({ browser }) => {
-  const ada = await join(browser, await newWorkspace(await browser.newPage(), "mock"), "Ada");
-  const bob = await join(browser, ada.url(), "Bob");
+  const [ada, bob] = await ownerAndMember(browser, "mock");
   await send(ada, "one");
   await expect(bob.getByTestId("chat")).toHaveCount(1);
 
@@ -129,8 +95,8 @@ test("a teammate who goes offline comes back with nothing missing and nothing do
 
 test("HTML in names, prompts and the agent's markdown shows as text and runs nothing", async ({ browser }) => {
   const evilName = '<img src=x onerror="window.__xss=1">';
-  const ada = await join(browser, await newWorkspace(await browser.newPage()), evilName);
-  const bob = await join(browser, ada.url(), "Bob");
+  const ada = await operator(browser, evilName);
+  const bob = await join(browser, await inviteLink(ada, await createRoom(ada), "member"), "Bob");
   await send(ada, "<script>window.__xss=2</script> hello");
   await send(ada, "markdown");
   for (const page of [ada, bob]) {
@@ -152,25 +118,28 @@ test("HTML in names, prompts and the agent's markdown shows as text and runs not
   await bob.context().close();
 });
 
-test("the composer works before hydration, and the home page lists agents and visited rooms", async ({ browser }) => {
-  const setup = await browser.newPage();
-  const url = await newWorkspace(setup, "mock");
+test("the composer works before hydration, and the home page lists agents and your rooms", async ({ browser }) => {
+  const ada = await operator(browser, "Ada");
+  const url = await createRoom(ada, "mock");
+  const link = await inviteLink(ada, url, "member");
+  // A member with WebAssembly off: the invite link and the composer are plain links and forms
+  // (the form carries its CSRF token).
   const noJs = await browser.newContext({ javaScriptEnabled: false });
   const page = await noJs.newPage();
-  await page.goto(url);
-  await page.getByTestId("form-name").fill("Plain Form");
+  await page.goto(link);
+  await page.waitForURL(url);
   await page.getByTestId("composer").fill("sent without wasm");
   await page.getByTestId("send").click();
   await page.waitForURL(url);
   await expect(page.getByTestId("chat")).toContainText("sent without wasm");
   await noJs.close();
 
-  const ada = await join(browser, url, "Ada");
-  await expect(ada.getByTestId("chat")).toContainText("Plain Form");
+  await expect(ada.getByTestId("chat")).toContainText("sent without wasm");
   await ada.goto("/");
   await expect(ada.locator("#agent option[value=mock]")).toHaveCount(1);
   await expect(ada.locator("#agent option[value=pi]")).toHaveCount(1);
-  await expect(ada.getByTestId("visited")).toContainText("mock");
+  await expect(ada.getByTestId("my-workspaces")).toContainText("mock");
+  await expect(ada.getByTestId("my-workspaces")).toContainText("owner");
   await ada.screenshot({ path: path.join(shots, "home.png"), fullPage: true });
   await ada.setViewportSize({ width: 390, height: 800 });
   await ada.goto(url);
@@ -179,16 +148,10 @@ test("the composer works before hydration, and the home page lists agents and vi
   await ada.context().close();
 });
 
-test("typing, the invite link, and the unread count in a hidden tab", async ({ browser }) => {
-  const ada = await join(browser, await newWorkspace(await browser.newPage(), "mock"), "Ada");
-  const bob = await join(browser, ada.url(), "Bob");
+test("typing, and the unread count in a hidden tab", async ({ browser }) => {
+  const [ada, bob] = await ownerAndMember(browser, "mock");
   await ada.getByTestId("composer").pressSequentially("hel");
   await expect(bob.getByTestId("typing")).toHaveText("Ada is typing…");
-
-  await ada.context().grantPermissions(["clipboard-read", "clipboard-write"]);
-  await ada.getByTestId("copy-invite").click();
-  await expect(ada.getByTestId("copy-invite")).toHaveText("Link copied");
-  expect(await ada.evaluate(() => navigator.clipboard.readText())).toBe(ada.url());
 
   // Bob's tab goes to the background; what happens meanwhile shows in its title.
   await bob.evaluate(() => {
@@ -207,7 +170,7 @@ test("typing, the invite link, and the unread count in a hidden tab", async ({ b
 
   const dark = await browser.newContext({ colorScheme: "dark", viewport: { width: 1100, height: 700 } });
   const page = await dark.newPage();
-  await page.goto(ada.url());
+  await page.goto(await inviteLink(ada, ada.url(), "viewer"));
   await expect(page.getByTestId("chat")).toHaveCount(1);
   await page.screenshot({ path: path.join(shots, "room-dark.png"), fullPage: true });
   await dark.close();

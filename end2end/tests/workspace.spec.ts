@@ -1,35 +1,47 @@
 import { expect, test } from "@playwright/test";
+import { admin, hydrated, inviteLink, signInLink } from "./helpers";
 
-test("create a workspace, reload it, and open it as a second teammate", async ({ page, browser }) => {
+test("the operator signs in, creates a workspace, reloads it; a teammate needs an invite", async ({ page, browser }) => {
   // A strict Content-Security-Policy is sent, and the page hydrates without breaking it.
   const violations: string[] = [];
   page.on("console", (m) => {
     if (m.text().includes("Content Security Policy")) violations.push(m.text());
   });
+  // Before signing in, nobody may create a workspace.
   const home = await page.goto("/");
   expect(home?.headers()["content-security-policy"]).toContain("'nonce-");
   await expect(page.getByRole("heading", { name: "Huddle" })).toBeVisible();
+  await expect(page.getByTestId("not-signed-in")).toBeVisible();
+  await expect(page.getByTestId("new-workspace")).toHaveCount(0);
+  await page.goto(signInLink());
+  await expect(page).toHaveURL(/\/$/);
   // Once hydrated, the button calls the JSON API instead of posting the form.
-  await expect(page.locator("body[data-hydrated]")).toBeAttached();
+  await hydrated(page);
   const api = page.waitForRequest((r) => r.url().endsWith("/api/workspace/create") && r.method() === "POST");
   await page.getByTestId("new-workspace").click();
-  expect((await api).postDataJSON()).toEqual({ agent: "mock" });
+  expect((await api).postDataJSON()).toEqual({ agent: "mock", directory: null });
   await page.waitForURL(/\/w\/[0-9a-f]{32}$/);
   const url = page.url();
   const id = url.split("/w/")[1];
   await expect(page.getByTestId("workspace-id")).toHaveText(id);
   await expect(page.getByTestId("agent")).toHaveText("mock");
+  await expect(page.getByTestId("my-role")).toHaveText("owner");
   // The agent works in the workspace's own directory, shown in the header.
   await expect(page.getByTestId("working-dir")).toHaveText(new RegExp(`/workspaces/${id}$`));
 
   await page.reload();
   await expect(page.getByTestId("workspace-id")).toHaveText(id);
 
+  // A teammate with the bare URL is told to ask for an invite; with a member link they are in.
   const teammate = await browser.newContext();
   const other = await teammate.newPage();
-  await other.goto(url);
+  const refused = await other.goto(url);
+  expect(refused?.status()).toBe(403);
+  await expect(other.getByTestId("no-access")).toContainText("Ask the owner for an invite");
+  await other.goto(await inviteLink(page, url, "member"));
+  await expect(other).toHaveURL(url);
   await expect(other.getByTestId("workspace-id")).toHaveText(id);
-  await expect(other.getByTestId("agent")).toHaveText("mock");
+  await expect(other.getByTestId("my-role")).toHaveText("member");
   await teammate.close();
   expect(violations).toEqual([]);
 });
@@ -37,7 +49,7 @@ test("create a workspace, reload it, and open it as a second teammate", async ({
 test("the form works without WebAssembly", async ({ browser }) => {
   const context = await browser.newContext({ javaScriptEnabled: false });
   const page = await context.newPage();
-  await page.goto("/");
+  await page.goto(signInLink());
   await page.getByTestId("new-workspace").click();
   await page.waitForURL(/\/w\/[0-9a-f]{32}$/);
   await expect(page.getByTestId("agent")).toHaveText("mock");
@@ -50,18 +62,21 @@ test("unknown and malformed workspace ids get a 404 page", async ({ page, reques
     expect(res?.status()).toBe(404);
     await expect(page.getByRole("heading", { name: "Not found" })).toBeVisible();
   }
-  const api = await request.post("/api/workspace/get", { data: { workspaceId: "nope" } });
+  const api = await request.post("/api/workspace/get", { data: { workspaceId: "nope" }, headers: admin });
   expect(api.status()).toBe(404);
   expect((await api.json()).code).toBe("not_found");
 });
 
-test("the JSON API creates workspaces for scripts", async ({ request }) => {
-  const res = await request.post("/api/workspace/create", { data: { agent: "mock" } });
+test("the JSON API creates workspaces for scripts with the admin token, and nobody else", async ({ request }) => {
+  const res = await request.post("/api/workspace/create", { data: { agent: "mock" }, headers: admin });
   expect(res.status()).toBe(200);
   const body = await res.json();
   expect(body.workspaceId).toMatch(/^[0-9a-f]{32}$/);
   expect(body.url).toBe(`/w/${body.workspaceId}`);
-  const bad = await request.post("/api/workspace/create", { data: { agent: "no spaces allowed" } });
+  const bad = await request.post("/api/workspace/create", { data: { agent: "no spaces allowed" }, headers: admin });
   expect(bad.status()).toBe(400);
   expect((await bad.json()).code).toBe("bad_request");
+  const nobody = await request.post("/api/workspace/create", { data: { agent: "mock" } });
+  expect(nobody.status()).toBe(401);
+  expect((await nobody.json()).code).toBe("unauthorized");
 });
