@@ -628,6 +628,21 @@ async fn serve(
     println!(
         "\n    Open this link to sign in as the owner of this Huddle (it is valid until Huddle stops):\n\n        {sign_in_link}\n"
     );
+    // Expired browser sessions are deleted hourly.
+    let expired_sessions = {
+        use tower_sessions::ExpiredDeletion;
+        let store = tower_sessions_sqlx_store::PostgresStore::new(pool.clone());
+        tokio::spawn(async move {
+            // It stops at its first error (the database was down): start it again.
+            loop {
+                let hourly = std::time::Duration::from_secs(3600);
+                if let Err(e) = store.clone().continuously_delete_expired(hourly).await {
+                    tracing::warn!(error = %e, "could not delete expired sessions; trying again later");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
+        })
+    };
     let token = state.shutdown().clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -640,6 +655,7 @@ async fn serve(
     )
     .with_graceful_shutdown(state.shutdown().clone().cancelled_owned())
     .await?;
+    expired_sessions.abort();
     state.registry().shutdown().await;
     pool.close().await;
     Ok(())
