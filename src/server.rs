@@ -610,7 +610,8 @@ async fn serve(
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         sign_in_secret: Some(sign_in_secret),
         projects_root: config.projects_root.clone(),
-        workspaces_dir: config.data_dir.join("workspaces"),
+        // Absolute: the agent's `session/new` needs an absolute `cwd`.
+        workspaces_dir: std::path::absolute(config.data_dir.join("workspaces"))?,
         limits: Limits {
             prompts_per_minute: config.prompts_per_minute,
             max_queue: config.max_queue,

@@ -100,6 +100,14 @@ test("an owner, a member and a viewer each get what their role allows", async ({
   await owner.locator('[data-testid="person-row"][data-name="Vic"] [data-testid="remove-person"]').click();
   await expect(viewer.getByTestId("no-access")).toBeVisible();
 
+  // Another person's id and name in a request body change nothing: it is Mia's message.
+  const ownerId = (await (await owner.request.post("/api/me", { data: {} })).json()).personId;
+  const spoof = await member.request.post("/api/workspace/prompt", {
+    data: { workspaceId: ws, userId: ownerId, displayName: "Olga", text: "echo spoofed?" },
+  });
+  expect(spoof.status()).toBe(200);
+  await expect(owner.getByTestId("chat").filter({ hasText: "echo spoofed?" }).getByTestId("author")).toHaveText("Mia");
+
   // A file the agent writes lands in the workspace's own directory.
   await send(member, "write file");
   const target = path.join(dataDir, "workspaces", ws, "hello.txt");
