@@ -64,7 +64,7 @@ pub struct Config {
     pub max_streams_per_person: usize,
 
     /// Seconds a workspace with nobody connected and nothing running stays awake.
-    #[arg(long, env = "HUDDLE_IDLE_SLEEP_SECS", default_value_t = 300)]
+    #[arg(long, env = "HUDDLE_IDLE_SLEEP_SECS", default_value_t = 3600)]
     pub idle_sleep_secs: u64,
 
     /// A bearer token with the instance owner's rights, for deployments and scripts.

@@ -299,7 +299,12 @@ pub enum RoomEvent {
     #[serde(rename = "permission.cancelled", rename_all = "camelCase")]
     PermissionCancelled { request_ids: Vec<String> },
     #[serde(rename = "session.restored", rename_all = "camelCase")]
-    SessionRestored { replayed_events: usize },
+    SessionRestored {
+        replayed_events: usize,
+        /// The agent reopened its own session: it remembers the whole conversation.
+        #[serde(default)]
+        full_memory: bool,
+    },
     #[serde(rename = "presence", rename_all = "camelCase")]
     Presence {
         user_id: String,

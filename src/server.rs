@@ -503,6 +503,17 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     result
 }
 
+/// sandbox-agent ends an ACP request after `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS` (120 s by
+/// default), and a prompt waits on a teammate's approval for longer than that. The embedded server
+/// gets a day unless the variable is set.
+fn request_timeout_env() -> Vec<(String, String)> {
+    const VAR: &str = "SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS";
+    if std::env::var_os(VAR).is_some() {
+        return Vec::new();
+    }
+    vec![(VAR.into(), (24 * 3600 * 1000).to_string())]
+}
+
 async fn start_sandbox_agent(config: &Config) -> Result<SandboxAgentProcess, ServerError> {
     let bin = SandboxAgentProcess::resolve_bin(config.sandbox_agent_bin.as_deref())?;
     SandboxAgentProcess::install_agent(&bin, "mock").await?;
@@ -512,6 +523,7 @@ async fn start_sandbox_agent(config: &Config) -> Result<SandboxAgentProcess, Ser
         bin: Some(bin),
         log: Some(log),
         pid_file: Some(config.data_dir.join("sandbox-agent.pid")),
+        env: request_timeout_env(),
         ..Default::default()
     })
     .await?)

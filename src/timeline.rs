@@ -242,10 +242,16 @@ impl Fold {
                     }
                 }
             }
-            RoomEvent::SessionRestored { replayed_events } => self.system(
+            RoomEvent::SessionRestored { replayed_events, full_memory } => self.system(
                 e,
                 NoticeLevel::Info,
-                format!("The agent's session was restored; {replayed_events} earlier event(s) were replayed to it."),
+                if *full_memory {
+                    "The agent's session was restored (full memory).".to_string()
+                } else {
+                    format!(
+                        "The agent's session was restored (last {replayed_events} events replayed: it may not remember earlier work)."
+                    )
+                },
             ),
             RoomEvent::Presence { user_id, display_name, online } => {
                 if !*online {

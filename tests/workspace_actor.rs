@@ -296,15 +296,30 @@ async fn actors_sleep_and_wake_and_a_crash_stays_in_its_actor() {
     .await
     .expect("the actors sleep");
 
-    // The next call wakes the actor, which resumes the session with replayed history.
+    // The next call wakes the actor, which reopens the agent's own session (`session/load`): the
+    // agent remembers, and its replay of the conversation is not shown a second time.
     let mut sse = app.events(&ws, "ada", Some(head)).await;
-    app.prompt(&ws, "ada", "echo").await;
+    app.prompt(&ws, "ada", "recall").await;
     let got = sse.until(is_turn_end).await;
-    assert!(got.iter().any(
-        |e| matches!(e.event, RoomEvent::SessionRestored { replayed_events } if replayed_events > 0)
-    ));
-    let echoed = got.iter().rev().find_map(chunk).unwrap();
-    assert!(echoed.contains("remember pelican"), "{echoed}");
+    assert!(got.iter().any(|e| matches!(
+        e.event,
+        RoomEvent::SessionRestored {
+            full_memory: true,
+            ..
+        }
+    )));
+    let said: Vec<String> = got.iter().filter_map(chunk).collect();
+    assert_eq!(
+        said,
+        vec![r#"I remember: ["remember pelican"]"#.to_string()],
+        "{said:?}"
+    );
+    assert!(
+        !got.iter()
+            .any(|e| matches!(&e.event, RoomEvent::SessionEvent(ev)
+            if ev.payload["params"]["update"]["sessionUpdate"] == "user_message_chunk")),
+        "the agent's replay of the conversation is not shown again"
+    );
 
     // A panic in one actor leaves the others running, and the next call starts it again.
     registry.crash_for_tests(&other).await.unwrap();
@@ -334,7 +349,7 @@ async fn restarting_the_app_keeps_the_history_and_the_session() {
     let mut sse = app.events(&ws, "ada", None).await;
     let replayed = sse.upto(before.last().unwrap().seq).await;
     assert_eq!(replayed, before, "the history survives the restart");
-    app.prompt(&ws, "ada", "echo").await;
+    app.prompt(&ws, "ada", "recall").await;
     let after = sse.until(is_turn_end).await;
     assert!(
         after
@@ -342,7 +357,8 @@ async fn restarting_the_app_keeps_the_history_and_the_session() {
             .rev()
             .find_map(chunk)
             .unwrap()
-            .contains("swordfish")
+            .contains("swordfish"),
+        "the agent remembers across the restart"
     );
     let (_, info2) = app.post("info", json!({"workspaceId": ws})).await;
     assert_eq!(info["sessionId"], info2["sessionId"]);

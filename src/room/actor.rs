@@ -494,9 +494,13 @@ impl Actor {
                 SessionNotice::StorageDown => {
                     let _ = self.live.send(Live::LogDown);
                 }
-                SessionNotice::Restored { replayed_events } => {
-                    events.push(RoomEvent::SessionRestored { replayed_events })
-                }
+                SessionNotice::Restored {
+                    replayed_events,
+                    full_memory,
+                } => events.push(RoomEvent::SessionRestored {
+                    replayed_events,
+                    full_memory,
+                }),
             }
         }
         self.write(events, state_changed);

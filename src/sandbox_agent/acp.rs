@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use agent_client_protocol_schema::ProtocolVersion;
 use agent_client_protocol_schema::v1::{
     AGENT_METHOD_NAMES, CancelNotification, ClientCapabilities, ContentBlock, Implementation,
-    InitializeRequest, NewSessionRequest, NewSessionResponse, PromptRequest, PromptResponse,
-    RequestPermissionOutcome, RequestPermissionRequest, RequestPermissionResponse,
-    SelectedPermissionOutcome, TextContent,
+    InitializeRequest, InitializeResponse, LoadSessionRequest, NewSessionRequest,
+    NewSessionResponse, PromptRequest, PromptResponse, RequestPermissionOutcome,
+    RequestPermissionRequest, RequestPermissionResponse, SelectedPermissionOutcome, TextContent,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -19,6 +19,9 @@ pub(crate) fn method_initialize() -> &'static str {
 }
 pub(crate) fn method_new_session() -> &'static str {
     AGENT_METHOD_NAMES.session_new
+}
+pub(crate) fn method_load_session() -> &'static str {
+    AGENT_METHOD_NAMES.session_load
 }
 pub(crate) fn method_prompt() -> &'static str {
     AGENT_METHOD_NAMES.session_prompt
@@ -43,6 +46,28 @@ pub(crate) fn initialize() -> Value {
 /// `session/new` in `cwd` with no MCP servers.
 pub(crate) fn new_session(cwd: impl Into<PathBuf>) -> Value {
     to_value(NewSessionRequest::new(cwd).mcp_servers(Vec::new()))
+}
+
+/// Whether the agent's `initialize` answer says it can reopen a session with `session/load`.
+pub(crate) fn can_load_session(initialized: &Value) -> bool {
+    serde_json::from_value::<InitializeResponse>(initialized.clone())
+        .map(|r| r.agent_capabilities.load_session)
+        .unwrap_or(false)
+}
+
+/// `session/load` of the agent's own session, with what `session/new` was given (`cwd`, MCP
+/// servers).
+pub(crate) fn load_session(session_id: &str, new_session: &Value) -> Value {
+    let cwd = new_session
+        .get("cwd")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    let mut request = to_value(LoadSessionRequest::new(session_id.to_string(), cwd));
+    if let Some(servers) = new_session.get("mcpServers") {
+        request["mcpServers"] = servers.clone();
+    }
+    request
 }
 
 /// The agent's id for the new session; None when its answer has none (the builtin mock).

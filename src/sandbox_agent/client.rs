@@ -381,18 +381,19 @@ impl Session {
             self.permissions.clone(),
         ));
         let init = acp::initialize();
-        conn.request(
-            acp::method_initialize(),
-            init,
-            Some(Duration::from_secs(60)),
-        )
-        .await?;
-
-        let (replay, replayed) = if resume {
-            self.agent.replay_text(&state.record.id).await?
-        } else {
-            (None, 0)
-        };
+        let initialized = conn
+            .request(
+                acp::method_initialize(),
+                init,
+                Some(Duration::from_secs(60)),
+            )
+            .await?;
+        // The agent's own session, reopened with its whole conversation, when it can.
+        let reopen = state
+            .record
+            .agent_session_id
+            .clone()
+            .filter(|_| resume && acp::can_load_session(&initialized));
         // The record exists before its first event (events reference it).
         state.record.last_connection_id = conn.id().to_string();
         state.record.destroyed_at = None;
@@ -415,15 +416,36 @@ impl Session {
             .session_init
             .clone()
             .unwrap_or_else(|| acp::new_session(default_cwd()));
-        let created = conn
-            .request(
-                acp::method_new_session(),
-                init,
-                Some(Duration::from_secs(120)),
-            )
-            .await?;
-        // Some agents (the builtin mock) answer without a sessionId; the local id stands in then.
-        state.record.agent_session_id = acp::new_session_id(created);
+        let loaded = match reopen {
+            Some(agent_session) => {
+                let params = acp::load_session(&agent_session, &init);
+                match conn.load_session(params, Duration::from_secs(120)).await {
+                    Ok(_) => true,
+                    Err(e) if e.is_gone() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(session = %state.record.id, error = %e, "session/load failed; starting a new session with replayed history");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        let (replay, replayed) = if resume && !loaded {
+            self.agent.replay_text(&state.record.id).await?
+        } else {
+            (None, 0)
+        };
+        if !loaded {
+            let created = conn
+                .request(
+                    acp::method_new_session(),
+                    init,
+                    Some(Duration::from_secs(120)),
+                )
+                .await?;
+            // Some agents (the builtin mock) answer without a sessionId; the local id stands in then.
+            state.record.agent_session_id = acp::new_session_id(created);
+        }
         inner
             .persist
             .update_session(&state.record)
@@ -436,6 +458,7 @@ impl Session {
                 .notices
                 .send(SessionNotice::Restored {
                     replayed_events: replayed,
+                    full_memory: loaded,
                 })
                 .await;
         }

@@ -47,6 +47,10 @@ pub(crate) struct ConnectionShared {
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     gone: CancellationToken,
     binding: Mutex<Option<Binding>>,
+    /// The id of a `session/load` in flight: the agent replays the conversation as
+    /// `session/update`s before answering it. That is history the room already has, so those
+    /// updates are neither recorded nor announced again.
+    replaying: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ConnectionShared {
@@ -85,6 +89,7 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             gone: CancellationToken::new(),
             binding: Mutex::new(None),
+            replaying: Mutex::new(None),
         });
         tokio::spawn(pump(shared.clone(), rx, persist, notices, permissions));
         Self {
@@ -119,6 +124,7 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             gone: CancellationToken::new(),
             binding: Mutex::new(Some(binding)),
+            replaying: Mutex::new(None),
         });
         let conn = Self {
             shared: shared.clone(),
@@ -198,6 +204,18 @@ impl Connection {
     ) -> Reply {
         let id = self.next_request_id();
         self.request_as(id, method, params, timeout).await
+    }
+
+    /// `session/load`: the agent's replay of its history, which comes before the answer on the
+    /// stream, is skipped.
+    pub(crate) async fn load_session(&self, params: Value, timeout: Duration) -> Reply {
+        let id = self.next_request_id();
+        *self.shared.replaying.lock().expect("replaying lock") = Some(id.to_string());
+        let reply = self
+            .request_as(id, super::acp::method_load_session(), params, Some(timeout))
+            .await;
+        *self.shared.replaying.lock().expect("replaying lock") = None;
+        reply
     }
 
     /// The id the next request will be sent with (see [`Connection::request_as`]).
@@ -380,6 +398,19 @@ async fn pump(
                         continue;
                     }
                 };
+                if sender == Sender::Agent {
+                    let mut replaying = shared.replaying.lock().expect("replaying lock");
+                    if let Some(load) = replaying.as_deref() {
+                        if envelope_method(&envelope) == Some("session/update") {
+                            continue;
+                        }
+                        // Its answer ends the replay (it comes after the replay on the stream).
+                        if is_response(&envelope) && envelope_id(&envelope).as_deref() == Some(load)
+                        {
+                            *replaying = None;
+                        }
+                    }
+                }
                 if let Some(b) = binding.as_mut() {
                     events.push(SessionEvent {
                         id: random_id(),

@@ -36,6 +36,8 @@ pub enum SessionNotice {
     /// The session was restored on a new connection; the next prompt carries replayed history.
     Restored {
         replayed_events: usize,
+        /// The agent reopened its own session (`session/load`): it remembers everything.
+        full_memory: bool,
     },
 }
 

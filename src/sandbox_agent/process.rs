@@ -59,6 +59,8 @@ pub struct ProcessOptions {
     /// A file that holds the server's process group while it runs: a server a crashed process
     /// left behind is found there and stopped before a new one starts.
     pub pid_file: Option<PathBuf>,
+    /// More environment for the server (and so for the agents it runs).
+    pub env: Vec<(String, String)>,
 }
 
 /// What the pid file holds.
@@ -204,6 +206,7 @@ impl SandboxAgentProcess {
             "--token",
             &token,
         ]);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         if !opts.extra_path.is_empty() {
             let mut paths = opts.extra_path.clone();
             paths.extend(

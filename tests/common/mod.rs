@@ -45,7 +45,7 @@ pub fn fixtures_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin")
 }
 
-fn sandbox_agent_bin() -> PathBuf {
+pub fn sandbox_agent_bin() -> PathBuf {
     std::env::var_os("SANDBOX_AGENT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -73,6 +73,20 @@ pub async fn start_sandbox_agent(port: Option<u16>, token: Option<String>) -> Sa
         extra_path: vec![fixtures_bin()],
         log: None,
         pid_file: None,
+        env: Vec::new(),
+    })
+    .await
+    .expect("start sandbox-agent")
+}
+
+/// The same, with a scripted agent that cannot reopen sessions (`session/load`): sessions are
+/// restored with replayed history instead.
+pub async fn start_sandbox_agent_without_load() -> SandboxAgentProcess {
+    SandboxAgentProcess::start(ProcessOptions {
+        bin: Some(sandbox_agent_bin()),
+        extra_path: vec![fixtures_bin()],
+        env: vec![("PI_ACP_NO_LOAD".into(), "1".into())],
+        ..Default::default()
     })
     .await
     .expect("start sandbox-agent")
