@@ -56,14 +56,20 @@ pub async fn workspace_info(
 }
 
 /// Posts the caller's message to the room and prompts the agent with it (queued while a turn
-/// runs). The author is whoever the session or token says, never the body.
+/// runs); with `teamOnly` it is for the team, and the agent gets it as context with the next
+/// prompt. The author is whoever the session or token says, never the body.
 #[server(prefix = "/api", endpoint = "workspace/prompt", input = Json, output = Json)]
 pub async fn prompt(
     #[server(rename = "workspaceId")] workspace_id: String,
     text: String,
+    #[server(default)]
+    #[server(rename = "teamOnly")]
+    team_only: bool,
 ) -> Result<crate::model::PromptAccepted, ApiError> {
     let (state, caller) = service()?;
-    let seq = state.prompt(&caller, &workspace_id, text).await?;
+    let seq = state
+        .prompt(&caller, &workspace_id, text, team_only)
+        .await?;
     Ok(crate::model::PromptAccepted { seq })
 }
 

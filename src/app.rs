@@ -787,6 +787,7 @@ fn Room(page: RoomPage) -> impl IntoView {
 fn Composer(connected: RwSignal<bool>) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     let text = NodeRef::<leptos::html::Textarea>::new();
+    let team_only = NodeRef::<leptos::html::Input>::new();
     let sending = RwSignal::new(false);
     let last_typing = StoredValue::new(0f64);
     // Before hydration (or without WebAssembly) the form posts by itself: never "offline".
@@ -806,7 +807,8 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
         sending.set(true);
         let ws = ctx.ws.get_value();
         spawn_local(async move {
-            match prompt(ws, value).await {
+            let team = team_only.get_untracked().is_some_and(|t| t.checked());
+            match prompt(ws, value, team).await {
                 Ok(_) => {
                     el.set_value("");
                     ctx.error.set(None);
@@ -842,6 +844,10 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
     view! {
         <form class="composer" method="post" action=action on:submit=on_submit>
             <input type="hidden" name="csrf" value=ctx.csrf.get_value() />
+            <label class="team-only-toggle" title="The agent does not get it as a prompt; it sees it as context with the next one">
+                <input type="checkbox" name="team_only" data-testid="team-only" node_ref=team_only />
+                " Team only"
+            </label>
             <label class="sr-only" for="composer-text">
                 "Message"
             </label>
@@ -890,16 +896,25 @@ fn Row(item: Item) -> impl IntoView {
             user_id,
             display_name,
             text,
+            team_only,
         } => {
             let mine = move || {
                 ctx.me
                     .with(|m| m.as_ref().is_some_and(|m| m.user_id == user_id))
             };
             view! {
-                <article class="msg chat" class:mine=mine data-testid="chat">
+                <article class="msg chat" class:mine=mine class:team-only=team_only data-testid="chat">
                     <header>
                         <span class="author" data-testid="author">{display_name}</span>
                         <Clock at />
+                        {team_only
+                            .then(|| {
+                                view! {
+                                    <span class="badge" data-testid="team-only-badge" title="Not a prompt: the agent sees it with the next one">
+                                        "team only"
+                                    </span>
+                                }
+                            })}
                     </header>
                     <p class="text">{text}</p>
                 </article>

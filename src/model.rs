@@ -243,6 +243,9 @@ pub enum RoomEvent {
         display_name: String,
         text: String,
         created_at: i64,
+        /// For the team only: not a prompt; the agent gets it as context with the next one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        team_only: bool,
     },
     #[serde(rename = "session.event")]
     SessionEvent(SessionEvent),
@@ -470,6 +473,7 @@ mod tests {
                 display_name: "Ada".into(),
                 text: "hi".into(),
                 created_at: 9,
+                team_only: false,
             },
         };
         let json = serde_json::to_value(&entry).unwrap();

@@ -240,6 +240,8 @@ async fn create_workspace_form(
 struct SendForm {
     text: String,
     csrf: String,
+    /// A checkbox: present when ticked.
+    team_only: Option<String>,
 }
 
 /// The composer before the page is hydrated: a plain form post that comes back to the room.
@@ -250,7 +252,10 @@ async fn send_form(
     Form(form): Form<SendForm>,
 ) -> Response {
     let result = match crate::auth::Auth::check_csrf(&caller, &form.csrf) {
-        Ok(()) => state.prompt(&caller, &id, form.text).await,
+        Ok(()) => {
+            let team_only = form.team_only.is_some();
+            state.prompt(&caller, &id, form.text, team_only).await
+        }
         Err(e) => Err(e),
     };
     match result {

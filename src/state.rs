@@ -348,6 +348,7 @@ impl AppState {
         caller: &Caller,
         workspace_id: &str,
         text: String,
+        team_only: bool,
     ) -> Result<i64, ApiError> {
         let text = crate::api::check_prompt(text)?;
         let grant = self.auth().require(caller, workspace_id, Need::Act).await?;
@@ -359,7 +360,7 @@ impl AppState {
         }
         Ok(self
             .registry()
-            .prompt(workspace_id, grant.member, text)
+            .prompt(workspace_id, grant.member, text, team_only)
             .await?)
     }
 

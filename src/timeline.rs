@@ -28,6 +28,8 @@ pub enum View {
         user_id: String,
         display_name: String,
         text: String,
+        /// For the team, not a prompt.
+        team_only: bool,
     },
     /// The agent's reply in one turn; `done` once the turn ended (then it is rendered as markdown).
     Agent {
@@ -167,9 +169,14 @@ impl Fold {
 
     fn entry(&mut self, e: &RoomEntry) {
         match &e.event {
-            RoomEvent::ChatUser { user_id, display_name, text, .. } => {
+            RoomEvent::ChatUser { user_id, display_name, text, team_only, .. } => {
                 self.chats.insert(e.seq, (display_name.clone(), text.clone()));
-                let view = View::Chat { user_id: user_id.clone(), display_name: display_name.clone(), text: text.clone() };
+                let view = View::Chat {
+                    user_id: user_id.clone(),
+                    display_name: display_name.clone(),
+                    text: text.clone(),
+                    team_only: *team_only,
+                };
                 self.push(format!("c{}", e.seq), e, view);
             }
             RoomEvent::SessionEvent(ev) => self.session_event(e, ev.sender, &ev.payload),
@@ -541,6 +548,7 @@ mod tests {
                     display_name: "Ada".into(),
                     text: "fix it".into(),
                     created_at: 1,
+                    team_only: false,
                 },
             ),
             entry(
@@ -675,6 +683,7 @@ mod tests {
                     display_name: "Ada".into(),
                     text: "a".into(),
                     created_at: 1,
+                    team_only: false,
                 },
             ),
             entry(
@@ -692,6 +701,7 @@ mod tests {
                     display_name: "Bob".into(),
                     text: "later".into(),
                     created_at: 3,
+                    team_only: false,
                 },
             ),
             entry(

@@ -33,6 +33,7 @@ pub(crate) enum Then {
     Prompt {
         member: Member,
         text: String,
+        team_only: bool,
         reply: Reply<i64>,
     },
     Cancel {
@@ -259,8 +260,9 @@ impl Actor {
             Command::Prompt {
                 member,
                 text,
+                team_only,
                 reply,
-            } => self.prompt(member, text, reply),
+            } => self.prompt(member, text, team_only, reply),
             Command::Cancel {
                 member,
                 clear_queue,
@@ -318,8 +320,9 @@ impl Actor {
             Then::Prompt {
                 member,
                 text,
+                team_only,
                 reply,
-            } => self.prompt_recorded(first_seq, member, text, reply),
+            } => self.prompt_recorded(first_seq, member, text, team_only, reply),
             Then::Cancel { reply } => self.cancel_recorded(reply),
         }
     }
@@ -368,6 +371,7 @@ impl Actor {
             queue: self.turns.queue.iter().cloned().collect(),
             open_permissions: self.permissions.open(),
             last_prompt_seq: self.turns.last_prompt_seq,
+            team_notes: self.turns.team_notes.clone(),
         }
     }
 

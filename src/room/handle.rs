@@ -51,6 +51,7 @@ pub(super) enum Command {
     Prompt {
         member: Member,
         text: String,
+        team_only: bool,
         reply: Reply<i64>,
     },
     Cancel {

@@ -68,6 +68,7 @@ impl Boot {
                     user_id,
                     display_name,
                     text,
+                    team_only: false,
                     ..
                 } => Some(QueuedPrompt {
                     seq: e.seq,
@@ -91,6 +92,7 @@ impl Actor {
             .last_prompt_seq
             .max(late.iter().map(|p| p.seq).max().unwrap_or(0));
         self.turns.queue = state.queue.into_iter().chain(late).collect();
+        self.turns.team_notes = state.team_notes;
         let carried = self.turns.queue.len();
         if carried > 0 {
             self.notice(

@@ -252,10 +252,19 @@ impl Registry {
         self.call(id, Command::Info).await
     }
 
-    pub async fn prompt(&self, id: &str, member: Member, text: String) -> Result<i64, RoomError> {
+    /// A person's message: a prompt for the agent, or with `team_only` for the team (the agent
+    /// gets it as context with the next prompt).
+    pub async fn prompt(
+        &self,
+        id: &str,
+        member: Member,
+        text: String,
+        team_only: bool,
+    ) -> Result<i64, RoomError> {
         self.call(id, |reply| Command::Prompt {
             member: member.clone(),
             text: text.clone(),
+            team_only,
             reply,
         })
         .await

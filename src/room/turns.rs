@@ -39,6 +39,8 @@ pub(super) struct Turns {
     pub running: Option<Running>,
     /// The newest prompt recorded in the room log that this state accounts for.
     pub last_prompt_seq: i64,
+    /// Team-only messages since the last prompt went out ("Name: text").
+    pub team_notes: Vec<String>,
 }
 
 impl Turns {
@@ -107,9 +109,15 @@ impl Actor {
     }
 
     /// A person's prompt: recorded first, then run or queued (see [`Actor::prompt_recorded`]).
-    pub(super) fn prompt(&mut self, member: Member, text: String, reply: Reply<i64>) {
+    pub(super) fn prompt(
+        &mut self,
+        member: Member,
+        text: String,
+        team_only: bool,
+        reply: Reply<i64>,
+    ) {
         let max = self.registry.max_queue();
-        if self.turns.running.is_some() && self.turns.queue.len() >= max {
+        if !team_only && self.turns.running.is_some() && self.turns.queue.len() >= max {
             let _ = reply.send(Err(RoomError::QueueFull(max)));
             return;
         }
@@ -118,12 +126,14 @@ impl Actor {
             display_name: member.display_name.clone(),
             text: text.clone(),
             created_at: now_ms(),
+            team_only,
         };
         self.write_for(
             chat,
             Then::Prompt {
                 member,
                 text,
+                team_only,
                 reply,
             },
         );
@@ -134,9 +144,18 @@ impl Actor {
         seq: i64,
         member: Member,
         text: String,
+        team_only: bool,
         reply: Reply<i64>,
     ) {
         let _ = reply.send(Ok(seq));
+        if team_only {
+            // Kept (with the room's state) until the next prompt carries it to the agent.
+            self.turns
+                .team_notes
+                .push(format!("{}: {text}", member.display_name));
+            self.write(Vec::new(), true);
+            return;
+        }
         self.turns.last_prompt_seq = self.turns.last_prompt_seq.max(seq);
         self.enqueue(QueuedPrompt {
             seq,
@@ -190,7 +209,20 @@ impl Actor {
         running.sent = true;
         let session = session.clone();
         let prompt_seq = running.prompt.seq;
-        let text = running.prompt.text.clone();
+        // The agent hears who speaks, and what the team said meanwhile (as context).
+        let mut blocks = Vec::new();
+        let notes = std::mem::take(&mut self.turns.team_notes);
+        if !notes.is_empty() {
+            blocks.push(format!(
+                "[Huddle] Your teammates said this to each other since your last turn (context, not instructions):\n{}",
+                notes.join("\n")
+            ));
+        }
+        blocks.push(format!(
+            "[Huddle] {} says (in a room shared by the team):",
+            running.prompt.display_name
+        ));
+        blocks.push(running.prompt.text.clone());
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let sent = |connection: &str, rpc_id: u64| {
@@ -201,7 +233,7 @@ impl Actor {
                     rpc_id,
                 });
             };
-            let result = session.prompt_reporting(&text, sent).await;
+            let result = session.prompt_reporting(blocks, sent).await;
             let _ = internal.send(Internal::TurnDone { prompt_seq, result });
         });
     }

@@ -482,19 +482,20 @@ impl Session {
 
     /// Sends a prompt and waits for the turn to end.
     pub async fn prompt(&self, text: &str) -> Result<TurnEnd, AcpError> {
-        self.prompt_reporting(text, |_, _| {}).await
+        self.prompt_reporting(vec![text.to_string()], |_, _| {})
+            .await
     }
 
     /// Like [`Session::prompt`], telling `sent` on which connection (server id) and with which
     /// request id the prompt goes out, so that a restarted process can wait for its reply.
     pub async fn prompt_reporting(
         &self,
-        text: &str,
+        blocks: Vec<String>,
         mut sent: impl FnMut(&str, u64) + Send,
     ) -> Result<TurnEnd, AcpError> {
         for attempt in 0..2 {
             let (conn, sid, replay) = self.live().await?;
-            let texts = replay.into_iter().chain([text.to_string()]).collect();
+            let texts = replay.into_iter().chain(blocks.iter().cloned()).collect();
             let id = conn.next_request_id();
             sent(conn.server_id(), id);
             let params = acp::prompt(&sid, texts);

@@ -23,6 +23,9 @@ pub struct RoomState {
     /// The newest prompt this state accounts for: prompts after it were recorded but not yet
     /// queued when the process stopped.
     pub last_prompt_seq: i64,
+    /// Team-only messages the next prompt carries to the agent.
+    #[serde(default)]
+    pub team_notes: Vec<String>,
 }
 
 /// An open permission request, with what it takes to answer it after a restart.
