@@ -158,13 +158,20 @@ impl Fold {
     }
 
     fn end_turn(&mut self, e: &RoomEntry) {
+        self.end_segment(e);
+        self.plan = None;
+    }
+
+    /// Something other than text comes next (a thought, a tool call, a plan, a question): the text
+    /// so far is a finished segment, rendered once, and later text starts a new one below. So the
+    /// room shows what the agent did in the order it did it.
+    fn end_segment(&mut self, e: &RoomEntry) {
         if let Some(i) = self.agent.take()
             && let View::Agent { done, .. } = self.touch(i, e)
         {
             *done = true;
         }
         self.thought = None;
-        self.plan = None;
     }
 
     fn entry(&mut self, e: &RoomEntry) {
@@ -228,6 +235,7 @@ impl Fold {
                 }
             }
             RoomEvent::PermissionRequested { request_id, request } => {
+                self.end_segment(e);
                 let view = permission_view(request_id, request);
                 let i = self.push(format!("p{}", e.seq), e, View::Permission(view));
                 self.permissions.insert(request_id.clone(), i);
@@ -297,12 +305,15 @@ impl Fold {
         match update {
             SessionUpdate::AgentMessageChunk(chunk) => {
                 let text = block_text(&chunk.content);
+                self.thought = None;
                 match self.agent {
                     Some(i) => {
                         if let View::Agent { text: t, .. } = self.touch(i, e) {
                             t.push_str(&text);
                         }
                     }
+                    // Agents open a block with an empty chunk: no segment for nothing.
+                    None if text.is_empty() => {}
                     None => {
                         let i =
                             self.push(format!("a{}", e.seq), e, View::Agent { text, done: false });
@@ -312,12 +323,16 @@ impl Fold {
             }
             SessionUpdate::AgentThoughtChunk(chunk) => {
                 let text = block_text(&chunk.content);
+                if self.agent.is_some() {
+                    self.end_segment(e);
+                }
                 match self.thought {
                     Some(i) => {
                         if let View::Thought { text: t } = self.touch(i, e) {
                             t.push_str(&text);
                         }
                     }
+                    None if text.is_empty() => {}
                     None => {
                         self.thought =
                             Some(self.push(format!("t{}", e.seq), e, View::Thought { text }))
@@ -338,6 +353,7 @@ impl Fold {
                 match self.tools.get(&id) {
                     Some(&i) => *self.touch(i, e) = View::Tool(view),
                     None => {
+                        self.end_segment(e);
                         let i = self.push(format!("k{}", e.seq), e, View::Tool(view));
                         self.tools.insert(id, i);
                     }
@@ -356,6 +372,7 @@ impl Fold {
                             diffs: Vec::new(),
                             text: Vec::new(),
                         };
+                        self.end_segment(e);
                         let i = self.push(format!("k{}", e.seq), e, View::Tool(view));
                         self.tools.insert(id, i);
                         i
@@ -394,6 +411,7 @@ impl Fold {
                 match self.plan {
                     Some(i) => *self.touch(i, e) = View::Plan { entries },
                     None => {
+                        self.end_segment(e);
                         self.plan =
                             Some(self.push(format!("l{}", e.seq), e, View::Plan { entries }))
                     }
@@ -539,7 +557,7 @@ mod tests {
     }
 
     #[test]
-    fn a_turn_folds_into_one_message_with_cards() {
+    fn a_turn_shows_what_the_agent_did_in_the_order_it_did_it() {
         let entries = vec![
             entry(
                 1,
@@ -585,8 +603,9 @@ mod tests {
         assert_eq!(t.running.as_ref().map(|r| r.prompt_seq), Some(1));
         let views: Vec<&View> = t.items.iter().map(|i| &i.view).collect();
         assert!(matches!(views[0], View::Chat { text, .. } if text == "fix it"));
-        assert!(matches!(views[1], View::Thought { text } if text == "hmm ok"));
-        assert!(matches!(views[2], View::Agent { text, done: false } if text == "Hello world"));
+        assert!(matches!(views[1], View::Thought { text } if text == "hmm "));
+        // Text before a tool call is a finished segment above it; text after it, a new one below.
+        assert!(matches!(views[2], View::Agent { text, done: true } if text == "Hello "));
         match views[3] {
             View::Tool(tool) => {
                 assert_eq!(
@@ -604,11 +623,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(views[4], View::Plan { entries } if entries[0].status == "pending"));
+        assert!(matches!(views[4], View::Thought { text } if text == "ok"));
+        assert!(matches!(views[5], View::Agent { text, done: true } if text == "world"));
+        assert!(matches!(views[6], View::Plan { entries } if entries[0].status == "pending"));
         assert!(
-            matches!(views[5], View::Raw { label, .. } if label.contains("available_commands_update"))
+            matches!(views[7], View::Raw { label, .. } if label.contains("available_commands_update"))
         );
-        assert_eq!(t.items[2].rev, 8, "the message was last changed by seq 8");
+        assert_eq!(t.items[5].rev, 9, "the segment was closed by seq 9");
 
         let mut more = entries.clone();
         more.push(entry(
@@ -623,7 +644,10 @@ mod tests {
         assert!(t.running.is_none());
         assert_eq!(
             finished_agent_texts(&t),
-            vec![("a4".to_string(), "Hello world".to_string())]
+            vec![
+                ("a4".to_string(), "Hello ".to_string()),
+                ("a8".to_string(), "world".to_string())
+            ]
         );
     }
 
