@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 
 use agent_client_protocol_schema::v1::{
-    AgentNotification, ContentBlock, RequestPermissionRequest, SessionUpdate, ToolCallContent,
-    ToolCallStatus, ToolKind,
+    AgentNotification, ContentBlock, NewSessionResponse, RequestPermissionRequest,
+    SessionConfigKind, SessionConfigOption, SessionConfigSelectOptions, SessionModeState,
+    SessionUpdate, ToolCallContent, ToolCallStatus, ToolKind,
 };
+use agent_client_protocol_schema::MaybeUndefined;
 use serde_json::Value;
 
 use crate::model::{NoticeLevel, RoomEntry, RoomEvent, Sender};
@@ -116,6 +118,136 @@ pub struct Timeline {
     pub items: Vec<Item>,
     pub running: Option<RunningTurn>,
     pub queue: Vec<Waiting>,
+    /// What the agent says about its session: shown with the room, not as rows.
+    pub session: SessionFacts,
+}
+
+/// The agent's session as it describes it: title, slash commands, context use, and the options
+/// people may change (mode, model).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionFacts {
+    pub title: Option<String>,
+    pub commands: Vec<CommandView>,
+    pub usage: Option<UsageView>,
+    pub options: Vec<OptionView>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandView {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageView {
+    /// Tokens in the context window, and its size.
+    pub used: u64,
+    pub size: u64,
+    /// Spent so far, with its currency.
+    pub cost: Option<(f64, String)>,
+}
+
+impl UsageView {
+    /// "Context 12.3k / 200k (6%) · 0.03 USD".
+    pub fn label(&self) -> String {
+        let k = |n: u64| {
+            if n >= 1000 {
+                format!("{:.1}k", n as f64 / 1000.0)
+            } else {
+                n.to_string()
+            }
+        };
+        let pct = (self.used * 100).checked_div(self.size).unwrap_or(0);
+        let mut label = format!("Context {} / {} ({pct}%)", k(self.used), k(self.size));
+        if let Some((amount, currency)) = &self.cost {
+            label.push_str(&format!(" · {amount:.2} {currency}"));
+        }
+        label
+    }
+}
+
+/// The id under which a legacy mode list (`modes`) is offered as an option.
+pub const MODE_OPTION: &str = "_mode";
+
+/// A select option of the session (the mode, the model, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionView {
+    pub id: String,
+    pub name: String,
+    pub current: String,
+    /// (value, name)
+    pub choices: Vec<(String, String)>,
+}
+
+impl OptionView {
+    fn from_config(o: &SessionConfigOption) -> Option<Self> {
+        let SessionConfigKind::Select(select) = &o.kind else {
+            return None;
+        };
+        let choices = match &select.options {
+            SessionConfigSelectOptions::Ungrouped(list) => list
+                .iter()
+                .map(|c| (c.value.to_string(), c.name.clone()))
+                .collect(),
+            SessionConfigSelectOptions::Grouped(groups) => groups
+                .iter()
+                .flat_map(|g| g.options.iter())
+                .map(|c| (c.value.to_string(), c.name.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(OptionView {
+            id: o.id.to_string(),
+            name: o.name.clone(),
+            current: select.current_value.to_string(),
+            choices,
+        })
+    }
+
+    fn from_modes(m: &SessionModeState) -> Self {
+        OptionView {
+            id: MODE_OPTION.into(),
+            name: "Mode".into(),
+            current: m.current_mode_id.to_string(),
+            choices: m
+                .available_modes
+                .iter()
+                .map(|m| (m.id.to_string(), m.name.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl SessionFacts {
+    fn set_options(&mut self, options: &[SessionConfigOption]) {
+        let modes = self.options.iter().find(|o| o.id == MODE_OPTION).cloned();
+        self.options = options.iter().filter_map(OptionView::from_config).collect();
+        // Agents that offer a mode option need no legacy mode list.
+        if let Some(m) = modes
+            && !self.options.iter().any(|o| o.name.eq_ignore_ascii_case("mode"))
+        {
+            self.options.insert(0, m);
+        }
+    }
+
+    /// What a session's opening answer (`session/new`, `session/load`) says.
+    fn opened(&mut self, result: &Value) {
+        // `session/load` answers without a session id; the shape is otherwise the same.
+        let mut result = result.clone();
+        if result.get("sessionId").is_none() {
+            result["sessionId"] = Value::String(String::new());
+        }
+        let Ok(r) = serde_json::from_value::<NewSessionResponse>(result) else {
+            return;
+        };
+        if let Some(modes) = &r.modes {
+            self.options.retain(|o| o.id != MODE_OPTION);
+            self.options.insert(0, OptionView::from_modes(modes));
+        }
+        if let Some(options) = &r.config_options {
+            self.set_options(options);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -131,6 +263,7 @@ struct Fold {
     queue: Vec<Waiting>,
     /// Who left, where that row is and when: someone back within seconds gets one row, not two.
     left: HashMap<String, (usize, i64)>,
+    session: SessionFacts,
 }
 
 /// A leave and a join closer than this (a reload, a flaky network) show as one "reconnected" row.
@@ -289,6 +422,16 @@ impl Fold {
 
     fn session_event(&mut self, e: &RoomEntry, sender: Sender, payload: &Value) {
         let method = payload.get("method").and_then(Value::as_str);
+        // The answers that open a session or change its options say what may be chosen.
+        if sender == Sender::Agent
+            && method.is_none()
+            && let Some(result) = payload.get("result").filter(|r| r.is_object())
+        {
+            if result.get("modes").is_some() || result.get("configOptions").is_some() {
+                self.session.opened(result);
+            }
+            return;
+        }
         // Our own requests show as chat; replies end turns; permission requests have their card.
         if sender == Sender::Client
             || method.is_none()
@@ -417,6 +560,44 @@ impl Fold {
                     }
                 }
             }
+            SessionUpdate::AvailableCommandsUpdate(u) => {
+                self.session.commands = u
+                    .available_commands
+                    .into_iter()
+                    .map(|c| CommandView {
+                        name: c.name,
+                        description: c.description,
+                    })
+                    .collect();
+            }
+            SessionUpdate::UsageUpdate(u) => {
+                self.session.usage = Some(UsageView {
+                    used: u.used,
+                    size: u.size,
+                    cost: u.cost.map(|c| (c.amount, c.currency)),
+                });
+            }
+            SessionUpdate::SessionInfoUpdate(u) => {
+                match u.title {
+                    MaybeUndefined::Value(title) => {
+                        self.session.title = Some(title).filter(|t| !t.is_empty())
+                    }
+                    MaybeUndefined::Null => self.session.title = None,
+                    MaybeUndefined::Undefined => {}
+                }
+            }
+            SessionUpdate::CurrentModeUpdate(u) => {
+                let mode = u.current_mode_id.to_string();
+                for o in &mut self.session.options {
+                    if o.id == MODE_OPTION || o.name.eq_ignore_ascii_case("mode") {
+                        o.current = mode.clone();
+                    }
+                }
+            }
+            SessionUpdate::ConfigOptionUpdate(u) => self.session.set_options(&u.config_options),
+            // The agent's replay of the conversation (`session/load`) and echoes of the prompt:
+            // the room has them already.
+            SessionUpdate::UserMessageChunk(_) => {}
             _ => self.raw(e, method, payload),
         }
     }
@@ -505,6 +686,7 @@ pub fn build(entries: &[RoomEntry]) -> Timeline {
         items: fold.items,
         running: fold.running,
         queue: fold.queue,
+        session: fold.session,
     }
 }
 
@@ -626,9 +808,7 @@ mod tests {
         assert!(matches!(views[4], View::Thought { text } if text == "ok"));
         assert!(matches!(views[5], View::Agent { text, done: true } if text == "world"));
         assert!(matches!(views[6], View::Plan { entries } if entries[0].status == "pending"));
-        assert!(
-            matches!(views[7], View::Raw { label, .. } if label.contains("available_commands_update"))
-        );
+        assert_eq!(views.len(), 7, "the command list is no row: {views:?}");
         assert_eq!(t.items[5].rev, 9, "the segment was closed by seq 9");
 
         let mut more = entries.clone();
@@ -649,6 +829,79 @@ mod tests {
                 ("a8".to_string(), "world".to_string())
             ]
         );
+    }
+
+    fn reply(seq: i64, result: Value) -> RoomEntry {
+        entry(
+            seq,
+            RoomEvent::SessionEvent(SessionEvent {
+                id: format!("e{seq}"),
+                event_index: seq,
+                session_id: "s".into(),
+                created_at: seq,
+                connection_id: "c".into(),
+                sender: Sender::Agent,
+                payload: json!({"jsonrpc": "2.0", "id": 1, "result": result}),
+            }),
+        )
+    }
+
+    #[test]
+    fn what_the_agent_says_about_its_session_shows_with_the_room_not_as_rows() {
+        let select = |current: &str| {
+            json!([{"id": "model", "name": "Model", "type": "select", "currentValue": current,
+                "options": [{"value": "fast", "name": "Fast"}, {"value": "smart", "name": "Smart"}]}])
+        };
+        let entries = vec![
+            reply(
+                1,
+                json!({"sessionId": "s1", "configOptions": select("fast"),
+                "modes": {"currentModeId": "default", "availableModes": [
+                    {"id": "default", "name": "Default"}, {"id": "plan", "name": "Plan"}]}}),
+            ),
+            update(
+                2,
+                json!({"sessionUpdate": "available_commands_update", "availableCommands": [
+                {"name": "compact", "description": "Compact the conversation"}]}),
+            ),
+            update(
+                3,
+                json!({"sessionUpdate": "usage_update", "used": 12345, "size": 200000,
+                "cost": {"amount": 0.034, "currency": "USD"}}),
+            ),
+            update(
+                4,
+                json!({"sessionUpdate": "session_info_update", "title": "Fix the login bug"}),
+            ),
+            update(
+                5,
+                json!({"sessionUpdate": "current_mode_update", "currentModeId": "plan"}),
+            ),
+            update(
+                6,
+                json!({"sessionUpdate": "config_option_update", "configOptions": select("smart")}),
+            ),
+            update(
+                7,
+                json!({"sessionUpdate": "user_message_chunk", "content": {"type": "text", "text": "old"}}),
+            ),
+        ];
+        let t = build(&entries);
+        assert!(t.items.is_empty(), "{:?}", t.items);
+        let s = &t.session;
+        assert_eq!(s.title.as_deref(), Some("Fix the login bug"));
+        assert_eq!(s.commands[0].name, "compact");
+        assert_eq!(
+            s.usage.as_ref().unwrap().label(),
+            "Context 12.3k / 200.0k (6%) · 0.03 USD"
+        );
+        let ids: Vec<(&str, &str)> = s
+            .options
+            .iter()
+            .map(|o| (o.id.as_str(), o.current.as_str()))
+            .collect();
+        assert_eq!(ids, vec![(MODE_OPTION, "plan"), ("model", "smart")]);
+        assert_eq!(s.options[0].choices[1], ("plan".into(), "Plan".into()));
     }
 
     #[test]
