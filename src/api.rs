@@ -96,6 +96,20 @@ pub async fn remove_queued(
     state.remove_queued(&caller, &workspace_id, seq).await
 }
 
+/// Changes an option of the agent's session for everyone (its mode, its model): `configId` as the
+/// agent names it (`_mode` for an agent's legacy mode list), `value` one of its choices.
+#[server(prefix = "/api", endpoint = "workspace/option", input = Json, output = Json)]
+pub async fn set_option(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "configId")] config_id: String,
+    value: String,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .set_option(&caller, &workspace_id, config_id, value)
+        .await
+}
+
 /// Answers a permission request of the agent; the first answer wins.
 #[server(prefix = "/api", endpoint = "workspace/permission", input = Json, output = Json)]
 pub async fn answer_permission(

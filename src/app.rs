@@ -13,7 +13,8 @@ use leptos_router::{SsrMode, path};
 use crate::api::{
     ErrorCode, answer_permission, cancel, create_token, create_workspace, creator_invite, home,
     invite, members, prompt, remove_member, remove_queued, rename, render_markdown, revoke_invite,
-    revoke_token, room_page, rotate_invite, set_approver, set_approvers_only, set_role, typing,
+    revoke_token, room_page, rotate_invite, set_approver, set_approvers_only, set_option, set_role,
+    typing,
 };
 use crate::browser;
 use crate::model::{
@@ -440,6 +441,8 @@ fn Room(page: RoomPage) -> impl IntoView {
     // The dock changes when the turn or the queue does, not on every streamed chunk (so its
     // buttons stay put under the pointer).
     let running = Memo::new(move |_| timeline.with(|t| t.running.clone()));
+    let facts = Memo::new(move |_| timeline.with(|t| t.session.clone()));
+    let commands = Memo::new(move |_| facts.with(|f| f.commands.clone()));
     let queue = Memo::new(move |_| timeline.with(|t| t.queue.clone()));
     // Who is in the room: the server's list, kept current by `online` events (never from the log).
     let online = RwSignal::new(info.online.clone());
@@ -615,6 +618,26 @@ fn Room(page: RoomPage) -> impl IntoView {
                 </a>
                 <div class="room-title">
                     <h1>"Workspace " <code data-testid="workspace-id">{id_for_header}</code></h1>
+                    <p class="session-facts">
+                        {move || {
+                            facts
+                                .with(|f| f.title.clone())
+                                .map(|t| view! { <strong data-testid="session-title">{t}</strong> })
+                        }}
+                        {move || {
+                            facts
+                                .with(|f| f.usage.as_ref().map(|u| (u.label(), u.used, u.size)))
+                                .map(|(label, used, size)| {
+                                    view! {
+                                        <span class="usage" data-testid="usage">
+                                            <meter min="0" max=size.to_string() value=used.to_string()></meter>
+                                            " "
+                                            {label}
+                                        </span>
+                                    }
+                                })
+                        }}
+                    </p>
                     <p class="room-facts">
                         "Agent "
                         <strong data-testid="agent">{agent.clone()}</strong>
@@ -768,8 +791,9 @@ fn Room(page: RoomPage) -> impl IntoView {
                         {move || error.get()}
                     </p>
                 </Show>
+                <SessionOptions facts can_act />
                 {if can_act {
-                    view! { <Composer connected /> }.into_any()
+                    view! { <Composer connected commands /> }.into_any()
                 } else {
                     view! {
                         <p class="viewer-note" data-testid="viewer-note">
@@ -784,9 +808,34 @@ fn Room(page: RoomPage) -> impl IntoView {
 }
 
 #[component]
-fn Composer(connected: RwSignal<bool>) -> impl IntoView {
+fn Composer(
+    connected: RwSignal<bool>,
+    commands: Memo<Vec<timeline::CommandView>>,
+) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     let text = NodeRef::<leptos::html::Textarea>::new();
+    // The slash-command palette: what is typed while it is a bare `/word`.
+    let draft = RwSignal::new(String::new());
+    let matching = move || {
+        let d = draft.get();
+        if !d.starts_with('/') || d.contains(char::is_whitespace) {
+            return Vec::new();
+        }
+        commands.with(|c| {
+            c.iter()
+                .filter(|c| c.name.starts_with(&d[1..]))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let pick = move |name: String| {
+        if let Some(el) = text.get_untracked() {
+            let value = format!("/{name} ");
+            el.set_value(&value);
+            draft.set(value);
+            let _ = el.focus();
+        }
+    };
     let team_only = NodeRef::<leptos::html::Input>::new();
     let sending = RwSignal::new(false);
     let last_typing = StoredValue::new(0f64);
@@ -829,7 +878,8 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
             send();
         }
     };
-    let on_input = move |_| {
+    let on_input = move |ev: leptos::ev::Event| {
+        draft.set(event_target_value(&ev));
         let now = browser::now_ms();
         if now - last_typing.get_value() < 2500.0 {
             return;
@@ -848,6 +898,27 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
                 <input type="checkbox" name="team_only" data-testid="team-only" node_ref=team_only />
                 " Team only"
             </label>
+            <Show when=move || !matching().is_empty()>
+                <ul class="palette" data-testid="palette" role="listbox" aria-label="Slash commands">
+                    {move || {
+                        matching()
+                            .into_iter()
+                            .map(|c| {
+                                let name = c.name.clone();
+                                view! {
+                                    <li>
+                                        <button type="button" class="command" data-testid="command" on:click=move |_| pick(name.clone())>
+                                            <code>{format!("/{}", c.name)}</code>
+                                            " "
+                                            <span class="description">{c.description.clone()}</span>
+                                        </button>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    }}
+                </ul>
+            </Show>
             <label class="sr-only" for="composer-text">
                 "Message"
             </label>
@@ -876,6 +947,54 @@ fn Composer(connected: RwSignal<bool>) -> impl IntoView {
                 }}
             </p>
         </form>
+    }
+}
+
+/// The agent's session options (its mode, its model), shared by the room: members change them.
+#[component]
+fn SessionOptions(facts: Memo<timeline::SessionFacts>, can_act: bool) -> impl IntoView {
+    let ctx = expect_context::<RoomCtx>();
+    view! {
+        <Show when=move || facts.with(|f| !f.options.is_empty())>
+            <div class="session-options" data-testid="session-options">
+                <For
+                    each=move || facts.get().options
+                    key=|o| (o.id.clone(), o.current.clone(), o.choices.len())
+                    children=move |o| {
+                        let id = o.id.clone();
+                        let on_change = move |ev: leptos::ev::Event| {
+                            let (config_id, value) = (id.clone(), event_target_value(&ev));
+                            ctx.act(move |ws, _| set_option(ws, config_id, value));
+                        };
+                        let current = o.current.clone();
+                        view! {
+                            <label>
+                                {o.name.clone()}
+                                " "
+                                <select
+                                    data-testid=format!("option-{}", o.id)
+                                    disabled=!can_act
+                                    on:change=on_change
+                                >
+                                    {o
+                                        .choices
+                                        .into_iter()
+                                        .map(|(value, name)| {
+                                            let selected = value == current;
+                                            view! {
+                                                <option value=value selected=selected>
+                                                    {name}
+                                                </option>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </select>
+                            </label>
+                        }
+                    }
+                />
+            </div>
+        </Show>
     }
 }
 

@@ -304,6 +304,27 @@ impl AppState {
         Ok(self.registry().typing(id, grant.member).await?)
     }
 
+    /// Changes an option of the agent's session (mode, model) for the room.
+    pub async fn set_option(
+        &self,
+        caller: &Caller,
+        id: &str,
+        config_id: String,
+        value: String,
+    ) -> Result<(), ApiError> {
+        let grant = self.auth().require(caller, id, Need::Act).await?;
+        let valid = |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
+        if !valid(&config_id) || !valid(&value) {
+            return Err(ApiError::bad_request(
+                "configId and value must be 1 to 128 characters with no control characters.",
+            ));
+        }
+        Ok(self
+            .registry()
+            .set_option(id, grant.member, config_id, value)
+            .await?)
+    }
+
     /// Takes a waiting prompt off the queue: the owner may remove any, others their own.
     pub async fn remove_queued(&self, caller: &Caller, id: &str, seq: i64) -> Result<(), ApiError> {
         let grant = self.auth().require(caller, id, Need::Act).await?;

@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
+use agent_client_protocol_schema::MaybeUndefined;
 use agent_client_protocol_schema::v1::{
     AgentNotification, ContentBlock, NewSessionResponse, RequestPermissionRequest,
     SessionConfigKind, SessionConfigOption, SessionConfigSelectOptions, SessionModeState,
     SessionUpdate, ToolCallContent, ToolCallStatus, ToolKind,
 };
-use agent_client_protocol_schema::MaybeUndefined;
 use serde_json::Value;
 
 use crate::model::{NoticeLevel, RoomEntry, RoomEvent, Sender};
@@ -224,7 +224,10 @@ impl SessionFacts {
         self.options = options.iter().filter_map(OptionView::from_config).collect();
         // Agents that offer a mode option need no legacy mode list.
         if let Some(m) = modes
-            && !self.options.iter().any(|o| o.name.eq_ignore_ascii_case("mode"))
+            && !self
+                .options
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case("mode"))
         {
             self.options.insert(0, m);
         }
@@ -577,15 +580,13 @@ impl Fold {
                     cost: u.cost.map(|c| (c.amount, c.currency)),
                 });
             }
-            SessionUpdate::SessionInfoUpdate(u) => {
-                match u.title {
-                    MaybeUndefined::Value(title) => {
-                        self.session.title = Some(title).filter(|t| !t.is_empty())
-                    }
-                    MaybeUndefined::Null => self.session.title = None,
-                    MaybeUndefined::Undefined => {}
+            SessionUpdate::SessionInfoUpdate(u) => match u.title {
+                MaybeUndefined::Value(title) => {
+                    self.session.title = Some(title).filter(|t| !t.is_empty())
                 }
-            }
+                MaybeUndefined::Null => self.session.title = None,
+                MaybeUndefined::Undefined => {}
+            },
             SessionUpdate::CurrentModeUpdate(u) => {
                 let mode = u.current_mode_id.to_string();
                 for o in &mut self.session.options {

@@ -73,6 +73,13 @@ pub(crate) enum Internal {
         reply: Reply<()>,
         result: Result<(), AcpError>,
     },
+    OptionSet {
+        member: Member,
+        config_id: String,
+        value: String,
+        reply: Reply<()>,
+        result: Result<(), AcpError>,
+    },
     LeaseLost,
 }
 
@@ -274,6 +281,12 @@ impl Actor {
                 any,
                 reply,
             } => self.remove_queued(member, prompt_seq, any, reply),
+            Command::SetOption {
+                member,
+                config_id,
+                value,
+                reply,
+            } => self.set_option(member, config_id, value, reply),
             Command::Permission {
                 member,
                 request_id,
@@ -311,6 +324,13 @@ impl Actor {
                 reply,
                 result,
             } => self.permission_sent(request_id, option_id, member, reply, result),
+            Internal::OptionSet {
+                member,
+                config_id,
+                value,
+                reply,
+                result,
+            } => self.option_set(member, config_id, value, reply, result),
             Internal::LeaseLost => {}
         }
     }

@@ -59,6 +59,12 @@ pub(super) enum Command {
         clear_queue: bool,
         reply: Reply<()>,
     },
+    SetOption {
+        member: Member,
+        config_id: String,
+        value: String,
+        reply: Reply<()>,
+    },
     RemoveQueued {
         member: Member,
         prompt_seq: i64,
@@ -93,6 +99,7 @@ impl Command {
             Command::Cancel { reply, .. } => drop(reply.send(Err(err()))),
             Command::Permission { reply, .. } => drop(reply.send(Err(err()))),
             Command::RemoveQueued { reply, .. } => drop(reply.send(Err(err()))),
+            Command::SetOption { reply, .. } => drop(reply.send(Err(err()))),
             Command::Connect { reply, .. } => drop(reply.send(Err(err()))),
             Command::Disconnect { .. } | Command::Typing { .. } | Command::Crash => {}
         }

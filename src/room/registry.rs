@@ -285,6 +285,23 @@ impl Registry {
         .await
     }
 
+    /// Changes one of the agent session's options (mode, model), for everyone in the room.
+    pub async fn set_option(
+        &self,
+        id: &str,
+        member: Member,
+        config_id: String,
+        value: String,
+    ) -> Result<(), RoomError> {
+        self.call(id, |reply| Command::SetOption {
+            member: member.clone(),
+            config_id: config_id.clone(),
+            value: value.clone(),
+            reply,
+        })
+        .await
+    }
+
     /// Takes a waiting prompt off the queue: its author may, and with `any` (the owner) anyone's.
     pub async fn remove_queued(
         &self,

@@ -12,6 +12,8 @@ use crate::sandbox_agent::{AcpError, CreateSessionRequest, Session, TurnEnd, now
 
 /// How long Stop may take to reach the agent.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the agent may take to change an option.
+const OPTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The agent session of the room.
 pub(super) enum SessionSlot {
@@ -299,6 +301,77 @@ impl Actor {
         self.write(vec![ended], false);
         if let Some(next) = next {
             self.start_turn(next);
+        }
+    }
+
+    /// Changes an option of the agent's session (mode, model) for the whole room.
+    pub(super) fn set_option(
+        &mut self,
+        member: Member,
+        config_id: String,
+        value: String,
+        reply: Reply<()>,
+    ) {
+        let SessionSlot::Ready(session) = &self.session else {
+            let _ = reply.send(Err(RoomError::Conflict(
+                "The agent's session is not open yet: send a first message, then choose.".into(),
+            )));
+            return;
+        };
+        let session = session.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let legacy_mode = config_id == crate::timeline::MODE_OPTION;
+            let result = match tokio::time::timeout(
+                OPTION_TIMEOUT,
+                session.set_option(&config_id, &value, legacy_mode),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(AcpError::Timeout),
+            };
+            let _ = internal.send(Internal::OptionSet {
+                member,
+                config_id,
+                value,
+                reply,
+                result,
+            });
+        });
+    }
+
+    /// The agent took the change (its answer, recorded, carries the options as they are now).
+    pub(super) fn option_set(
+        &mut self,
+        member: Member,
+        config_id: String,
+        value: String,
+        reply: Reply<()>,
+        result: Result<(), AcpError>,
+    ) {
+        match result {
+            Ok(()) => {
+                let what = if config_id == crate::timeline::MODE_OPTION {
+                    "mode".to_string()
+                } else {
+                    config_id
+                };
+                self.notice(
+                    NoticeLevel::Info,
+                    format!("{} set the agent's {what} to {value}.", member.display_name),
+                );
+                let _ = reply.send(Ok(()));
+            }
+            Err(AcpError::Rpc { message, .. }) => {
+                let _ = reply.send(Err(RoomError::Invalid(format!(
+                    "The agent refused the change: {}",
+                    message.chars().take(200).collect::<String>()
+                ))));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(RoomError::Agent(e)));
+            }
         }
     }
 

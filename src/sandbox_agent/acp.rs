@@ -9,7 +9,8 @@ use agent_client_protocol_schema::v1::{
     AGENT_METHOD_NAMES, CancelNotification, ClientCapabilities, ContentBlock, Implementation,
     InitializeRequest, InitializeResponse, LoadSessionRequest, NewSessionRequest,
     NewSessionResponse, PromptRequest, PromptResponse, RequestPermissionOutcome,
-    RequestPermissionRequest, RequestPermissionResponse, SelectedPermissionOutcome, TextContent,
+    RequestPermissionRequest, RequestPermissionResponse, SelectedPermissionOutcome,
+    SetSessionConfigOptionRequest, SetSessionModeRequest, TextContent,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -22,6 +23,12 @@ pub(crate) fn method_new_session() -> &'static str {
 }
 pub(crate) fn method_load_session() -> &'static str {
     AGENT_METHOD_NAMES.session_load
+}
+pub(crate) fn method_set_config_option() -> &'static str {
+    AGENT_METHOD_NAMES.session_set_config_option
+}
+pub(crate) fn method_set_mode() -> &'static str {
+    AGENT_METHOD_NAMES.session_set_mode
 }
 pub(crate) fn method_prompt() -> &'static str {
     AGENT_METHOD_NAMES.session_prompt
@@ -68,6 +75,23 @@ pub(crate) fn load_session(session_id: &str, new_session: &Value) -> Value {
         request["mcpServers"] = servers.clone();
     }
     request
+}
+
+/// `session/set_config_option` of a select option.
+pub(crate) fn set_config_option(session_id: &str, config_id: &str, value: &str) -> Value {
+    to_value(SetSessionConfigOptionRequest::new(
+        session_id.to_string(),
+        config_id.to_string(),
+        value,
+    ))
+}
+
+/// `session/set_mode`, for agents that offer a mode list rather than a mode option.
+pub(crate) fn set_mode(session_id: &str, mode_id: &str) -> Value {
+    to_value(SetSessionModeRequest::new(
+        session_id.to_string(),
+        mode_id.to_string(),
+    ))
 }
 
 /// The agent's id for the new session; None when its answer has none (the builtin mock).

@@ -465,6 +465,39 @@ impl Session {
         Ok(conn)
     }
 
+    /// Changes one of the session's options (`mode` through `session/set_mode` when `legacy_mode`).
+    pub async fn set_option(
+        &self,
+        config_id: &str,
+        value: &str,
+        legacy_mode: bool,
+    ) -> Result<(), AcpError> {
+        let (conn, sid) = {
+            let mut state = self.state.lock().await;
+            let conn = match &state.live {
+                Some(c) if !c.is_gone() => c.clone(),
+                _ => self.connect_locked(&mut state, true).await?,
+            };
+            let sid = state
+                .record
+                .agent_session_id
+                .clone()
+                .unwrap_or_else(|| state.record.id.clone());
+            (conn, sid)
+        };
+        let (method, params) = if legacy_mode {
+            (acp::method_set_mode(), acp::set_mode(&sid, value))
+        } else {
+            (
+                acp::method_set_config_option(),
+                acp::set_config_option(&sid, config_id, value),
+            )
+        };
+        conn.request(method, params, Some(Duration::from_secs(30)))
+            .await?;
+        Ok(())
+    }
+
     /// The live connection, restoring the session on a new one when the old one is gone.
     async fn live(&self) -> Result<(Arc<Connection>, String, Option<String>), AcpError> {
         let mut state = self.state.lock().await;
