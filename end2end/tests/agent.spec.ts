@@ -1,0 +1,52 @@
+import { expect, test } from "@playwright/test";
+import * as path from "node:path";
+import { ownerAndMember, send, shots } from "./helpers";
+
+test("the agent's controls, its true turn order, and talk for the team only", async ({ browser }) => {
+  const [ada, bob] = await ownerAndMember(browser, "pi");
+  await send(ada, "hello there");
+  // The session's title and its context use show with the room, not as rows.
+  for (const page of [ada, bob]) {
+    await expect(page.getByTestId("session-title")).toHaveText("hello there");
+    await expect(page.getByTestId("usage")).toContainText("Context 1.0k / 200.0k");
+    await expect(page.getByTestId("raw")).toHaveCount(0);
+  }
+
+  // "/" lists the agent's slash commands; picking one fills the composer.
+  await bob.getByTestId("composer").fill("/");
+  await bob.getByTestId("composer").press("End");
+  await bob.getByTestId("composer").pressSequentially("r");
+  await expect(bob.getByTestId("command")).toHaveCount(1);
+  await expect(bob.getByTestId("palette")).toContainText("Review the changes so far");
+  await bob.getByTestId("command").click();
+  await expect(bob.getByTestId("composer")).toHaveValue("/review ");
+  await bob.getByTestId("composer").fill("");
+
+  // The model and mode are the room's: Bob changes them, Ada sees it, and the log says who.
+  await bob.getByTestId("option-model").selectOption("smart");
+  await expect(ada.getByTestId("option-model")).toHaveValue("smart");
+  await expect(ada.getByTestId("system").filter({ hasText: "Bob set the agent's model to smart." })).toBeVisible();
+  await bob.getByTestId("option-_mode").selectOption("plan");
+  await expect(ada.getByTestId("option-_mode")).toHaveValue("plan");
+
+  // What the agent did, in the order it did it: its words after the edit come below the card.
+  await send(ada, "tools");
+  await expect(ada.getByTestId("tool-call")).toHaveAttribute("data-status", "completed");
+  await expect(ada.getByTestId("agent-message").last().locator(".markdown strong")).toHaveText("the bug");
+  const order = await ada.locator('[data-testid="timeline"] > *').evaluateAll((rows) =>
+    rows.map((r) => r.getAttribute("data-testid")).filter((t) => ["thought", "plan", "tool-call", "agent-message"].includes(t ?? "")),
+  );
+  expect(order.slice(-4)).toEqual(["thought", "plan", "tool-call", "agent-message"]);
+
+  // Team-only talk starts no turn; the agent gets it with the next prompt.
+  await bob.getByTestId("team-only").check();
+  await send(bob, "let's keep sqlite");
+  await expect(ada.getByTestId("chat").filter({ hasText: "let's keep sqlite" }).getByTestId("team-only-badge")).toBeVisible();
+  await expect(ada.getByTestId("turn-status")).toBeHidden();
+  await send(ada, "echo");
+  await expect(ada.getByTestId("agent-message").last()).toContainText("Bob: let's keep sqlite");
+  await expect(ada.getByTestId("agent-message").last()).toContainText("Ada says");
+  await ada.screenshot({ path: path.join(shots, "agent-controls.png"), fullPage: true });
+  await ada.context().close();
+  await bob.context().close();
+});
