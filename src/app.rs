@@ -1063,7 +1063,7 @@ fn Row(item: Item) -> impl IntoView {
             </details>
         }
         .into_any(),
-        View::Tool(tool) => view! { <ToolCard tool /> }.into_any(),
+        View::Tool(tool) => view! { <ToolCard tool key=key.clone() /> }.into_any(),
         View::Plan { entries } => view! {
             <section class="card plan" data-testid="plan" aria-label="Plan">
                 <h3>"Plan"</h3>
@@ -1114,15 +1114,41 @@ fn Row(item: Item) -> impl IntoView {
 }
 
 #[component]
-fn ToolCard(tool: ToolView) -> impl IntoView {
+fn ToolCard(tool: ToolView, key: String) -> impl IntoView {
+    let ctx = expect_context::<RoomCtx>();
     let ToolView {
         title,
         kind,
         status,
         diffs,
         text,
+        terminal,
         ..
     } = tool;
+    // Finished calls' text is rendered as markdown once (Claude fences command output); until
+    // then, and if rendering fails, it shows as it came.
+    let texts = text
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let k = ToolView::text_key(&key, i);
+            let html = move || ctx.rendered.with(|r| r.get(&k).cloned());
+            view! {
+                {move || match html() {
+                    Some(html) => view! { <div class="markdown tool-text" inner_html=html></div> }.into_any(),
+                    None => view! { <pre class="tool-output">{t.clone()}</pre> }.into_any(),
+                }}
+            }
+        })
+        .collect_view();
+    let terminal = terminal.map(|t| {
+        view! {
+            <div class="terminal" data-testid="terminal">
+                <pre>{t.output}</pre>
+                {t.exit.map(|e| view! { <p class="terminal-exit" data-testid="terminal-exit">{e}</p> })}
+            </div>
+        }
+    });
     view! {
         <section class="card tool" data-testid="tool-call" data-status=status.clone()>
             <header>
@@ -1131,7 +1157,8 @@ fn ToolCard(tool: ToolView) -> impl IntoView {
                 <span class=format!("badge status-{status}")>{status.replace('_', " ")}</span>
             </header>
             {diffs.into_iter().map(|d| view! { <Diff d /> }).collect_view()}
-            {text.into_iter().map(|t| view! { <pre class="tool-output">{t}</pre> }).collect_view()}
+            {terminal}
+            {texts}
         </section>
     }
 }
@@ -1183,7 +1210,7 @@ fn PermissionCard(p: PermissionView) -> impl IntoView {
                 {format!(
                     "Waiting for {} to answer ({}).",
                     if ctx.access.role == Role::Viewer { "a member" } else { "an approver" },
-                    options.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>().join(" / "),
+                    options.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(" / "),
                 )}
             </p>
         }
@@ -1192,15 +1219,32 @@ fn PermissionCard(p: PermissionView) -> impl IntoView {
             <div class="options">
                 {options
                     .into_iter()
-                    .map(|(option_id, name)| {
+                    .map(|o| {
                         let request_id = request_id.clone();
+                        let option_id = o.id.clone();
                         let on_click = move |_| {
                             let (request_id, option_id) = (request_id.clone(), option_id.clone());
                             ctx.act(move |ws, _| answer_permission(ws, request_id, option_id));
                         };
+                        // Allow once, allow always and reject look different: an "always" is a
+                        // standing rule for the whole session.
+                        let (class, note) = match o.kind.as_str() {
+                            "allow_always" => ("allow always", Some("always")),
+                            "allow_once" => ("allow", None),
+                            "reject_always" => ("reject always", Some("always")),
+                            "reject_once" => ("reject", None),
+                            _ => ("", None),
+                        };
                         view! {
-                            <button type="button" data-testid="permission-option" on:click=on_click>
-                                {name}
+                            <button
+                                type="button"
+                                class=format!("choice {class}")
+                                data-kind=o.kind.clone()
+                                data-testid="permission-option"
+                                on:click=on_click
+                            >
+                                {o.name.clone()}
+                                {note.map(|n| view! { " " <span class="kind">{n}</span> })}
                             </button>
                         }
                     })

@@ -63,7 +63,68 @@ pub struct ToolView {
     pub kind: String,
     pub status: String,
     pub diffs: Vec<DiffView>,
+    /// Text content (often markdown: Claude fences command output); rendered once the call ends.
     pub text: Vec<String>,
+    /// A terminal's output, as the agent streams it (`_meta.terminal_output`), and how it ended.
+    pub terminal: Option<TerminalView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TerminalView {
+    pub output: String,
+    /// "exit 0", "signal SIGTERM"
+    pub exit: Option<String>,
+}
+
+impl ToolView {
+    /// Whether the call is over: its text is then rendered as markdown, once.
+    pub fn finished(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed")
+    }
+
+    /// The key its `i`th text is rendered under.
+    pub fn text_key(item_key: &str, i: usize) -> String {
+        format!("{item_key}/{i}")
+    }
+
+    /// What the agent says about the call's terminal in `_meta` (sent when the client advertises
+    /// `terminal_output`).
+    fn terminal_meta(&mut self, meta: Option<&serde_json::Map<String, Value>>) {
+        let Some(meta) = meta else { return };
+        if meta.contains_key("terminal_info") && self.terminal.is_none() {
+            self.terminal = Some(TerminalView::default());
+        }
+        if let Some(data) = meta
+            .get("terminal_output")
+            .and_then(|o| o.get("data"))
+            .and_then(Value::as_str)
+        {
+            self.terminal
+                .get_or_insert_with(TerminalView::default)
+                .output
+                .push_str(data);
+        }
+        if let Some(exit) = meta.get("terminal_exit") {
+            let how = match (
+                exit.get("exit_code").and_then(Value::as_i64),
+                exit.get("signal").and_then(Value::as_str),
+            ) {
+                (Some(code), _) => format!("exit {code}"),
+                (None, Some(signal)) => format!("signal {signal}"),
+                _ => "ended".into(),
+            };
+            self.terminal.get_or_insert_with(TerminalView::default).exit = Some(how);
+        }
+    }
+}
+
+/// A choice of a permission request: its id, its name, and its kind (`allow_once`,
+/// `allow_always`, `reject_once`, `reject_always`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +144,7 @@ pub struct PlanEntryView {
 pub struct PermissionView {
     pub request_id: String,
     pub title: String,
-    pub options: Vec<(String, String)>,
+    pub options: Vec<ChoiceView>,
     /// Who answered, and the name of the option they chose.
     pub answered: Option<(String, String)>,
     pub cancelled: bool,
@@ -380,7 +441,7 @@ impl Fold {
                 if let Some(&i) = self.permissions.get(request_id)
                     && let View::Permission(p) = self.touch(i, e)
                 {
-                    let name = p.options.iter().find(|o| &o.0 == option_id).map(|o| o.1.clone());
+                    let name = p.options.iter().find(|o| &o.id == option_id).map(|o| o.name.clone());
                     p.answered = Some((display_name.clone(), name.unwrap_or_else(|| option_id.clone())));
                 }
             }
@@ -494,10 +555,20 @@ impl Fold {
                     status: status_name(&call.status),
                     diffs: Vec::new(),
                     text: Vec::new(),
+                    terminal: None,
                 };
                 add_content(&mut view, &call.content);
+                view.terminal_meta(call.meta.as_ref());
                 match self.tools.get(&id) {
-                    Some(&i) => *self.touch(i, e) = View::Tool(view),
+                    Some(&i) => {
+                        let slot = self.touch(i, e);
+                        if let View::Tool(old) = slot
+                            && view.terminal.is_none()
+                        {
+                            view.terminal = old.terminal.take();
+                        }
+                        *slot = View::Tool(view);
+                    }
                     None => {
                         self.end_segment(e);
                         let i = self.push(format!("k{}", e.seq), e, View::Tool(view));
@@ -517,6 +588,7 @@ impl Fold {
                             status: "pending".into(),
                             diffs: Vec::new(),
                             text: Vec::new(),
+                            terminal: None,
                         };
                         self.end_segment(e);
                         let i = self.push(format!("k{}", e.seq), e, View::Tool(view));
@@ -540,6 +612,7 @@ impl Fold {
                         view.text.clear();
                         add_content(view, &content);
                     }
+                    view.terminal_meta(update.meta.as_ref());
                 }
             }
             SessionUpdate::Plan(plan) => {
@@ -662,7 +735,14 @@ fn permission_view(request_id: &str, request: &Value) -> PermissionView {
             options: r
                 .options
                 .into_iter()
-                .map(|o| (o.option_id.0.to_string(), o.name))
+                .map(|o| ChoiceView {
+                    id: o.option_id.0.to_string(),
+                    name: o.name,
+                    kind: serde_json::to_value(o.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                })
                 .collect(),
             answered: None,
             cancelled: false,
@@ -691,16 +771,22 @@ pub fn build(entries: &[RoomEntry]) -> Timeline {
     }
 }
 
-/// The finished agent messages, by item key: what the server renders as markdown.
+/// What is finished and shown as markdown, by key: the agent's text segments, and the text of
+/// tool calls that ended. Rendered (and sanitised) once, on the server.
 pub fn finished_agent_texts(timeline: &Timeline) -> Vec<(String, String)> {
-    timeline
-        .items
-        .iter()
-        .filter_map(|i| match &i.view {
-            View::Agent { text, done: true } => Some((i.key.clone(), text.clone())),
-            _ => None,
-        })
-        .collect()
+    let mut out = Vec::new();
+    for i in &timeline.items {
+        match &i.view {
+            View::Agent { text, done: true } => out.push((i.key.clone(), text.clone())),
+            View::Tool(tool) if tool.finished() => {
+                for (n, text) in tool.text.iter().enumerate() {
+                    out.push((ToolView::text_key(&i.key, n), text.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -137,3 +137,111 @@ async fn members_change_the_agents_mode_and_model_for_the_room() {
     app.stop().await;
     sa.stop().await;
 }
+
+/// Waits for the next permission request and answers it with `option`.
+async fn answer(app: &TestApp, ws: &str, sse: &mut Sse, option: &str) -> serde_json::Value {
+    let asked = sse
+        .until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
+        .await;
+    let (request_id, request) = match &asked.last().unwrap().event {
+        RoomEvent::PermissionRequested {
+            request_id,
+            request,
+        } => (request_id.clone(), request.clone()),
+        _ => unreachable!(),
+    };
+    let (status, body) = app
+        .post(
+            "permission",
+            json!({"workspaceId": ws, "userId": "ada", "requestId": request_id, "optionId": option}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    request
+}
+
+#[tokio::test]
+async fn claude_and_codex_shaped_permissions_and_terminal_output_show_as_the_agents_mean_them() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+
+    // Claude: an integer request id, options by kind; "always" is answered like any other.
+    app.prompt(&ws, "ada", "claude permission").await;
+    answer(&app, &ws, &mut sse, "allow_always").await;
+    let turn = sse.until(is_turn_end).await;
+    assert!(
+        turn.iter()
+            .filter_map(said)
+            .any(|t| t == "claude: allow_always")
+    );
+
+    // Codex: the request comes before its tool call; "abort" ends the turn cancelled.
+    app.prompt(&ws, "ada", "codex permission").await;
+    answer(&app, &ws, &mut sse, "abort").await;
+    let turn = sse.until(is_turn_end).await;
+    assert!(matches!(&turn.last().unwrap().event,
+        RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "cancelled"));
+
+    // A terminal's output streams into its card (Huddle asks for it at initialize), and the
+    // call's fenced text is rendered as markdown once the call ends.
+    app.prompt(&ws, "ada", "terminal").await;
+    sse.until(is_turn_end).await;
+    let snapshot = app.post("snapshot", json!({"workspaceId": ws})).await.1;
+    let entries: Vec<huddle::model::RoomEntry> =
+        serde_json::from_value(snapshot["entries"].clone()).unwrap();
+    let timeline = huddle::timeline::build(&entries);
+    let choices: Vec<Vec<String>> = timeline
+        .items
+        .iter()
+        .filter_map(|i| match &i.view {
+            huddle::timeline::View::Permission(p) => {
+                Some(p.options.iter().map(|o| o.kind.clone()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        choices,
+        vec![
+            vec!["allow_always", "allow_once", "reject_once"],
+            vec!["allow_once", "reject_once"]
+        ]
+    );
+    let (key, tool) = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Tool(t) if t.title == "`ls`" => Some((i.key.clone(), t)),
+            _ => None,
+        })
+        .expect("the terminal's card");
+    let terminal = tool.terminal.as_ref().expect("terminal output");
+    assert_eq!(terminal.output, "Cargo.toml\nsrc\n");
+    assert_eq!(terminal.exit.as_deref(), Some("exit 0"));
+    let rendered: Vec<(String, String)> =
+        serde_json::from_value(snapshot["rendered"].clone()).unwrap();
+    let html = rendered
+        .iter()
+        .find(|(k, _)| *k == huddle::timeline::ToolView::text_key(&key, 0))
+        .map(|(_, h)| h.clone())
+        .expect("the tool's text rendered");
+    assert!(
+        html.contains("<pre><code") && html.contains("Cargo.toml"),
+        "{html}"
+    );
+    assert!(!html.contains("```"), "{html}");
+    // Nothing of this is a raw JSON row.
+    assert!(
+        !timeline
+            .items
+            .iter()
+            .any(|i| matches!(i.view, huddle::timeline::View::Raw { .. })),
+        "{:?}",
+        timeline.items
+    );
+    app.stop().await;
+    sa.stop().await;
+}

@@ -41,11 +41,15 @@ fn to_value(v: impl Serialize) -> Value {
     serde_json::to_value(v).expect("ACP types serialise")
 }
 
-/// `initialize`: Huddle offers the agent no file system and no terminal of its own.
+/// `initialize`: Huddle offers the agent no file system and no terminal of its own, and asks for
+/// the output of the agent's own terminals (`_meta.terminal_output`, which Claude Code's and
+/// Codex's adapters send only when asked), so the room can show it.
 pub(crate) fn initialize() -> Value {
+    let mut meta = serde_json::Map::new();
+    meta.insert("terminal_output".into(), Value::Bool(true));
     to_value(
         InitializeRequest::new(ProtocolVersion::V1)
-            .client_capabilities(ClientCapabilities::default())
+            .client_capabilities(ClientCapabilities::default().meta(meta))
             .client_info(Implementation::new("huddle", env!("CARGO_PKG_VERSION"))),
     )
 }
