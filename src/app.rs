@@ -19,7 +19,7 @@ use crate::api::{
 use crate::browser;
 use crate::model::{
     Access, HomeView, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Me, Member, NoticeLevel, Role, RoomEntry,
-    RoomEvent, RoomPage, RoomSnapshot,
+    RoomEvent, RoomPage,
 };
 use crate::timeline::{self, DiffView, Item, PermissionView, ToolView, View};
 
@@ -407,13 +407,11 @@ fn Room(page: RoomPage) -> impl IntoView {
     let RoomPage {
         me: who,
         access,
-        snapshot,
-    } = page;
-    let RoomSnapshot {
         info,
-        entries: initial,
+        fold: initial,
+        head: initial_head,
         rendered: initial_html,
-    } = snapshot;
+    } = page;
     let hydrated = hydrated();
     let ctx = RoomCtx {
         ws: StoredValue::new(info.workspace_id.clone()),
@@ -436,14 +434,78 @@ fn Room(page: RoomPage) -> impl IntoView {
         error,
         ..
     } = ctx;
-    let entries = RwSignal::new(initial);
-    let timeline = Memo::new(move |_| entries.with(|e| timeline::build(e)));
+    // Each streamed entry is applied to the fold; only the rows it changes are touched, each
+    // through its own signal, so a long room costs no more per chunk than a short one, and an
+    // open "Thinking" or raw row stays open.
+    let rows = RwSignal::new(
+        initial
+            .items()
+            .iter()
+            .map(|i| RowSlot::new(i.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let running_now = RwSignal::new(initial.running().cloned());
+    let queue_now = RwSignal::new(initial.queue().to_vec());
+    let facts_now = RwSignal::new(initial.session().clone());
+    let fold = StoredValue::new(initial);
+    let head = StoredValue::new(initial_head);
     // The dock changes when the turn or the queue does, not on every streamed chunk (so its
     // buttons stay put under the pointer).
-    let running = Memo::new(move |_| timeline.with(|t| t.running.clone()));
-    let facts = Memo::new(move |_| timeline.with(|t| t.session.clone()));
+    let running = Memo::new(move |_| running_now.get());
+    let facts = Memo::new(move |_| facts_now.get());
     let commands = Memo::new(move |_| facts.with(|f| f.commands.clone()));
-    let queue = Memo::new(move |_| timeline.with(|t| t.queue.clone()));
+    let queue = Memo::new(move |_| queue_now.get());
+    // Finished markdown is rendered (and sanitised) on the server, once per row.
+    let asked = StoredValue::new(HashSet::<String>::new());
+    let render_finished = move |item: &Item| {
+        for (key, text) in timeline::finished_markdown(item) {
+            if rendered.with_untracked(|r| r.contains_key(&key))
+                || asked.with_value(|a| a.contains(&key))
+            {
+                continue;
+            }
+            asked.update_value(|a| {
+                a.insert(key.clone());
+            });
+            spawn_local(async move {
+                if let Ok(html) = render_markdown(text).await {
+                    rendered.update(|r| {
+                        r.insert(key, html);
+                    });
+                }
+            });
+        }
+    };
+    let apply = move |entry: &RoomEntry| {
+        let changed = fold
+            .try_update_value(|f| f.apply(entry))
+            .unwrap_or_default();
+        let len = rows.with_untracked(|r| r.len());
+        let mut added = Vec::new();
+        fold.with_value(|f| {
+            for i in changed {
+                let item = f.items()[i].clone();
+                render_finished(&item);
+                if i < len {
+                    rows.with_untracked(|r| r[i].item.set(item));
+                } else {
+                    added.push(RowSlot::new(item));
+                }
+            }
+            if running_now.with_untracked(|r| r.as_ref() != f.running()) {
+                running_now.set(f.running().cloned());
+            }
+            if queue_now.with_untracked(|q| q.as_slice() != f.queue()) {
+                queue_now.set(f.queue().to_vec());
+            }
+            if facts_now.with_untracked(|s| s != f.session()) {
+                facts_now.set(f.session().clone());
+            }
+        });
+        if !added.is_empty() {
+            rows.update(|r| r.extend(added));
+        }
+    };
     // Who is in the room: the server's list, kept current by `online` events (never from the log).
     let online = RwSignal::new(info.online.clone());
     let connected = RwSignal::new(false);
@@ -490,10 +552,10 @@ fn Room(page: RoomPage) -> impl IntoView {
                 let Ok(entry) = serde_json::from_str::<RoomEntry>(&data) else {
                     return;
                 };
-                let last = entries.with_untracked(|v| v.last().map(|e| e.seq).unwrap_or(0));
-                if entry.seq <= last {
+                if entry.seq <= head.get_value() {
                     return; // Already here: a resumed stream never doubles an entry.
                 }
+                head.set_value(entry.seq);
                 let noteworthy = match &entry.event {
                     RoomEvent::ChatUser { user_id, .. } => *user_id != my_id,
                     RoomEvent::TurnEnded { .. } | RoomEvent::PermissionRequested { .. } => true,
@@ -519,7 +581,7 @@ fn Room(page: RoomPage) -> impl IntoView {
                     }
                     _ => {}
                 }
-                entries.update(|v| v.push(entry));
+                apply(&entry);
                 if noteworthy && browser::page_hidden() {
                     unread.update(|n| *n += 1);
                 }
@@ -543,41 +605,23 @@ fn Room(page: RoomPage) -> impl IntoView {
                 }
             }),
             // The whole log follows: start from nothing rather than keep what it no longer has.
-            on_reset: Box::new(move || entries.set(Vec::new())),
+            on_reset: Box::new(move || {
+                fold.set_value(timeline::Fold::default());
+                head.set_value(0);
+                rows.set(Vec::new());
+                running_now.set(None);
+                queue_now.set(Vec::new());
+                facts_now.set(Default::default());
+            }),
             on_status: Box::new(move |up| {
                 connected.set(up);
                 if up {
                     ever_connected.set(true);
                 }
             }),
-            last_seq: Box::new(move || {
-                entries.with_untracked(|v| v.last().map(|e| e.seq).unwrap_or(0))
-            }),
+            last_seq: Box::new(move || head.get_value()),
         };
         Some(browser::RoomStream::open(url, callbacks))
-    });
-
-    // Finished agent messages are rendered (markdown, sanitised) on the server.
-    let asked = StoredValue::new(HashSet::<String>::new());
-    Effect::new(move |_| {
-        let done = timeline.with(timeline::finished_agent_texts);
-        for (key, text) in done {
-            if rendered.with_untracked(|r| r.contains_key(&key))
-                || asked.with_value(|a| a.contains(&key))
-            {
-                continue;
-            }
-            asked.update_value(|a| {
-                a.insert(key.clone());
-            });
-            spawn_local(async move {
-                if let Ok(html) = render_markdown(text).await {
-                    rendered.update(|r| {
-                        r.insert(key, html);
-                    });
-                }
-            });
-        }
     });
 
     // The server renders the plain title; the unread count is the browser's business (a reactive
@@ -703,13 +747,13 @@ fn Room(page: RoomPage) -> impl IntoView {
                 {move || announce.get()}
             </p>
             <main class="timeline" data-testid="timeline">
-                <Show when=move || timeline.with(|t| t.items.is_empty())>
+                <Show when=move || rows.with(|r| r.is_empty())>
                     <p class="empty">"Nothing here yet. Say hello to the agent below."</p>
                 </Show>
                 <For
-                    each=move || timeline.get().items
-                    key=|item| (item.key.clone(), item.rev)
-                    children=move |item| view! { <Row item /> }
+                    each=move || rows.get()
+                    key=|row| row.key.clone()
+                    children=move |row| view! { <LiveRow item=row.item /> }
                 />
             </main>
             <footer class="dock">
@@ -1002,6 +1046,44 @@ fn SessionOptions(facts: Memo<timeline::SessionFacts>, can_act: bool) -> impl In
 fn Clock(at: i64) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     view! { <time>{move || if ctx.hydrated.get() { browser::clock(at) } else { utc_clock(at) }}</time> }
+}
+
+/// A row of the timeline and the signal that updates it in place.
+#[derive(Clone)]
+struct RowSlot {
+    key: String,
+    item: RwSignal<Item>,
+}
+
+impl RowSlot {
+    fn new(item: Item) -> Self {
+        RowSlot {
+            key: item.key.clone(),
+            item: RwSignal::new(item),
+        }
+    }
+}
+
+/// A row that follows its item. Thoughts keep their element (and so stay open) while they grow;
+/// other rows are drawn again when their item changes, which costs that row only.
+#[component]
+fn LiveRow(item: RwSignal<Item>) -> impl IntoView {
+    if item.with_untracked(|i| matches!(i.view, View::Thought { .. })) {
+        let text = move || {
+            item.with(|i| match &i.view {
+                View::Thought { text } => text.clone(),
+                _ => String::new(),
+            })
+        };
+        return view! {
+            <details class="thought" data-testid="thought">
+                <summary>"Thinking"</summary>
+                <p class="text">{text}</p>
+            </details>
+        }
+        .into_any();
+    }
+    (move || view! { <Row item=item.get() /> }).into_any()
 }
 
 #[component]

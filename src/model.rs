@@ -411,7 +411,14 @@ pub struct RoomSnapshot {
 pub struct RoomPage {
     pub me: Me,
     pub access: Access,
-    pub snapshot: RoomSnapshot,
+    pub info: WorkspaceInfo,
+    /// The room log folded into its timeline (not the log itself: a day of agent output is tens
+    /// of thousands of entries, and a few hundred rows).
+    pub fold: crate::timeline::Fold,
+    /// The newest room-log seq folded in: the live stream resumes after it.
+    pub head: i64,
+    /// Finished markdown (agent text segments, tool text) rendered to sanitised HTML, by key.
+    pub rendered: Vec<(String, String)>,
 }
 
 /// A workspace the caller is in, for the home page.

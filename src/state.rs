@@ -221,13 +221,27 @@ impl AppState {
         let grant = self.auth().require(caller, id, Need::View).await?;
         let mut me = self.auth().me(caller)?;
         me.display_name = grant.member.display_name.clone();
+        let mut info = self.registry().info(id).await?;
+        if grant.role == crate::model::Role::Viewer {
+            info.working_dir = String::new();
+        }
+        let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
+        let head = entries.last().map_or(0, |e| e.seq);
+        let fold = crate::timeline::fold(&entries);
+        let rendered = crate::timeline::finished_agent_texts(&fold.timeline())
+            .into_iter()
+            .map(|(key, text)| (key, crate::markdown::render(&text)))
+            .collect();
         Ok(crate::model::RoomPage {
             me,
             access: crate::model::Access {
                 role: grant.role,
                 may_approve: grant.may_approve,
             },
-            snapshot: self.room_snapshot(caller, id).await?,
+            info,
+            fold,
+            head,
+            rendered,
         })
     }
 

@@ -11,12 +11,13 @@ use agent_client_protocol_schema::v1::{
     SessionConfigKind, SessionConfigOption, SessionConfigSelectOptions, SessionModeState,
     SessionUpdate, ToolCallContent, ToolCallStatus, ToolKind,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{NoticeLevel, RoomEntry, RoomEvent, Sender};
 
 /// One row of the timeline. `rev` is the last room-log seq that changed it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     pub key: String,
     pub rev: i64,
@@ -24,7 +25,7 @@ pub struct Item {
     pub view: View,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum View {
     Chat {
         user_id: String,
@@ -56,7 +57,7 @@ pub enum View {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolView {
     pub id: String,
     pub title: String,
@@ -69,7 +70,7 @@ pub struct ToolView {
     pub terminal: Option<TerminalView>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TerminalView {
     pub output: String,
     /// "exit 0", "signal SIGTERM"
@@ -120,27 +121,27 @@ impl ToolView {
 
 /// A choice of a permission request: its id, its name, and its kind (`allow_once`,
 /// `allow_always`, `reject_once`, `reject_always`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChoiceView {
     pub id: String,
     pub name: String,
     pub kind: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiffView {
     pub path: String,
     pub old_text: Option<String>,
     pub new_text: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanEntryView {
     pub content: String,
     pub status: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PermissionView {
     pub request_id: String,
     pub title: String,
@@ -151,7 +152,7 @@ pub struct PermissionView {
 }
 
 /// The turn that is running, if any.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningTurn {
     pub prompt_seq: i64,
     pub display_name: String,
@@ -159,7 +160,7 @@ pub struct RunningTurn {
 }
 
 /// A prompt waiting for its turn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Waiting {
     pub seq: i64,
     pub user_id: String,
@@ -174,7 +175,7 @@ impl Waiting {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
     pub items: Vec<Item>,
     pub running: Option<RunningTurn>,
@@ -185,7 +186,7 @@ pub struct Timeline {
 
 /// The agent's session as it describes it: title, slash commands, context use, and the options
 /// people may change (mode, model).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionFacts {
     pub title: Option<String>,
     pub commands: Vec<CommandView>,
@@ -193,13 +194,13 @@ pub struct SessionFacts {
     pub options: Vec<OptionView>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandView {
     pub name: String,
     pub description: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageView {
     /// Tokens in the context window, and its size.
     pub used: u64,
@@ -231,7 +232,7 @@ impl UsageView {
 pub const MODE_OPTION: &str = "_mode";
 
 /// A select option of the session (the mode, the model, ...).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptionView {
     pub id: String,
     pub name: String,
@@ -314,9 +315,15 @@ impl SessionFacts {
     }
 }
 
-#[derive(Default)]
-struct Fold {
+/// The fold of a room log so far: the timeline, and what it takes to apply the next entry to
+/// it. The page ships it (not the log), and the browser applies each streamed entry to it: only
+/// the rows an entry changes are touched.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fold {
     items: Vec<Item>,
+    /// Rows changed by the entry being applied.
+    #[serde(skip)]
+    changed: Vec<usize>,
     agent: Option<usize>,
     thought: Option<usize>,
     plan: Option<usize>,
@@ -341,13 +348,51 @@ impl Fold {
             at: e.created_at,
             view,
         });
+        self.changed.push(self.items.len() - 1);
         self.items.len() - 1
     }
 
     fn touch(&mut self, i: usize, e: &RoomEntry) -> &mut View {
+        self.changed.push(i);
         let item = &mut self.items[i];
         item.rev = e.seq;
         &mut item.view
+    }
+
+    /// Applies the next entry; the rows it changed or added, in order, without repeats.
+    pub fn apply(&mut self, e: &RoomEntry) -> Vec<usize> {
+        self.changed.clear();
+        self.entry(e);
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+
+    pub fn running(&self) -> Option<&RunningTurn> {
+        self.running.as_ref()
+    }
+
+    pub fn queue(&self) -> &[Waiting] {
+        &self.queue
+    }
+
+    pub fn session(&self) -> &SessionFacts {
+        &self.session
+    }
+
+    /// The timeline as it stands.
+    pub fn timeline(&self) -> Timeline {
+        Timeline {
+            items: self.items.clone(),
+            running: self.running.clone(),
+            queue: self.queue.clone(),
+            session: self.session.clone(),
+        }
     }
 
     fn system(&mut self, e: &RoomEntry, level: NoticeLevel, text: String) {
@@ -759,34 +804,37 @@ fn permission_view(request_id: &str, request: &Value) -> PermissionView {
 
 /// Folds the room log into the timeline.
 pub fn build(entries: &[RoomEntry]) -> Timeline {
+    fold(entries).timeline()
+}
+
+/// Folds the room log into its fold state (what the page ships).
+pub fn fold(entries: &[RoomEntry]) -> Fold {
     let mut fold = Fold::default();
     for e in entries {
         fold.entry(e);
     }
-    Timeline {
-        items: fold.items,
-        running: fold.running,
-        queue: fold.queue,
-        session: fold.session,
-    }
+    fold.changed.clear();
+    fold
 }
 
 /// What is finished and shown as markdown, by key: the agent's text segments, and the text of
 /// tool calls that ended. Rendered (and sanitised) once, on the server.
 pub fn finished_agent_texts(timeline: &Timeline) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for i in &timeline.items {
-        match &i.view {
-            View::Agent { text, done: true } => out.push((i.key.clone(), text.clone())),
-            View::Tool(tool) if tool.finished() => {
-                for (n, text) in tool.text.iter().enumerate() {
-                    out.push((ToolView::text_key(&i.key, n), text.clone()));
-                }
-            }
-            _ => {}
-        }
+    timeline.items.iter().flat_map(finished_markdown).collect()
+}
+
+/// A row's finished markdown, by key (nothing while it is still streaming).
+pub fn finished_markdown(item: &Item) -> Vec<(String, String)> {
+    match &item.view {
+        View::Agent { text, done: true } => vec![(item.key.clone(), text.clone())],
+        View::Tool(tool) if tool.finished() => tool
+            .text
+            .iter()
+            .enumerate()
+            .map(|(n, text)| (ToolView::text_key(&item.key, n), text.clone()))
+            .collect(),
+        _ => Vec::new(),
     }
-    out
 }
 
 #[cfg(test)]
