@@ -38,6 +38,16 @@ test("the agent's controls, its true turn order, and talk for the team only", as
   );
   expect(order.slice(-4)).toEqual(["thought", "plan", "tool-call", "agent-message"]);
 
+  // A "Thinking" row opened while the agent streams into it stays open.
+  await send(ada, "ponder");
+  const thinking = bob.getByTestId("thought").last();
+  await expect(thinking).toContainText("thought 3");
+  await thinking.locator("summary").click();
+  await expect(thinking).toContainText("thought 39");
+  await expect(thinking).toHaveAttribute("open", "");
+  await expect(bob.getByTestId("agent-message").last()).toContainText("Pondered.");
+  await expect(thinking).toHaveAttribute("open", "");
+
   // Team-only talk starts no turn; the agent gets it with the next prompt.
   await bob.getByTestId("team-only").check();
   await send(bob, "let's keep sqlite");
