@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (release build) against a throw-away Postgres and the real sandbox-agent,
-# and prints their figures.
+# and prints their figures; then the long-room benchmark in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -9,3 +9,8 @@ export SANDBOX_AGENT_BIN="$PWD/tools/node_modules/@sandbox-agent/cli-linux-x64/b
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 source scripts/lib/throwaway-postgres.sh
 cargo bench --features ssr --bench store --bench room --bench cycles
+
+# A long room in Chromium (release build): page bytes, time to interactive, script per chunk.
+export PATH="$PWD/tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+cargo leptos build --release
+(cd end2end && HUDDLE_E2E_DATA_DIR="$(mktemp -d)" npx playwright test -c bench.config.ts 2>&1 | grep -v '^\[WebServer\]')

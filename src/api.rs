@@ -150,6 +150,16 @@ pub async fn room_page(
     state.room_page(&caller, &workspace_id).await
 }
 
+/// Older rows of the room's timeline, before row `before` (a keyset page).
+#[server(prefix = "/api", endpoint = "workspace/history", input = Json, output = Json)]
+pub async fn history(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    before: usize,
+) -> Result<crate::model::HistoryPage, ApiError> {
+    let (state, caller) = service()?;
+    state.history(&caller, &workspace_id, before).await
+}
+
 /// What the home page shows the caller.
 #[server(prefix = "/api", endpoint = "home", input = Json, output = Json)]
 pub async fn home() -> Result<crate::model::HomeView, ApiError> {

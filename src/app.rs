@@ -11,10 +11,10 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use leptos_router::{SsrMode, path};
 
 use crate::api::{
-    ErrorCode, answer_permission, cancel, create_token, create_workspace, creator_invite, home,
-    invite, members, prompt, remove_member, remove_queued, rename, render_markdown, revoke_invite,
-    revoke_token, room_page, rotate_invite, set_approver, set_approvers_only, set_option, set_role,
-    typing,
+    ErrorCode, answer_permission, cancel, create_token, create_workspace, creator_invite, history,
+    home, invite, members, prompt, remove_member, remove_queued, rename, render_markdown,
+    revoke_invite, revoke_token, room_page, rotate_invite, set_approver, set_approvers_only,
+    set_option, set_role, typing,
 };
 use crate::browser;
 use crate::model::{
@@ -411,6 +411,7 @@ fn Room(page: RoomPage) -> impl IntoView {
         fold: initial,
         head: initial_head,
         rendered: initial_html,
+        older: initial_older,
     } = page;
     let hydrated = hydrated();
     let ctx = RoomCtx {
@@ -448,6 +449,39 @@ fn Room(page: RoomPage) -> impl IntoView {
     let queue_now = RwSignal::new(initial.queue().to_vec());
     let facts_now = RwSignal::new(initial.session().clone());
     let fold = StoredValue::new(initial);
+    // Older history, paged in (newest last) as people scroll up; it no longer changes.
+    let older = RwSignal::new(initial_older);
+    let older_rows = RwSignal::new(Vec::<Item>::new());
+    let loading_older = RwSignal::new(false);
+    let load_older = move || {
+        let before = older.get_untracked();
+        if before == 0 || loading_older.get_untracked() {
+            return;
+        }
+        loading_older.set(true);
+        let ws = ctx.ws.get_value();
+        spawn_local(async move {
+            match history(ws, before).await {
+                Ok(page) => {
+                    let height = browser::scroll_height();
+                    rendered.update(|r| r.extend(page.rendered));
+                    older_rows.update(|rows| {
+                        let mut items = page.items;
+                        items.append(rows);
+                        *rows = items;
+                    });
+                    older.set(page.start);
+                    // What was on screen stays there: the new rows go above it.
+                    request_animation_frame(move || {
+                        browser::scroll_by(browser::scroll_height() - height)
+                    });
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+            loading_older.set(false);
+        });
+    };
+    Effect::new(move |_| browser::on_scroll_near_top(load_older));
     let head = StoredValue::new(initial_head);
     // The dock changes when the turn or the queue does, not on every streamed chunk (so its
     // buttons stay put under the pointer).
@@ -747,7 +781,23 @@ fn Room(page: RoomPage) -> impl IntoView {
                 {move || announce.get()}
             </p>
             <main class="timeline" data-testid="timeline">
-                <Show when=move || rows.with(|r| r.is_empty())>
+                <Show when=move || { older.get() != 0 }>
+                    <button
+                        type="button"
+                        class="secondary older"
+                        data-testid="older"
+                        disabled=move || loading_older.get()
+                        on:click=move |_| load_older()
+                    >
+                        "Show earlier messages"
+                    </button>
+                </Show>
+                <For
+                    each=move || older_rows.get()
+                    key=|item| item.key.clone()
+                    children=move |item| view! { <Row item /> }
+                />
+                <Show when=move || rows.with(|r| r.is_empty()) && older.get() == 0>
                     <p class="empty">"Nothing here yet. Say hello to the agent below."</p>
                 </Show>
                 <For

@@ -102,6 +102,37 @@ mod imp {
         cb.forget();
     }
 
+    /// Calls `f` when the page is scrolled to near its top.
+    pub fn on_scroll_near_top(f: impl Fn() + 'static) {
+        let Some(w) = web_sys::window() else { return };
+        let cb = Closure::<dyn Fn()>::new(move || {
+            if web_sys::window()
+                .and_then(|w| w.scroll_y().ok())
+                .unwrap_or(1e9)
+                < 200.0
+            {
+                f();
+            }
+        });
+        let _ = w.add_event_listener_with_callback("scroll", cb.as_ref().unchecked_ref());
+        cb.forget();
+    }
+
+    /// The document's scroll height.
+    pub fn scroll_height() -> f64 {
+        web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.document_element())
+            .map_or(0.0, |e| e.scroll_height() as f64)
+    }
+
+    /// Scrolls by `dy` (keeps what was on screen in place when rows are added above it).
+    pub fn scroll_by(dy: f64) {
+        if let Some(w) = web_sys::window() {
+            w.scroll_by_with_x_and_y(0.0, dy);
+        }
+    }
+
     /// Keeps the page scrolled to the bottom when it was already near it.
     pub fn follow_bottom() {
         let Some(w) = web_sys::window() else { return };
@@ -330,6 +361,11 @@ mod imp {
     pub fn on_visibility_change(_f: impl Fn(bool) + 'static) {}
     pub fn every(_ms: i32, _f: impl Fn() + 'static) {}
     pub fn follow_bottom() {}
+    pub fn on_scroll_near_top(_f: impl Fn() + 'static) {}
+    pub fn scroll_height() -> f64 {
+        0.0
+    }
+    pub fn scroll_by(_dy: f64) {}
 
     pub struct RoomCallbacks {
         pub on_entry: Box<dyn Fn(String)>,

@@ -419,6 +419,17 @@ pub struct RoomPage {
     pub head: i64,
     /// Finished markdown (agent text segments, tool text) rendered to sanitised HTML, by key.
     pub rendered: Vec<(String, String)>,
+    /// How many older rows come before the fold's first: `/api/workspace/history` pages them in.
+    pub older: usize,
+}
+
+/// Answer of `POST /api/workspace/history`: the rows `[start, before)` of the room's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    pub start: usize,
+    pub items: Vec<crate::timeline::Item>,
+    pub rendered: Vec<(String, String)>,
 }
 
 /// A workspace the caller is in, for the home page.

@@ -227,11 +227,9 @@ impl AppState {
         }
         let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         let head = entries.last().map_or(0, |e| e.seq);
-        let fold = crate::timeline::fold(&entries);
-        let rendered = crate::timeline::finished_agent_texts(&fold.timeline())
-            .into_iter()
-            .map(|(key, text)| (key, crate::markdown::render(&text)))
-            .collect();
+        // The most recent rows only; older ones page in as people scroll up.
+        let (fold, older) = crate::timeline::fold(&entries).tail(8, 200, PAGE_TEXT_BYTES);
+        let rendered = render_finished(fold.items());
         Ok(crate::model::RoomPage {
             me,
             access: crate::model::Access {
@@ -241,6 +239,27 @@ impl AppState {
             info,
             fold,
             head,
+            rendered,
+            older,
+        })
+    }
+
+    /// A page of older rows: those before row `before`, newest last.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        id: &str,
+        before: usize,
+    ) -> Result<crate::model::HistoryPage, ApiError> {
+        self.auth().require(caller, id, Need::View).await?;
+        let head = store::room_log::head(self.pool(), id).await?;
+        let entries = store::room_log::list(self.pool(), id, 0, head, i64::MAX).await?;
+        let fold = crate::timeline::fold(&entries);
+        let (start, items) = fold.page(before, 100, PAGE_TEXT_BYTES);
+        let rendered = render_finished(&items);
+        Ok(crate::model::HistoryPage {
+            start,
+            items,
             rendered,
         })
     }
@@ -520,6 +539,18 @@ impl AppState {
             .map(Into::into)
             .ok_or_else(|| ApiError::not_found(format!("There is no workspace `{id}`.")))
     }
+}
+
+/// About how much text a page of the room carries (the first page, and each older one).
+const PAGE_TEXT_BYTES: usize = 48 * 1024;
+
+/// Finished markdown of these rows, rendered and sanitised.
+fn render_finished(items: &[crate::timeline::Item]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .flat_map(crate::timeline::finished_markdown)
+        .map(|(key, text)| (key, crate::markdown::render(&text)))
+        .collect()
 }
 
 /// The HTTP status an error code stands for.

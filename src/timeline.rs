@@ -385,6 +385,68 @@ impl Fold {
         &self.session
     }
 
+    /// Keeps the most recent rows only (what a page shows first): at least `min` rows, then more
+    /// while their text stays within `budget` bytes and their number within `max`. Returns how
+    /// many leading rows were dropped: older history pages in from there ([`Fold::page`]).
+    /// References to dropped rows are forgotten (a later update to one starts a new row).
+    pub fn tail(mut self, min: usize, max: usize, budget: usize) -> (Fold, usize) {
+        let mut bytes = 0;
+        let mut keep = 0;
+        for item in self.items.iter().rev() {
+            let size = item_bytes(item);
+            if keep >= min && (keep >= max || bytes + size > budget) {
+                break;
+            }
+            bytes += size;
+            keep += 1;
+        }
+        let cut = self.items.len() - keep;
+        if cut == 0 {
+            return (self, 0);
+        }
+        self.items.drain(..cut);
+        let shift = |i: usize| i.checked_sub(cut);
+        self.agent = self.agent.and_then(shift);
+        self.thought = self.thought.and_then(shift);
+        self.plan = self.plan.and_then(shift);
+        self.tools = std::mem::take(&mut self.tools)
+            .into_iter()
+            .filter_map(|(k, i)| shift(i).map(|i| (k, i)))
+            .collect();
+        self.permissions = std::mem::take(&mut self.permissions)
+            .into_iter()
+            .filter_map(|(k, i)| shift(i).map(|i| (k, i)))
+            .collect();
+        self.left = std::mem::take(&mut self.left)
+            .into_iter()
+            .filter_map(|(k, (i, at))| shift(i).map(|i| (k, (i, at))))
+            .collect();
+        // Chats are looked up when a prompt is queued: only recent ones can be.
+        let mut seqs: Vec<i64> = self.chats.keys().copied().collect();
+        seqs.sort_unstable();
+        for seq in seqs.iter().take(seqs.len().saturating_sub(100)) {
+            self.chats.remove(seq);
+        }
+        (self, cut)
+    }
+
+    /// Rows `[start, before)` of the whole fold, `start` chosen so the page holds at most `max`
+    /// rows and about `budget` bytes of text (at least one row): a keyset page of older history.
+    pub fn page(&self, before: usize, max: usize, budget: usize) -> (usize, Vec<Item>) {
+        let before = before.min(self.items.len());
+        let mut start = before;
+        let mut bytes = 0;
+        while start > 0 && before - start < max {
+            let size = item_bytes(&self.items[start - 1]);
+            if start < before && bytes + size > budget {
+                break;
+            }
+            bytes += size;
+            start -= 1;
+        }
+        (start, self.items[start..before].to_vec())
+    }
+
     /// The timeline as it stands.
     pub fn timeline(&self) -> Timeline {
         Timeline {
@@ -807,6 +869,24 @@ pub fn build(entries: &[RoomEntry]) -> Timeline {
     fold(entries).timeline()
 }
 
+/// About how many bytes a row takes on a page.
+fn item_bytes(item: &Item) -> usize {
+    64 + match &item.view {
+        View::Chat { text, .. } | View::Agent { text, .. } | View::Thought { text } => text.len(),
+        View::Tool(t) => {
+            t.text.iter().map(String::len).sum::<usize>()
+                + t.diffs
+                    .iter()
+                    .map(|d| d.new_text.len() + d.old_text.as_ref().map_or(0, String::len))
+                    .sum::<usize>()
+                + t.terminal.as_ref().map_or(0, |t| t.output.len())
+        }
+        View::Raw { json, .. } => json.len(),
+        View::System { text, .. } => text.len(),
+        _ => 128,
+    }
+}
+
 /// Folds the room log into its fold state (what the page ships).
 pub fn fold(entries: &[RoomEntry]) -> Fold {
     let mut fold = Fold::default();
@@ -1037,6 +1117,71 @@ mod tests {
             .collect();
         assert_eq!(ids, vec![(MODE_OPTION, "plan"), ("model", "smart")]);
         assert_eq!(s.options[0].choices[1], ("plan".into(), "Plan".into()));
+    }
+
+    #[test]
+    fn a_long_room_ships_its_tail_and_pages_older_rows_in() {
+        // 200 turns, each a prompt and a streamed reply of 50 chunks.
+        let mut entries: Vec<RoomEntry> = Vec::new();
+        for t in 0..200 {
+            let prompt_seq = entries.len() as i64 + 1;
+            entries.push(entry(
+                prompt_seq,
+                RoomEvent::ChatUser {
+                    user_id: "u".into(),
+                    display_name: "Ada".into(),
+                    text: format!("prompt {t}"),
+                    created_at: 0,
+                    team_only: false,
+                },
+            ));
+            entries.push(entry(
+                prompt_seq + 1,
+                RoomEvent::TurnStarted {
+                    prompt_seq,
+                    user_id: "u".into(),
+                    display_name: "Ada".into(),
+                },
+            ));
+            for c in 0..50 {
+                let seq = entries.len() as i64 + 1;
+                entries.push(chunk(seq, "agent_message_chunk", &format!("word{c} ")));
+            }
+            if t < 199 {
+                let seq = entries.len() as i64 + 1;
+                entries.push(entry(
+                    seq,
+                    RoomEvent::TurnEnded {
+                        prompt_seq,
+                        stop_reason: Some("end_turn".into()),
+                        error: None,
+                    },
+                ));
+            }
+        }
+        let whole = fold(&entries);
+        let (tail, cut) = whole.clone().tail(8, 200, 4096);
+        assert!(cut > 0 && tail.items().len() < whole.items().len());
+        assert_eq!(cut + tail.items().len(), whole.items().len());
+        assert_eq!(tail.items(), &whole.items()[cut..]);
+        // The running turn goes on in the tail as in the whole.
+        let more = chunk(entries.len() as i64 + 1, "agent_message_chunk", "more");
+        let (mut a, mut b) = (whole.clone(), tail.clone());
+        a.apply(&more);
+        let changed = b.apply(&more);
+        assert_eq!(changed, vec![b.items().len() - 1]);
+        assert_eq!(a.items().last(), b.items().last());
+        // Older rows page in, contiguous, down to the first.
+        let mut before = cut;
+        let mut pages = 0;
+        while before > 0 {
+            let (start, items) = whole.page(before, 100, 4096);
+            assert!(start < before && items.len() == before - start);
+            assert_eq!(items, whole.items()[start..before].to_vec());
+            before = start;
+            pages += 1;
+        }
+        assert!(pages > 1);
     }
 
     #[test]

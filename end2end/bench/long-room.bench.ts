@@ -1,0 +1,51 @@
+import { expect, test } from "@playwright/test";
+import { admin, signInLink } from "../tests/helpers";
+
+// A day of work with a real agent: four replies of 5,000 chunks, 20,000+ room-log entries.
+test("a room of 20,000 entries: page bytes, time to interactive, script time per streamed chunk", async ({
+  browser,
+  request,
+}) => {
+  const created = await request.post("/api/workspace/create", { data: { agent: "pi" }, headers: admin });
+  const { workspaceId, url } = await created.json();
+  const idle = async () =>
+    expect
+      .poll(async () => (await (await request.post("/api/workspace/info", { data: { workspaceId }, headers: admin })).json()).status, {
+        timeout: 300_000,
+        intervals: [500],
+      })
+      .toBe("idle");
+  const started = Date.now();
+  for (let i = 0; i < 4; i++) {
+    await request.post("/api/workspace/prompt", { data: { workspaceId, text: "stream 5000" }, headers: admin });
+    await idle();
+  }
+  const info = await (await request.post("/api/workspace/info", { data: { workspaceId }, headers: admin })).json();
+  console.log(`room log: ${info.head} entries (filled in ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(signInLink());
+  const html = await (await request.get(url, { headers: admin })).text();
+  console.log(`page: ${(Buffer.byteLength(html) / 1024).toFixed(0)} KB (target ≤ 300 KB)`);
+
+  const t0 = Date.now();
+  await page.goto(url);
+  await page.locator("body[data-hydrated]").waitFor({ timeout: 300_000 });
+  await expect(page.getByTestId("reconnecting")).toBeHidden({ timeout: 300_000 });
+  console.log(`time to interactive: ${((Date.now() - t0) / 1000).toFixed(2)} s (target ≤ 2 s)`);
+
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Performance.enable");
+  const script = async () => {
+    const { metrics } = await cdp.send("Performance.getMetrics");
+    return metrics.find((m) => m.name === "ScriptDuration")!.value;
+  };
+  const before = await script();
+  const chunks = 300;
+  await request.post("/api/workspace/prompt", { data: { workspaceId, text: `stream ${chunks}` }, headers: admin });
+  await expect(page.getByTestId("agent-message").last()).toContainText(`chunk ${chunks - 1}`, { timeout: 120_000 });
+  const after = await script();
+  console.log(
+    `main-thread script per streamed chunk: ${(((after - before) * 1000) / chunks).toFixed(2)} ms (target ≤ 1 ms; ${chunks} chunks)`,
+  );
+});
