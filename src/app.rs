@@ -481,7 +481,10 @@ fn Room(page: RoomPage) -> impl IntoView {
             loading_older.set(false);
         });
     };
-    Effect::new(move |_| browser::on_scroll_near_top(load_older));
+    Effect::new(move |_| {
+        browser::scroll_to_bottom();
+        browser::on_scroll_near_top(load_older);
+    });
     let head = StoredValue::new(initial_head);
     // The dock changes when the turn or the queue does, not on every streamed chunk (so its
     // buttons stay put under the pointer).

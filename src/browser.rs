@@ -133,6 +133,13 @@ mod imp {
         }
     }
 
+    /// Scrolls to the bottom: a room opens on its latest rows.
+    pub fn scroll_to_bottom() {
+        if let Some(w) = web_sys::window() {
+            w.scroll_to_with_x_and_y(0.0, scroll_height());
+        }
+    }
+
     /// Keeps the page scrolled to the bottom when it was already near it.
     pub fn follow_bottom() {
         let Some(w) = web_sys::window() else { return };
@@ -366,6 +373,7 @@ mod imp {
         0.0
     }
     pub fn scroll_by(_dy: f64) {}
+    pub fn scroll_to_bottom() {}
 
     pub struct RoomCallbacks {
         pub on_entry: Box<dyn Fn(String)>,

@@ -228,7 +228,7 @@ impl AppState {
         let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         let head = entries.last().map_or(0, |e| e.seq);
         // The most recent rows only; older ones page in as people scroll up.
-        let (fold, older) = crate::timeline::fold(&entries).tail(8, 200, PAGE_TEXT_BYTES);
+        let (fold, older) = crate::timeline::fold(&entries).tail(4, 200, PAGE_TEXT_BYTES);
         let rendered = render_finished(fold.items());
         Ok(crate::model::RoomPage {
             me,
