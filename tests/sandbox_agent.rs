@@ -322,8 +322,8 @@ async fn a_session_resumes_in_a_new_client_after_a_process_restart() {
     );
     let said = after
         .iter()
-        .filter_map(|e| e.payload["params"]["update"]["content"]["text"].as_str())
-        .last()
+        .rev()
+        .find_map(|e| e.payload["params"]["update"]["content"]["text"].as_str())
         .unwrap();
     assert_eq!(said, r#"I remember: ["the answer is 42"]"#);
     sa.stop().await;
