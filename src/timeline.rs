@@ -931,7 +931,8 @@ mod tests {
         }
     }
 
-    fn update(seq: i64, update: Value) -> RoomEntry {
+    /// An agent envelope as a room-log entry.
+    fn agent(seq: i64, payload: Value) -> RoomEntry {
         entry(
             seq,
             RoomEvent::SessionEvent(SessionEvent {
@@ -941,8 +942,15 @@ mod tests {
                 created_at: 0,
                 connection_id: "c".into(),
                 sender: Sender::Agent,
-                payload: json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "x", "update": update}}),
+                payload,
             }),
+        )
+    }
+
+    fn update(seq: i64, update: Value) -> RoomEntry {
+        agent(
+            seq,
+            json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "x", "update": update}}),
         )
     }
 
@@ -1047,18 +1055,7 @@ mod tests {
     }
 
     fn reply(seq: i64, result: Value) -> RoomEntry {
-        entry(
-            seq,
-            RoomEvent::SessionEvent(SessionEvent {
-                id: format!("e{seq}"),
-                event_index: seq,
-                session_id: "s".into(),
-                created_at: seq,
-                connection_id: "c".into(),
-                sender: Sender::Agent,
-                payload: json!({"jsonrpc": "2.0", "id": 1, "result": result}),
-            }),
-        )
+        agent(seq, json!({"jsonrpc": "2.0", "id": 1, "result": result}))
     }
 
     #[test]

@@ -10,16 +10,7 @@ use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(600);
 
-fn said(e: &huddle::model::RoomEntry) -> Option<String> {
-    match &e.event {
-        RoomEvent::SessionEvent(ev) => {
-            let u = &ev.payload["params"]["update"];
-            (u["sessionUpdate"] == "agent_message_chunk")
-                .then(|| u["content"]["text"].as_str().unwrap_or("").into())
-        }
-        _ => None,
-    }
-}
+use common::agent_said as said;
 
 #[tokio::test]
 async fn the_agent_hears_who_speaks_and_team_only_talk_comes_as_context_with_the_next_prompt() {

@@ -12,16 +12,7 @@ use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(300);
 
-fn chunk(e: &RoomEntry) -> Option<String> {
-    match &e.event {
-        RoomEvent::SessionEvent(ev) => {
-            let u = &ev.payload["params"]["update"];
-            (u["sessionUpdate"] == "agent_message_chunk")
-                .then(|| u["content"]["text"].as_str().unwrap_or("").into())
-        }
-        _ => None,
-    }
-}
+use common::agent_said as chunk;
 
 #[tokio::test]
 async fn two_subscribers_see_identical_streams_and_reconnects_replay_exactly_the_log() {

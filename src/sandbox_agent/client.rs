@@ -472,19 +472,8 @@ impl Session {
         value: &str,
         legacy_mode: bool,
     ) -> Result<(), AcpError> {
-        let (conn, sid) = {
-            let mut state = self.state.lock().await;
-            let conn = match &state.live {
-                Some(c) if !c.is_gone() => c.clone(),
-                _ => self.connect_locked(&mut state, true).await?,
-            };
-            let sid = state
-                .record
-                .agent_session_id
-                .clone()
-                .unwrap_or_else(|| state.record.id.clone());
-            (conn, sid)
-        };
+        // The replayed history (if any) stays for the next prompt.
+        let (conn, sid, _) = self.live(false).await?;
         let (method, params) = if legacy_mode {
             (acp::method_set_mode(), acp::set_mode(&sid, value))
         } else {
@@ -498,8 +487,12 @@ impl Session {
         Ok(())
     }
 
-    /// The live connection, restoring the session on a new one when the old one is gone.
-    async fn live(&self) -> Result<(Arc<Connection>, String, Option<String>), AcpError> {
+    /// The live connection, restoring the session on a new one when the old one is gone; with
+    /// `take_replay`, the history to replay into the next prompt (once).
+    async fn live(
+        &self,
+        take_replay: bool,
+    ) -> Result<(Arc<Connection>, String, Option<String>), AcpError> {
         let mut state = self.state.lock().await;
         let conn = match &state.live {
             Some(c) if !c.is_gone() => c.clone(),
@@ -510,7 +503,12 @@ impl Session {
             .agent_session_id
             .clone()
             .unwrap_or_else(|| state.record.id.clone());
-        Ok((conn, sid, state.replay.take()))
+        let replay = if take_replay {
+            state.replay.take()
+        } else {
+            None
+        };
+        Ok((conn, sid, replay))
     }
 
     /// Sends a prompt and waits for the turn to end.
@@ -527,7 +525,7 @@ impl Session {
         mut sent: impl FnMut(&str, u64) + Send,
     ) -> Result<TurnEnd, AcpError> {
         for attempt in 0..2 {
-            let (conn, sid, replay) = self.live().await?;
+            let (conn, sid, replay) = self.live(true).await?;
             let texts = replay.into_iter().chain(blocks.iter().cloned()).collect();
             let id = conn.next_request_id();
             sent(conn.server_id(), id);

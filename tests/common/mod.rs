@@ -470,6 +470,18 @@ pub fn entry_text(e: &huddle::model::RoomEntry) -> Option<String> {
     }
 }
 
+/// The text of an agent message chunk.
+pub fn agent_said(e: &huddle::model::RoomEntry) -> Option<String> {
+    match &e.event {
+        huddle::model::RoomEvent::SessionEvent(ev) => {
+            let u = &ev.payload["params"]["update"];
+            (u["sessionUpdate"] == "agent_message_chunk")
+                .then(|| u["content"]["text"].as_str().unwrap_or("").into())
+        }
+        _ => None,
+    }
+}
+
 pub fn is_turn_end(e: &huddle::model::RoomEntry) -> bool {
     matches!(e.event, huddle::model::RoomEvent::TurnEnded { .. })
 }
