@@ -228,8 +228,9 @@ impl AppState {
         let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         let head = entries.last().map_or(0, |e| e.seq);
         // The most recent rows only; older ones page in as people scroll up.
-        let (fold, older) = crate::timeline::fold(&entries).tail(4, 200, PAGE_TEXT_BYTES);
+        let (fold, older) = crate::timeline::fold(&entries).tail(2, 200, PAGE_TEXT_BYTES);
         let rendered = render_finished(fold.items());
+        let fold = fold.without_finished_text();
         Ok(crate::model::RoomPage {
             me,
             access: crate::model::Access {
@@ -255,8 +256,9 @@ impl AppState {
         let head = store::room_log::head(self.pool(), id).await?;
         let entries = store::room_log::list(self.pool(), id, 0, head, i64::MAX).await?;
         let fold = crate::timeline::fold(&entries);
-        let (start, items) = fold.page(before, 100, PAGE_TEXT_BYTES);
+        let (start, mut items) = fold.page(before, 100, PAGE_TEXT_BYTES);
         let rendered = render_finished(&items);
+        crate::timeline::clear_finished_text(&mut items);
         Ok(crate::model::HistoryPage {
             start,
             items,

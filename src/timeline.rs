@@ -430,6 +430,13 @@ impl Fold {
         (self, cut)
     }
 
+    /// Drops the source text of finished markdown (a page carries its rendered HTML instead, and
+    /// a finished row never changes again).
+    pub fn without_finished_text(mut self) -> Self {
+        clear_finished_text(&mut self.items);
+        self
+    }
+
     /// Rows `[start, before)` of the whole fold, `start` chosen so the page holds at most `max`
     /// rows and about `budget` bytes of text (at least one row): a keyset page of older history.
     pub fn page(&self, before: usize, max: usize, budget: usize) -> (usize, Vec<Item>) {
@@ -867,6 +874,17 @@ fn permission_view(request_id: &str, request: &Value) -> PermissionView {
 /// Folds the room log into the timeline.
 pub fn build(entries: &[RoomEntry]) -> Timeline {
     fold(entries).timeline()
+}
+
+/// Clears the source text of finished markdown in these rows (see [`Fold::without_finished_text`]).
+pub fn clear_finished_text(items: &mut [Item]) {
+    for item in items {
+        match &mut item.view {
+            View::Agent { text, done: true } => text.clear(),
+            View::Tool(tool) if tool.finished() => tool.text.iter_mut().for_each(String::clear),
+            _ => {}
+        }
+    }
 }
 
 /// About how many bytes a row takes on a page.
