@@ -21,9 +21,14 @@ test("a long room shows its recent part first and pages older history in as you 
   const shown = await page.getByTestId("agent-message").count();
   expect(shown).toBeLessThan(4);
   await expect(page.getByTestId("older")).toBeVisible();
-  // Scrolling to the top brings the rest, in order, without duplicates.
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await expect(page.getByTestId("agent-message")).toHaveCount(4);
+  // Scrolling to the top brings the rest, a page at a time (each keeps what was on screen in
+  // place, so one scrolls up again), in order, without duplicates.
+  await expect
+    .poll(async () => {
+      await page.evaluate(() => window.scrollTo(0, 0));
+      return page.getByTestId("agent-message").count();
+    })
+    .toBe(4);
   await expect(page.getByTestId("older")).toBeHidden();
   expect(await page.locator('[data-testid="chat"] .text').allTextContents()).toEqual([
     "stream 2500",
