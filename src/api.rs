@@ -180,7 +180,7 @@ pub async fn rename(
     #[server(rename = "displayName")] display_name: String,
 ) -> Result<crate::model::Me, ApiError> {
     let (state, caller) = service()?;
-    state.auth().rename(&caller, &display_name).await
+    state.rename(&caller, &display_name).await
 }
 
 /// A new invite link for `member` or `viewer` (owners only).

@@ -376,6 +376,28 @@ pub struct RoomEntry {
     pub event: RoomEvent,
 }
 
+impl RoomEntry {
+    /// The entry as viewers get it: without paths on the machine (the agent's `cwd` in the
+    /// requests that open its session). `None` when there is nothing to hide.
+    pub fn without_paths(&self) -> Option<RoomEntry> {
+        let RoomEvent::SessionEvent(ev) = &self.event else {
+            return None;
+        };
+        let method = ev.payload.get("method").and_then(|m| m.as_str());
+        if ev.sender != Sender::Client
+            || !matches!(method, Some("session/new" | "session/load"))
+            || ev.payload.pointer("/params/cwd").is_none()
+        {
+            return None;
+        }
+        let mut entry = self.clone();
+        if let RoomEvent::SessionEvent(ev) = &mut entry.event {
+            ev.payload["params"]["cwd"] = serde_json::Value::String("(hidden)".into());
+        }
+        Some(entry)
+    }
+}
+
 /// Answer of `POST /api/workspace/info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

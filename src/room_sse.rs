@@ -55,8 +55,8 @@ pub async fn room_events(
         (None, None) => 0,
     };
     // Only people in the workspace watch it; they are present with their role.
-    let member = match state.auth().require(&caller, &id, Need::View).await {
-        Ok(grant) => grant.member,
+    let (member, viewer) = match state.auth().require(&caller, &id, Need::View).await {
+        Ok(grant) => (grant.member, grant.role == crate::model::Role::Viewer),
         Err(e) => return e.into_response(),
     };
     // Held as long as the stream: counted against its address and its person.
@@ -78,6 +78,7 @@ pub async fn room_events(
             shutdown,
             kicks,
             person,
+            viewer,
         };
         feed(pool, id, after, sub, tx, ends).await;
         drop(guards);
@@ -92,9 +93,14 @@ struct Ends {
     shutdown: CancellationToken,
     kicks: broadcast::Receiver<Kick>,
     person: String,
+    /// Viewers are not shown paths on the machine.
+    viewer: bool,
 }
 
-fn entry_event(entry: &RoomEntry) -> Event {
+fn entry_event(entry: &RoomEntry, viewer: bool) -> Event {
+    if viewer && let Some(hidden) = entry.without_paths() {
+        return entry_event(&hidden, false);
+    }
     Event::default()
         .id(entry.seq.to_string())
         .event(entry.event.kind())
@@ -109,7 +115,14 @@ fn online_event(online: &[Member]) -> Option<Event> {
 type Tx = mpsc::Sender<Result<Event, Infallible>>;
 
 /// Sends entries after `from` up to `upto` from Postgres; returns the last seq sent.
-async fn catch_up(pool: &sqlx::PgPool, id: &str, mut from: i64, upto: i64, tx: &Tx) -> Option<i64> {
+async fn catch_up(
+    pool: &sqlx::PgPool,
+    id: &str,
+    mut from: i64,
+    upto: i64,
+    tx: &Tx,
+    viewer: bool,
+) -> Option<i64> {
     while from < upto {
         let page = match room_log::list(pool, id, from, upto, PAGE).await {
             Ok(p) => p,
@@ -122,7 +135,7 @@ async fn catch_up(pool: &sqlx::PgPool, id: &str, mut from: i64, upto: i64, tx: &
             break;
         }
         for entry in &page {
-            tx.send(Ok(entry_event(entry))).await.ok()?;
+            tx.send(Ok(entry_event(entry, viewer))).await.ok()?;
             from = entry.seq;
         }
     }
@@ -154,7 +167,7 @@ async fn feed(
         }
         after = 0;
     }
-    let Some(mut last) = catch_up(&pool, &id, after, head, &tx).await else {
+    let Some(mut last) = catch_up(&pool, &id, after, head, &tx, ends.viewer).await else {
         return;
     };
     loop {
@@ -182,7 +195,7 @@ async fn feed(
                 }
                 if entry.seq > last + 1 {
                     // Missed some (we lagged): fill in from Postgres, where they already are.
-                    if catch_up(&pool, &id, last, entry.seq - 1, &tx)
+                    if catch_up(&pool, &id, last, entry.seq - 1, &tx, ends.viewer)
                         .await
                         .is_none()
                     {
@@ -190,7 +203,7 @@ async fn feed(
                     }
                 }
                 last = entry.seq;
-                entry_event(&entry)
+                entry_event(&entry, ends.viewer)
             }
             Ok(Live::Typing(member)) => match Event::default().event("typing").json_data(&member) {
                 Ok(ev) => ev,

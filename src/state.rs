@@ -196,10 +196,15 @@ impl AppState {
     ) -> Result<crate::model::RoomSnapshot, ApiError> {
         let grant = self.auth().require(caller, id, Need::View).await?;
         let mut info = self.registry().info(id).await?;
+        let mut entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         if grant.role == crate::model::Role::Viewer {
             info.working_dir = String::new();
+            for e in &mut entries {
+                if let Some(hidden) = e.without_paths() {
+                    *e = hidden;
+                }
+            }
         }
-        let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         let timeline = crate::timeline::build(&entries);
         let rendered = crate::timeline::finished_agent_texts(&timeline)
             .into_iter()
@@ -337,6 +342,13 @@ impl AppState {
     pub async fn typing(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
         let grant = self.auth().require(caller, id, Need::Act).await?;
         Ok(self.registry().typing(id, grant.member).await?)
+    }
+
+    /// Changes the caller's display name; the rooms they are in show the new one at once.
+    pub async fn rename(&self, caller: &Caller, name: &str) -> Result<crate::model::Me, ApiError> {
+        let me = self.auth().rename(caller, name).await?;
+        self.registry().renamed(&me.person_id, &me.display_name);
+        Ok(me)
     }
 
     /// Changes an option of the agent's session (mode, model) for the room.

@@ -327,6 +327,29 @@ async fn owners_members_and_viewers_get_what_their_role_allows() {
         RoomEvent::ChatUser { user_id, display_name, .. } if *user_id == member_id && display_name == "Mel"));
     viewer_sse.until(is_turn_end).await;
 
+    // Paths on the machine reach owners and members, not viewers: neither in the snapshot nor in
+    // the replayed stream (the agent's `cwd` in the request that opened its session).
+    let dir = owner.ok("workspace/info", json!({"workspaceId": ws})).await["workingDir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(dir.ends_with(&ws), "{dir}");
+    let snapshot = viewer
+        .ok("workspace/snapshot", json!({"workspaceId": ws}))
+        .await
+        .to_string();
+    assert!(!snapshot.contains(&dir) && snapshot.contains("(hidden)"));
+    let member_snapshot = member
+        .ok("workspace/snapshot", json!({"workspaceId": ws}))
+        .await
+        .to_string();
+    assert!(member_snapshot.contains(&dir));
+    let mut replay = Sse::from_response(viewer.events(&ws).send().await.unwrap());
+    let replayed = replay.upto(seq).await;
+    let replayed = serde_json::to_string(&replayed).unwrap();
+    assert!(!replayed.contains(&dir) && replayed.contains("(hidden)"));
+    drop(replay);
+
     // Revoked links admit nobody new; a rotated one is replaced by a new link.
     let invites = owner
         .ok("workspace/members", json!({"workspaceId": ws}))
@@ -546,5 +569,40 @@ async fn an_owner_may_pick_a_directory_under_the_projects_root_only() {
     );
     app.stop().await;
     let _ = std::fs::remove_dir_all(&root);
+    sa.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_name_shows_in_the_rooms_its_person_is_in_at_once() {
+    use futures::StreamExt;
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let owner = Browser::new(&app);
+    owner.sign_in().await;
+    owner.ok("me/name", json!({"displayName": "Ada"})).await;
+    let ws = owner.ok("workspace/create", json!({})).await["workspaceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = owner.events(&ws).send().await.unwrap();
+    let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+    let mut online = async || loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an online event within 10 s")
+            .unwrap()
+            .unwrap();
+        if ev.event == "online" {
+            let list: Vec<huddle::model::Member> = serde_json::from_str(&ev.data).unwrap();
+            return list.into_iter().map(|m| m.display_name).collect::<Vec<_>>();
+        }
+    };
+    assert_eq!(online().await, vec!["Ada".to_string()]);
+    owner
+        .ok("me/name", json!({"displayName": "Ada Lovelace"}))
+        .await;
+    assert_eq!(online().await, vec!["Ada Lovelace".to_string()]);
+    app.stop().await;
     sa.stop().await;
 }

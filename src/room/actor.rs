@@ -298,6 +298,7 @@ impl Actor {
             Command::Typing { member } => {
                 let _ = self.live.send(Live::Typing(member));
             }
+            Command::Renamed { user_id, name } => self.presence.renamed(&user_id, &name),
             Command::Crash => panic!("crash requested for workspace {}", self.row.id),
         }
     }

@@ -87,6 +87,10 @@ pub(super) enum Command {
     Typing {
         member: Member,
     },
+    Renamed {
+        user_id: String,
+        name: String,
+    },
     Crash,
 }
 
@@ -101,7 +105,10 @@ impl Command {
             Command::RemoveQueued { reply, .. } => drop(reply.send(Err(err()))),
             Command::SetOption { reply, .. } => drop(reply.send(Err(err()))),
             Command::Connect { reply, .. } => drop(reply.send(Err(err()))),
-            Command::Disconnect { .. } | Command::Typing { .. } | Command::Crash => {}
+            Command::Disconnect { .. }
+            | Command::Typing { .. }
+            | Command::Renamed { .. }
+            | Command::Crash => {}
         }
     }
 }

@@ -73,6 +73,18 @@ impl Presence {
         }
     }
 
+    /// Someone changed their name: the online list says so.
+    pub(super) fn renamed(&mut self, user_id: &str, name: &str) {
+        if let Some(p) = self.people.get_mut(user_id)
+            && p.member.display_name != name
+        {
+            p.member.display_name = name.to_string();
+            if p.connections > 0 {
+                self.changed();
+            }
+        }
+    }
+
     fn changed(&mut self) {
         if self.flush_at.is_none() {
             self.flush_at = Some(Instant::now() + COALESCE);

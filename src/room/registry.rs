@@ -354,6 +354,17 @@ impl Registry {
         Ok(())
     }
 
+    /// Someone changed their name: the rooms they are in show it (best effort: a full mailbox
+    /// skips it, and the next connection carries the new name anyway).
+    pub fn renamed(&self, user_id: &str, name: &str) {
+        for handle in self.actors().values() {
+            let _ = handle.tx.try_send(Command::Renamed {
+                user_id: user_id.to_string(),
+                name: name.to_string(),
+            });
+        }
+    }
+
     /// Makes a workspace's actor panic (tests of crash isolation).
     #[doc(hidden)]
     pub async fn crash_for_tests(&self, id: &str) -> Result<(), RoomError> {
