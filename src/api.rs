@@ -65,10 +65,11 @@ pub async fn prompt(
     #[server(default)]
     #[server(rename = "teamOnly")]
     team_only: bool,
+    #[server(default)] images: Vec<crate::model::ImageUpload>,
 ) -> Result<crate::model::PromptAccepted, ApiError> {
     let (state, caller) = service()?;
     let seq = state
-        .prompt(&caller, &workspace_id, text, team_only)
+        .prompt(&caller, &workspace_id, text, team_only, images)
         .await?;
     Ok(crate::model::PromptAccepted { seq })
 }

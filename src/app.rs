@@ -935,6 +935,33 @@ fn Composer(
     };
     let team_only = NodeRef::<leptos::html::Input>::new();
     let sending = RwSignal::new(false);
+    // Images pasted or dropped into the composer: (type, base64), sent with the next message.
+    let attachments = RwSignal::new(Vec::<(String, String)>::new());
+    let on_image = std::rc::Rc::new(move |got: Result<(String, String), String>| match got {
+        Ok(image) => {
+            if attachments.with_untracked(|a| a.len()) >= crate::model::MAX_IMAGES {
+                ctx.error.set(Some(format!(
+                    "A message carries at most {} images.",
+                    crate::model::MAX_IMAGES
+                )));
+            } else {
+                attachments.update(|a| a.push(image));
+            }
+        }
+        Err(why) => ctx.error.set(Some(why)),
+    }) as browser::OnImage;
+    let on_paste = {
+        let on_image = on_image.clone();
+        move |ev: leptos::ev::ClipboardEvent| {
+            if browser::read_images(&ev, on_image.clone()) {
+                ev.prevent_default();
+            }
+        }
+    };
+    let on_drop = move |ev: leptos::ev::DragEvent| {
+        ev.prevent_default();
+        browser::read_images(&ev, on_image.clone());
+    };
     let last_typing = StoredValue::new(0f64);
     // Before hydration (or without WebAssembly) the form posts by itself: never "offline".
     let offline = move || ctx.hydrated.get() && !connected.get();
@@ -954,9 +981,15 @@ fn Composer(
         let ws = ctx.ws.get_value();
         spawn_local(async move {
             let team = team_only.get_untracked().is_some_and(|t| t.checked());
-            match prompt(ws, value, team).await {
+            let images = attachments
+                .get_untracked()
+                .into_iter()
+                .map(|(mime_type, data)| crate::model::ImageUpload { mime_type, data })
+                .collect();
+            match prompt(ws, value, team, images).await {
                 Ok(_) => {
                     el.set_value("");
+                    attachments.set(Vec::new());
                     ctx.error.set(None);
                 }
                 // The text stays in the box: nothing typed is lost.
@@ -989,7 +1022,14 @@ fn Composer(
     };
     let action = format!("/w/{}/send", ctx.ws.get_value());
     view! {
-        <form class="composer" method="post" action=action on:submit=on_submit>
+        <form
+            class="composer"
+            method="post"
+            action=action
+            on:submit=on_submit
+            on:dragover=|ev: leptos::ev::DragEvent| ev.prevent_default()
+            on:drop=on_drop
+        >
             <input type="hidden" name="csrf" value=ctx.csrf.get_value() />
             <label class="team-only-toggle" title="The agent does not get it as a prompt; it sees it as context with the next one">
                 <input type="checkbox" name="team_only" data-testid="team-only" node_ref=team_only />
@@ -1016,6 +1056,32 @@ fn Composer(
                     }}
                 </ul>
             </Show>
+            <Show when=move || attachments.with(|a| !a.is_empty())>
+                <ul class="attachments pending" data-testid="attachments">
+                    {move || {
+                        attachments
+                            .get()
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, (mime, data))| {
+                                view! {
+                                    <li>
+                                        <img class="attachment" src=format!("data:{mime};base64,{data}") alt="An image to send" />
+                                        <button
+                                            type="button"
+                                            class="link"
+                                            aria-label="Remove this image"
+                                            on:click=move |_| attachments.update(|a| { a.remove(i); })
+                                        >
+                                            "×"
+                                        </button>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    }}
+                </ul>
+            </Show>
             <label class="sr-only" for="composer-text">
                 "Message"
             </label>
@@ -1030,6 +1096,7 @@ fn Composer(
                 node_ref=text
                 on:keydown=on_keydown
                 on:input=on_input
+                on:paste=on_paste
             ></textarea>
             <button type="submit" data-testid="send" disabled=move || offline() || sending.get()>
                 "Send"
@@ -1151,6 +1218,7 @@ fn Row(item: Item) -> impl IntoView {
             display_name,
             text,
             team_only,
+            images,
         } => {
             let mine = move || {
                 ctx.me
@@ -1171,6 +1239,29 @@ fn Row(item: Item) -> impl IntoView {
                             })}
                     </header>
                     <p class="text">{text}</p>
+                    {(!images.is_empty())
+                        .then(|| {
+                            let ws = ctx.ws.get_value();
+                            view! {
+                                <div class="attachments">
+                                    {images
+                                        .into_iter()
+                                        .map(|i| {
+                                            view! {
+                                                <a href=crate::model::image_url(&ws, &i.id) target="_blank" rel="noopener">
+                                                    <img
+                                                        class="attachment"
+                                                        data-testid="chat-image"
+                                                        src=crate::model::image_url(&ws, &i.id)
+                                                        alt="An image sent with the message"
+                                                    />
+                                                </a>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </div>
+                            }
+                        })}
                 </article>
             }
             .into_any()

@@ -4,6 +4,10 @@
 
 pub use imp::*;
 
+/// Called with each image a paste or drop carries (its type, its bytes in base64), or with why
+/// it was refused.
+pub type OnImage = std::rc::Rc<dyn Fn(Result<(String, String), String>)>;
+
 #[cfg(feature = "hydrate")]
 mod imp {
     use std::cell::{Cell, RefCell};
@@ -72,6 +76,51 @@ mod imp {
         if let Some(w) = web_sys::window() {
             let _ = w.location().reload();
         }
+    }
+
+    /// Reads the images a paste or a drop carries, calling `on_image` with each (its type and
+    /// its bytes in base64) or with why it was refused; true when there were any.
+    pub fn read_images(ev: &leptos::ev::Event, on_image: super::OnImage) -> bool {
+        let files = if let Some(c) = ev.dyn_ref::<web_sys::ClipboardEvent>() {
+            c.clipboard_data().and_then(|d| d.files())
+        } else if let Some(d) = ev.dyn_ref::<web_sys::DragEvent>() {
+            d.data_transfer().and_then(|d| d.files())
+        } else {
+            None
+        };
+        let Some(files) = files else { return false };
+        let mut any = false;
+        for i in 0..files.length() {
+            let Some(file) = files.get(i) else { continue };
+            let mime = file.type_();
+            if !mime.starts_with("image/") {
+                continue;
+            }
+            any = true;
+            if file.size() > crate::model::MAX_IMAGE_BYTES as f64 {
+                on_image(Err(format!(
+                    "{} is larger than {} KB.",
+                    file.name(),
+                    crate::model::MAX_IMAGE_BYTES / 1000
+                )));
+                continue;
+            }
+            let Ok(reader) = web_sys::FileReader::new() else {
+                continue;
+            };
+            let done = reader.clone();
+            let on_image = on_image.clone();
+            let onload = Closure::once(move || {
+                let url = done.result().ok().and_then(|v| v.as_string());
+                if let Some((_, data)) = url.as_deref().and_then(|u| u.split_once(',')) {
+                    on_image(Ok((mime, data.to_string())));
+                }
+            });
+            reader.set_onload(Some(onload.as_ref().unchecked_ref()));
+            onload.forget();
+            let _ = reader.read_as_data_url(&file);
+        }
+        any
     }
 
     pub fn copy_to_clipboard(text: &str) {
@@ -364,6 +413,9 @@ mod imp {
         String::new()
     }
     pub fn copy_to_clipboard(_text: &str) {}
+    pub fn read_images(_ev: &leptos::ev::Event, _on_image: super::OnImage) -> bool {
+        false
+    }
     pub fn reload() {}
     pub fn on_visibility_change(_f: impl Fn(bool) + 'static) {}
     pub fn every(_ms: i32, _f: impl Fn() + 'static) {}

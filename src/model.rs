@@ -4,6 +4,32 @@ use serde::{Deserialize, Serialize};
 
 /// Longest prompt a teammate may send, in characters.
 pub const MAX_PROMPT_CHARS: usize = 16_000;
+/// Images one prompt may carry, and the size of each (decoded).
+pub const MAX_IMAGES: usize = 4;
+pub const MAX_IMAGE_BYTES: usize = 1_000_000;
+/// The image types a prompt may carry.
+pub const IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// An image as the API takes it: its type and its bytes in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUpload {
+    pub mime_type: String,
+    pub data: String,
+}
+
+/// An image in the room: kept by Huddle, served at [`image_url`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRef {
+    pub id: String,
+    pub mime_type: String,
+}
+
+/// Where an image of a workspace is served (to its members).
+pub fn image_url(workspace_id: &str, image_id: &str) -> String {
+    format!("/api/workspace/{workspace_id}/images/{image_id}")
+}
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest agent id accepted when creating a workspace.
@@ -231,6 +257,9 @@ pub struct QueuedPrompt {
     pub user_id: String,
     pub display_name: String,
     pub text: String,
+    /// Images that go to the agent with the text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
 }
 
 /// What is in the room log: everything the room shows, in one gap-free sequence per workspace.
@@ -246,6 +275,8 @@ pub enum RoomEvent {
         /// For the team only: not a prompt; the agent gets it as context with the next one.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         team_only: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<ImageRef>,
     },
     #[serde(rename = "session.event")]
     SessionEvent(SessionEvent),
@@ -514,6 +545,7 @@ mod tests {
                 text: "hi".into(),
                 created_at: 9,
                 team_only: false,
+                images: Vec::new(),
             },
         };
         let json = serde_json::to_value(&entry).unwrap();

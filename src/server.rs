@@ -94,6 +94,10 @@ pub fn router(state: AppState) -> Router {
             "/api/workspace/{id}/events",
             get(crate::room_sse::room_events),
         )
+        .route(
+            "/api/workspace/{id}/images/{image_id}",
+            get(workspace_image),
+        )
         .route("/join/{secret}", get(crate::auth::links::join))
         .route("/sign-in/{secret}", get(crate::auth::links::sign_in))
         .route("/new", post(create_workspace_form))
@@ -126,8 +130,10 @@ pub fn router(state: AppState) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
-        // Inside `json_errors`, so that its 413 leaves as JSON too.
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Inside `json_errors`, so that its 413 leaves as JSON too. Prompts may carry images;
+        // every other request is held to the small limit by its declared length.
+        .layer(middleware::from_fn(small_bodies))
+        .layer(RequestBodyLimitLayer::new(MAX_PROMPT_BODY_BYTES))
         // Who is asking: inside the cross-site guard (refused requests never touch sessions).
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -179,8 +185,33 @@ fn sessions(
         ))
 }
 
-/// Largest request body accepted (a prompt is at most 16,000 characters).
+/// Largest request body accepted (a prompt's text is at most 16,000 characters)...
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// ...but a prompt may carry images (4 of 1 MB, in base64).
+pub const MAX_PROMPT_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// Refuses a body over [`MAX_BODY_BYTES`] everywhere but the prompt endpoint, by its declared
+/// length (undeclared ones are held to [`MAX_PROMPT_BODY_BYTES`] by the layer below).
+async fn small_bodies(req: Request<Body>, next: Next) -> Response {
+    let limit = if req.uri().path() == "/api/workspace/prompt" {
+        MAX_PROMPT_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request is too large; the limit is {limit} bytes here."),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
 /// `/healthz` answers within this, database or not.
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 
@@ -207,6 +238,26 @@ fn short(s: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// `GET /api/workspace/{id}/images/{image_id}`: an image sent with a prompt, for the workspace's
+/// members (an image type Huddle checked when it took it, never anything to run).
+async fn workspace_image(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path((id, image_id)): axum::extract::Path<(String, String)>,
+) -> Response {
+    match state.image(&caller, &id, &image_id).await {
+        Ok((mime_type, data)) => (
+            [
+                (header::CONTENT_TYPE, mime_type),
+                (header::CACHE_CONTROL, "private, max-age=86400".to_string()),
+            ],
+            data,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -254,7 +305,9 @@ async fn send_form(
     let result = match crate::auth::Auth::check_csrf(&caller, &form.csrf) {
         Ok(()) => {
             let team_only = form.team_only.is_some();
-            state.prompt(&caller, &id, form.text, team_only).await
+            state
+                .prompt(&caller, &id, form.text, team_only, Vec::new())
+                .await
         }
         Err(e) => Err(e),
     };
@@ -296,7 +349,7 @@ async fn json_errors(req: Request<Body>, next: Next) -> Response {
     let err = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!("The request is too large; the limit is {MAX_BODY_BYTES} bytes."),
+            format!("The request is too large; the limit is {MAX_PROMPT_BODY_BYTES} bytes."),
         ),
         StatusCode::NOT_FOUND => ApiError::not_found("Not found."),
         StatusCode::METHOD_NOT_ALLOWED => {

@@ -417,8 +417,10 @@ impl AppState {
         workspace_id: &str,
         text: String,
         team_only: bool,
+        images: Vec<crate::model::ImageUpload>,
     ) -> Result<i64, ApiError> {
         let text = crate::api::check_prompt(text)?;
+        let images = check_images(images)?;
         let grant = self.auth().require(caller, workspace_id, Need::Act).await?;
         if let Err(wait) = self.0.prompt_rate.check(&grant.member.user_id) {
             return Err(ApiError::new(
@@ -426,10 +428,32 @@ impl AppState {
                 format!("You are sending prompts too fast; try again in {wait} s."),
             ));
         }
+        // Kept before the prompt is recorded: the room log refers to them by id.
+        let mut refs = Vec::with_capacity(images.len());
+        for (mime_type, data) in images {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            store::images::insert(self.pool(), workspace_id, &id, &mime_type, &data).await?;
+            refs.push(crate::model::ImageRef { id, mime_type });
+        }
         Ok(self
             .registry()
-            .prompt(workspace_id, grant.member, text, team_only)
+            .prompt(workspace_id, grant.member, text, team_only, refs)
             .await?)
+    }
+
+    /// An image of a workspace, for its members.
+    pub async fn image(
+        &self,
+        caller: &Caller,
+        workspace_id: &str,
+        image_id: &str,
+    ) -> Result<(String, Vec<u8>), ApiError> {
+        self.auth()
+            .require(caller, workspace_id, Need::View)
+            .await?;
+        store::images::load(self.pool(), workspace_id, image_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("There is no such image."))
     }
 
     /// Counts a live stream against its address and its person, unless either has too many.
@@ -553,6 +577,47 @@ impl AppState {
             .map(Into::into)
             .ok_or_else(|| ApiError::not_found(format!("There is no workspace `{id}`.")))
     }
+}
+
+/// Checks a prompt's images: how many, their types, their size; decodes them.
+fn check_images(
+    images: Vec<crate::model::ImageUpload>,
+) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+    use crate::model::{IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGES};
+    use base64::Engine;
+    if images.len() > MAX_IMAGES {
+        return Err(ApiError::bad_request(format!(
+            "A prompt carries at most {MAX_IMAGES} images."
+        )));
+    }
+    images
+        .into_iter()
+        .map(|image| {
+            if !IMAGE_TYPES.contains(&image.mime_type.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "Images must be PNG, JPEG, GIF or WebP ({} was sent).",
+                    image.mime_type.chars().take(40).collect::<String>()
+                )));
+            }
+            // A quick bound before decoding: base64 is 4/3 of the bytes.
+            if image.data.len() > MAX_IMAGE_BYTES / 3 * 4 + 4 {
+                return Err(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("An image may be at most {} KB.", MAX_IMAGE_BYTES / 1000),
+                ));
+            }
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(image.data.trim())
+                .map_err(|_| ApiError::bad_request("An image's data is not valid base64."))?;
+            if data.len() > MAX_IMAGE_BYTES {
+                return Err(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("An image may be at most {} KB.", MAX_IMAGE_BYTES / 1000),
+                ));
+            }
+            Ok((image.mime_type, data))
+        })
+        .collect()
 }
 
 /// About how much text a page of the room carries (the first page, and each older one).

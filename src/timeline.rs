@@ -33,6 +33,7 @@ pub enum View {
         text: String,
         /// For the team, not a prompt.
         team_only: bool,
+        images: Vec<crate::model::ImageRef>,
     },
     /// The agent's reply in one turn; `done` once the turn ended (then it is rendered as markdown).
     Agent {
@@ -487,13 +488,14 @@ impl Fold {
 
     fn entry(&mut self, e: &RoomEntry) {
         match &e.event {
-            RoomEvent::ChatUser { user_id, display_name, text, team_only, .. } => {
+            RoomEvent::ChatUser { user_id, display_name, text, team_only, images, .. } => {
                 self.chats.insert(e.seq, (display_name.clone(), text.clone()));
                 let view = View::Chat {
                     user_id: user_id.clone(),
                     display_name: display_name.clone(),
                     text: text.clone(),
                     team_only: *team_only,
+                    images: images.clone(),
                 };
                 self.push(format!("c{}", e.seq), e, view);
             }
@@ -990,6 +992,7 @@ mod tests {
                     text: "fix it".into(),
                     created_at: 1,
                     team_only: false,
+                    images: Vec::new(),
                 },
             ),
             entry(
@@ -1148,6 +1151,7 @@ mod tests {
                     text: format!("prompt {t}"),
                     created_at: 0,
                     team_only: false,
+                    images: Vec::new(),
                 },
             ));
             entries.push(entry(
@@ -1256,6 +1260,7 @@ mod tests {
                     text: "a".into(),
                     created_at: 1,
                     team_only: false,
+                    images: Vec::new(),
                 },
             ),
             entry(
@@ -1274,6 +1279,7 @@ mod tests {
                     text: "later".into(),
                     created_at: 3,
                     team_only: false,
+                    images: Vec::new(),
                 },
             ),
             entry(

@@ -236,3 +236,109 @@ async fn claude_and_codex_shaped_permissions_and_terminal_output_show_as_the_age
     app.stop().await;
     sa.stop().await;
 }
+
+/// A 1×1 PNG.
+const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+#[tokio::test]
+async fn images_go_to_the_agent_as_image_blocks_and_are_served_to_members_only() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    let prompt = |images: serde_json::Value| json!({"workspaceId": ws, "userId": "ada", "text": "look at this", "images": images});
+    let (status, body) = app
+        .post(
+            "prompt",
+            prompt(json!([{"mimeType": "image/png", "data": PNG}])),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let turn = sse.until(is_turn_end).await;
+    let image = turn
+        .iter()
+        .find_map(|e| match &e.event {
+            RoomEvent::ChatUser { images, .. } => images.first().cloned(),
+            _ => None,
+        })
+        .expect("the message carries its image");
+    let said: String = turn.iter().filter_map(said).collect();
+    assert!(
+        said.starts_with("I see 1 image(s): image/png 70 bytes."),
+        "{said}"
+    );
+
+    // Members get it (as a PNG); nobody else does.
+    let url = format!("{}{}", app.base, huddle::model::image_url(&ws, &image.id));
+    let token = app.token(&ws, "ada").await;
+    let res = app.anon.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert_eq!(res.bytes().await.unwrap().len(), 70);
+    assert_eq!(app.anon.get(&url).send().await.unwrap().status(), 401);
+    let other = app.create("pi").await;
+    let stranger = app.token(&other, "eve").await;
+    let res = app
+        .anon
+        .get(&url)
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+
+    // Clear errors: too many, not an image type, not base64, too large.
+    let five = serde_json::Value::Array(vec![json!({"mimeType": "image/png", "data": PNG}); 5]);
+    let big = "A".repeat(1_400_000);
+    for (images, status) in [
+        (five, 400),
+        (json!([{"mimeType": "text/html", "data": PNG}]), 400),
+        (
+            json!([{"mimeType": "image/png", "data": "not base64!"}]),
+            400,
+        ),
+        (json!([{"mimeType": "image/png", "data": big}]), 413),
+    ] {
+        let (got, body) = app.post("prompt", prompt(images)).await;
+        assert_eq!(got, status, "{body}");
+    }
+    app.stop().await;
+    sa.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_takes_no_images_is_said_so() {
+    let (pool, _) = fresh_db().await;
+    let sa = huddle::sandbox_agent::process::SandboxAgentProcess::start(
+        huddle::sandbox_agent::process::ProcessOptions {
+            bin: Some(sandbox_agent_bin()),
+            extra_path: vec![fixtures_bin()],
+            env: vec![("PI_ACP_NO_IMAGES".into(), "1".into())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "hello").await;
+    sse.until(is_turn_end).await;
+    let (status, body) = app
+        .post(
+            "prompt",
+            json!({"workspaceId": ws, "userId": "ada", "text": "look",
+                "images": [{"mimeType": "image/png", "data": PNG}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not take images")
+    );
+    app.stop().await;
+    sa.stop().await;
+}

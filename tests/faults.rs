@@ -149,12 +149,16 @@ async fn every_error_is_json_with_its_status() {
         .header("content-type", "application/json")
         .body("{nope");
     check(send(broken).await, 400, "bad_request");
-    // A huge body is refused as too large; a big bad one is refused without being echoed.
-    let huge = "x".repeat(2 * 1024 * 1024);
-    let body = json!({"workspaceId": ws, "userId": "a", "displayName": "A", "text": huge});
+    // A huge body is refused as too large (a prompt may be larger, for its images, but not this
+    // large); a big bad one is refused without being echoed.
+    let huge = "x".repeat(7 * 1024 * 1024);
+    let body = json!({"workspaceId": ws, "text": huge});
     let too_large = http
         .post(format!("{base}/api/workspace/prompt"))
         .json(&body);
+    check(send(too_large).await, 413, "payload_too_large");
+    let big = json!({"workspaceId": ws, "text": "x".repeat(300 * 1024)});
+    let too_large = http.post(format!("{base}/api/workspace/typing")).json(&big);
     check(send(too_large).await, 413, "payload_too_large");
     let junk = "y".repeat(100_000);
     let bad = http

@@ -56,6 +56,24 @@ test("the agent's controls, its true turn order, and talk for the team only", as
   await send(ada, "echo");
   await expect(ada.getByTestId("agent-message").last()).toContainText("Bob: let's keep sqlite");
   await expect(ada.getByTestId("agent-message").last()).toContainText("Ada says");
+
+  // A pasted image goes with the message: the agent gets it as an image block, and the room shows it.
+  await bob.getByTestId("team-only").uncheck();
+  const png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+  await bob.evaluate((data) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], "dot.png", { type: "image/png" }));
+    const paste = new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true, cancelable: true });
+    document.querySelector('[data-testid="composer"]')!.dispatchEvent(paste);
+  }, png);
+  await expect(bob.getByTestId("attachments").locator("img")).toHaveCount(1);
+  await send(bob, "look at this");
+  await expect(bob.getByTestId("attachments")).toHaveCount(0);
+  await expect(ada.getByTestId("agent-message").last()).toContainText("I see 1 image(s): image/png 70 bytes.");
+  const shown = ada.getByTestId("chat-image").last();
+  await expect(shown).toBeVisible();
+  expect(await shown.evaluate((img) => (img as HTMLImageElement).naturalWidth)).toBe(1);
   await ada.screenshot({ path: path.join(shots, "agent-controls.png"), fullPage: true });
   await ada.context().close();
   await bob.context().close();

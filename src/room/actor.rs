@@ -16,7 +16,7 @@ use super::recover::Boot;
 use super::registry::Registry;
 use super::turns::{SessionSlot, Turns};
 use super::writer::{Job, LogWriter};
-use crate::model::{Member, NoticeLevel, RoomEvent, WorkspaceInfo};
+use crate::model::{ImageRef, Member, NoticeLevel, RoomEvent, WorkspaceInfo};
 use crate::sandbox_agent::{AcpError, Session, SessionNotice, TurnEnd};
 use crate::store::WorkspaceRow;
 use crate::store::room_state::RoomState;
@@ -34,6 +34,7 @@ pub(crate) enum Then {
         member: Member,
         text: String,
         team_only: bool,
+        images: Vec<ImageRef>,
         reply: Reply<i64>,
     },
     Cancel {
@@ -268,8 +269,9 @@ impl Actor {
                 member,
                 text,
                 team_only,
+                images,
                 reply,
-            } => self.prompt(member, text, team_only, reply),
+            } => self.prompt(member, text, team_only, images, reply),
             Command::Cancel {
                 member,
                 clear_queue,
@@ -342,8 +344,9 @@ impl Actor {
                 member,
                 text,
                 team_only,
+                images,
                 reply,
-            } => self.prompt_recorded(first_seq, member, text, team_only, reply),
+            } => self.prompt_recorded(first_seq, member, text, team_only, images, reply),
             Then::Cancel { reply } => self.cancel_recorded(reply),
         }
     }

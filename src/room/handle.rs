@@ -52,6 +52,7 @@ pub(super) enum Command {
         member: Member,
         text: String,
         team_only: bool,
+        images: Vec<crate::model::ImageRef>,
         reply: Reply<i64>,
     },
     Cancel {

@@ -69,12 +69,14 @@ impl Boot {
                     display_name,
                     text,
                     team_only: false,
+                    images,
                     ..
                 } => Some(QueuedPrompt {
                     seq: e.seq,
                     user_id,
                     display_name,
                     text,
+                    images,
                 }),
                 _ => None,
             })

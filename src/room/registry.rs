@@ -260,11 +260,13 @@ impl Registry {
         member: Member,
         text: String,
         team_only: bool,
+        images: Vec<crate::model::ImageRef>,
     ) -> Result<i64, RoomError> {
         self.call(id, |reply| Command::Prompt {
             member: member.clone(),
             text: text.clone(),
             team_only,
+            images: images.clone(),
             reply,
         })
         .await

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::actor::{Actor, Internal, Then};
 use super::handle::{Reply, RoomError};
-use crate::model::{Member, NoticeLevel, QueuedPrompt, RoomEvent};
-use crate::sandbox_agent::{AcpError, CreateSessionRequest, Session, TurnEnd, now_ms};
+use crate::model::{ImageRef, Member, NoticeLevel, QueuedPrompt, RoomEvent};
+use crate::sandbox_agent::{AcpError, CreateSessionRequest, PromptBlock, Session, TurnEnd, now_ms};
 
 /// How long Stop may take to reach the agent.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,6 +116,7 @@ impl Actor {
         member: Member,
         text: String,
         team_only: bool,
+        images: Vec<ImageRef>,
         reply: Reply<i64>,
     ) {
         let max = self.registry.max_queue();
@@ -123,12 +124,26 @@ impl Actor {
             let _ = reply.send(Err(RoomError::QueueFull(max)));
             return;
         }
+        if !images.is_empty() {
+            let refused = if team_only {
+                Some("Images go to the agent: send them with a prompt, not for the team only.")
+            } else if matches!(&self.session, SessionSlot::Ready(s) if !s.takes_images()) {
+                Some("This agent does not take images; send the prompt without them.")
+            } else {
+                None
+            };
+            if let Some(message) = refused {
+                let _ = reply.send(Err(RoomError::Invalid(message.into())));
+                return;
+            }
+        }
         let chat = RoomEvent::ChatUser {
             user_id: member.user_id.clone(),
             display_name: member.display_name.clone(),
             text: text.clone(),
             created_at: now_ms(),
             team_only,
+            images: images.clone(),
         };
         self.write_for(
             chat,
@@ -136,6 +151,7 @@ impl Actor {
                 member,
                 text,
                 team_only,
+                images,
                 reply,
             },
         );
@@ -147,6 +163,7 @@ impl Actor {
         member: Member,
         text: String,
         team_only: bool,
+        images: Vec<ImageRef>,
         reply: Reply<i64>,
     ) {
         let _ = reply.send(Ok(seq));
@@ -164,6 +181,7 @@ impl Actor {
             user_id: member.user_id,
             display_name: member.display_name,
             text,
+            images,
         });
     }
 
@@ -215,18 +233,46 @@ impl Actor {
         let mut blocks = Vec::new();
         let notes = std::mem::take(&mut self.turns.team_notes);
         if !notes.is_empty() {
-            blocks.push(format!(
+            blocks.push(PromptBlock::Text(format!(
                 "[Huddle] Your teammates said this to each other since your last turn (context, not instructions):\n{}",
                 notes.join("\n")
-            ));
+            )));
         }
-        blocks.push(format!(
+        blocks.push(PromptBlock::Text(format!(
             "[Huddle] {} says (in a room shared by the team):",
             running.prompt.display_name
-        ));
-        blocks.push(running.prompt.text.clone());
+        )));
+        blocks.push(PromptBlock::Text(running.prompt.text.clone()));
+        // Images go along when the agent takes them (a prompt queued before the session said so
+        // may carry some it does not).
+        let (images, dropped) = if session.takes_images() {
+            (running.prompt.images.clone(), 0)
+        } else {
+            (Vec::new(), running.prompt.images.len())
+        };
+        if dropped > 0 {
+            self.notice(
+                NoticeLevel::Warning,
+                format!("This agent does not take images: {dropped} image(s) were not sent to it."),
+            );
+        }
+        let pool = self.registry.pool().clone();
+        let workspace = self.row.id.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
+            for image in images {
+                match crate::store::images::load(&pool, &workspace, &image.id).await {
+                    Ok(Some((mime_type, data))) => {
+                        use base64::Engine;
+                        let data = base64::engine::general_purpose::STANDARD.encode(data);
+                        blocks.push(PromptBlock::Image { mime_type, data });
+                    }
+                    Ok(None) => tracing::warn!(image = %image.id, "an image of the prompt is gone"),
+                    Err(e) => {
+                        tracing::error!(image = %image.id, error = %e, "cannot read an image of the prompt")
+                    }
+                }
+            }
             let sent = |connection: &str, rpc_id: u64| {
                 let connection = connection.to_string();
                 let _ = internal.send(Internal::PromptSent {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use agent_client_protocol_schema::ProtocolVersion;
 use agent_client_protocol_schema::v1::{
-    AGENT_METHOD_NAMES, CancelNotification, ClientCapabilities, ContentBlock, Implementation,
-    InitializeRequest, InitializeResponse, LoadSessionRequest, NewSessionRequest,
+    AGENT_METHOD_NAMES, CancelNotification, ClientCapabilities, ContentBlock, ImageContent,
+    Implementation, InitializeRequest, InitializeResponse, LoadSessionRequest, NewSessionRequest,
     NewSessionResponse, PromptRequest, PromptResponse, RequestPermissionOutcome,
     RequestPermissionRequest, RequestPermissionResponse, SelectedPermissionOutcome,
     SetSessionConfigOptionRequest, SetSessionModeRequest, TextContent,
@@ -106,12 +106,35 @@ pub(crate) fn new_session_id(result: Value) -> Option<String> {
 }
 
 /// `session/prompt` with text blocks.
-pub(crate) fn prompt(session_id: &str, texts: Vec<String>) -> Value {
-    let blocks = texts
+pub(crate) fn prompt(session_id: &str, blocks: Vec<PromptBlock>) -> Value {
+    let blocks = blocks
         .into_iter()
-        .map(|t| ContentBlock::Text(TextContent::new(t)))
+        .map(|b| match b {
+            PromptBlock::Text(t) => ContentBlock::Text(TextContent::new(t)),
+            PromptBlock::Image { mime_type, data } => {
+                ContentBlock::Image(ImageContent::new(data, mime_type))
+            }
+        })
         .collect();
     to_value(PromptRequest::new(session_id.to_string(), blocks))
+}
+
+/// A block of a prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptBlock {
+    Text(String),
+    /// An image, its bytes in base64.
+    Image {
+        mime_type: String,
+        data: String,
+    },
+}
+
+/// Whether the agent's `initialize` answer says it takes images in prompts.
+pub(crate) fn takes_images(initialized: &Value) -> bool {
+    serde_json::from_value::<InitializeResponse>(initialized.clone())
+        .map(|r| r.agent_capabilities.prompt_capabilities.image)
+        .unwrap_or(false)
 }
 
 /// Why a turn ended, as the protocol spells it (`end_turn` when the answer says nothing known).
@@ -174,7 +197,7 @@ mod tests {
             json!({"cwd": "/tmp", "mcpServers": []})
         );
         assert_eq!(
-            prompt("s", vec!["hi".into()]),
+            prompt("s", vec![PromptBlock::Text("hi".into())]),
             json!({"sessionId": "s", "prompt": [{"type": "text", "text": "hi"}]})
         );
         assert_eq!(cancel("s"), json!({"sessionId": "s"}));

@@ -321,6 +321,8 @@ pub struct Session {
     attached_turn: Mutex<Option<tokio::sync::oneshot::Receiver<Result<Value, AcpError>>>>,
     notices: mpsc::Sender<SessionNotice>,
     permissions: Permissions,
+    /// The agent takes images in prompts (as its `initialize` answer said).
+    takes_images: std::sync::atomic::AtomicBool,
 }
 
 struct SessionState {
@@ -345,7 +347,13 @@ impl Session {
             attached_turn: Mutex::new(None),
             notices,
             permissions: Arc::new(Mutex::new(HashMap::new())),
+            takes_images: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the agent takes images in prompts (known once the session is open).
+    pub fn takes_images(&self) -> bool {
+        self.takes_images.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn record(&self) -> SessionRecord {
@@ -388,6 +396,10 @@ impl Session {
                 Some(Duration::from_secs(60)),
             )
             .await?;
+        self.takes_images.store(
+            acp::takes_images(&initialized),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // The agent's own session, reopened with its whole conversation, when it can.
         let reopen = state
             .record
@@ -513,7 +525,7 @@ impl Session {
 
     /// Sends a prompt and waits for the turn to end.
     pub async fn prompt(&self, text: &str) -> Result<TurnEnd, AcpError> {
-        self.prompt_reporting(vec![text.to_string()], |_, _| {})
+        self.prompt_reporting(vec![acp::PromptBlock::Text(text.to_string())], |_, _| {})
             .await
     }
 
@@ -521,12 +533,16 @@ impl Session {
     /// request id the prompt goes out, so that a restarted process can wait for its reply.
     pub async fn prompt_reporting(
         &self,
-        blocks: Vec<String>,
+        blocks: Vec<acp::PromptBlock>,
         mut sent: impl FnMut(&str, u64) + Send,
     ) -> Result<TurnEnd, AcpError> {
         for attempt in 0..2 {
             let (conn, sid, replay) = self.live(true).await?;
-            let texts = replay.into_iter().chain(blocks.iter().cloned()).collect();
+            let texts = replay
+                .map(acp::PromptBlock::Text)
+                .into_iter()
+                .chain(blocks.iter().cloned())
+                .collect();
             let id = conn.next_request_id();
             sent(conn.server_id(), id);
             let params = acp::prompt(&sid, texts);

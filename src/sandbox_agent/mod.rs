@@ -12,6 +12,7 @@ pub mod process;
 mod records;
 mod transport;
 
+pub use acp::PromptBlock;
 pub use client::{AgentInfo, CreateSessionRequest, SandboxAgent, Session, SessionNotice, TurnEnd};
 pub use error::{AcpError, Problem};
 pub use persist::{ListPage, PersistError, PostgresPersist, SessionPersistDriver};

@@ -1,6 +1,7 @@
 //! Postgres: the connection pool, migrations, the workspaces table, and the tables the rooms keep
 //! (their log, their recoverable state, who owns each one).
 
+pub mod images;
 pub mod jsonb;
 pub mod leases;
 pub mod room_log;
