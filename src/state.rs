@@ -194,11 +194,9 @@ impl AppState {
         caller: &Caller,
         id: &str,
     ) -> Result<crate::model::RoomSnapshot, ApiError> {
-        let grant = self.auth().require(caller, id, Need::View).await?;
-        let mut info = self.registry().info(id).await?;
+        let (grant, info) = self.viewed_info(caller, id).await?;
         let mut entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         if grant.role == crate::model::Role::Viewer {
-            info.working_dir = String::new();
             for e in &mut entries {
                 if let Some(hidden) = e.without_paths() {
                     *e = hidden;
@@ -223,13 +221,9 @@ impl AppState {
         caller: &Caller,
         id: &str,
     ) -> Result<crate::model::RoomPage, ApiError> {
-        let grant = self.auth().require(caller, id, Need::View).await?;
+        let (grant, info) = self.viewed_info(caller, id).await?;
         let mut me = self.auth().me(caller)?;
         me.display_name = grant.member.display_name.clone();
-        let mut info = self.registry().info(id).await?;
-        if grant.role == crate::model::Role::Viewer {
-            info.working_dir = String::new();
-        }
         let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
         let head = entries.last().map_or(0, |e| e.seq);
         // The most recent rows only; older ones page in as people scroll up.
@@ -304,12 +298,21 @@ impl AppState {
         caller: &Caller,
         id: &str,
     ) -> Result<crate::model::WorkspaceInfo, ApiError> {
+        Ok(self.viewed_info(caller, id).await?.1)
+    }
+
+    /// The workspace's state as the caller may see it (viewers get no paths), and their grant.
+    async fn viewed_info(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(crate::auth::Grant, crate::model::WorkspaceInfo), ApiError> {
         let grant = self.auth().require(caller, id, Need::View).await?;
         let mut info = self.registry().info(id).await?;
         if grant.role == crate::model::Role::Viewer {
             info.working_dir = String::new();
         }
-        Ok(info)
+        Ok((grant, info))
     }
 
     pub async fn cancel(

@@ -110,7 +110,7 @@ pub fn check_name(name: &str, what: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
-fn id() -> String {
+fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
@@ -188,7 +188,7 @@ impl Auth {
         if !create {
             return Ok(Caller::Nobody);
         }
-        let id = id_person();
+        let id = new_id();
         let name = guest_name();
         store::insert_person(self.pool(), &id, &name).await?;
         let csrf = new_secret(24);
@@ -355,7 +355,7 @@ impl Auth {
         role: &str,
         by: &str,
     ) -> Result<CreatedInvite, ApiError> {
-        let id = id();
+        let id = new_id();
         let secret = new_secret(24);
         store::insert_invite(self.pool(), &id, &hash_secret(&secret), ws, role, by).await?;
         tracing::info!(invite = %id, workspace = ?ws, role, "invite created");
@@ -415,9 +415,7 @@ impl Auth {
     pub async fn members(&self, caller: &Caller, ws: &str) -> Result<Members, ApiError> {
         self.require(caller, ws, Need::Own).await?;
         let pool = self.pool();
-        let approvers_only = store::access(pool, ws, "")
-            .await?
-            .is_some_and(|a| a.approvers_only);
+        let approvers_only = store::approvers_only(pool, ws).await?;
         Ok(Members {
             people: store::people(pool, ws).await?,
             invites: store::invites(pool, Some(ws)).await?,
@@ -518,8 +516,8 @@ impl Auth {
             "viewer" => Role::Viewer,
             _ => return Err(ApiError::bad_request("role must be `member` or `viewer`.")),
         };
-        let id = id();
-        let person_id = id_person();
+        let id = new_id();
+        let person_id = new_id();
         let token = format!("hud_{}", new_secret(32));
         store::insert_token(
             self.pool(),
@@ -632,8 +630,4 @@ impl Auth {
             ))
         }
     }
-}
-
-fn id_person() -> String {
-    id()
 }

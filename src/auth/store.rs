@@ -209,6 +209,16 @@ pub async fn set_approver(
     Ok(done.rows_affected() > 0)
 }
 
+pub async fn approvers_only(pool: &PgPool, workspace_id: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT approvers_only FROM workspaces WHERE id = $1")
+            .bind(workspace_id)
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or(false),
+    )
+}
+
 pub async fn set_approvers_only(
     pool: &PgPool,
     workspace_id: &str,
