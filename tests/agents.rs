@@ -1,5 +1,7 @@
 //! What real agents need from the room: they hear who speaks, and what the team said to itself.
 
+#[path = "fixtures/anthropic_api.rs"]
+mod anthropic_api;
 mod common;
 
 use std::time::Duration;
@@ -341,4 +343,196 @@ async fn an_agent_that_takes_no_images_is_said_so() {
     );
     app.stop().await;
     sa.stop().await;
+}
+
+/// The room's timeline as its snapshot folds it.
+async fn room_timeline(app: &TestApp, ws: &str) -> huddle::timeline::Timeline {
+    let snapshot = app.post("snapshot", json!({"workspaceId": ws})).await.1;
+    let entries: Vec<huddle::model::RoomEntry> =
+        serde_json::from_value(snapshot["entries"].clone()).unwrap();
+    huddle::timeline::build(&entries)
+}
+
+/// The update of a room entry that is an agent's session/update.
+fn update(e: &huddle::model::RoomEntry) -> Option<&serde_json::Value> {
+    match &e.event {
+        RoomEvent::SessionEvent(ev) => ev.payload.pointer("/params/update"),
+        _ => None,
+    }
+}
+
+/// The real Claude Code, through its pinned ACP adapter and the real sandbox-agent, against a
+/// scripted Anthropic API: a streamed markdown reply, a Bash call that asks permission, an edit
+/// with a diff, then Huddle and sandbox-agent restart and the agent still has the conversation.
+#[tokio::test]
+async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart() {
+    use anthropic_api::{BASH_COMMAND, EARLIER_REQUESTS, FakeAnthropic, MARKDOWN_REPLY};
+    let api = FakeAnthropic::start().await;
+    let config_dir = std::env::temp_dir().join(format!(
+        "huddle-claude-{}",
+        huddle::sandbox_agent::random_id()
+    ));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent_with_claude(&api.url, &config_dir).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("claude").await;
+    let cwd = {
+        let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
+        std::path::PathBuf::from(info["workingDir"].as_str().unwrap())
+    };
+    let mut sse = app.events(&ws, "ada", None).await;
+
+    // A markdown reply streams in pieces, and the room renders it.
+    app.prompt(&ws, "ada", "greet the team").await;
+    let turn = sse.until(is_turn_end).await;
+    let chunks: Vec<String> = turn
+        .iter()
+        .filter_map(said)
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(chunks.len() > 3, "streamed in pieces: {chunks:?}");
+    assert_eq!(chunks.concat(), MARKDOWN_REPLY);
+    let snapshot = app.post("snapshot", json!({"workspaceId": ws})).await.1;
+    let rendered = snapshot["rendered"].to_string();
+    assert!(
+        rendered.contains("<h2>Hello, team</h2>") && rendered.contains("<strong>bold</strong>"),
+        "{rendered}"
+    );
+    // The model was told who speaks.
+    let first = api.conversation_requests().last().unwrap().clone();
+    assert!(first.to_string().contains("ada says"), "{first}");
+
+    // A Bash call asks first; once allowed, it runs in the workspace's directory.
+    app.prompt(&ws, "ada", "make notes").await;
+    let asked = answer(&app, &ws, &mut sse, "allow").await;
+    assert_eq!(
+        asked["toolCall"]["rawInput"]["command"], BASH_COMMAND,
+        "{asked}"
+    );
+    assert_eq!(asked["toolCall"]["kind"], "execute", "{asked}");
+    let kinds: Vec<&str> = asked["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"allow_once") && kinds.contains(&"reject_once"),
+        "{kinds:?}"
+    );
+    let turn = sse.until(is_turn_end).await;
+    let reply: String = turn.iter().filter_map(said).collect();
+    assert_eq!(reply, "The command printed: notes.md");
+    let timeline = room_timeline(&app, &ws).await;
+    let bash = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Tool(t) if t.kind == "execute" => Some(t.clone()),
+            _ => None,
+        })
+        .expect("the Bash call's card");
+    assert!(bash.title.contains("notes.md"), "{bash:?}");
+    assert_eq!(bash.status, "completed", "{bash:?}");
+    let notes = cwd.join("notes.md");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "Teh plan\n");
+
+    // An edit asks too, and shows its diff.
+    app.prompt(&ws, "ada", &format!("fix the typo in {}", notes.display()))
+        .await;
+    let asked = answer(&app, &ws, &mut sse, "allow").await;
+    assert_eq!(asked["toolCall"]["kind"], "edit", "{asked}");
+    let turn = sse.until(is_turn_end).await;
+    let diff = turn
+        .iter()
+        .filter_map(update)
+        .chain(std::iter::once(&asked["toolCall"]))
+        .filter_map(|u| u["content"].as_array())
+        .flatten()
+        .find(|c| c["type"] == "diff")
+        .cloned()
+        .expect("the edit's diff");
+    assert_eq!(diff["path"], notes.to_str().unwrap(), "{diff}");
+    assert!(
+        diff["oldText"].as_str().unwrap().contains("Teh plan"),
+        "{diff}"
+    );
+    assert!(
+        diff["newText"].as_str().unwrap().contains("The plan"),
+        "{diff}"
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "The plan\n");
+    let head = turn.last().unwrap().seq;
+    let before = api.conversation_requests().len();
+
+    // Huddle and sandbox-agent restart: the room reopens Claude Code's own session, and the
+    // model's next request carries the whole conversation.
+    drop(sse);
+    app.stop().await;
+    sa.stop().await;
+    let sa = start_sandbox_agent_with_claude(&api.url, &config_dir).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let mut sse = app.events(&ws, "ada", Some(head)).await;
+    app.prompt(&ws, "ada", "what did we do so far?").await;
+    let got = sse.until(is_turn_end).await;
+    assert!(
+        got.iter().any(|e| matches!(
+            e.event,
+            RoomEvent::SessionRestored {
+                full_memory: true,
+                ..
+            }
+        )),
+        "{got:#?}"
+    );
+    let reply: String = got.iter().filter_map(said).collect();
+    assert_eq!(
+        reply,
+        format!("I remember: {}", EARLIER_REQUESTS.join(", "))
+    );
+    assert!(
+        !got.iter()
+            .filter_map(update)
+            .any(|u| u["sessionUpdate"] == "user_message_chunk"),
+        "the agent's replay of the conversation is not shown again"
+    );
+    let requests = api.conversation_requests();
+    assert_eq!(
+        requests.len(),
+        before + 1,
+        "one model request for the prompt"
+    );
+    let sent = &requests.last().unwrap()["messages"];
+    let sent_text = sent.to_string();
+    for tool in ["\"Bash\"", "\"Read\"", "\"Edit\""] {
+        assert!(
+            sent_text.contains(tool),
+            "the request carries the {tool} call"
+        );
+    }
+    // Everything the last request before the restart carried is carried again (Claude Code merges
+    // consecutive messages of one role, so blocks are counted), and more.
+    let blocks = |request: &serde_json::Value| -> Vec<serde_json::Value> {
+        request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter(|b| b["type"] != "text" || !b["text"].as_str().unwrap_or("").starts_with('<'))
+            .map(|mut b| {
+                b.as_object_mut().unwrap().remove("cache_control");
+                b
+            })
+            .collect()
+    };
+    let after = blocks(requests.last().unwrap());
+    let last_before = blocks(&requests[before - 1]);
+    for b in &last_before {
+        assert!(after.contains(b), "{b} is carried after the restart");
+    }
+    assert!(after.len() > last_before.len());
+    app.stop().await;
+    sa.stop().await;
+    let _ = std::fs::remove_dir_all(&config_dir);
 }

@@ -92,6 +92,45 @@ pub async fn start_sandbox_agent_without_load() -> SandboxAgentProcess {
     .expect("start sandbox-agent")
 }
 
+/// Where `scripts/setup.sh` installs the pinned agent adapters (`claude`, `claude-agent-acp`).
+pub fn adapters_bin() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/.bin");
+    assert!(
+        dir.join("claude-agent-acp").exists() && dir.join("claude").exists(),
+        "the pinned Claude Code adapter is not installed in {}: run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// The real sandbox-agent with the real Claude Code adapter on its PATH, talking to `api` (a
+/// scripted Anthropic API) and keeping Claude Code's state (its transcripts) in `config_dir`.
+pub async fn start_sandbox_agent_with_claude(
+    api: &str,
+    config_dir: &std::path::Path,
+) -> SandboxAgentProcess {
+    let env = [
+        ("ANTHROPIC_BASE_URL", api),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("CLAUDE_CONFIG_DIR", config_dir.to_str().unwrap()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+        // Claude Code refuses to start as root unless told, in exactly these words, that it runs
+        // in a sandbox.
+        ("IS_SANDBOX", "1"),
+    ];
+    SandboxAgentProcess::start(ProcessOptions {
+        bin: Some(sandbox_agent_bin()),
+        extra_path: vec![adapters_bin()],
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("start sandbox-agent")
+}
+
 pub fn client(process: &SandboxAgentProcess, pool: &PgPool) -> SandboxAgent {
     SandboxAgent::new(
         process.endpoint().clone(),
@@ -241,7 +280,12 @@ pub async fn spawn_app_configured(
     let app_options = huddle::server::AppOptions {
         idle_sleep: idle,
         allowed_hosts: huddle::server::allowed_hosts(None, addr),
-        workspaces_dir: std::env::temp_dir().join(format!("huddle-ws-{}", uuid_like())),
+        // One per database, as one per data directory in production: an app restarted on the same
+        // database finds its workspaces' directories again (agents keep state by directory).
+        workspaces_dir: std::env::temp_dir().join(format!(
+            "huddle-ws-{}",
+            pool.connect_options().get_database().unwrap_or("default")
+        )),
         limits,
         base_url: base.clone(),
         admin_token: Some(ADMIN_TOKEN.into()),
