@@ -711,7 +711,16 @@ fn Room(page: RoomPage) -> impl IntoView {
                                 .map(|(label, used, size)| {
                                     view! {
                                         <span class="usage" data-testid="usage">
-                                            <meter min="0" max=size.to_string() value=used.to_string()></meter>
+                                            {used
+                                                .map(|used| {
+                                                    view! {
+                                                        <meter
+                                                            min="0"
+                                                            max=size.to_string()
+                                                            value=used.to_string()
+                                                        ></meter>
+                                                    }
+                                                })}
                                             " "
                                             {label}
                                         </span>

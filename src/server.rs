@@ -582,6 +582,9 @@ async fn start_sandbox_agent(config: &Config) -> Result<SandboxAgentProcess, Ser
         log: Some(log),
         pid_file: Some(config.data_dir.join("sandbox-agent.pid")),
         env: request_timeout_env(),
+        extra_path: std::fs::canonicalize(crate::sandbox_agent::process::ADAPTERS_DIR)
+            .into_iter()
+            .collect(),
         ..Default::default()
     })
     .await?)

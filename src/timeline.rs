@@ -203,14 +203,35 @@ pub struct CommandView {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageView {
-    /// Tokens in the context window, and its size.
-    pub used: u64,
+    /// Tokens in the context window (Claude's adapter sends none while it does not know), and
+    /// its size.
+    pub used: Option<u64>,
     pub size: u64,
     /// Spent so far, with its currency.
     pub cost: Option<(f64, String)>,
 }
 
 impl UsageView {
+    /// A `usage_update` the schema refuses because `used` is null, as Claude's adapter sends
+    /// before it knows the context's size in tokens.
+    fn lenient(params: &Value) -> Option<Self> {
+        let u = params.get("update")?;
+        if u.get("sessionUpdate")? != "usage_update" || !u.get("used")?.is_null() {
+            return None;
+        }
+        let cost = u.get("cost").and_then(|c| {
+            Some((
+                c.get("amount")?.as_f64()?,
+                c.get("currency")?.as_str()?.to_string(),
+            ))
+        });
+        Some(UsageView {
+            used: None,
+            size: u.get("size")?.as_u64()?,
+            cost,
+        })
+    }
+
     /// "Context 12.3k / 200k (6%) · 0.03 USD".
     pub fn label(&self) -> String {
         let k = |n: u64| {
@@ -220,8 +241,13 @@ impl UsageView {
                 n.to_string()
             }
         };
-        let pct = (self.used * 100).checked_div(self.size).unwrap_or(0);
-        let mut label = format!("Context {} / {} ({pct}%)", k(self.used), k(self.size));
+        let mut label = match self.used {
+            Some(used) => {
+                let pct = (used * 100).checked_div(self.size).unwrap_or(0);
+                format!("Context {} / {} ({pct}%)", k(used), k(self.size))
+            }
+            None => format!("Context window {}", k(self.size)),
+        };
         if let Some((amount, currency)) = &self.cost {
             label.push_str(&format!(" · {amount:.2} {currency}"));
         }
@@ -623,7 +649,10 @@ impl Fold {
         let params = payload.get("params").cloned().unwrap_or(Value::Null);
         let update = match AgentNotification::from_method_and_params(method, &params) {
             Ok(AgentNotification::SessionNotification(n)) => n.update,
-            _ => return self.raw(e, method, payload),
+            _ => match UsageView::lenient(&params) {
+                Some(usage) => return self.session.usage = Some(usage),
+                None => return self.raw(e, method, payload),
+            },
         };
         match update {
             SessionUpdate::AgentMessageChunk(chunk) => {
@@ -764,7 +793,7 @@ impl Fold {
             }
             SessionUpdate::UsageUpdate(u) => {
                 self.session.usage = Some(UsageView {
-                    used: u.used,
+                    used: Some(u.used),
                     size: u.size,
                     cost: u.cost.map(|c| (c.amount, c.currency)),
                 });
@@ -1127,6 +1156,19 @@ mod tests {
         assert_eq!(
             s.usage.as_ref().unwrap().label(),
             "Context 12.3k / 200.0k (6%) · 0.03 USD"
+        );
+        // Claude's adapter sends `used: null` (the schema wants a number): still no raw row.
+        let mut more = entries.clone();
+        more.push(update(
+            8,
+            json!({"sessionUpdate": "usage_update", "used": null, "size": 200000,
+                "cost": {"amount": 0.05, "currency": "USD"}}),
+        ));
+        let t2 = build(&more);
+        assert!(t2.items.is_empty(), "{:?}", t2.items);
+        assert_eq!(
+            t2.session.usage.as_ref().unwrap().label(),
+            "Context window 200.0k · 0.05 USD"
         );
         let ids: Vec<(&str, &str)> = s
             .options

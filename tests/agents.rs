@@ -463,6 +463,31 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         "{diff}"
     );
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "The plan\n");
+    // Nothing Claude Code sent is a raw JSON row, and the room shows its controls.
+    let timeline = room_timeline(&app, &ws).await;
+    assert!(
+        !timeline
+            .items
+            .iter()
+            .any(|i| matches!(i.view, huddle::timeline::View::Raw { .. })),
+        "{:#?}",
+        timeline.items
+    );
+    let options: Vec<&str> = timeline
+        .session
+        .options
+        .iter()
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(options, ["mode", "model"]);
+    assert!(
+        timeline
+            .session
+            .commands
+            .iter()
+            .any(|c| c.name == "compact")
+    );
+    assert!(timeline.session.usage.as_ref().unwrap().cost.is_some());
     let head = turn.last().unwrap().seq;
     let before = api.conversation_requests().len();
 

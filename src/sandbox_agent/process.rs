@@ -21,6 +21,10 @@ use super::transport::Endpoint;
 /// Where `scripts/setup.sh` installs the pinned binary, relative to the project.
 pub const BUNDLED_BIN: &str = "tools/node_modules/@sandbox-agent/cli-linux-x64/bin/sandbox-agent";
 
+/// Where `scripts/setup.sh` installs the pinned agents and adapters (`claude`,
+/// `claude-agent-acp`): the embedded server looks there first.
+pub const ADAPTERS_DIR: &str = "tools/node_modules/.bin";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error(

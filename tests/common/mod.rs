@@ -94,7 +94,8 @@ pub async fn start_sandbox_agent_without_load() -> SandboxAgentProcess {
 
 /// Where `scripts/setup.sh` installs the pinned agent adapters (`claude`, `claude-agent-acp`).
 pub fn adapters_bin() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/node_modules/.bin");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(huddle::sandbox_agent::process::ADAPTERS_DIR);
     assert!(
         dir.join("claude-agent-acp").exists() && dir.join("claude").exists(),
         "the pinned Claude Code adapter is not installed in {}: run scripts/setup.sh",
