@@ -1324,7 +1324,7 @@ fn Row(item: Item) -> impl IntoView {
             </section>
         }
         .into_any(),
-        View::Permission(p) => view! { <PermissionCard p /> }.into_any(),
+        View::Permission(p) => view! { <PermissionCard p key=key /> }.into_any(),
         View::System { level, text } => {
             let class = match level {
                 NoticeLevel::Info => "system info",
@@ -1418,15 +1418,33 @@ fn Diff(d: DiffView) -> impl IntoView {
 }
 
 #[component]
-fn PermissionCard(p: PermissionView) -> impl IntoView {
+fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     let PermissionView {
         request_id,
         title,
+        tool_kind,
+        text,
         options,
         answered,
         cancelled,
     } = p;
+    // Leaving plan mode is a change of mode, not a standing rule: no "always" on its choices.
+    let switch_mode = tool_kind == "switch_mode";
+    let texts = text
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let k = ToolView::text_key(&key, i);
+            let html = move || ctx.rendered.with(|r| r.get(&k).cloned());
+            view! {
+                {move || match html() {
+                    Some(html) => view! { <div class="markdown permission-text" inner_html=html></div> }.into_any(),
+                    None => view! { <pre class="tool-output">{t.clone()}</pre> }.into_any(),
+                }}
+            }
+        })
+        .collect_view();
     let body = match (answered, cancelled) {
         (Some((who, option)), _) => view! {
             <p class="resolved" data-testid="permission-resolved">
@@ -1464,6 +1482,7 @@ fn PermissionCard(p: PermissionView) -> impl IntoView {
                         // Allow once, allow always and reject look different: an "always" is a
                         // standing rule for the whole session.
                         let (class, note) = match o.kind.as_str() {
+                            "allow_always" if switch_mode => ("allow", None),
                             "allow_always" => ("allow always", Some("always")),
                             "allow_once" => ("allow", None),
                             "reject_always" => ("reject always", Some("always")),
@@ -1489,8 +1508,17 @@ fn PermissionCard(p: PermissionView) -> impl IntoView {
         .into_any(),
     };
     view! {
-        <section class="card permission" data-testid="permission" aria-label="Permission request">
-            <h3>"The agent asks: " {title}</h3>
+        <section
+            class=if switch_mode { "card permission switch-mode" } else { "card permission" }
+            data-testid="permission"
+            data-kind=tool_kind
+            aria-label="Permission request"
+        >
+            <h3>
+                {if switch_mode { "The agent asks to leave plan mode: " } else { "The agent asks: " }}
+                {title}
+            </h3>
+            {texts}
             {body}
         </section>
     }

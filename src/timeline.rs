@@ -146,6 +146,11 @@ pub struct PlanEntryView {
 pub struct PermissionView {
     pub request_id: String,
     pub title: String,
+    /// The kind of the tool call it is about: `switch_mode` is Claude asking to leave plan mode.
+    pub tool_kind: String,
+    /// Text the agent shows with the question (markdown: Claude's plan, when it asks to leave
+    /// plan mode); rendered at once, as it comes whole.
+    pub text: Vec<String>,
     pub options: Vec<ChoiceView>,
     /// Who answered, and the name of the option they chose.
     pub answered: Option<(String, String)>,
@@ -872,6 +877,25 @@ fn permission_view(request_id: &str, request: &Value) -> PermissionView {
     match serde_json::from_value::<RequestPermissionRequest>(request.clone()) {
         Ok(r) => PermissionView {
             request_id: request_id.into(),
+            tool_kind: r
+                .tool_call
+                .fields
+                .kind
+                .as_ref()
+                .map(kind_name)
+                .unwrap_or_default(),
+            text: r
+                .tool_call
+                .fields
+                .content
+                .iter()
+                .flatten()
+                .filter_map(|c| match c {
+                    ToolCallContent::Content(c) => Some(block_text(&c.content)),
+                    _ => None,
+                })
+                .filter(|t| !t.trim().is_empty())
+                .collect(),
             title: r
                 .tool_call
                 .fields
@@ -895,6 +919,8 @@ fn permission_view(request_id: &str, request: &Value) -> PermissionView {
         Err(_) => PermissionView {
             request_id: request_id.into(),
             title: "The agent asks for permission".into(),
+            tool_kind: String::new(),
+            text: Vec::new(),
             options: Vec::new(),
             answered: None,
             cancelled: false,
@@ -957,6 +983,12 @@ pub fn finished_markdown(item: &Item) -> Vec<(String, String)> {
     match &item.view {
         View::Agent { text, done: true } => vec![(item.key.clone(), text.clone())],
         View::Tool(tool) if tool.finished() => tool
+            .text
+            .iter()
+            .enumerate()
+            .map(|(n, text)| (ToolView::text_key(&item.key, n), text.clone()))
+            .collect(),
+        View::Permission(p) => p
             .text
             .iter()
             .enumerate()

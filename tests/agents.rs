@@ -366,7 +366,7 @@ fn update(e: &huddle::model::RoomEntry) -> Option<&serde_json::Value> {
 /// with a diff, then Huddle and sandbox-agent restart and the agent still has the conversation.
 #[tokio::test]
 async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart() {
-    use anthropic_api::{BASH_COMMAND, EARLIER_REQUESTS, FakeAnthropic, MARKDOWN_REPLY};
+    use anthropic_api::{BASH_COMMAND, EARLIER_REQUESTS, FakeAnthropic, MARKDOWN_REPLY, PLAN};
     let api = FakeAnthropic::start().await;
     let config_dir = std::env::temp_dir().join(format!(
         "huddle-claude-{}",
@@ -463,6 +463,42 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         "{diff}"
     );
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "The plan\n");
+    // The room's mode picker reaches Claude Code, which asks, with its plan, to leave plan mode;
+    // the answer sets the mode for the room.
+    let (status, body) = app
+        .post(
+            "option",
+            json!({"workspaceId": ws, "userId": "ada", "configId": "mode", "value": "plan"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.prompt(&ws, "ada", "plan the release").await;
+    let asked = answer(&app, &ws, &mut sse, "default").await;
+    assert_eq!(asked["toolCall"]["kind"], "switch_mode", "{asked}");
+    let turn = sse.until(is_turn_end).await;
+    let reply: String = turn.iter().filter_map(said).collect();
+    assert_eq!(reply, "Out of plan mode.");
+    let timeline = room_timeline(&app, &ws).await;
+    let card = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Permission(p) if p.tool_kind == "switch_mode" => Some(p),
+            _ => None,
+        })
+        .expect("the plan's card");
+    assert_eq!(card.text, [PLAN]);
+    let mode = |t: &huddle::timeline::Timeline| {
+        t.session
+            .options
+            .iter()
+            .find(|o| o.id == "mode")
+            .unwrap()
+            .current
+            .clone()
+    };
+    assert_eq!(mode(&timeline), "default");
+
     // Nothing Claude Code sent is a raw JSON row, and the room shows its controls.
     let timeline = room_timeline(&app, &ws).await;
     assert!(
@@ -536,25 +572,32 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
             "the request carries the {tool} call"
         );
     }
-    // Everything the last request before the restart carried is carried again (Claude Code merges
-    // consecutive messages of one role, so blocks are counted), and more.
-    let blocks = |request: &serde_json::Value| -> Vec<serde_json::Value> {
+    // Everything the last request before the restart carried is carried again, and more (Claude
+    // Code merges consecutive messages of one role and tidies blocks, so blocks are compared by
+    // what they are).
+    let blocks = |request: &serde_json::Value| -> Vec<String> {
         request["messages"]
             .as_array()
             .unwrap()
             .iter()
             .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
-            .filter(|b| b["type"] != "text" || !b["text"].as_str().unwrap_or("").starts_with('<'))
-            .map(|mut b| {
-                b.as_object_mut().unwrap().remove("cache_control");
-                b
+            .filter_map(|b| match b["type"].as_str()? {
+                "text" => {
+                    Some(b["text"].as_str()?.trim().to_string()).filter(|t| !t.starts_with('<'))
+                }
+                "tool_use" => Some(format!("call {} {}", b["id"], b["name"])),
+                "tool_result" => Some(format!("result {}", b["tool_use_id"])),
+                _ => None,
             })
             .collect()
     };
     let after = blocks(requests.last().unwrap());
     let last_before = blocks(&requests[before - 1]);
     for b in &last_before {
-        assert!(after.contains(b), "{b} is carried after the restart");
+        assert!(
+            after.contains(b),
+            "{b} is carried after the restart: {after:#?}"
+        );
     }
     assert!(after.len() > last_before.len());
     app.stop().await;
