@@ -29,9 +29,23 @@ test("the agent's controls, its true turn order, and talk for the team only", as
   await bob.getByTestId("option-_mode").selectOption("plan");
   await expect(ada.getByTestId("option-_mode")).toHaveValue("plan");
 
+  // Leaving plan mode, as Claude asks it: the plan shows as markdown in the card, its choices are
+  // changes of mode (no "always"), and the answer sets the room's mode.
+  await send(ada, "claude plan");
+  const card = bob.getByTestId("permission").last();
+  await expect(card).toHaveAttribute("data-kind", "switch_mode");
+  await expect(card.locator("h3")).toHaveText("The agent asks to leave plan mode: Ready to code?");
+  await expect(card.locator(".permission-text h2")).toHaveText("Release");
+  await expect(card.locator(".permission-text strong")).toHaveText("typo");
+  await expect(card.locator(".kind")).toHaveCount(0);
+  await card.screenshot({ path: path.join(shots, "agent-plan.png") });
+  await card.getByTestId("permission-option").filter({ hasText: "manually approve" }).click();
+  await expect(ada.getByTestId("option-_mode")).toHaveValue("default");
+  await expect(ada.getByTestId("agent-message").last()).toContainText("plan: default");
+
   // What the agent did, in the order it did it: its words after the edit come below the card.
   await send(ada, "tools");
-  await expect(ada.getByTestId("tool-call")).toHaveAttribute("data-status", "completed");
+  await expect(ada.getByTestId("tool-call").last()).toHaveAttribute("data-status", "completed");
   await expect(ada.getByTestId("agent-message").last().locator(".markdown strong")).toHaveText("the bug");
   const order = await ada.locator('[data-testid="timeline"] > *').evaluateAll((rows) =>
     rows.map((r) => r.getAttribute("data-testid")).filter((t) => ["thought", "plan", "tool-call", "agent-message"].includes(t ?? "")),
