@@ -845,6 +845,28 @@ fn block_text(block: &ContentBlock) -> String {
     }
 }
 
+/// Tool output without the `<system-reminder>` blocks Claude Code adds for the model (a Read's
+/// result ends with one about malware): they are not for people.
+fn without_reminders(text: &str) -> String {
+    const OPEN: &str = "<system-reminder>";
+    const CLOSE: &str = "</system-reminder>";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let Some(len) = rest[start..].find(CLOSE) else {
+            break;
+        };
+        let before = rest[..start].trim_end();
+        out.push_str(before);
+        rest = rest[start + len + CLOSE.len()..].trim_start_matches([' ', '\n']);
+        if !before.is_empty() && !rest.is_empty() {
+            out.push('\n');
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn add_content(view: &mut ToolView, content: &[ToolCallContent]) {
     for c in content {
         match c {
@@ -853,7 +875,9 @@ fn add_content(view: &mut ToolView, content: &[ToolCallContent]) {
                 old_text: d.old_text.clone(),
                 new_text: d.new_text.clone(),
             }),
-            ToolCallContent::Content(c) => view.text.push(block_text(&c.content)),
+            ToolCallContent::Content(c) => {
+                view.text.push(without_reminders(&block_text(&c.content)))
+            }
             _ => {}
         }
     }
@@ -1310,6 +1334,25 @@ mod tests {
             presence(3, 90_000, true),
         ];
         assert_eq!(texts(&slow), ["Ada joined.", "Ada left.", "Ada joined."]);
+    }
+
+    #[test]
+    fn claude_codes_reminders_for_the_model_are_not_shown() {
+        let read = "```\n     1→Teh plan\n     2→\n\n<system-reminder>\nWhenever you read a file...\n</system-reminder>\n```";
+        assert_eq!(
+            without_reminders(read),
+            "```\n     1→Teh plan\n     2→\n```"
+        );
+        assert_eq!(without_reminders("plain"), "plain");
+        assert_eq!(
+            without_reminders("<system-reminder>x</system-reminder>"),
+            ""
+        );
+        // An unclosed one is left as it is.
+        assert_eq!(
+            without_reminders("a <system-reminder> b"),
+            "a <system-reminder> b"
+        );
     }
 
     #[test]

@@ -509,6 +509,19 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         "{:#?}",
         timeline.items
     );
+    // The Read's card shows the file, without the reminder Claude Code adds for the model.
+    let read = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Tool(t) if t.kind == "read" => Some(t.text.concat()),
+            _ => None,
+        })
+        .expect("the Read's card");
+    assert!(
+        read.contains("Teh plan") && !read.contains("system-reminder"),
+        "{read}"
+    );
     let options: Vec<&str> = timeline
         .session
         .options
