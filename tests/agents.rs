@@ -403,6 +403,19 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let first = api.conversation_requests().last().unwrap().clone();
     assert!(first.to_string().contains("ada says"), "{first}");
 
+    // A pasted image reaches the model as an image block.
+    let (status, body) = app
+        .post(
+            "prompt",
+            json!({"workspaceId": ws, "userId": "ada", "text": "look at this",
+                "images": [{"mimeType": "image/png", "data": PNG}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let turn = sse.until(is_turn_end).await;
+    let reply: String = turn.iter().filter_map(said).collect();
+    assert_eq!(reply, "I see 1 image(s): image/png");
+
     // A Bash call asks first; once allowed, it runs in the workspace's directory.
     app.prompt(&ws, "ada", "make notes").await;
     let asked = answer(&app, &ws, &mut sse, "allow").await;
