@@ -476,6 +476,28 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         "{diff}"
     );
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "The plan\n");
+    // Stop while Claude Code waits for an answer: the turn ends cancelled, the question is
+    // withdrawn, and the command never ran.
+    app.prompt(&ws, "ada", "clean up").await;
+    sse.until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
+        .await;
+    let (status, body) = app
+        .post("cancel", json!({"workspaceId": ws, "userId": "ada"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let turn = sse.until(is_turn_end).await;
+    assert!(
+        matches!(&turn.last().unwrap().event,
+            RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "cancelled"),
+        "{turn:#?}"
+    );
+    let withdrawn = room_timeline(&app, &ws).await.items.iter().any(|i| {
+        matches!(&i.view, huddle::timeline::View::Permission(p)
+            if p.title.contains("rm notes.md") && p.cancelled)
+    });
+    assert!(withdrawn, "the question shows as no longer needed");
+    assert!(notes.exists(), "the command did not run");
+
     // The room's mode picker reaches Claude Code, which asks, with its plan, to leave plan mode;
     // the answer sets the mode for the room.
     let (status, body) = app
@@ -511,6 +533,16 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
             .clone()
     };
     assert_eq!(mode(&timeline), "default");
+    // The session reopened after the Stop (Claude's adapter would otherwise end this turn at once
+    // with the stopped one's late result) without telling the room: nothing was lost.
+    let snapshot = app.post("snapshot", json!({"workspaceId": ws})).await.1;
+    let entries: Vec<huddle::model::RoomEntry> =
+        serde_json::from_value(snapshot["entries"].clone()).unwrap();
+    assert!(
+        !entries
+            .iter()
+            .any(|e| matches!(e.event, RoomEvent::SessionRestored { .. }))
+    );
 
     // Nothing Claude Code sent is a raw JSON row, and the room shows its controls.
     let timeline = room_timeline(&app, &ws).await;

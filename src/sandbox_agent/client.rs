@@ -329,6 +329,11 @@ struct SessionState {
     record: SessionRecord,
     live: Option<Arc<Connection>>,
     replay: Option<String>,
+    /// The agent can reopen its session (`session/load`, as its `initialize` answer said).
+    can_load: bool,
+    /// The next connection reopens the session after a stopped turn: the room is not told, as
+    /// nothing was lost.
+    quiet_reopen: bool,
 }
 
 impl Session {
@@ -343,6 +348,8 @@ impl Session {
                 record,
                 live: None,
                 replay: None,
+                can_load: false,
+                quiet_reopen: false,
             }),
             attached_turn: Mutex::new(None),
             notices,
@@ -400,6 +407,7 @@ impl Session {
             acp::takes_images(&initialized),
             std::sync::atomic::Ordering::Relaxed,
         );
+        state.can_load = acp::can_load_session(&initialized);
         // The agent's own session, reopened with its whole conversation, when it can.
         let reopen = state
             .record
@@ -465,7 +473,8 @@ impl Session {
             .map_err(persist_err)?;
         state.replay = replay;
         state.live = Some(conn.clone());
-        if resume {
+        let quiet = std::mem::take(&mut state.quiet_reopen) && loaded;
+        if resume && !quiet {
             let _ = self
                 .notices
                 .send(SessionNotice::Restored {
@@ -550,7 +559,13 @@ impl Session {
                 .request_as(id, acp::method_prompt(), params, None)
                 .await
             {
-                Ok(result) => return Ok(turn_end(result)),
+                Ok(result) => {
+                    let end = turn_end(result);
+                    if end.stop_reason == "cancelled" {
+                        self.reopen_after_stop(&conn).await;
+                    }
+                    return Ok(end);
+                }
                 // The server did not know the connection, so the prompt never reached the agent:
                 // restore the session and send it again, once.
                 Err(AcpError::UnknownConnection(_)) if attempt == 0 => continue,
@@ -560,6 +575,22 @@ impl Session {
         Err(AcpError::ConnectionGone(
             "the session could not be restored".into(),
         ))
+    }
+
+    /// After a stopped turn, an agent that can reopen its session gets a fresh connection for the
+    /// next prompt, so nothing of the stopped turn leaks into it: Claude's adapter (0.23.1)
+    /// answers the next prompt at once with the stopped turn's late result and goes on outside
+    /// any turn (claude-agent-acp issue #551). The old connection is closed in the background, as
+    /// a DELETE can wait on the agent.
+    async fn reopen_after_stop(&self, conn: &Arc<Connection>) {
+        let mut state = self.state.lock().await;
+        if !state.can_load || !state.live.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            return;
+        }
+        state.quiet_reopen = true;
+        if let Some(old) = state.live.take() {
+            tokio::spawn(async move { old.close().await });
+        }
     }
 
     /// Waits for the end of the turn whose prompt went out before a restart, on the connection
@@ -593,8 +624,10 @@ impl Session {
                 _ => return Ok(()),
             }
         };
+        // As ACP says: the cancel first, then the pending questions answered "cancelled".
+        let sent = conn.notify(acp::method_cancel(), acp::cancel(&sid)).await;
         self.cancel_permissions().await;
-        conn.notify(acp::method_cancel(), acp::cancel(&sid)).await
+        sent
     }
 
     /// Answers a permission request with one of its options. Only the first answer counts.
