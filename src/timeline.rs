@@ -644,9 +644,11 @@ impl Fold {
             return;
         }
         // Our own requests show as chat; replies end turns; permission requests have their card.
+        // sandbox-agent's word that the agent's process exited has the room's notice.
         if sender == Sender::Client
             || method.is_none()
             || method == Some("session/request_permission")
+            || method == Some("_adapter/agent_exited")
         {
             return;
         }

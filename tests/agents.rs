@@ -658,6 +658,53 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         );
     }
     assert!(after.len() > last_before.len());
+    // kill -9 of the adapter while it waits for an answer: the turn ends with an error, the
+    // question is withdrawn, and the next prompt starts the agent again with its memory.
+    app.prompt(&ws, "ada", "make notes").await;
+    sse.until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
+        .await;
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "claude-agent-acp"])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the adapter was running");
+    let turn = sse.until(is_turn_end).await;
+    assert!(
+        matches!(
+            &turn.last().unwrap().event,
+            RoomEvent::TurnEnded { error: Some(_), .. }
+        ),
+        "{turn:#?}"
+    );
+    assert!(turn.iter().any(|e| matches!(&e.event,
+        RoomEvent::Notice { message, .. } if message.contains("process exited"))));
+    assert!(
+        turn.iter()
+            .any(|e| matches!(e.event, RoomEvent::PermissionCancelled { .. }))
+    );
+    app.prompt(&ws, "ada", "what did we do so far?").await;
+    let got = sse.until(is_turn_end).await;
+    assert!(got.iter().any(|e| matches!(
+        e.event,
+        RoomEvent::SessionRestored {
+            full_memory: true,
+            ..
+        }
+    )));
+    let reply: String = got.iter().filter_map(said).collect();
+    assert_eq!(
+        reply,
+        format!("I remember: {}", EARLIER_REQUESTS.join(", "))
+    );
+    let timeline = room_timeline(&app, &ws).await;
+    assert!(
+        !timeline
+            .items
+            .iter()
+            .any(|i| matches!(i.view, huddle::timeline::View::Raw { .. })),
+        "{:#?}",
+        timeline.items
+    );
     app.stop().await;
     sa.stop().await;
     let _ = std::fs::remove_dir_all(&config_dir);

@@ -511,6 +511,10 @@ impl Actor {
                         "The stream from the agent skipped {recovered} message(s); they were recovered."
                     ),
                 }),
+                SessionNotice::AgentExited => events.push(RoomEvent::Notice {
+                    level: NoticeLevel::Warning,
+                    message: "The agent's process exited; the next prompt starts it again.".into(),
+                }),
                 SessionNotice::ConnectionLost(_) => events.push(RoomEvent::Notice {
                     level: NoticeLevel::Warning,
                     message:

@@ -239,33 +239,50 @@ impl Connection {
         let rx = self.expect_reply(id);
         let envelope = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let post_timeout = timeout.map(|t| t.min(Transport::request_timeout()));
-        if let Err(e) = self
+        let post = self
             .shared
             .transport
-            .post(envelope, post_timeout.or(Some(Duration::from_secs(3600))))
-            .await
-        {
-            // A prompt's POST may be held open for the whole turn; a timeout on it is not a failure
-            // of the request, whose reply still comes on the event stream.
-            if !(matches!(e, AcpError::Timeout) && timeout.is_none()) {
-                self.shared
-                    .pending
-                    .lock()
-                    .expect("pending lock")
-                    .remove(&id.to_string());
-                if e.is_gone() {
-                    // Known now, not only once the pump gets to it: the next call reconnects.
-                    self.shared.gone.cancel();
+            .post(envelope, post_timeout.or(Some(Duration::from_secs(3600))));
+        // The reply is taken from the event stream, while the POST may still be open: a prompt's
+        // POST is held for the whole turn, and never returns when the agent's process dies.
+        let exchange = async {
+            tokio::pin!(post);
+            let wait = self.wait_reply(rx);
+            tokio::pin!(wait);
+            let mut posted = false;
+            loop {
+                tokio::select! {
+                    sent = &mut post, if !posted => {
+                        posted = true;
+                        match sent {
+                            Ok(()) => {}
+                            // A timeout on a prompt's POST is not a failure of the request,
+                            // whose reply still comes on the event stream.
+                            Err(AcpError::Timeout) if timeout.is_none() => {}
+                            Err(e) => {
+                                self.shared
+                                    .pending
+                                    .lock()
+                                    .expect("pending lock")
+                                    .remove(&id.to_string());
+                                if e.is_gone() {
+                                    // Known now, not only once the pump gets to it: the next
+                                    // call reconnects.
+                                    self.shared.gone.cancel();
+                                }
+                                return Err(e);
+                            }
+                        }
+                    }
+                    reply = &mut wait => return reply,
                 }
-                return Err(e);
             }
-        }
-        let wait = self.wait_reply(rx);
+        };
         match timeout {
-            Some(t) => tokio::time::timeout(t, wait)
+            Some(t) => tokio::time::timeout(t, exchange)
                 .await
                 .unwrap_or(Err(AcpError::Timeout)),
-            None => wait.await,
+            None => exchange.await,
         }
     }
 
@@ -443,6 +460,12 @@ async fn pump(
                         };
                         actions.push(Action::Reply(id, reply));
                     }
+                    // sandbox-agent says so when the agent's process ends, and answers no request
+                    // of the connection after it: they would wait forever.
+                    (Some("_adapter/agent_exited"), None) if !lost_reported => {
+                        lost_reported = true;
+                        actions.push(Action::Notice(SessionNotice::AgentExited));
+                    }
                     (Some(method), Some(id)) => actions.push(Action::AgentRequest {
                         rpc_id: envelope["id"].clone(),
                         // Agents number their requests per process: the connection makes the key unique.
@@ -501,7 +524,11 @@ async fn pump(
                     });
                 }
                 Action::Notice(notice) => {
-                    if matches!(notice, SessionNotice::ConnectionLost(_)) {
+                    if matches!(
+                        notice,
+                        SessionNotice::ConnectionLost(_) | SessionNotice::AgentExited
+                    ) {
+                        shared.gone.cancel();
                         fail_pending(&shared);
                         let lost: Vec<String> = {
                             let mut p = permissions.lock().expect("permissions lock");

@@ -30,6 +30,9 @@ pub enum SessionNotice {
     },
     /// The live connection is gone; the next action restores the session on a new one.
     ConnectionLost(String),
+    /// The agent's process exited (sandbox-agent's `_adapter/agent_exited`): its connection is
+    /// gone, and the next action starts it again on a new one.
+    AgentExited,
     /// The agent's output cannot be stored now (the database is down): it waits, and so does the
     /// room's log.
     StorageDown,
