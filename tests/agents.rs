@@ -403,6 +403,14 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let first = api.conversation_requests().last().unwrap().clone();
     assert!(first.to_string().contains("ada says"), "{first}");
 
+    // The room's model picker reaches Claude Code: its next request names the model picked.
+    let (status, body) = app
+        .post(
+            "option",
+            json!({"workspaceId": ws, "userId": "ada", "configId": "model", "value": "haiku"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     // A pasted image reaches the model as an image block.
     let (status, body) = app
         .post(
@@ -415,6 +423,8 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let turn = sse.until(is_turn_end).await;
     let reply: String = turn.iter().filter_map(said).collect();
     assert_eq!(reply, "I see 1 image(s): image/png");
+    let model = api.conversation_requests().last().unwrap()["model"].clone();
+    assert!(model.as_str().unwrap().contains("haiku"), "{model}");
 
     // A Bash call asks first; once allowed, it runs in the workspace's directory.
     app.prompt(&ws, "ada", "make notes").await;
