@@ -438,10 +438,24 @@ impl AppState {
             store::images::insert(self.pool(), workspace_id, &id, &mime_type, &data).await?;
             refs.push(crate::model::ImageRef { id, mime_type });
         }
-        Ok(self
+        let ids: Vec<String> = refs.iter().map(|r| r.id.clone()).collect();
+        match self
             .registry()
             .prompt(workspace_id, grant.member, text, team_only, refs)
-            .await?)
+            .await
+        {
+            Ok(seq) => Ok(seq),
+            Err(e) => {
+                // A refused prompt is not in the log: its images would be referenced by nothing.
+                if e.refused()
+                    && !ids.is_empty()
+                    && let Err(gone) = store::images::delete(self.pool(), workspace_id, &ids).await
+                {
+                    tracing::warn!(workspace = workspace_id, error = %gone, "could not remove a refused prompt's images");
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// An image of a workspace, for its members.

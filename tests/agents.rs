@@ -341,6 +341,13 @@ async fn an_agent_that_takes_no_images_is_said_so() {
             .unwrap()
             .contains("does not take images")
     );
+    // Nothing is kept of a refused prompt: its images are gone with it.
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM room_images WHERE workspace_id = $1")
+        .bind(&ws)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
     app.stop().await;
     sa.stop().await;
 }

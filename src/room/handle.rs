@@ -44,6 +44,22 @@ pub enum RoomError {
     QueueFull(usize),
 }
 
+impl RoomError {
+    /// The room said no, and recorded nothing (unlike a timeout, after which it may have).
+    pub fn refused(&self) -> bool {
+        matches!(
+            self,
+            RoomError::UnknownWorkspace(_)
+                | RoomError::Invalid(_)
+                | RoomError::Conflict(_)
+                | RoomError::NotFound(_)
+                | RoomError::Forbidden(_)
+                | RoomError::OwnedElsewhere
+                | RoomError::QueueFull(_)
+        )
+    }
+}
+
 pub(super) type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
 
 pub(super) enum Command {

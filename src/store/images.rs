@@ -23,6 +23,16 @@ pub async fn insert(
     Ok(())
 }
 
+/// Removes images no room-log entry refers to (those of a prompt the room refused).
+pub async fn delete(pool: &PgPool, workspace_id: &str, ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM room_images WHERE workspace_id = $1 AND id = ANY($2)")
+        .bind(workspace_id)
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// An image of a workspace: its type and bytes.
 pub async fn load(
     pool: &PgPool,
