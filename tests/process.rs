@@ -264,14 +264,32 @@ async fn kill_9_mid_turn_then_restart_carries_the_turn_on() {
     let mut sse = second.events(&k.ws, k.last_seen).await;
     sse.until(|e| matches!(&e.event, RoomEvent::Notice { message, .. } if message.contains("reconnected to the agent")))
         .await;
+    // A prompt with an image, queued behind: the re-attached session knows from the persisted
+    // `initialize` answer that the agent takes images.
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let (status, body) = second
+        .post(
+            "prompt",
+            json!({"workspaceId": k.ws, "text": "look", "images": [{"mimeType": "image/png", "data": png}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut queued = k.queued.clone();
+    queued.push(body["seq"].as_i64().unwrap());
     // The permission request asked before the crash is still answerable, and the turn goes on.
     let answer = json!({"workspaceId": k.ws, "userId": "bob", "displayName": "Bob",
         "requestId": k.request_id, "optionId": "allow"});
     let (status, body) = second.post("permission", answer).await;
     assert_eq!(status, 200, "{body}");
     let after = sse
-        .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == k.queued[2]))
+        .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == queued[3]))
         .await;
+    assert!(
+        after
+            .iter()
+            .any(|e| entry_text(e).is_some_and(|t| t.starts_with("I see 1 image(s): image/png"))),
+        "the agent got the image"
+    );
     let carried_on = after
         .iter()
         .any(|e| entry_text(e).as_deref() == Some("permission: allow"));
@@ -285,7 +303,7 @@ async fn kill_9_mid_turn_then_restart_carries_the_turn_on() {
             .any(|e| matches!(&e.event, RoomEvent::TurnEnded { error: Some(_), .. })),
         "nothing was interrupted"
     );
-    assert_queue_ran(&after, &k.queued);
+    assert_queue_ran(&after, &queued);
     eprintln!(
         "kill -9 mid-turn, restart: re-attached, turn carried on, queue ran; {:.1} s after the kill",
         k.killed_at.elapsed().as_secs_f64()

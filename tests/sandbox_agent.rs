@@ -81,8 +81,8 @@ async fn mock_agent_end_to_end() {
         .filter(|e| e.payload.get("result").is_some())
         .count();
     assert_eq!(
-        replies, 2,
-        "session/new and session/prompt replies, once each"
+        replies, 3,
+        "initialize, session/new and session/prompt replies, once each"
     );
     // Subscribers heard every persisted event, in order.
     let heard: Vec<i64> = drain(&mut rx)

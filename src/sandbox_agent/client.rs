@@ -191,8 +191,20 @@ impl SandboxAgent {
             session_id: record.id.clone(),
             next_index,
         };
+        // What the agent said it can do, when the connection opened (images, `session/load`).
+        let initialized = inner
+            .persist
+            .initialized(&record.id, &local_id)
+            .await
+            .map_err(persist_err)?;
         let agent = record.agent.clone();
         let session = Session::new(self.clone(), record, notices);
+        if let Some(init) = &initialized {
+            session.takes_images.store(
+                acp::takes_images(init),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let (conn, reply) = Connection::attach(
             inner.http.clone(),
             &inner.endpoint,
@@ -221,7 +233,11 @@ impl SandboxAgent {
                 );
             }
         }
-        session.state.lock().await.live = Some(conn);
+        {
+            let mut state = session.state.lock().await;
+            state.live = Some(conn);
+            state.can_load = initialized.as_ref().is_some_and(acp::can_load_session);
+        }
         Ok(session)
     }
 
@@ -395,6 +411,24 @@ impl Session {
             self.notices.clone(),
             self.permissions.clone(),
         ));
+        // The record exists before its first event (events reference it). Bound before
+        // `initialize`, so that its answer is kept: a process that re-attaches reads it there.
+        state.record.last_connection_id = conn.id().to_string();
+        state.record.destroyed_at = None;
+        inner
+            .persist
+            .update_session(&state.record)
+            .await
+            .map_err(persist_err)?;
+        let next = inner
+            .persist
+            .max_event_index(&state.record.id)
+            .await
+            .map_err(persist_err)?
+            .unwrap_or(0)
+            + 1;
+        conn.bind(&state.record.id, next);
+
         let init = acp::initialize();
         let initialized = conn
             .request(
@@ -414,23 +448,6 @@ impl Session {
             .agent_session_id
             .clone()
             .filter(|_| resume && acp::can_load_session(&initialized));
-        // The record exists before its first event (events reference it).
-        state.record.last_connection_id = conn.id().to_string();
-        state.record.destroyed_at = None;
-        inner
-            .persist
-            .update_session(&state.record)
-            .await
-            .map_err(persist_err)?;
-        let next = inner
-            .persist
-            .max_event_index(&state.record.id)
-            .await
-            .map_err(persist_err)?
-            .unwrap_or(0)
-            + 1;
-        conn.bind(&state.record.id, next);
-
         let init = state
             .record
             .session_init

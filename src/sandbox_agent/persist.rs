@@ -75,6 +75,16 @@ pub trait SessionPersistDriver: Send + Sync + 'static {
     }
     /// The highest event index of a session, from the index (no scan).
     async fn max_event_index(&self, session_id: &str) -> Result<Option<i64>, PersistError>;
+    /// What the agent answered to `initialize` on a connection (its capabilities), for a session
+    /// re-attached to that connection by a new process.
+    async fn initialized(
+        &self,
+        session_id: &str,
+        connection_id: &str,
+    ) -> Result<Option<Value>, PersistError> {
+        let _ = (session_id, connection_id);
+        Ok(None)
+    }
     /// The last `limit` events of a session, oldest first.
     async fn last_events(
         &self,
@@ -365,6 +375,24 @@ impl SessionPersistDriver for PostgresPersist {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| r.0))
+    }
+
+    async fn initialized(
+        &self,
+        session_id: &str,
+        connection_id: &str,
+    ) -> Result<Option<Value>, PersistError> {
+        // Once per re-attach: the answer comes among a connection's first events.
+        let row: Option<(Json<Value>,)> = sqlx::query_as(
+            "SELECT payload_json FROM sandbox_agent.events WHERE session_id = $1 \
+             AND connection_id = $2 AND sender = 'agent' \
+             AND payload_json -> 'result' ? 'agentCapabilities' ORDER BY event_index LIMIT 1",
+        )
+        .bind(session_id)
+        .bind(connection_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0.0["result"].clone()))
     }
 
     async fn last_events(
