@@ -91,10 +91,16 @@ impl Actor {
             Err(e) => {
                 tracing::error!(workspace = %self.row.id, error = %e, "could not start the agent session");
                 self.session = SessionSlot::Idle { failed: true };
-                self.notice(
-                    NoticeLevel::Error,
-                    "The agent could not be started; it will be tried again on the next prompt.",
-                );
+                let message = match start_hint(&self.row.agent) {
+                    Some(hint) => format!(
+                        "The agent could not be started ({hint}); it will be tried again on the next prompt."
+                    ),
+                    None => {
+                        "The agent could not be started; it will be tried again on the next prompt."
+                            .into()
+                    }
+                };
+                self.notice(NoticeLevel::Error, message);
                 if let Some(running) = &self.turns.running
                     && !running.sent
                 {
@@ -503,5 +509,34 @@ impl Actor {
                 );
             }
         }
+    }
+}
+
+/// What an operator can do about an agent that does not start, when it is known: Claude Code
+/// refuses to run as root unless `IS_SANDBOX` is exactly `1` (and says only "Query closed").
+fn start_hint(agent: &str) -> Option<&'static str> {
+    claude_root_hint(
+        agent,
+        nix::unistd::geteuid().is_root(),
+        std::env::var("IS_SANDBOX").ok().as_deref(),
+    )
+}
+
+fn claude_root_hint(agent: &str, root: bool, is_sandbox: Option<&str>) -> Option<&'static str> {
+    (agent == "claude" && root && is_sandbox != Some("1"))
+        .then_some("as root, Claude Code starts only when Huddle runs with IS_SANDBOX=1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claude_root_hint;
+
+    #[test]
+    fn claude_as_root_needs_is_sandbox_exactly_1() {
+        assert!(claude_root_hint("claude", true, Some("yes")).is_some());
+        assert!(claude_root_hint("claude", true, None).is_some());
+        assert!(claude_root_hint("claude", true, Some("1")).is_none());
+        assert!(claude_root_hint("claude", false, None).is_none());
+        assert!(claude_root_hint("codex", true, None).is_none());
     }
 }
