@@ -40,7 +40,17 @@ struct Inner {
     /// Where owners may pick an existing directory for a workspace (`None`: nowhere).
     projects_root: Option<std::path::PathBuf>,
     secure_cookies: bool,
+    folds: Folds,
 }
+
+/// How many rooms' folded timelines are kept.
+const FOLDS_KEPT: usize = 32;
+
+/// The folded timelines of recently viewed rooms, each with the seq it is folded up to: a page
+/// or a history page applies only the entries logged since, instead of reading and folding the
+/// whole log (20,000 entries after a day with a real agent).
+type Folds =
+    quick_cache::sync::Cache<String, Arc<tokio::sync::Mutex<(i64, crate::timeline::Fold)>>>;
 
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
@@ -153,6 +163,7 @@ impl AppState {
             auth: p.auth,
             projects_root: p.projects_root,
             secure_cookies,
+            folds: Folds::new(FOLDS_KEPT),
         }))
     }
 
@@ -224,10 +235,9 @@ impl AppState {
         let (grant, info) = self.viewed_info(caller, id).await?;
         let mut me = self.auth().me(caller)?;
         me.display_name = grant.member.display_name.clone();
-        let entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
-        let head = entries.last().map_or(0, |e| e.seq);
+        let (head, fold) = self.folded(id, info.head).await?;
         // The most recent rows only; older ones page in as people scroll up.
-        let (fold, older) = crate::timeline::fold(&entries).tail(2, 200, PAGE_TEXT_BYTES);
+        let (fold, older) = fold.tail(2, 200, PAGE_TEXT_BYTES);
         let rendered = render_finished(fold.items());
         let fold = fold.without_finished_text();
         Ok(crate::model::RoomPage {
@@ -244,6 +254,30 @@ impl AppState {
         })
     }
 
+    /// The room's timeline folded up to `head` (or further, when more was logged meanwhile), and
+    /// the seq it is folded up to: from the cache, with what was logged since applied.
+    async fn folded(&self, id: &str, head: i64) -> Result<(i64, crate::timeline::Fold), ApiError> {
+        let slot = self
+            .0
+            .folds
+            .get_or_insert_with(id, || {
+                Ok::<_, std::convert::Infallible>(Arc::new(tokio::sync::Mutex::new((
+                    0,
+                    crate::timeline::Fold::default(),
+                ))))
+            })
+            .unwrap_or_else(|never| match never {});
+        let mut cached = slot.lock().await;
+        if cached.0 < head {
+            let since = store::room_log::list(self.pool(), id, cached.0, head, i64::MAX).await?;
+            for e in &since {
+                cached.1.apply(e);
+            }
+            cached.0 = since.last().map_or(cached.0, |e| e.seq);
+        }
+        Ok((cached.0, cached.1.clone()))
+    }
+
     /// A page of older rows: those before row `before`, newest last.
     pub async fn history(
         &self,
@@ -253,8 +287,7 @@ impl AppState {
     ) -> Result<crate::model::HistoryPage, ApiError> {
         self.auth().require(caller, id, Need::View).await?;
         let head = store::room_log::head(self.pool(), id).await?;
-        let entries = store::room_log::list(self.pool(), id, 0, head, i64::MAX).await?;
-        let fold = crate::timeline::fold(&entries);
+        let (_, fold) = self.folded(id, head).await?;
         let (start, mut items) = fold.page(before, 100, PAGE_TEXT_BYTES);
         let rendered = render_finished(&items);
         crate::timeline::clear_finished_text(&mut items);

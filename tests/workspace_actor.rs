@@ -356,3 +356,45 @@ async fn restarting_the_app_keeps_the_history_and_the_session() {
     app.stop().await;
     sa.stop().await;
 }
+
+#[tokio::test]
+async fn history_pages_follow_the_log_as_it_grows() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    // What a fresh fold of the whole log pages out, by row key, against what the server (which
+    // keeps a room's fold and applies only what was logged since) pages out.
+    let compare = || async {
+        let snapshot = app.post("snapshot", json!({"workspaceId": ws})).await.1;
+        let entries: Vec<RoomEntry> = serde_json::from_value(snapshot["entries"].clone()).unwrap();
+        let fresh = huddle::timeline::fold(&entries);
+        let rows = fresh.items().len();
+        let (start, items) = fresh.page(rows, 100, usize::MAX);
+        let (status, page) = app
+            .post("history", json!({"workspaceId": ws, "before": rows}))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let page: huddle::model::HistoryPage = serde_json::from_value(page).unwrap();
+        let keys = |items: &[huddle::timeline::Item]| {
+            items.iter().map(|i| i.key.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(page.start, start);
+        assert_eq!(keys(&page.items), keys(&items));
+        rows
+    };
+    for text in ["stream 3", "tools"] {
+        app.prompt(&ws, "ada", text).await;
+        sse.until(is_turn_end).await;
+    }
+    let before = compare().await;
+    for text in ["stream 5", "markdown", "tools"] {
+        app.prompt(&ws, "ada", text).await;
+        sse.until(is_turn_end).await;
+    }
+    let after = compare().await;
+    assert!(after > before, "{before} rows, then {after}");
+    app.stop().await;
+    sa.stop().await;
+}
