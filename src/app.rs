@@ -1348,6 +1348,30 @@ fn Row(item: Item) -> impl IntoView {
     }
 }
 
+/// A row's texts as markdown, once the server has rendered them (they are keyed by row and
+/// position); until then, and if rendering fails, as they came.
+fn rendered_texts(
+    ctx: RoomCtx,
+    key: &str,
+    texts: Vec<String>,
+    class: &'static str,
+) -> impl IntoView + use<> {
+    texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let k = ToolView::text_key(key, i);
+            let html = move || ctx.rendered.with(|r| r.get(&k).cloned());
+            view! {
+                {move || match html() {
+                    Some(html) => view! { <div class=format!("markdown {class}") inner_html=html></div> }.into_any(),
+                    None => view! { <pre class="tool-output">{t.clone()}</pre> }.into_any(),
+                }}
+            }
+        })
+        .collect_view()
+}
+
 #[component]
 fn ToolCard(tool: ToolView, key: String) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
@@ -1362,20 +1386,7 @@ fn ToolCard(tool: ToolView, key: String) -> impl IntoView {
     } = tool;
     // Finished calls' text is rendered as markdown once (Claude fences command output); until
     // then, and if rendering fails, it shows as it came.
-    let texts = text
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let k = ToolView::text_key(&key, i);
-            let html = move || ctx.rendered.with(|r| r.get(&k).cloned());
-            view! {
-                {move || match html() {
-                    Some(html) => view! { <div class="markdown tool-text" inner_html=html></div> }.into_any(),
-                    None => view! { <pre class="tool-output">{t.clone()}</pre> }.into_any(),
-                }}
-            }
-        })
-        .collect_view();
+    let texts = rendered_texts(ctx, &key, text, "tool-text");
     let terminal = terminal.map(|t| {
         view! {
             <div class="terminal" data-testid="terminal">
@@ -1431,20 +1442,7 @@ fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
     } = p;
     // Leaving plan mode is a change of mode, not a standing rule: no "always" on its choices.
     let switch_mode = tool_kind == "switch_mode";
-    let texts = text
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let k = ToolView::text_key(&key, i);
-            let html = move || ctx.rendered.with(|r| r.get(&k).cloned());
-            view! {
-                {move || match html() {
-                    Some(html) => view! { <div class="markdown permission-text" inner_html=html></div> }.into_any(),
-                    None => view! { <pre class="tool-output">{t.clone()}</pre> }.into_any(),
-                }}
-            }
-        })
-        .collect_view();
+    let texts = rendered_texts(ctx, &key, text, "permission-text");
     let body = match (answered, cancelled) {
         (Some((who, option)), _) => view! {
             <p class="resolved" data-testid="permission-resolved">

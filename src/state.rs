@@ -214,11 +214,7 @@ impl AppState {
                 }
             }
         }
-        let timeline = crate::timeline::build(&entries);
-        let rendered = crate::timeline::finished_agent_texts(&timeline)
-            .into_iter()
-            .map(|(key, text)| (key, crate::markdown::render(&text)))
-            .collect();
+        let rendered = render_finished(&crate::timeline::build(&entries).items);
         Ok(crate::model::RoomSnapshot {
             info,
             entries,
@@ -235,9 +231,12 @@ impl AppState {
         let (grant, info) = self.viewed_info(caller, id).await?;
         let mut me = self.auth().me(caller)?;
         me.display_name = grant.member.display_name.clone();
-        let (head, fold) = self.folded(id, info.head).await?;
         // The most recent rows only; older ones page in as people scroll up.
-        let (fold, older) = fold.tail(2, 200, PAGE_TEXT_BYTES);
+        let (head, (fold, older)) = self
+            .with_fold(id, info.head, |fold| {
+                fold.clone().tail(2, 200, PAGE_TEXT_BYTES)
+            })
+            .await?;
         let rendered = render_finished(fold.items());
         let fold = fold.without_finished_text();
         Ok(crate::model::RoomPage {
@@ -254,9 +253,15 @@ impl AppState {
         })
     }
 
-    /// The room's timeline folded up to `head` (or further, when more was logged meanwhile), and
-    /// the seq it is folded up to: from the cache, with what was logged since applied.
-    async fn folded(&self, id: &str, head: i64) -> Result<(i64, crate::timeline::Fold), ApiError> {
+    /// Runs `f` on the room's timeline folded up to `head` (or further, when more was logged
+    /// meanwhile), and says the seq it is folded up to: from the cache, with what was logged since
+    /// applied.
+    async fn with_fold<R>(
+        &self,
+        id: &str,
+        head: i64,
+        f: impl FnOnce(&crate::timeline::Fold) -> R,
+    ) -> Result<(i64, R), ApiError> {
         let slot = self
             .0
             .folds
@@ -275,7 +280,7 @@ impl AppState {
             }
             cached.0 = since.last().map_or(cached.0, |e| e.seq);
         }
-        Ok((cached.0, cached.1.clone()))
+        Ok((cached.0, f(&cached.1)))
     }
 
     /// A page of older rows: those before row `before`, newest last.
@@ -287,8 +292,9 @@ impl AppState {
     ) -> Result<crate::model::HistoryPage, ApiError> {
         self.auth().require(caller, id, Need::View).await?;
         let head = store::room_log::head(self.pool(), id).await?;
-        let (_, fold) = self.folded(id, head).await?;
-        let (start, mut items) = fold.page(before, 100, PAGE_TEXT_BYTES);
+        let (_, (start, mut items)) = self
+            .with_fold(id, head, |fold| fold.page(before, 100, PAGE_TEXT_BYTES))
+            .await?;
         let rendered = render_finished(&items);
         crate::timeline::clear_finished_text(&mut items);
         Ok(crate::model::HistoryPage {
@@ -649,21 +655,21 @@ fn check_images(
                     image.mime_type.chars().take(40).collect::<String>()
                 )));
             }
-            // A quick bound before decoding: base64 is 4/3 of the bytes.
-            if image.data.len() > MAX_IMAGE_BYTES / 3 * 4 + 4 {
-                return Err(ApiError::new(
+            let too_large = || {
+                ApiError::new(
                     ErrorCode::PayloadTooLarge,
                     format!("An image may be at most {} KB.", MAX_IMAGE_BYTES / 1000),
-                ));
+                )
+            };
+            // A quick bound before decoding: base64 is 4/3 of the bytes.
+            if image.data.len() > MAX_IMAGE_BYTES / 3 * 4 + 4 {
+                return Err(too_large());
             }
             let data = base64::engine::general_purpose::STANDARD
                 .decode(image.data.trim())
                 .map_err(|_| ApiError::bad_request("An image's data is not valid base64."))?;
             if data.len() > MAX_IMAGE_BYTES {
-                return Err(ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("An image may be at most {} KB.", MAX_IMAGE_BYTES / 1000),
-                ));
+                return Err(too_large());
             }
             Ok((image.mime_type, data))
         })

@@ -877,11 +877,17 @@ fn add_content(view: &mut ToolView, content: &[ToolCallContent]) {
                 old_text: d.old_text.clone(),
                 new_text: d.new_text.clone(),
             }),
-            ToolCallContent::Content(c) => {
-                view.text.push(without_reminders(&block_text(&c.content)))
-            }
+            ToolCallContent::Content(_) => view.text.extend(content_text(c)),
             _ => {}
         }
+    }
+}
+
+/// The text of a tool call's content block, for people (see [`without_reminders`]).
+fn content_text(c: &ToolCallContent) -> Option<String> {
+    match c {
+        ToolCallContent::Content(c) => Some(without_reminders(&block_text(&c.content))),
+        _ => None,
     }
 }
 
@@ -916,10 +922,7 @@ fn permission_view(request_id: &str, request: &Value) -> PermissionView {
                 .content
                 .iter()
                 .flatten()
-                .filter_map(|c| match c {
-                    ToolCallContent::Content(c) => Some(block_text(&c.content)),
-                    _ => None,
-                })
+                .filter_map(content_text)
                 .filter(|t| !t.trim().is_empty())
                 .collect(),
             title: r
@@ -998,28 +1001,21 @@ pub fn fold(entries: &[RoomEntry]) -> Fold {
     fold
 }
 
-/// What is finished and shown as markdown, by key: the agent's text segments, and the text of
-/// tool calls that ended. Rendered (and sanitised) once, on the server.
-pub fn finished_agent_texts(timeline: &Timeline) -> Vec<(String, String)> {
-    timeline.items.iter().flat_map(finished_markdown).collect()
+/// Texts of a row by the keys they are rendered under.
+fn keyed_texts(item_key: &str, texts: &[String]) -> Vec<(String, String)> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(n, text)| (ToolView::text_key(item_key, n), text.clone()))
+        .collect()
 }
 
 /// A row's finished markdown, by key (nothing while it is still streaming).
 pub fn finished_markdown(item: &Item) -> Vec<(String, String)> {
     match &item.view {
         View::Agent { text, done: true } => vec![(item.key.clone(), text.clone())],
-        View::Tool(tool) if tool.finished() => tool
-            .text
-            .iter()
-            .enumerate()
-            .map(|(n, text)| (ToolView::text_key(&item.key, n), text.clone()))
-            .collect(),
-        View::Permission(p) => p
-            .text
-            .iter()
-            .enumerate()
-            .map(|(n, text)| (ToolView::text_key(&item.key, n), text.clone()))
-            .collect(),
+        View::Tool(tool) if tool.finished() => keyed_texts(&item.key, &tool.text),
+        View::Permission(p) => keyed_texts(&item.key, &p.text),
         _ => Vec::new(),
     }
 }
@@ -1154,7 +1150,10 @@ mod tests {
         let t = build(&more);
         assert!(t.running.is_none());
         assert_eq!(
-            finished_agent_texts(&t),
+            t.items
+                .iter()
+                .flat_map(finished_markdown)
+                .collect::<Vec<_>>(),
             vec![
                 ("a4".to_string(), "Hello ".to_string()),
                 ("a8".to_string(), "world".to_string())

@@ -227,14 +227,7 @@ async fn claude_and_codex_shaped_permissions_and_terminal_output_show_as_the_age
     );
     assert!(!html.contains("```"), "{html}");
     // Nothing of this is a raw JSON row.
-    assert!(
-        !timeline
-            .items
-            .iter()
-            .any(|i| matches!(i.view, huddle::timeline::View::Raw { .. })),
-        "{:?}",
-        timeline.items
-    );
+    assert_no_raw_rows(&timeline);
     app.stop().await;
     sa.stop().await;
 }
@@ -358,6 +351,18 @@ async fn room_timeline(app: &TestApp, ws: &str) -> huddle::timeline::Timeline {
     let entries: Vec<huddle::model::RoomEntry> =
         serde_json::from_value(snapshot["entries"].clone()).unwrap();
     huddle::timeline::build(&entries)
+}
+
+/// Nothing in the room shows as a raw JSON row.
+fn assert_no_raw_rows(timeline: &huddle::timeline::Timeline) {
+    assert!(
+        !timeline
+            .items
+            .iter()
+            .any(|i| matches!(i.view, huddle::timeline::View::Raw { .. })),
+        "{:#?}",
+        timeline.items
+    );
 }
 
 /// The update of a room entry that is an agent's session/update.
@@ -563,14 +568,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
 
     // Nothing Claude Code sent is a raw JSON row, and the room shows its controls.
     let timeline = room_timeline(&app, &ws).await;
-    assert!(
-        !timeline
-            .items
-            .iter()
-            .any(|i| matches!(i.view, huddle::timeline::View::Raw { .. })),
-        "{:#?}",
-        timeline.items
-    );
+    assert_no_raw_rows(&timeline);
     // The Read's card shows the file, without the reminder Claude Code adds for the model.
     let read = timeline
         .items
@@ -714,14 +712,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         format!("I remember: {}", EARLIER_REQUESTS.join(", "))
     );
     let timeline = room_timeline(&app, &ws).await;
-    assert!(
-        !timeline
-            .items
-            .iter()
-            .any(|i| matches!(i.view, huddle::timeline::View::Raw { .. })),
-        "{:#?}",
-        timeline.items
-    );
+    assert_no_raw_rows(&timeline);
     app.stop().await;
     sa.stop().await;
     let _ = std::fs::remove_dir_all(&config_dir);

@@ -91,16 +91,15 @@ impl Actor {
             Err(e) => {
                 tracing::error!(workspace = %self.row.id, error = %e, "could not start the agent session");
                 self.session = SessionSlot::Idle { failed: true };
-                let message = match start_hint(&self.row.agent) {
-                    Some(hint) => format!(
-                        "The agent could not be started ({hint}); it will be tried again on the next prompt."
+                let hint = start_hint(&self.row.agent)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                self.notice(
+                    NoticeLevel::Error,
+                    format!(
+                        "The agent could not be started{hint}; it will be tried again on the next prompt."
                     ),
-                    None => {
-                        "The agent could not be started; it will be tried again on the next prompt."
-                            .into()
-                    }
-                };
-                self.notice(NoticeLevel::Error, message);
+                );
                 if let Some(running) = &self.turns.running
                     && !running.sent
                 {

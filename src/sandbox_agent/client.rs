@@ -199,12 +199,6 @@ impl SandboxAgent {
             .map_err(persist_err)?;
         let agent = record.agent.clone();
         let session = Session::new(self.clone(), record, notices);
-        if let Some(init) = &initialized {
-            session.takes_images.store(
-                acp::takes_images(init),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
         let (conn, reply) = Connection::attach(
             inner.http.clone(),
             &inner.endpoint,
@@ -236,7 +230,9 @@ impl SandboxAgent {
         {
             let mut state = session.state.lock().await;
             state.live = Some(conn);
-            state.can_load = initialized.as_ref().is_some_and(acp::can_load_session);
+            if let Some(init) = &initialized {
+                session.learn(&mut state, init);
+            }
         }
         Ok(session)
     }
@@ -374,6 +370,15 @@ impl Session {
         }
     }
 
+    /// What the agent's `initialize` answer says it can do.
+    fn learn(&self, state: &mut SessionState, initialized: &Value) {
+        self.takes_images.store(
+            acp::takes_images(initialized),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        state.can_load = acp::can_load_session(initialized);
+    }
+
     /// Whether the agent takes images in prompts (known once the session is open).
     pub fn takes_images(&self) -> bool {
         self.takes_images.load(std::sync::atomic::Ordering::Relaxed)
@@ -437,17 +442,13 @@ impl Session {
                 Some(Duration::from_secs(60)),
             )
             .await?;
-        self.takes_images.store(
-            acp::takes_images(&initialized),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        state.can_load = acp::can_load_session(&initialized);
+        self.learn(state, &initialized);
         // The agent's own session, reopened with its whole conversation, when it can.
         let reopen = state
             .record
             .agent_session_id
             .clone()
-            .filter(|_| resume && acp::can_load_session(&initialized));
+            .filter(|_| resume && state.can_load);
         let init = state
             .record
             .session_init
