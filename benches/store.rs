@@ -57,6 +57,7 @@ async fn main() {
         agent: "pi".into(),
         cwd: Some("/tmp".into()),
         sandbox_id: None,
+        options: Default::default(),
     };
     let s = client.create_session(request, tx).await.unwrap();
     let chunk_count = |pool: sqlx::PgPool| async move {

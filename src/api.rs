@@ -14,11 +14,27 @@ use crate::model::{CreatedWorkspace, WorkspaceSummary};
 pub async fn create_workspace(
     #[server(default)] agent: Option<String>,
     #[server(default)] directory: Option<String>,
+    #[server(default)] name: Option<String>,
 ) -> Result<CreatedWorkspace, ApiError> {
     let (state, caller) = service()?;
     state
-        .create_workspace(&caller, agent.as_deref(), directory.as_deref())
+        .create_workspace(
+            &caller,
+            agent.as_deref(),
+            directory.as_deref(),
+            name.as_deref(),
+        )
         .await
+}
+
+/// Gives a workspace a new name (its owner only).
+#[server(prefix = "/api", endpoint = "workspace/rename", input = Json, output = Json)]
+pub async fn rename_workspace(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    name: String,
+) -> Result<WorkspaceSummary, ApiError> {
+    let (state, caller) = service()?;
+    state.rename_workspace(&caller, &workspace_id, &name).await
 }
 
 /// A workspace as recorded in the database.

@@ -12,16 +12,16 @@ use leptos_router::{SsrMode, path};
 
 use crate::api::{
     ErrorCode, answer_permission, cancel, create_token, create_workspace, creator_invite, history,
-    home, invite, members, prompt, remove_member, remove_queued, rename, render_markdown,
-    revoke_invite, revoke_token, room_page, rotate_invite, set_approver, set_approvers_only,
-    set_option, set_role, typing,
+    home, invite, members, prompt, remove_member, remove_queued, rename, rename_workspace,
+    render_markdown, revoke_invite, revoke_token, room_page, rotate_invite, set_approver,
+    set_approvers_only, set_option, set_role, typing,
 };
 use crate::browser;
 use crate::model::{
     Access, HomeView, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Me, Member, NoticeLevel, Role, RoomEntry,
     RoomEvent, RoomPage,
 };
-use crate::timeline::{self, DiffView, Item, PermissionView, ToolView, View};
+use crate::timeline::{self, DiffView, Item, LineKind, PermissionView, ToolView, View};
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -74,6 +74,21 @@ fn utc_clock(ms: i64) -> String {
         mins.div_euclid(60).rem_euclid(24),
         mins.rem_euclid(60)
     )
+}
+
+/// A moment as `YYYY-MM-DD HH:MM UTC` (the server and the browser render the same text).
+fn activity_label(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => String::new(),
+    }
 }
 
 #[component]
@@ -158,14 +173,20 @@ fn Home(view: HomeView) -> impl IntoView {
                         .iter()
                         .map(|w| {
                             view! {
-                                <li>
+                                <li data-testid="my-workspace" data-status=w.status.clone()>
                                     <a href=crate::model::workspace_url(&w.workspace_id)>
-                                        <code>{w.workspace_id[..8.min(w.workspace_id.len())].to_string()}</code>
-                                        " · "
-                                        {w.agent.clone()}
+                                        <strong>{w.name.clone()}</strong>
                                     </a>
+                                    " · "
+                                    {w.agent.clone()}
+                                    " "
+                                    <span class=format!("badge status-{}", w.status)>{w.status.clone()}</span>
                                     " "
                                     <span class="badge">{w.role.as_str()}</span>
+                                    " "
+                                    <time class="muted" data-ms=w.last_activity.to_string()>
+                                        {activity_label(w.last_activity)}
+                                    </time>
                                 </li>
                             }
                         })
@@ -186,6 +207,7 @@ fn CreateForm(
     let navigate = use_navigate();
     let agent = NodeRef::<leptos::html::Select>::new();
     let directory = NodeRef::<leptos::html::Input>::new();
+    let name = NodeRef::<leptos::html::Input>::new();
     let pending = RwSignal::new(false);
     // Without WASM the form posts to /new; once hydrated it calls the JSON API instead.
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
@@ -195,10 +217,14 @@ fn CreateForm(
             .get()
             .map(|d| d.value())
             .filter(|d| !d.trim().is_empty());
+        let name = name
+            .get()
+            .map(|n| n.value())
+            .filter(|n| !n.trim().is_empty());
         let navigate = navigate.clone();
         pending.set(true);
         spawn_local(async move {
-            match create_workspace(agent, directory).await {
+            match create_workspace(agent, directory, name).await {
                 Ok(created) => navigate(&created.url, Default::default()),
                 Err(e) => {
                     error.set(Some(e.message));
@@ -207,6 +233,7 @@ fn CreateForm(
             }
         });
     };
+    let default = crate::model::default_agent(&agents).to_string();
     let options = agents
         .into_iter()
         .map(|a| {
@@ -220,7 +247,7 @@ fn CreateForm(
                 "ready"
             };
             let label = format!("{} — {note}", a.id);
-            let selected = a.id == "mock";
+            let selected = a.id == default;
             view! {
                 <option value=a.id selected=selected>
                     {label}
@@ -231,6 +258,15 @@ fn CreateForm(
     view! {
         <form class="create" method="post" action="/new" on:submit=on_submit>
             <input type="hidden" name="csrf" value=me.csrf />
+            <label for="workspace-name">"Name (optional)"</label>
+            <input
+                id="workspace-name"
+                name="name"
+                data-testid="workspace-name-new"
+                node_ref=name
+                maxlength=crate::model::MAX_WORKSPACE_NAME_CHARS
+                placeholder="named after its directory"
+            />
             <label for="agent">"Agent"</label>
             <select id="agent" name="agent" node_ref=agent>
                 {options}
@@ -246,6 +282,61 @@ fn CreateForm(
                 "New workspace"
             </button>
         </form>
+    }
+}
+
+/// The workspace's name in the room's header; its owner can change it.
+#[component]
+fn WorkspaceName(name: RwSignal<String>, id: String, is_owner: bool) -> impl IntoView {
+    let ctx = expect_context::<RoomCtx>();
+    let editing = RwSignal::new(false);
+    let input = NodeRef::<leptos::html::Input>::new();
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let Some(el) = input.get() else { return };
+        let value = el.value();
+        ctx.act(move |ws, _| async move {
+            let renamed = rename_workspace(ws, value).await?;
+            name.set(renamed.name);
+            editing.set(false);
+            Ok(())
+        });
+    };
+    view! {
+        <Show
+            when=move || editing.get()
+            fallback=move || {
+                view! {
+                    <h1>
+                        <span data-testid="workspace-name">{move || name.get()}</span>
+                        " "
+                        <code class="workspace-id" data-testid="workspace-id">{id.clone()}</code>
+                        {is_owner
+                            .then(|| {
+                                view! {
+                                    " "
+                                    <button type="button" class="link" data-testid="rename-workspace" on:click=move |_| editing.set(true)>
+                                        "rename"
+                                    </button>
+                                }
+                            })}
+                    </h1>
+                }
+            }
+        >
+            <form class="rename" on:submit=save>
+                <label class="sr-only" for="workspace-name-input">"Workspace name"</label>
+                <input
+                    id="workspace-name-input"
+                    data-testid="workspace-name-input"
+                    node_ref=input
+                    maxlength=crate::model::MAX_WORKSPACE_NAME_CHARS
+                    required
+                    prop:value=move || name.get_untracked()
+                />
+                <button type="submit" data-testid="save-workspace-name">"Save"</button>
+            </form>
+        </Show>
     }
 }
 
@@ -448,6 +539,10 @@ fn Room(page: RoomPage) -> impl IntoView {
     let running_now = RwSignal::new(initial.running().cloned());
     let queue_now = RwSignal::new(initial.queue().to_vec());
     let facts_now = RwSignal::new(initial.session().clone());
+    // The permission request the agent waits on, if any: the dock says so wherever one scrolled.
+    let asking = RwSignal::new(initial.open_question().map(str::to_string));
+    // The workspace's name: as the page says, then as the owner renames it, live.
+    let room_name = RwSignal::new(info.name.clone());
     let fold = StoredValue::new(initial);
     // Older history, paged in (newest last) as people scroll up; it no longer changes.
     let older = RwSignal::new(initial_older);
@@ -537,6 +632,14 @@ fn Room(page: RoomPage) -> impl IntoView {
             }
             if facts_now.with_untracked(|s| s != f.session()) {
                 facts_now.set(f.session().clone());
+            }
+            if asking.with_untracked(|a| a.as_deref() != f.open_question()) {
+                asking.set(f.open_question().map(str::to_string));
+            }
+            if let Some(n) = f.name()
+                && room_name.with_untracked(|r| r != n)
+            {
+                room_name.set(n.to_string());
             }
         });
         if !added.is_empty() {
@@ -663,16 +766,14 @@ fn Room(page: RoomPage) -> impl IntoView {
 
     // The server renders the plain title; the unread count is the browser's business (a reactive
     // <Title> is read by leptos_meta after the page's reactive arena is gone, and panics).
-    let title = format!("Huddle · {agent}");
-    {
-        let title = title.clone();
-        Effect::new(move |_| {
-            browser::set_title(&match unread.get() {
-                0 => title.clone(),
-                n => format!("({n}) {title}"),
-            })
-        });
-    }
+    let title = format!("{} · Huddle", info.name);
+    Effect::new(move |_| {
+        let title = format!("{} · Huddle", room_name.get());
+        browser::set_title(&match unread.get() {
+            0 => title,
+            n => format!("({n}) {title}"),
+        })
+    });
     let managing = RwSignal::new(false);
     let my_id = StoredValue::new(who.person_id.clone());
     let can_act = access.role.can_act();
@@ -698,7 +799,7 @@ fn Room(page: RoomPage) -> impl IntoView {
                     "Huddle"
                 </a>
                 <div class="room-title">
-                    <h1>"Workspace " <code data-testid="workspace-id">{id_for_header}</code></h1>
+                    <WorkspaceName name=room_name id=id_for_header is_owner />
                     <p class="session-facts">
                         {move || {
                             facts
@@ -737,7 +838,9 @@ fn Room(page: RoomPage) -> impl IntoView {
                             .then(|| {
                                 view! {
                                     " · in "
-                                    <code data-testid="working-dir">{info.working_dir.clone()}</code>
+                                    <code class="working-dir" data-testid="working-dir" title=info.working_dir.clone()>
+                                        {info.working_dir.clone()}
+                                    </code>
                                 }
                             })}
                         " · you are "
@@ -853,6 +956,20 @@ fn Room(page: RoomPage) -> impl IntoView {
                             }
                         })
                 }}
+                <Show when=move || asking.with(Option::is_some)>
+                    <button
+                        type="button"
+                        class="asking"
+                        data-testid="waiting-for-answer"
+                        on:click=move |_| {
+                            if let Some(key) = asking.get_untracked() {
+                                browser::reveal(&format!("row-{key}"));
+                            }
+                        }
+                    >
+                        "The agent is waiting for an answer · show the question"
+                    </button>
+                </Show>
                 <Show when=move || queue.with(|q| !q.is_empty())>
                     <div class="queue" data-testid="queue">
                         <h2>"Up next"</h2>
@@ -920,11 +1037,17 @@ fn Composer(
 ) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     let text = NodeRef::<leptos::html::Textarea>::new();
-    // The slash-command palette: what is typed while it is a bare `/word`.
+    // The slash-command palette: what is typed while it is a bare `/word`; ↑ ↓ choose, Enter or
+    // Tab takes the chosen command, Esc closes it until the word changes.
     let draft = RwSignal::new(String::new());
+    let chosen = RwSignal::new(0usize);
+    let dismissed = RwSignal::new(None::<String>);
     let matching = move || {
         let d = draft.get();
-        if !d.starts_with('/') || d.contains(char::is_whitespace) {
+        if !d.starts_with('/')
+            || d.contains(char::is_whitespace)
+            || dismissed.with(|x| x.as_ref() == Some(&d))
+        {
             return Vec::new();
         }
         commands.with(|c| {
@@ -1012,6 +1135,35 @@ fn Composer(
         send();
     };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        let open = matching();
+        if !open.is_empty() && !ev.is_composing() {
+            let n = open.len();
+            let at = chosen.get_untracked().min(n - 1);
+            let step = match ev.key().as_str() {
+                "ArrowDown" => Some((at + 1) % n),
+                "ArrowUp" => Some((at + n - 1) % n),
+                _ => None,
+            };
+            if let Some(next) = step {
+                ev.prevent_default();
+                chosen.set(next);
+                browser::reveal(&format!("command-{next}"));
+                return;
+            }
+            match ev.key().as_str() {
+                "Enter" | "Tab" if !ev.shift_key() => {
+                    ev.prevent_default();
+                    pick(open[at].name.clone());
+                    return;
+                }
+                "Escape" => {
+                    ev.prevent_default();
+                    dismissed.set(Some(draft.get_untracked()));
+                    return;
+                }
+                _ => {}
+            }
+        }
         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
             ev.prevent_default();
             send();
@@ -1019,6 +1171,7 @@ fn Composer(
     };
     let on_input = move |ev: leptos::ev::Event| {
         draft.set(event_target_value(&ev));
+        chosen.set(0);
         let now = browser::now_ms();
         if now - last_typing.get_value() < 2500.0 {
             return;
@@ -1049,11 +1202,20 @@ fn Composer(
                     {move || {
                         matching()
                             .into_iter()
-                            .map(|c| {
+                            .enumerate()
+                            .map(|(i, c)| {
                                 let name = c.name.clone();
+                                let active = move || chosen.get() == i;
                                 view! {
-                                    <li>
-                                        <button type="button" class="command" data-testid="command" on:click=move |_| pick(name.clone())>
+                                    <li id=format!("command-{i}") role="option" aria-selected=move || active().to_string()>
+                                        <button
+                                            type="button"
+                                            class="command"
+                                            class:active=active
+                                            tabindex="-1"
+                                            data-testid="command"
+                                            on:click=move |_| pick(name.clone())
+                                        >
                                             <code>{format!("/{}", c.name)}</code>
                                             " "
                                             <span class="description">{c.description.clone()}</span>
@@ -1387,10 +1549,11 @@ fn ToolCard(tool: ToolView, key: String) -> impl IntoView {
     // Finished calls' text is rendered as markdown once (Claude fences command output); until
     // then, and if rendering fails, it shows as it came.
     let texts = rendered_texts(ctx, &key, text, "tool-text");
-    let terminal = terminal.map(|t| {
+    // A terminal that has shown nothing yet (a call waiting for permission) takes no room.
+    let terminal = terminal.filter(|t| !t.output.is_empty() || t.exit.is_some()).map(|t| {
         view! {
             <div class="terminal" data-testid="terminal">
-                <pre>{t.output}</pre>
+                {(!t.output.is_empty()).then(|| view! { <pre>{t.output}</pre> })}
                 {t.exit.map(|e| view! { <p class="terminal-exit" data-testid="terminal-exit">{e}</p> })}
             </div>
         }
@@ -1411,19 +1574,36 @@ fn ToolCard(tool: ToolView, key: String) -> impl IntoView {
 
 #[component]
 fn Diff(d: DiffView) -> impl IntoView {
-    let old: Vec<String> = d
-        .old_text
-        .as_deref()
-        .map(|t| t.lines().map(|l| format!("- {l}")).collect())
-        .unwrap_or_default();
-    let new: Vec<String> = d.new_text.lines().map(|l| format!("+ {l}")).collect();
+    let (added, removed) = d.counts();
+    let hunks = d.hunks.into_iter().map(|hunk| {
+        let lines = hunk.lines.into_iter().map(|l| {
+            let (class, sign) = match l.kind {
+                LineKind::Context => ("ctx", " "),
+                LineKind::Removed => ("del", "-"),
+                LineKind::Added => ("add", "+"),
+            };
+            view! {
+                <tr class=class data-testid="diff-line">
+                    <td class="ln">{l.old}</td>
+                    <td class="ln">{l.new}</td>
+                    <td class="code">{sign} " " {l.text}</td>
+                </tr>
+            }
+        });
+        view! { <tbody class="hunk">{lines.collect_view()}</tbody> }
+    });
     view! {
         <div class="diff" data-testid="diff">
-            <div class="path">{d.path}</div>
-            <pre>
-                {old.into_iter().map(|l| view! { <span class="del">{l} "\n"</span> }).collect_view()}
-                {new.into_iter().map(|l| view! { <span class="add">{l} "\n"</span> }).collect_view()}
-            </pre>
+            <div class="path">
+                {d.path}
+                {d.created.then_some(" (new file)")}
+                <span class="diff-counts">
+                    <span class="add">"+" {added}</span> " " <span class="del">"−" {removed}</span>
+                </span>
+            </div>
+            <div class="diff-body">
+                <table class="diff-lines">{hunks.collect_view()}</table>
+            </div>
         </div>
     }
 }
@@ -1442,6 +1622,7 @@ fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
     } = p;
     // Leaving plan mode is a change of mode, not a standing rule: no "always" on its choices.
     let switch_mode = tool_kind == "switch_mode";
+    let anchor = format!("row-{key}");
     let texts = rendered_texts(ctx, &key, text, "permission-text");
     let body = match (answered, cancelled) {
         (Some((who, option)), _) => view! {
@@ -1507,6 +1688,7 @@ fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
     };
     view! {
         <section
+            id=anchor
             class=if switch_mode { "card permission switch-mode" } else { "card permission" }
             data-testid="permission"
             data-kind=tool_kind

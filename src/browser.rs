@@ -189,6 +189,16 @@ mod imp {
         }
     }
 
+    /// Scrolls the element with this id into view, when it is not (the palette's chosen command).
+    pub fn reveal(id: &str) {
+        if let Some(el) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id(id))
+        {
+            el.scroll_into_view_with_bool(false);
+        }
+    }
+
     /// Keeps the page scrolled to the bottom when it was already near it.
     pub fn follow_bottom() {
         let Some(w) = web_sys::window() else { return };
@@ -420,6 +430,7 @@ mod imp {
     pub fn on_visibility_change(_f: impl Fn(bool) + 'static) {}
     pub fn every(_ms: i32, _f: impl Fn() + 'static) {}
     pub fn follow_bottom() {}
+    pub fn reveal(_id: &str) {}
     pub fn on_scroll_near_top(_f: impl Fn() + 'static) {}
     pub fn scroll_height() -> f64 {
         0.0

@@ -29,6 +29,9 @@ pub fn render(text: &str) -> String {
             id,
         }),
         Event::End(TagEnd::Image) => Event::End(TagEnd::Link),
+        // A line break the agent wrote is kept, as chat renders it: text that is not markdown
+        // (Codex's permission questions) keeps its lines.
+        Event::SoftBreak => Event::HardBreak,
         other => other,
     });
     let mut out = String::with_capacity(text.len() * 3 / 2);
@@ -59,6 +62,12 @@ mod tests {
         assert!(!evil.contains("<script"));
         assert!(!evil.contains("onerror"));
         assert!(!evil.contains("href=\"javascript:"), "{evil}");
+    }
+
+    #[test]
+    fn line_breaks_are_kept() {
+        let html = render("Proposed Amendment:\nenv ls -la\nAvailable Decisions:\nApproved");
+        assert_eq!(html.matches("<br").count(), 3, "{html}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub const DEFAULT_AGENT: &str = "mock";
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSummary {
     pub workspace_id: String,
+    pub name: String,
     pub agent: String,
     pub sandbox_id: String,
     /// Milliseconds since the Unix epoch.
@@ -347,6 +348,13 @@ pub enum RoomEvent {
     },
     #[serde(rename = "notice", rename_all = "camelCase")]
     Notice { level: NoticeLevel, message: String },
+    /// The owner gave the workspace a new name.
+    #[serde(rename = "workspace.renamed", rename_all = "camelCase")]
+    WorkspaceRenamed {
+        user_id: String,
+        display_name: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +401,7 @@ impl RoomEvent {
             RoomEvent::SessionRestored { .. } => "session.restored",
             RoomEvent::Presence { .. } => "presence",
             RoomEvent::Notice { .. } => "notice",
+            RoomEvent::WorkspaceRenamed { .. } => "workspace.renamed",
         }
     }
 }
@@ -408,24 +417,29 @@ pub struct RoomEntry {
 }
 
 impl RoomEntry {
-    /// The entry as viewers get it: without paths on the machine (the agent's `cwd` in the
-    /// requests that open its session). `None` when there is nothing to hide.
-    pub fn without_paths(&self) -> Option<RoomEntry> {
-        let RoomEvent::SessionEvent(ev) = &self.event else {
-            return None;
-        };
-        let method = ev.payload.get("method").and_then(|m| m.as_str());
-        if ev.sender != Sender::Client
-            || !matches!(method, Some("session/new" | "session/load"))
-            || ev.payload.pointer("/params/cwd").is_none()
-        {
-            return None;
-        }
+    /// The entry as viewers get it: without paths on the machine. Paths in the working directory
+    /// `dir` become relative, and the `cwd` of the requests that open the agent's session is
+    /// hidden. `None` when there is nothing to hide.
+    pub fn without_paths(&self, dir: &str) -> Option<RoomEntry> {
         let mut entry = self.clone();
-        if let RoomEvent::SessionEvent(ev) = &mut entry.event {
-            ev.payload["params"]["cwd"] = serde_json::Value::String("(hidden)".into());
-        }
-        Some(entry)
+        let changed = match &mut entry.event {
+            RoomEvent::SessionEvent(ev) => {
+                let method = ev.payload.get("method").and_then(|m| m.as_str());
+                let opening = ev.sender == Sender::Client
+                    && matches!(method, Some("session/new" | "session/load"))
+                    && ev.payload.pointer("/params/cwd").is_some();
+                let changed = crate::timeline::relative_json(&mut ev.payload, dir);
+                if opening {
+                    ev.payload["params"]["cwd"] = serde_json::Value::String("(hidden)".into());
+                }
+                changed || opening
+            }
+            RoomEvent::PermissionRequested { request, .. } => {
+                crate::timeline::relative_json(request, dir)
+            }
+            _ => false,
+        };
+        changed.then_some(entry)
     }
 }
 
@@ -434,6 +448,8 @@ impl RoomEntry {
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceInfo {
     pub workspace_id: String,
+    #[serde(default)]
+    pub name: String,
     pub sandbox_id: String,
     pub agent: String,
     /// The directory the agent works in.
@@ -490,9 +506,14 @@ pub struct HistoryPage {
 #[serde(rename_all = "camelCase")]
 pub struct MyWorkspace {
     pub workspace_id: String,
+    pub name: String,
     pub agent: String,
     pub role: Role,
     pub created_at: i64,
+    /// `working`, `idle`, `connecting`, `error` while the room is awake; `asleep` otherwise.
+    pub status: String,
+    /// When the room last logged something, in milliseconds since the Unix epoch.
+    pub last_activity: i64,
 }
 
 /// What the home page needs.
@@ -513,6 +534,34 @@ pub struct AgentChoice {
     pub id: String,
     pub installed: bool,
     pub credentials_available: bool,
+}
+
+impl AgentChoice {
+    /// Installed, with what it needs to start (the builtin mock needs no credentials).
+    pub fn ready(&self) -> bool {
+        self.installed && (self.credentials_available || self.id == "mock")
+    }
+}
+
+/// The agent a new workspace gets by default: the first real agent that is ready, else `mock`.
+pub fn default_agent(agents: &[AgentChoice]) -> &str {
+    agents
+        .iter()
+        .find(|a| a.ready() && a.id != "mock")
+        .map_or("mock", |a| a.id.as_str())
+}
+
+/// Longest workspace name.
+pub const MAX_WORKSPACE_NAME_CHARS: usize = 80;
+
+/// A workspace name as given, trimmed; None when it is empty, too long or holds a control
+/// character.
+pub fn valid_workspace_name(name: &str) -> Option<&str> {
+    let name = name.trim();
+    (!name.is_empty()
+        && name.chars().count() <= MAX_WORKSPACE_NAME_CHARS
+        && !name.chars().any(char::is_control))
+    .then_some(name)
 }
 
 /// Answer of `POST /api/workspace/prompt`.

@@ -59,6 +59,14 @@ pub async fn room_events(
         Ok(grant) => (grant.member, grant.role == crate::model::Role::Viewer),
         Err(e) => return e.into_response(),
     };
+    // Viewers get no path of the working directory: it is made relative in what they are sent.
+    let hidden_dir = match viewer {
+        true => match state.registry().info(&id).await {
+            Ok(info) => Some(info.working_dir),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        false => None,
+    };
     // Held as long as the stream: counted against its address and its person.
     let guards = match state.open_stream(peer.ip(), Some(member.user_id.as_str())) {
         Ok(g) => g,
@@ -78,7 +86,7 @@ pub async fn room_events(
             shutdown,
             kicks,
             person,
-            viewer,
+            hidden_dir,
         };
         feed(pool, id, after, sub, tx, ends).await;
         drop(guards);
@@ -93,13 +101,15 @@ struct Ends {
     shutdown: CancellationToken,
     kicks: broadcast::Receiver<Kick>,
     person: String,
-    /// Viewers are not shown paths on the machine.
-    viewer: bool,
+    /// Viewers are not shown paths on the machine: the working directory they may not see.
+    hidden_dir: Option<String>,
 }
 
-fn entry_event(entry: &RoomEntry, viewer: bool) -> Event {
-    if viewer && let Some(hidden) = entry.without_paths() {
-        return entry_event(&hidden, false);
+fn entry_event(entry: &RoomEntry, hidden_dir: Option<&str>) -> Event {
+    if let Some(dir) = hidden_dir
+        && let Some(hidden) = entry.without_paths(dir)
+    {
+        return entry_event(&hidden, None);
     }
     Event::default()
         .id(entry.seq.to_string())
@@ -121,7 +131,7 @@ async fn catch_up(
     mut from: i64,
     upto: i64,
     tx: &Tx,
-    viewer: bool,
+    hidden_dir: Option<&str>,
 ) -> Option<i64> {
     while from < upto {
         let page = match room_log::list(pool, id, from, upto, PAGE).await {
@@ -135,7 +145,7 @@ async fn catch_up(
             break;
         }
         for entry in &page {
-            tx.send(Ok(entry_event(entry, viewer))).await.ok()?;
+            tx.send(Ok(entry_event(entry, hidden_dir))).await.ok()?;
             from = entry.seq;
         }
     }
@@ -167,7 +177,8 @@ async fn feed(
         }
         after = 0;
     }
-    let Some(mut last) = catch_up(&pool, &id, after, head, &tx, ends.viewer).await else {
+    let Some(mut last) = catch_up(&pool, &id, after, head, &tx, ends.hidden_dir.as_deref()).await
+    else {
         return;
     };
     loop {
@@ -195,15 +206,22 @@ async fn feed(
                 }
                 if entry.seq > last + 1 {
                     // Missed some (we lagged): fill in from Postgres, where they already are.
-                    if catch_up(&pool, &id, last, entry.seq - 1, &tx, ends.viewer)
-                        .await
-                        .is_none()
+                    if catch_up(
+                        &pool,
+                        &id,
+                        last,
+                        entry.seq - 1,
+                        &tx,
+                        ends.hidden_dir.as_deref(),
+                    )
+                    .await
+                    .is_none()
                     {
                         return;
                     }
                 }
                 last = entry.seq;
-                entry_event(&entry, ends.viewer)
+                entry_event(&entry, ends.hidden_dir.as_deref())
             }
             Ok(Live::Typing(member)) => match Event::default().event("typing").json_data(&member) {
                 Ok(ev) => ev,

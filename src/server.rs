@@ -264,6 +264,7 @@ async fn workspace_image(
 struct CreateForm {
     agent: Option<String>,
     directory: Option<String>,
+    name: Option<String>,
     csrf: String,
 }
 
@@ -276,7 +277,12 @@ async fn create_workspace_form(
     let result = match crate::auth::Auth::check_csrf(&caller, &form.csrf) {
         Ok(()) => {
             state
-                .create_workspace(&caller, form.agent.as_deref(), form.directory.as_deref())
+                .create_workspace(
+                    &caller,
+                    form.agent.as_deref(),
+                    form.directory.as_deref(),
+                    form.name.as_deref(),
+                )
                 .await
         }
         Err(e) => Err(e),
@@ -521,6 +527,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             let endpoint = Endpoint {
                 base_url: url.clone(),
                 token: config.sandbox_agent_token.clone(),
+                agents: None,
             };
             (
                 endpoint,

@@ -205,11 +205,11 @@ impl AppState {
         caller: &Caller,
         id: &str,
     ) -> Result<crate::model::RoomSnapshot, ApiError> {
-        let (grant, info) = self.viewed_info(caller, id).await?;
+        let (_, info, hidden_dir) = self.viewed_info(caller, id).await?;
         let mut entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
-        if grant.role == crate::model::Role::Viewer {
+        if let Some(dir) = &hidden_dir {
             for e in &mut entries {
-                if let Some(hidden) = e.without_paths() {
+                if let Some(hidden) = e.without_paths(dir) {
                     *e = hidden;
                 }
             }
@@ -228,7 +228,7 @@ impl AppState {
         caller: &Caller,
         id: &str,
     ) -> Result<crate::model::RoomPage, ApiError> {
-        let (grant, info) = self.viewed_info(caller, id).await?;
+        let (grant, info, hidden_dir) = self.viewed_info(caller, id).await?;
         let mut me = self.auth().me(caller)?;
         me.display_name = grant.member.display_name.clone();
         // The most recent rows only; older ones page in as people scroll up.
@@ -237,6 +237,10 @@ impl AppState {
                 fold.clone().tail(2, 200, PAGE_TEXT_BYTES)
             })
             .await?;
+        let fold = match hidden_dir {
+            Some(_) => fold.without_paths(),
+            None => fold,
+        };
         let rendered = render_finished(fold.items());
         let fold = fold.without_finished_text();
         Ok(crate::model::RoomPage {
@@ -290,11 +294,21 @@ impl AppState {
         id: &str,
         before: usize,
     ) -> Result<crate::model::HistoryPage, ApiError> {
-        self.auth().require(caller, id, Need::View).await?;
+        let grant = self.auth().require(caller, id, Need::View).await?;
         let head = store::room_log::head(self.pool(), id).await?;
-        let (_, (start, mut items)) = self
-            .with_fold(id, head, |fold| fold.page(before, 100, PAGE_TEXT_BYTES))
+        let (_, ((start, mut items), cwd)) = self
+            .with_fold(id, head, |fold| {
+                (
+                    fold.page(before, 100, PAGE_TEXT_BYTES),
+                    fold.cwd().map(str::to_string),
+                )
+            })
             .await?;
+        if grant.role == crate::model::Role::Viewer
+            && let Some(dir) = cwd
+        {
+            crate::timeline::hide_paths(&mut items, &dir);
+        }
         let rendered = render_finished(&items);
         crate::timeline::clear_finished_text(&mut items);
         Ok(crate::model::HistoryPage {
@@ -313,12 +327,21 @@ impl AppState {
             .filter_map(|w| {
                 Some(crate::model::MyWorkspace {
                     workspace_id: w.id,
+                    name: w.name,
                     agent: w.agent,
                     role: crate::model::Role::parse(&w.role)?,
                     created_at: w.created_at_ms,
+                    status: "asleep".into(),
+                    last_activity: w.last_activity_ms,
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut workspaces = workspaces;
+        for w in &mut workspaces {
+            if let Some(status) = self.registry().status_if_awake(&w.workspace_id).await {
+                w.status = status;
+            }
+        }
         let agents = if me.may_create {
             self.agents().await
         } else {
@@ -340,18 +363,25 @@ impl AppState {
         Ok(self.viewed_info(caller, id).await?.1)
     }
 
-    /// The workspace's state as the caller may see it (viewers get no paths), and their grant.
+    /// The workspace's state as the caller may see it, and their grant; for viewers, who get no
+    /// paths, the working directory hidden from them.
     async fn viewed_info(
         &self,
         caller: &Caller,
         id: &str,
-    ) -> Result<(crate::auth::Grant, crate::model::WorkspaceInfo), ApiError> {
+    ) -> Result<
+        (
+            crate::auth::Grant,
+            crate::model::WorkspaceInfo,
+            Option<String>,
+        ),
+        ApiError,
+    > {
         let grant = self.auth().require(caller, id, Need::View).await?;
         let mut info = self.registry().info(id).await?;
-        if grant.role == crate::model::Role::Viewer {
-            info.working_dir = String::new();
-        }
-        Ok((grant, info))
+        let hidden = (grant.role == crate::model::Role::Viewer)
+            .then(|| std::mem::take(&mut info.working_dir));
+        Ok((grant, info, hidden))
     }
 
     pub async fn cancel(
@@ -542,8 +572,13 @@ impl AppState {
         caller: &Caller,
         agent: Option<&str>,
         directory: Option<&str>,
+        name: Option<&str>,
     ) -> Result<CreatedWorkspace, ApiError> {
         let owner = self.auth().creator(caller)?;
+        let name = match name.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(n) => Some(crate::model::valid_workspace_name(n).ok_or_else(bad_name)?),
+            None => None,
+        };
         let agent = agent
             .map(str::trim)
             .filter(|a| !a.is_empty())
@@ -568,6 +603,14 @@ impl AppState {
             )));
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
+        // Named after the directory it works in, when the owner picked one.
+        let name = name.map(str::to_string).unwrap_or_else(|| {
+            picked
+                .as_deref()
+                .and_then(|d| std::path::Path::new(d).file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("Workspace {}", &id[..6]))
+        });
         if picked.is_none() {
             // The agent works in the workspace's own directory, never in Huddle's.
             let dir = self.registry().working_dir(&id);
@@ -582,6 +625,7 @@ impl AppState {
                 owner,
                 &store::NewWorkspace {
                     id: &id,
+                    name: &name,
                     agent,
                     sandbox_id: &self.0.sandbox_id,
                     sandbox_base_url: &self.0.sandbox_base_url,
@@ -626,6 +670,28 @@ impl AppState {
         Ok(path.display().to_string())
     }
 
+    /// Gives the workspace a new name (its owner only); the room shows it at once.
+    pub async fn rename_workspace(
+        &self,
+        caller: &Caller,
+        id: &str,
+        name: &str,
+    ) -> Result<WorkspaceSummary, ApiError> {
+        let grant = self.auth().require(caller, id, Need::Own).await?;
+        let name = crate::model::valid_workspace_name(name).ok_or_else(bad_name)?;
+        if !store::rename_workspace(&self.0.pool, id, name).await? {
+            return Err(ApiError::not_found("There is no such workspace."));
+        }
+        if let Err(e) = self
+            .registry()
+            .workspace_renamed(id, grant.member, name.to_string())
+            .await
+        {
+            tracing::warn!(workspace = %id, error = %e, "the room could not be told of its new name");
+        }
+        self.workspace(caller, id).await
+    }
+
     pub async fn workspace(&self, caller: &Caller, id: &str) -> Result<WorkspaceSummary, ApiError> {
         self.auth().require(caller, id, Need::View).await?;
         store::find_workspace(&self.0.pool, id)
@@ -633,6 +699,13 @@ impl AppState {
             .map(Into::into)
             .ok_or_else(|| ApiError::not_found(format!("There is no workspace `{id}`.")))
     }
+}
+
+fn bad_name() -> ApiError {
+    ApiError::bad_request(format!(
+        "A workspace name is 1 to {} characters, with no control characters.",
+        crate::model::MAX_WORKSPACE_NAME_CHARS
+    ))
 }
 
 /// Checks a prompt's images: how many, their types, their size; decodes them.

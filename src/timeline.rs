@@ -16,6 +16,11 @@ use serde_json::Value;
 
 use crate::model::{NoticeLevel, RoomEntry, RoomEvent, Sender};
 
+mod diff;
+mod paths;
+pub use diff::{DiffLine, DiffView, Hunk, LineKind};
+pub use paths::{relative, relative_json};
+
 /// One row of the timeline. `rev` is the last room-log seq that changed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
@@ -89,6 +94,39 @@ impl ToolView {
         format!("{item_key}/{i}")
     }
 
+    /// The output an agent sends only in `rawOutput` (Codex: its command's end, with no terminal
+    /// chunks), shown when the call has no other output.
+    fn raw_output(&mut self, raw: Option<&Value>) {
+        let Some(raw) = raw else { return };
+        let has_output = self.terminal.as_ref().is_some_and(|t| !t.output.is_empty())
+            || self.text.iter().any(|t| !t.trim().is_empty())
+            || !self.diffs.is_empty();
+        if has_output {
+            return;
+        }
+        let text = |key: &str| {
+            raw.get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let output = match raw {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            _ => text("aggregated_output")
+                .or_else(|| text("formatted_output"))
+                .or_else(|| text("output"))
+                .map(str::to_string)
+                .or_else(|| match (text("stdout"), text("stderr")) {
+                    (None, None) => None,
+                    (out, err) => Some(format!("{}{}", out.unwrap_or(""), err.unwrap_or(""))),
+                }),
+        };
+        if let Some(output) = output {
+            self.terminal
+                .get_or_insert_with(TerminalView::default)
+                .output = output;
+        }
+    }
+
     /// What the agent says about the call's terminal in `_meta` (sent when the client advertises
     /// `terminal_output`).
     fn terminal_meta(&mut self, meta: Option<&serde_json::Map<String, Value>>) {
@@ -127,13 +165,6 @@ pub struct ChoiceView {
     pub id: String,
     pub name: String,
     pub kind: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiffView {
-    pub path: String,
-    pub old_text: Option<String>,
-    pub new_text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +229,13 @@ pub struct SessionFacts {
     pub commands: Vec<CommandView>,
     pub usage: Option<UsageView>,
     pub options: Vec<OptionView>,
+    /// What earlier agent processes of the session spent, and what the current one has: an
+    /// adapter counts its cost from nothing when it starts (after a Stop, a restart, sleep), and
+    /// the room's total never goes down.
+    #[serde(default)]
+    spent_before: f64,
+    #[serde(default)]
+    spent_now: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,6 +351,19 @@ impl OptionView {
 }
 
 impl SessionFacts {
+    /// A new connection: a new agent process, whose cost counts from nothing.
+    fn new_process(&mut self) {
+        self.spent_before += std::mem::take(&mut self.spent_now);
+    }
+
+    fn set_usage(&mut self, mut usage: UsageView) {
+        if let Some((amount, _)) = &mut usage.cost {
+            self.spent_now = *amount;
+            *amount += self.spent_before;
+        }
+        self.usage = Some(usage);
+    }
+
     fn set_options(&mut self, options: &[SessionConfigOption]) {
         let modes = self.options.iter().find(|o| o.id == MODE_OPTION).cloned();
         self.options = options.iter().filter_map(OptionView::from_config).collect();
@@ -367,6 +418,17 @@ pub struct Fold {
     /// Who left, where that row is and when: someone back within seconds gets one row, not two.
     left: HashMap<String, (usize, i64)>,
     session: SessionFacts,
+    /// The agent's working directory, from the request that opened its session (viewers get
+    /// none): paths in it are shown relative to it.
+    #[serde(default)]
+    cwd: Option<String>,
+    /// Who the log has in the room: joining again without having left (after a restart) adds no
+    /// row.
+    #[serde(default)]
+    present: std::collections::HashSet<String>,
+    /// The workspace's name, once someone renamed it while people watched.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// A leave and a join closer than this (a reload, a flaky network) show as one "reconnected" row.
@@ -486,6 +548,36 @@ impl Fold {
         (start, self.items[start..before].to_vec())
     }
 
+    /// The fold as viewers get it: no path of the working directory, in any row, and not the
+    /// directory itself.
+    pub fn without_paths(mut self) -> Self {
+        if let Some(dir) = self.cwd.take() {
+            hide_paths(&mut self.items, &dir);
+        }
+        self
+    }
+
+    /// The key of the oldest permission request nobody has answered yet (the agent waits on it).
+    pub fn open_question(&self) -> Option<&str> {
+        let open = |i: &usize| {
+            self.items.get(*i).is_some_and(|item| {
+                matches!(&item.view, View::Permission(p) if p.answered.is_none() && !p.cancelled)
+            })
+        };
+        let first = self.permissions.values().copied().filter(open).min()?;
+        Some(self.items[first].key.as_str())
+    }
+
+    /// The workspace's name as the log last gave it.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The agent's working directory, as the log says (None for viewers).
+    pub fn cwd(&self) -> Option<&str> {
+        self.cwd.as_deref()
+    }
+
     /// The timeline as it stands.
     pub fn timeline(&self) -> Timeline {
         Timeline {
@@ -580,7 +672,11 @@ impl Fold {
             }
             RoomEvent::PermissionRequested { request_id, request } => {
                 self.end_segment(e);
-                let view = permission_view(request_id, request);
+                let mut view = permission_view(request_id, request);
+                if let Some(dir) = &self.cwd {
+                    paths::make_relative(&mut view.title, dir);
+                    view.text.iter_mut().for_each(|t| paths::make_relative(t, dir));
+                }
                 let i = self.push(format!("p{}", e.seq), e, View::Permission(view));
                 self.permissions.insert(request_id.clone(), i);
             }
@@ -614,8 +710,12 @@ impl Fold {
             ),
             RoomEvent::Presence { user_id, display_name, online } => {
                 if !*online {
+                    self.present.remove(user_id);
                     self.system(e, NoticeLevel::Info, format!("{display_name} left."));
                     self.left.insert(user_id.clone(), (self.items.len() - 1, e.created_at));
+                    return;
+                }
+                if !self.present.insert(user_id.clone()) {
                     return;
                 }
                 match self.left.remove(user_id) {
@@ -628,11 +728,31 @@ impl Fold {
                 }
             }
             RoomEvent::Notice { level, message } => self.system(e, *level, message.clone()),
+            RoomEvent::WorkspaceRenamed { display_name, name, .. } => {
+                self.name = Some(name.clone());
+                self.system(e, NoticeLevel::Info, format!("{display_name} renamed the workspace to “{name}”."));
+            }
         }
     }
 
     fn session_event(&mut self, e: &RoomEntry, sender: Sender, payload: &Value) {
         let method = payload.get("method").and_then(Value::as_str);
+        if sender == Sender::Client {
+            match method {
+                Some("initialize") => self.session.new_process(),
+                Some("session/new" | "session/load") => {
+                    if let Some(cwd) = payload
+                        .pointer("/params/cwd")
+                        .and_then(Value::as_str)
+                        .filter(|c| c.starts_with('/'))
+                    {
+                        self.cwd = Some(cwd.to_string());
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
         // The answers that open a session or change its options say what may be chosen.
         if sender == Sender::Agent
             && method.is_none()
@@ -657,7 +777,7 @@ impl Fold {
         let update = match AgentNotification::from_method_and_params(method, &params) {
             Ok(AgentNotification::SessionNotification(n)) => n.update,
             _ => match UsageView::lenient(&params) {
-                Some(usage) => return self.session.usage = Some(usage),
+                Some(usage) => return self.session.set_usage(usage),
                 None => return self.raw(e, method, payload),
             },
         };
@@ -702,15 +822,16 @@ impl Fold {
                 let id = call.tool_call_id.0.to_string();
                 let mut view = ToolView {
                     id: id.clone(),
-                    title: call.title,
+                    title: self.rel(call.title),
                     kind: kind_name(&call.kind),
                     status: status_name(&call.status),
                     diffs: Vec::new(),
                     text: Vec::new(),
                     terminal: None,
                 };
-                add_content(&mut view, &call.content);
+                add_content(&mut view, &call.content, self.cwd.as_deref());
                 view.terminal_meta(call.meta.as_ref());
+                view.raw_output(call.raw_output.as_ref());
                 match self.tools.get(&id) {
                     Some(&i) => {
                         let slot = self.touch(i, e);
@@ -748,9 +869,13 @@ impl Fold {
                         i
                     }
                 };
+                let cwd = self.cwd.clone();
                 if let View::Tool(view) = self.touch(i, e) {
                     let f = update.fields;
-                    if let Some(t) = f.title {
+                    if let Some(mut t) = f.title {
+                        if let Some(dir) = &cwd {
+                            paths::make_relative(&mut t, dir);
+                        }
                         view.title = t;
                     }
                     if let Some(k) = f.kind {
@@ -762,9 +887,10 @@ impl Fold {
                     if let Some(content) = f.content {
                         view.diffs.clear();
                         view.text.clear();
-                        add_content(view, &content);
+                        add_content(view, &content, cwd.as_deref());
                     }
                     view.terminal_meta(update.meta.as_ref());
+                    view.raw_output(f.raw_output.as_ref());
                 }
             }
             SessionUpdate::Plan(plan) => {
@@ -798,13 +924,11 @@ impl Fold {
                     })
                     .collect();
             }
-            SessionUpdate::UsageUpdate(u) => {
-                self.session.usage = Some(UsageView {
-                    used: Some(u.used),
-                    size: u.size,
-                    cost: u.cost.map(|c| (c.amount, c.currency)),
-                });
-            }
+            SessionUpdate::UsageUpdate(u) => self.session.set_usage(UsageView {
+                used: Some(u.used),
+                size: u.size,
+                cost: u.cost.map(|c| (c.amount, c.currency)),
+            }),
             SessionUpdate::SessionInfoUpdate(u) => match u.title {
                 MaybeUndefined::Value(title) => {
                     self.session.title = Some(title).filter(|t| !t.is_empty())
@@ -825,6 +949,14 @@ impl Fold {
             // the room has them already.
             SessionUpdate::UserMessageChunk(_) => {}
             _ => self.raw(e, method, payload),
+        }
+    }
+
+    /// `text` with paths relative to the working directory.
+    fn rel(&self, text: String) -> String {
+        match &self.cwd {
+            Some(dir) => paths::relative(&text, dir).into_owned(),
+            None => text,
         }
     }
 
@@ -869,16 +1001,51 @@ fn without_reminders(text: &str) -> String {
     out
 }
 
-fn add_content(view: &mut ToolView, content: &[ToolCallContent]) {
+fn add_content(view: &mut ToolView, content: &[ToolCallContent], cwd: Option<&str>) {
+    let rel = |text: String| match cwd {
+        Some(dir) => paths::relative(&text, dir).into_owned(),
+        None => text,
+    };
     for c in content {
         match c {
-            ToolCallContent::Diff(d) => view.diffs.push(DiffView {
-                path: d.path.display().to_string(),
-                old_text: d.old_text.clone(),
-                new_text: d.new_text.clone(),
-            }),
-            ToolCallContent::Content(_) => view.text.extend(content_text(c)),
+            ToolCallContent::Diff(d) => view.diffs.push(DiffView::new(
+                rel(d.path.display().to_string()),
+                d.old_text.as_deref(),
+                &d.new_text,
+            )),
+            ToolCallContent::Content(_) => view.text.extend(content_text(c).map(rel)),
             _ => {}
+        }
+    }
+}
+
+/// Paths of the working directory made relative in every text of these rows.
+pub fn hide_paths(items: &mut [Item], dir: &str) {
+    let fix = |s: &mut String| paths::make_relative(s, dir);
+    for item in items {
+        match &mut item.view {
+            View::Agent { text, .. } | View::Thought { text } => fix(text),
+            View::Tool(t) => {
+                fix(&mut t.title);
+                t.text.iter_mut().for_each(fix);
+                for d in &mut t.diffs {
+                    fix(&mut d.path);
+                    d.hunks
+                        .iter_mut()
+                        .flat_map(|h| &mut h.lines)
+                        .for_each(|l| fix(&mut l.text));
+                }
+                if let Some(term) = &mut t.terminal {
+                    fix(&mut term.output);
+                }
+            }
+            View::Permission(p) => {
+                fix(&mut p.title);
+                p.text.iter_mut().for_each(fix);
+            }
+            View::System { text, .. } => fix(text),
+            View::Raw { json, .. } => fix(json),
+            View::Chat { .. } | View::Plan { .. } => {}
         }
     }
 }
@@ -979,10 +1146,7 @@ fn item_bytes(item: &Item) -> usize {
         View::Chat { text, .. } | View::Agent { text, .. } | View::Thought { text } => text.len(),
         View::Tool(t) => {
             t.text.iter().map(String::len).sum::<usize>()
-                + t.diffs
-                    .iter()
-                    .map(|d| d.new_text.len() + d.old_text.as_ref().map_or(0, String::len))
-                    .sum::<usize>()
+                + t.diffs.iter().map(DiffView::bytes).sum::<usize>()
                 + t.terminal.as_ref().map_or(0, |t| t.output.len())
         }
         View::Raw { json, .. } => json.len(),
@@ -1121,14 +1285,7 @@ mod tests {
                     (tool.status.as_str(), tool.kind.as_str()),
                     ("completed", "edit")
                 );
-                assert_eq!(
-                    tool.diffs[0],
-                    DiffView {
-                        path: "a.rs".into(),
-                        old_text: Some("1".into()),
-                        new_text: "2".into()
-                    }
-                );
+                assert_eq!(tool.diffs[0], DiffView::new("a.rs".into(), Some("1"), "2"));
             }
             other => panic!("{other:?}"),
         }
@@ -1163,6 +1320,151 @@ mod tests {
 
     fn reply(seq: i64, result: Value) -> RoomEntry {
         agent(seq, json!({"jsonrpc": "2.0", "id": 1, "result": result}))
+    }
+
+    /// A request Huddle sent, as a room-log entry.
+    fn client(seq: i64, method: &str, params: Value) -> RoomEntry {
+        let mut e = agent(
+            seq,
+            json!({"jsonrpc": "2.0", "id": seq, "method": method, "params": params}),
+        );
+        if let RoomEvent::SessionEvent(ev) = &mut e.event {
+            ev.sender = Sender::Client;
+        }
+        e
+    }
+
+    #[test]
+    fn the_cost_never_goes_down_when_a_new_agent_process_starts() {
+        let usage = |seq, amount: f64| {
+            update(
+                seq,
+                json!({"sessionUpdate": "usage_update", "used": 10, "size": 100,
+                    "cost": {"amount": amount, "currency": "USD"}}),
+            )
+        };
+        let cost = |f: &Fold| f.session().usage.as_ref().unwrap().cost.clone().unwrap().0;
+        let mut f = fold(&[
+            client(1, "initialize", json!({})),
+            usage(2, 0.5),
+            usage(3, 0.7),
+        ]);
+        assert!((cost(&f) - 0.7).abs() < 1e-9);
+        // After a Stop the session is reopened by a new process, which counts from nothing.
+        f.apply(&client(4, "initialize", json!({})));
+        f.apply(&usage(5, 0.08));
+        assert!((cost(&f) - 0.78).abs() < 1e-9, "{}", cost(&f));
+        f.apply(&usage(6, 0.1));
+        assert!((cost(&f) - 0.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn paths_show_relative_to_the_working_directory_and_viewers_get_none() {
+        let dir = "/data/workspaces/w1";
+        let entries = vec![
+            client(1, "session/new", json!({"cwd": dir, "mcpServers": []})),
+            update(
+                2,
+                json!({"sessionUpdate": "tool_call", "toolCallId": "t", "title": "Edit /data/workspaces/w1/notes.md",
+                    "kind": "edit", "status": "completed",
+                    "content": [{"type": "diff", "path": "/data/workspaces/w1/notes.md",
+                        "oldText": "a\nTeh plan\nb\n", "newText": "a\nThe plan\nb\n"}]}),
+            ),
+            chunk(
+                3,
+                "agent_message_chunk",
+                "I fixed /data/workspaces/w1/notes.md",
+            ),
+        ];
+        let f = fold(&entries);
+        let View::Tool(tool) = &f.items()[0].view else {
+            panic!()
+        };
+        assert_eq!(tool.title, "Edit notes.md");
+        assert_eq!(tool.diffs[0].path, "notes.md");
+        assert_eq!(tool.diffs[0].counts(), (1, 1));
+        assert_eq!(f.cwd(), Some(dir));
+        let viewers = f.without_paths();
+        assert_eq!(viewers.cwd(), None);
+        assert!(!serde_json::to_string(&viewers).unwrap().contains(dir));
+        // What viewers are streamed holds no path of it either.
+        let hidden = entries[0].without_paths(dir).unwrap();
+        assert!(!serde_json::to_string(&hidden).unwrap().contains(dir));
+        let hidden = entries[1].without_paths(dir).unwrap();
+        assert!(!serde_json::to_string(&hidden).unwrap().contains(dir));
+    }
+
+    #[test]
+    fn output_sent_only_as_raw_output_is_shown() {
+        let f = fold(&[
+            update(
+                1,
+                json!({"sessionUpdate": "tool_call", "toolCallId": "c", "title": "ls", "kind": "execute",
+                    "status": "in_progress", "_meta": {"terminal_info": {"terminal_id": "c"}}}),
+            ),
+            update(
+                2,
+                json!({"sessionUpdate": "tool_call_update", "toolCallId": "c", "status": "completed",
+                    "rawOutput": {"stdout": "a\nb\n", "stderr": "", "aggregated_output": "a\nb\n",
+                        "exit_code": 0, "formatted_output": "a\nb"},
+                    "_meta": {"terminal_exit": {"terminal_id": "c", "exit_code": 0, "signal": null}}}),
+            ),
+        ]);
+        let View::Tool(tool) = &f.items()[0].view else {
+            panic!()
+        };
+        let term = tool.terminal.as_ref().unwrap();
+        assert_eq!(term.output, "a\nb\n");
+        assert_eq!(term.exit.as_deref(), Some("exit 0"));
+    }
+
+    #[test]
+    fn an_open_question_is_known_until_it_is_answered() {
+        let ask = |seq, id: &str| {
+            entry(
+                seq,
+                RoomEvent::PermissionRequested {
+                    request_id: id.into(),
+                    request: json!({"sessionId": "s", "toolCall": {"toolCallId": id}, "options": []}),
+                },
+            )
+        };
+        let mut f = fold(&[ask(1, "r1"), ask(2, "r2")]);
+        assert_eq!(f.open_question(), Some("p1"));
+        f.apply(&entry(
+            3,
+            RoomEvent::PermissionAnswered {
+                request_id: "r1".into(),
+                option_id: "x".into(),
+                user_id: "u".into(),
+                display_name: "Ada".into(),
+            },
+        ));
+        assert_eq!(f.open_question(), Some("p2"));
+        f.apply(&entry(
+            4,
+            RoomEvent::PermissionCancelled {
+                request_ids: vec!["r2".into()],
+            },
+        ));
+        assert_eq!(f.open_question(), None);
+    }
+
+    #[test]
+    fn joining_again_without_leaving_adds_no_row() {
+        let presence = |seq, online| {
+            entry(
+                seq,
+                RoomEvent::Presence {
+                    user_id: "u".into(),
+                    display_name: "Ada".into(),
+                    online,
+                },
+            )
+        };
+        // The server restarted: no leave was logged, and the join that follows is no row.
+        let f = fold(&[presence(1, true), presence(2, true)]);
+        assert_eq!(f.items().len(), 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@ fn request(id: &str, agent: &str) -> CreateSessionRequest {
         agent: agent.into(),
         cwd: Some("/tmp".into()),
         sandbox_id: None,
+        options: Default::default(),
     }
 }
 

@@ -15,6 +15,7 @@ test("two teammates see each other's messages and the agent's reply live; reload
     await expect(page.getByTestId("tool-call")).toContainText("Edit src/main.rs");
     await expect(page.getByTestId("tool-call")).toHaveAttribute("data-status", "completed");
     await expect(page.getByTestId("diff")).toContainText("+ let x = 2;");
+    await expect(page.getByTestId("diff-line")).toHaveCount(2);
     await expect(page.getByTestId("plan")).toContainText("Fix the bug");
     await expect(page.getByTestId("thought")).toContainText("Thinking");
     // The reply is one message, rendered from markdown once the turn ends.
@@ -160,12 +161,12 @@ test("typing, and the unread count in a hidden tab", async ({ browser }) => {
   });
   await send(ada, "are you there?");
   // Ada's message, and the agent's turn that it started ending.
-  await expect(bob).toHaveTitle("(2) Huddle · mock");
+  await expect(bob).toHaveTitle(/^\(2\) Workspace \w{6} · Huddle$/);
   await bob.evaluate(() => {
     Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
     document.dispatchEvent(new Event("visibilitychange"));
   });
-  await expect(bob).toHaveTitle("Huddle · mock");
+  await expect(bob).toHaveTitle(/^Workspace \w{6} · Huddle$/);
   await expect(bob.getByTestId("typing")).toHaveText("");
 
   const dark = await browser.newContext({ colorScheme: "dark", viewport: { width: 1100, height: 700 } });

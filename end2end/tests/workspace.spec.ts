@@ -18,12 +18,25 @@ test("the operator signs in, creates a workspace, reloads it; a teammate needs a
   // Once hydrated, the button calls the JSON API instead of posting the form.
   await hydrated(page);
   const api = page.waitForRequest((r) => r.url().endsWith("/api/workspace/create") && r.method() === "POST");
+  // The first agent that is ready is picked (none but mock has credentials here).
+  await expect(page.locator("#agent")).toHaveValue("mock");
+  await page.getByTestId("workspace-name-new").fill("Release train");
   await page.getByTestId("new-workspace").click();
-  expect((await api).postDataJSON()).toEqual({ agent: "mock", directory: null });
+  expect((await api).postDataJSON()).toEqual({ agent: "mock", directory: null, name: "Release train" });
   await page.waitForURL(/\/w\/[0-9a-f]{32}$/);
   const url = page.url();
   const id = url.split("/w/")[1];
   await expect(page.getByTestId("workspace-id")).toHaveText(id);
+  // Its name is in the header and the tab; the owner renames it, and it shows at once.
+  await expect(page.getByTestId("workspace-name")).toHaveText("Release train");
+  await expect(page).toHaveTitle("Release train · Huddle");
+  await hydrated(page);
+  await page.getByTestId("rename-workspace").click();
+  await page.getByTestId("workspace-name-input").fill("Release train, take 2");
+  await page.getByTestId("save-workspace-name").click();
+  await expect(page.getByTestId("workspace-name")).toHaveText("Release train, take 2");
+  await expect(page).toHaveTitle("Release train, take 2 · Huddle");
+  await expect(page.getByTestId("system").filter({ hasText: "renamed the workspace to “Release train, take 2”" })).toBeVisible();
   await expect(page.getByTestId("agent")).toHaveText("mock");
   await expect(page.getByTestId("my-role")).toHaveText("owner");
   // The agent works in the workspace's own directory, shown in the header.
@@ -31,6 +44,14 @@ test("the operator signs in, creates a workspace, reloads it; a teammate needs a
 
   await page.reload();
   await expect(page.getByTestId("workspace-id")).toHaveText(id);
+  await expect(page.getByTestId("workspace-name")).toHaveText("Release train, take 2");
+  // The home page lists it by name, with its agent, status and last activity.
+  await page.goto("/");
+  const mine = page.getByTestId("my-workspace").filter({ hasText: "Release train, take 2" });
+  await expect(mine).toContainText("mock");
+  await expect(mine).toHaveAttribute("data-status", /idle|asleep/);
+  await expect(mine.locator("time")).toContainText("UTC");
+  await page.goto(url);
 
   // A teammate with the bare URL is told to ask for an invite; with a member link they are in.
   const teammate = await browser.newContext();

@@ -125,6 +125,9 @@ pub async fn insert_workspace_with_owner(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MyWorkspaceRow {
     pub id: String,
+    pub name: String,
+    /// When the room last logged something (its creation when nothing yet).
+    pub last_activity_ms: i64,
     pub agent: String,
     pub role: String,
     pub created_at_ms: i64,
@@ -135,9 +138,13 @@ pub async fn my_workspaces(
     person_id: &str,
 ) -> Result<Vec<MyWorkspaceRow>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT w.id, w.agent, m.role, (extract(epoch from w.created_at) * 1000)::bigint \
-         AS created_at_ms FROM memberships m JOIN workspaces w ON w.id = m.workspace_id \
-         WHERE m.person_id = $1 ORDER BY w.created_at DESC LIMIT 100",
+        "SELECT w.id, w.name, w.agent, m.role, \
+         (extract(epoch from w.created_at) * 1000)::bigint AS created_at_ms, \
+         COALESCE((SELECT r.created_at FROM room_log r WHERE r.workspace_id = w.id \
+                   ORDER BY r.seq DESC LIMIT 1), \
+                  (extract(epoch from w.created_at) * 1000)::bigint) AS last_activity_ms \
+         FROM memberships m JOIN workspaces w ON w.id = m.workspace_id \
+         WHERE m.person_id = $1 ORDER BY last_activity_ms DESC LIMIT 100",
     )
     .bind(person_id)
     .fetch_all(pool)

@@ -227,8 +227,12 @@ impl Actor {
                 });
             }
         }
-        let left = actor.presence.sweep(true);
-        actor.write(left, false);
+        // A server that stops (to restart) is not its people leaving: they are back with the next
+        // one, and the room shows no row for it.
+        if !matches!(exit, Exit::Shutdown) {
+            let left = actor.presence.sweep(true);
+            actor.write(left, false);
+        }
         let Actor {
             row, session, log, ..
         } = actor;
@@ -264,6 +268,20 @@ impl Actor {
         match cmd {
             Command::Info(reply) => {
                 let _ = reply.send(Ok(self.info()));
+            }
+            Command::WorkspaceRenamed {
+                member,
+                name,
+                reply,
+            } => {
+                self.row.name = name.clone();
+                let renamed = RoomEvent::WorkspaceRenamed {
+                    user_id: member.user_id,
+                    display_name: member.display_name,
+                    name,
+                };
+                self.write(vec![renamed], false);
+                let _ = reply.send(Ok(()));
             }
             Command::Prompt {
                 member,
@@ -354,6 +372,7 @@ impl Actor {
     pub(super) fn info(&self) -> WorkspaceInfo {
         WorkspaceInfo {
             workspace_id: self.row.id.clone(),
+            name: self.row.name.clone(),
             sandbox_id: self.row.sandbox_id.clone(),
             agent: self.row.agent.clone(),
             working_dir: self.working_dir().display().to_string(),
@@ -396,6 +415,7 @@ impl Actor {
             open_permissions: self.permissions.open(),
             last_prompt_seq: self.turns.last_prompt_seq,
             team_notes: self.turns.team_notes.clone(),
+            options: self.turns.options.lock().expect("options lock").clone(),
         }
     }
 
@@ -448,6 +468,11 @@ impl Actor {
         }
         // Subscribe before reading the head: every entry after it is sure to come live.
         let live = self.live.subscribe();
+        // A room that never had a turn opens its agent's session for the first person in it, so
+        // that the agent's options and commands are there before the first prompt.
+        if member.is_some() && self.turns.last_prompt_seq == 0 {
+            self.ensure_session();
+        }
         let (conn_id, joined) = self.presence.connect(member);
         if let Some(joined) = joined {
             self.write(vec![joined], false);
@@ -469,7 +494,25 @@ impl Actor {
         let mut state_changed = false;
         for notice in notices {
             match notice {
-                SessionNotice::Event(e) => events.push(RoomEvent::SessionEvent(e)),
+                SessionNotice::Event(e) => {
+                    state_changed |= self.follow_options(&e.payload);
+                    events.push(RoomEvent::SessionEvent(e))
+                }
+                SessionNotice::OptionRefused { config_id, value } => {
+                    self.turns
+                        .options
+                        .lock()
+                        .expect("options lock")
+                        .remove(&config_id);
+                    state_changed = true;
+                    events.push(RoomEvent::Notice {
+                        level: NoticeLevel::Warning,
+                        message: format!(
+                            "The agent's new session did not take the room's {} ({value}): it uses its default.",
+                            super::turns::option_name(&config_id)
+                        ),
+                    });
+                }
                 SessionNotice::PermissionRequested {
                     request_id,
                     rpc_id,
@@ -536,6 +579,29 @@ impl Actor {
             }
         }
         self.write(events, state_changed);
+    }
+}
+
+impl Actor {
+    /// The agent changed an option the room chose (Claude leaves plan mode when asked to):
+    /// the room's choice follows it. True when it changed.
+    fn follow_options(&mut self, payload: &serde_json::Value) -> bool {
+        let mut options = self.turns.options.lock().expect("options lock");
+        if options.is_empty()
+            || payload.get("method").and_then(serde_json::Value::as_str) != Some("session/update")
+        {
+            return false;
+        }
+        let mut changed = false;
+        for (id, value) in crate::sandbox_agent::current_options(payload) {
+            if let Some(chosen) = options.get_mut(&id)
+                && *chosen != value
+            {
+                *chosen = value;
+                changed = true;
+            }
+        }
+        changed
     }
 }
 

@@ -64,6 +64,11 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
 
 pub(super) enum Command {
     Info(Reply<WorkspaceInfo>),
+    WorkspaceRenamed {
+        member: Member,
+        name: String,
+        reply: Reply<()>,
+    },
     Prompt {
         member: Member,
         text: String,
@@ -116,6 +121,7 @@ impl Command {
     pub(super) fn reject(self, err: impl Fn() -> RoomError) {
         match self {
             Command::Info(r) => drop(r.send(Err(err()))),
+            Command::WorkspaceRenamed { reply, .. } => drop(reply.send(Err(err()))),
             Command::Prompt { reply, .. } => drop(reply.send(Err(err()))),
             Command::Cancel { reply, .. } => drop(reply.send(Err(err()))),
             Command::Permission { reply, .. } => drop(reply.send(Err(err()))),

@@ -95,6 +95,7 @@ impl Actor {
             .max(late.iter().map(|p| p.seq).max().unwrap_or(0));
         self.turns.queue = state.queue.into_iter().chain(late).collect();
         self.turns.team_notes = state.team_notes;
+        *self.turns.options.lock().expect("options lock") = state.options;
         let carried = self.turns.queue.len();
         if carried > 0 {
             self.notice(
@@ -117,6 +118,7 @@ impl Actor {
                 let notices = self.notices.clone();
                 let internal = self.internal.clone();
                 let session_id = super::session_id_of(&self.row.id);
+                let options = self.turns.options.clone();
                 let open = state
                     .open_permissions
                     .into_iter()
@@ -124,7 +126,7 @@ impl Actor {
                     .collect();
                 tokio::spawn(async move {
                     let result = sandbox
-                        .attach_session(&session_id, &connection, rpc_id, open, notices)
+                        .attach_session(&session_id, &connection, rpc_id, open, notices, options)
                         .await
                         .map(Arc::new);
                     let _ = internal.send(Internal::Reattached {

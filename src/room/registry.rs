@@ -252,6 +252,31 @@ impl Registry {
         self.call(id, Command::Info).await
     }
 
+    /// The status of a room that is awake (`working`, `idle`, ...), without waking one that
+    /// sleeps.
+    pub async fn status_if_awake(&self, id: &str) -> Option<String> {
+        let handle = self.live_handle(id)?;
+        let (tx, rx) = oneshot::channel();
+        handle.tx.try_send(Command::Info(tx)).ok()?;
+        let info = tokio::time::timeout(Duration::from_millis(500), rx).await;
+        Some(info.ok()?.ok()?.ok()?.status)
+    }
+
+    /// The owner renamed the workspace: the room says so, and shows the new name.
+    pub async fn workspace_renamed(
+        &self,
+        id: &str,
+        member: Member,
+        name: String,
+    ) -> Result<(), RoomError> {
+        self.call(id, |reply| Command::WorkspaceRenamed {
+            member: member.clone(),
+            name: name.clone(),
+            reply,
+        })
+        .await
+    }
+
     /// A person's message: a prompt for the agent, or with `team_only` for the team (the agent
     /// gets it as context with the next prompt).
     pub async fn prompt(

@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::actor::{Actor, Internal, Then};
 use super::handle::{Reply, RoomError};
 use crate::model::{ImageRef, Member, NoticeLevel, QueuedPrompt, RoomEvent};
-use crate::sandbox_agent::{AcpError, CreateSessionRequest, PromptBlock, Session, TurnEnd, now_ms};
+use crate::sandbox_agent::{
+    AcpError, ChosenOptions, CreateSessionRequest, PromptBlock, Session, TurnEnd, now_ms,
+};
 
 /// How long Stop may take to reach the agent.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,6 +45,8 @@ pub(super) struct Turns {
     pub last_prompt_seq: i64,
     /// Team-only messages since the last prompt went out ("Name: text").
     pub team_notes: Vec<String>,
+    /// The agent's options as the room chose them, shared with the session that applies them.
+    pub options: ChosenOptions,
 }
 
 impl Turns {
@@ -65,6 +69,7 @@ impl Actor {
             agent: self.row.agent.clone(),
             cwd: Some(cwd.display().to_string()),
             sandbox_id: Some(self.row.sandbox_id.clone()),
+            options: self.turns.options.clone(),
         };
         let sandbox = self.registry.sandbox().clone();
         let notices = self.notices.clone();
@@ -363,25 +368,35 @@ impl Actor {
         value: String,
         reply: Reply<()>,
     ) {
-        let SessionSlot::Ready(session) = &self.session else {
-            let _ = reply.send(Err(RoomError::Conflict(
-                "The agent's session is not open yet: send a first message, then choose.".into(),
-            )));
-            return;
+        let session = match &self.session {
+            SessionSlot::Ready(session) => session.clone(),
+            // Kept for the session about to open, which sets it (a refusal is told to the room).
+            SessionSlot::Idle { .. } => {
+                self.turns
+                    .options
+                    .lock()
+                    .expect("options lock")
+                    .insert(config_id.clone(), value.clone());
+                self.option_set(member, config_id, value, reply, Ok(()));
+                self.ensure_session();
+                return;
+            }
+            SessionSlot::Connecting => {
+                let _ = reply.send(Err(RoomError::Conflict(
+                    "The agent's session is opening: choose again in a moment.".into(),
+                )));
+                return;
+            }
         };
-        let session = session.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
-            let legacy_mode = config_id == crate::timeline::MODE_OPTION;
-            let result = match tokio::time::timeout(
-                OPTION_TIMEOUT,
-                session.set_option(&config_id, &value, legacy_mode),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(AcpError::Timeout),
-            };
+            let result =
+                match tokio::time::timeout(OPTION_TIMEOUT, session.set_option(&config_id, &value))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(AcpError::Timeout),
+                };
             let _ = internal.send(Internal::OptionSet {
                 member,
                 config_id,
@@ -403,15 +418,16 @@ impl Actor {
     ) {
         match result {
             Ok(()) => {
-                let what = if config_id == crate::timeline::MODE_OPTION {
-                    "mode".to_string()
-                } else {
-                    config_id
+                let notice = RoomEvent::Notice {
+                    level: NoticeLevel::Info,
+                    message: format!(
+                        "{} set the agent's {} to {value}.",
+                        member.display_name,
+                        option_name(&config_id)
+                    ),
                 };
-                self.notice(
-                    NoticeLevel::Info,
-                    format!("{} set the agent's {what} to {value}.", member.display_name),
-                );
+                // Kept with the room's state: sessions opened later get it again.
+                self.write(vec![notice], true);
                 let _ = reply.send(Ok(()));
             }
             Err(AcpError::Rpc { message, .. }) => {
@@ -508,6 +524,15 @@ impl Actor {
                 );
             }
         }
+    }
+}
+
+/// How the room names an option: the legacy mode list is the mode.
+pub(super) fn option_name(config_id: &str) -> &str {
+    if config_id == crate::sandbox_agent::LEGACY_MODE {
+        "mode"
+    } else {
+        config_id
     }
 }
 

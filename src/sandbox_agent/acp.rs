@@ -98,6 +98,39 @@ pub(crate) fn set_mode(session_id: &str, mode_id: &str) -> Value {
     ))
 }
 
+/// The id under which a legacy mode list (`modes`, changed with `session/set_mode`) is chosen.
+pub const LEGACY_MODE: &str = "_mode";
+
+/// The current value of each option a session's opening answer (`session/new`, `session/load`)
+/// or its `config_option_update` / `current_mode_update` names: (config id, value), the mode also
+/// under [`LEGACY_MODE`].
+pub fn current_options(payload: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let update = payload.pointer("/params/update");
+    let holder = payload.get("result").or(update).unwrap_or(&Value::Null);
+    if let Some(options) = holder.get("configOptions").and_then(Value::as_array) {
+        for o in options {
+            if let (Some(id), Some(value)) = (
+                o.get("id").and_then(Value::as_str),
+                o.get("currentValue").and_then(Value::as_str),
+            ) {
+                out.push((id.to_string(), value.to_string()));
+            }
+        }
+    }
+    let mode = holder
+        .pointer("/modes/currentModeId")
+        .or_else(|| update.and_then(|u| u.get("currentModeId")))
+        .and_then(Value::as_str);
+    if let Some(mode) = mode {
+        out.push((LEGACY_MODE.to_string(), mode.to_string()));
+        if !out.iter().any(|(id, _)| id == "mode") {
+            out.push(("mode".to_string(), mode.to_string()));
+        }
+    }
+    out
+}
+
 /// The agent's id for the new session; None when its answer has none (the builtin mock).
 pub(crate) fn new_session_id(result: Value) -> Option<String> {
     serde_json::from_value::<NewSessionResponse>(result)
@@ -220,5 +253,31 @@ mod tests {
             "options": [{"optionId": "allow", "name": "Allow", "kind": "allow_once"}]});
         assert!(offers_option(&request, "allow"));
         assert!(!offers_option(&request, "nope"));
+    }
+
+    #[test]
+    fn current_options_are_read_from_answers_and_updates() {
+        let opened = json!({"result": {"sessionId": "s",
+            "modes": {"currentModeId": "default", "availableModes": []},
+            "configOptions": [{"id": "model", "name": "Model", "type": "select",
+                "currentValue": "sonnet", "options": []}]}});
+        assert_eq!(
+            current_options(&opened),
+            [
+                ("model".into(), "sonnet".into()),
+                ("_mode".into(), "default".into()),
+                ("mode".into(), "default".into())
+            ]
+        );
+        let update = json!({"method": "session/update", "params": {"sessionId": "s",
+            "update": {"sessionUpdate": "current_mode_update", "currentModeId": "plan"}}});
+        assert_eq!(
+            current_options(&update),
+            [
+                ("_mode".into(), "plan".into()),
+                ("mode".into(), "plan".into())
+            ]
+        );
+        assert!(current_options(&json!({"result": {}})).is_empty());
     }
 }

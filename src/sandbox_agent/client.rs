@@ -39,7 +39,13 @@ pub struct CreateSessionRequest {
     pub agent: String,
     pub cwd: Option<String>,
     pub sandbox_id: Option<String>,
+    pub options: ChosenOptions,
 }
+
+/// The options the room chose (config id -> value; [`acp::LEGACY_MODE`] for a mode list), shared
+/// with the room that keeps them: every session opened after they were chosen gets them again,
+/// since a new agent process starts with its defaults.
+pub type ChosenOptions = Arc<Mutex<std::collections::BTreeMap<String, String>>>;
 
 /// A client of one sandbox-agent server. Cheap to clone.
 #[derive(Clone)]
@@ -150,6 +156,7 @@ impl SandboxAgent {
         prompt_rpc_id: u64,
         permissions: Vec<(String, Value, Value)>,
         notices: mpsc::Sender<SessionNotice>,
+        options: ChosenOptions,
     ) -> Result<Session, AcpError> {
         let inner = &self.inner;
         let record = inner
@@ -198,7 +205,7 @@ impl SandboxAgent {
             .await
             .map_err(persist_err)?;
         let agent = record.agent.clone();
-        let session = Session::new(self.clone(), record, notices);
+        let session = Session::new(self.clone(), record, notices, options);
         let (conn, reply) = Connection::attach(
             inner.http.clone(),
             &inner.endpoint,
@@ -255,7 +262,8 @@ impl SandboxAgent {
                 if let Some(cwd) = &request.cwd {
                     record.session_init = Some(acp::new_session(cwd.clone()));
                 }
-                self.resume_session_record(record, notices).await
+                self.resume_session_record(record, notices, request.options)
+                    .await
             }
             None => self.create_session(request, notices).await,
         }
@@ -280,7 +288,7 @@ impl SandboxAgent {
             session_init: Some(acp::new_session(cwd)),
             sandbox_id: request.sandbox_id.clone(),
         };
-        let session = Session::new(self.clone(), record, notices);
+        let session = Session::new(self.clone(), record, notices, request.options);
         session.connect(false).await?;
         Ok(session)
     }
@@ -297,15 +305,17 @@ impl SandboxAgent {
             .await
             .map_err(persist_err)?
             .ok_or_else(|| AcpError::Invalid(format!("session '{id}' not found")))?;
-        self.resume_session_record(record, notices).await
+        self.resume_session_record(record, notices, ChosenOptions::default())
+            .await
     }
 
     async fn resume_session_record(
         &self,
         record: SessionRecord,
         notices: mpsc::Sender<SessionNotice>,
+        options: ChosenOptions,
     ) -> Result<Session, AcpError> {
-        let session = Session::new(self.clone(), record, notices);
+        let session = Session::new(self.clone(), record, notices, options);
         session.connect(true).await?;
         Ok(session)
     }
@@ -335,6 +345,7 @@ pub struct Session {
     permissions: Permissions,
     /// The agent takes images in prompts (as its `initialize` answer said).
     takes_images: std::sync::atomic::AtomicBool,
+    options: ChosenOptions,
 }
 
 struct SessionState {
@@ -353,6 +364,7 @@ impl Session {
         agent: SandboxAgent,
         record: SessionRecord,
         notices: mpsc::Sender<SessionNotice>,
+        options: ChosenOptions,
     ) -> Self {
         Self {
             agent,
@@ -367,6 +379,7 @@ impl Session {
             notices,
             permissions: Arc::new(Mutex::new(HashMap::new())),
             takes_images: std::sync::atomic::AtomicBool::new(false),
+            options,
         }
     }
 
@@ -454,11 +467,15 @@ impl Session {
             .session_init
             .clone()
             .unwrap_or_else(|| acp::new_session(default_cwd()));
+        let mut opened = Value::Null;
         let loaded = match reopen {
             Some(agent_session) => {
                 let params = acp::load_session(&agent_session, &init);
                 match conn.load_session(params, Duration::from_secs(120)).await {
-                    Ok(_) => true,
+                    Ok(result) => {
+                        opened = result;
+                        true
+                    }
                     Err(e) if e.is_gone() => return Err(e),
                     Err(e) => {
                         tracing::warn!(session = %state.record.id, error = %e, "session/load failed; starting a new session with replayed history");
@@ -482,13 +499,20 @@ impl Session {
                 )
                 .await?;
             // Some agents (the builtin mock) answer without a sessionId; the local id stands in then.
-            state.record.agent_session_id = acp::new_session_id(created);
+            state.record.agent_session_id = acp::new_session_id(created.clone());
+            opened = created;
         }
         inner
             .persist
             .update_session(&state.record)
             .await
             .map_err(persist_err)?;
+        let sid = state
+            .record
+            .agent_session_id
+            .clone()
+            .unwrap_or_else(|| state.record.id.clone());
+        self.restore_options(&conn, &sid, opened).await?;
         state.replay = replay;
         state.live = Some(conn.clone());
         let quiet = std::mem::take(&mut state.quiet_reopen) && loaded;
@@ -504,25 +528,58 @@ impl Session {
         Ok(conn)
     }
 
-    /// Changes one of the session's options (`mode` through `session/set_mode` when `legacy_mode`).
-    pub async fn set_option(
+    /// Sets again, on a session just opened, each option the room chose that it does not have:
+    /// a new agent process starts with its defaults. A refusal is told to the room; the session
+    /// is open all the same.
+    async fn restore_options(
         &self,
-        config_id: &str,
-        value: &str,
-        legacy_mode: bool,
+        conn: &Connection,
+        sid: &str,
+        opened: Value,
     ) -> Result<(), AcpError> {
+        let chosen: Vec<(String, String)> = self
+            .options
+            .lock()
+            .expect("options lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let current = acp::current_options(&json!({ "result": opened }));
+        for (config_id, value) in chosen {
+            if current
+                .iter()
+                .any(|(id, v)| *id == config_id && *v == value)
+            {
+                continue;
+            }
+            match send_option(conn, sid, &config_id, &value).await {
+                Ok(()) => {}
+                Err(e) if e.is_gone() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(session = %sid, %config_id, %value, error = %e, "the agent refused an option the room chose");
+                    let _ = self
+                        .notices
+                        .send(SessionNotice::OptionRefused { config_id, value })
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes one of the session's options (`mode` through `session/set_mode` when it is
+    /// [`acp::LEGACY_MODE`]); once the agent took it, every later session gets it too.
+    pub async fn set_option(&self, config_id: &str, value: &str) -> Result<(), AcpError> {
         // The replayed history (if any) stays for the next prompt.
         let (conn, sid, _) = self.live(false).await?;
-        let (method, params) = if legacy_mode {
-            (acp::method_set_mode(), acp::set_mode(&sid, value))
-        } else {
-            (
-                acp::method_set_config_option(),
-                acp::set_config_option(&sid, config_id, value),
-            )
-        };
-        conn.request(method, params, Some(Duration::from_secs(30)))
-            .await?;
+        send_option(&conn, &sid, config_id, value).await?;
+        self.options
+            .lock()
+            .expect("options lock")
+            .insert(config_id.to_string(), value.to_string());
         Ok(())
     }
 
@@ -744,6 +801,25 @@ impl Session {
             conn.cut_stream();
         }
     }
+}
+
+async fn send_option(
+    conn: &Connection,
+    sid: &str,
+    config_id: &str,
+    value: &str,
+) -> Result<(), AcpError> {
+    let (method, params) = if config_id == acp::LEGACY_MODE {
+        (acp::method_set_mode(), acp::set_mode(sid, value))
+    } else {
+        (
+            acp::method_set_config_option(),
+            acp::set_config_option(sid, config_id, value),
+        )
+    };
+    conn.request(method, params, Some(Duration::from_secs(30)))
+        .await
+        .map(|_| ())
 }
 
 fn turn_end(result: Value) -> TurnEnd {

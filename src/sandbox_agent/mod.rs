@@ -3,6 +3,7 @@
 //! persistence, and the embedded `sandbox-agent` server process.
 
 mod acp;
+pub mod agents;
 mod client;
 mod connection;
 mod error;
@@ -12,8 +13,10 @@ pub mod process;
 mod records;
 mod transport;
 
-pub use acp::PromptBlock;
-pub use client::{AgentInfo, CreateSessionRequest, SandboxAgent, Session, SessionNotice, TurnEnd};
+pub use acp::{LEGACY_MODE, PromptBlock, current_options};
+pub use client::{
+    AgentInfo, ChosenOptions, CreateSessionRequest, SandboxAgent, Session, SessionNotice, TurnEnd,
+};
 pub use error::{AcpError, Problem};
 pub use persist::{ListPage, PersistError, PostgresPersist, SessionPersistDriver};
 pub use records::{Sender, SessionEvent, SessionRecord, now_ms, random_id};

@@ -36,6 +36,11 @@ pub enum SessionNotice {
     /// The agent's output cannot be stored now (the database is down): it waits, and so does the
     /// room's log.
     StorageDown,
+    /// The agent refused, on a session opened anew, an option the room had chosen.
+    OptionRefused {
+        config_id: String,
+        value: String,
+    },
     /// The session was restored on a new connection; the next prompt carries replayed history.
     Restored {
         replayed_events: usize,

@@ -10,12 +10,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use tokio::process::{Child, Command};
 
+use super::agents::AgentProcesses;
 use super::transport::Endpoint;
 
 /// Where `scripts/setup.sh` installs the pinned binary, relative to the project.
@@ -137,6 +139,7 @@ impl SandboxAgentProcess {
             endpoint: Endpoint {
                 base_url: format!("http://127.0.0.1:{}", trace.port),
                 token: Some(trace.token),
+                agents: Some(Arc::new(AgentProcesses::new(trace.pgid))),
             },
             port: trace.port,
             pgid: Some(trace.pgid),
@@ -263,6 +266,7 @@ impl SandboxAgentProcess {
         let endpoint = Endpoint {
             base_url: format!("http://127.0.0.1:{port}"),
             token: Some(token),
+            agents: pgid.map(|pid| Arc::new(AgentProcesses::new(pid))),
         };
         let process = Self {
             child: Some(child),

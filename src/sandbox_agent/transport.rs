@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::agents::AgentProcesses;
 use super::error::{AcpError, Problem};
 use super::records::{envelope_id, is_response, validate_envelope};
 
@@ -21,6 +22,9 @@ use super::records::{envelope_id, is_response, validate_envelope};
 pub struct Endpoint {
     pub base_url: String,
     pub token: Option<String>,
+    /// The server's agent processes, when it runs on this machine as our child: closing a
+    /// connection then makes sure its agent ends.
+    pub agents: Option<std::sync::Arc<AgentProcesses>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -74,6 +78,9 @@ pub(crate) struct Transport {
     cut: Notify,
     /// When the open SSE connection last delivered something; None while none is open.
     stream_activity: Mutex<Option<Instant>>,
+    agents: Option<std::sync::Arc<AgentProcesses>>,
+    /// The agent processes this connection's first POST started (see [`AgentProcesses`]).
+    agent_pids: Mutex<Vec<i32>>,
 }
 
 /// Where the SSE stream is: the last id delivered, and a gap being healed by a resume.
@@ -140,6 +147,8 @@ impl Transport {
             cancel: CancellationToken::new(),
             cut: Notify::new(),
             stream_activity: Mutex::new(None),
+            agents: endpoint.agents.clone(),
+            agent_pids: Mutex::new(Vec::new()),
         }
     }
 
@@ -170,7 +179,15 @@ impl Transport {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let res = req.send().await.map_err(AcpError::from_reqwest);
+        let res = match self.agents.as_ref().filter(|_| first) {
+            Some(agents) => {
+                let (res, started) = agents.starting(req.send()).await;
+                *self.agent_pids.lock().expect("agent pids lock") = started;
+                res
+            }
+            None => req.send().await,
+        }
+        .map_err(AcpError::from_reqwest);
         if first {
             self.clone().start_sse();
         }
@@ -449,6 +466,11 @@ impl Transport {
         if let Err(e) = req.send().await {
             tracing::debug!(error = %e, "ACP DELETE failed; the server may be gone already");
         }
+        // In a task of its own: a caller that stops waiting does not leave the agent half-ended.
+        let pids = std::mem::take(&mut *self.agent_pids.lock().expect("agent pids lock"));
+        if let Some(agents) = self.agents.clone().filter(|_| !pids.is_empty()) {
+            tokio::spawn(async move { agents.end(pids).await });
+        }
     }
 
     pub(crate) fn request_timeout() -> Duration {
@@ -488,6 +510,7 @@ mod tests {
         let endpoint = Endpoint {
             base_url: "http://127.0.0.1:9".into(),
             token: None,
+            agents: None,
         };
         (
             std::sync::Arc::new(Transport::new(

@@ -82,6 +82,7 @@ pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkspaceRow {
     pub id: String,
+    pub name: String,
     pub agent: String,
     pub sandbox_id: String,
     pub sandbox_base_url: String,
@@ -94,6 +95,7 @@ impl From<WorkspaceRow> for WorkspaceSummary {
     fn from(row: WorkspaceRow) -> Self {
         WorkspaceSummary {
             workspace_id: row.id,
+            name: row.name,
             agent: row.agent,
             sandbox_id: row.sandbox_id,
             created_at: row.created_at_ms,
@@ -101,12 +103,13 @@ impl From<WorkspaceRow> for WorkspaceSummary {
     }
 }
 
-const WORKSPACE_COLUMNS: &str = "id, agent, sandbox_id, sandbox_base_url, \
+const WORKSPACE_COLUMNS: &str = "id, name, agent, sandbox_id, sandbox_base_url, \
      (extract(epoch from created_at) * 1000)::bigint AS created_at_ms, working_dir";
 
 /// A workspace to insert.
 pub struct NewWorkspace<'a> {
     pub id: &'a str,
+    pub name: &'a str,
     pub agent: &'a str,
     pub sandbox_id: &'a str,
     pub sandbox_base_url: &'a str,
@@ -118,8 +121,8 @@ pub async fn insert_workspace(
     w: &NewWorkspace<'_>,
 ) -> Result<WorkspaceRow, StoreError> {
     let sql = format!(
-        "INSERT INTO workspaces (id, agent, sandbox_id, sandbox_base_url, working_dir) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING {WORKSPACE_COLUMNS}"
+        "INSERT INTO workspaces (id, agent, sandbox_id, sandbox_base_url, working_dir, name) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {WORKSPACE_COLUMNS}"
     );
     Ok(sqlx::query_as(&sql)
         .bind(w.id)
@@ -127,8 +130,19 @@ pub async fn insert_workspace(
         .bind(w.sandbox_id)
         .bind(w.sandbox_base_url)
         .bind(w.working_dir)
+        .bind(w.name)
         .fetch_one(db)
         .await?)
+}
+
+/// Gives a workspace a new name; false when there is no such workspace.
+pub async fn rename_workspace(pool: &PgPool, id: &str, name: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE workspaces SET name = $2 WHERE id = $1")
+        .bind(id)
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn find_workspace(pool: &PgPool, id: &str) -> Result<Option<WorkspaceRow>, StoreError> {

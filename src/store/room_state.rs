@@ -26,6 +26,10 @@ pub struct RoomState {
     /// Team-only messages the next prompt carries to the agent.
     #[serde(default)]
     pub team_notes: Vec<String>,
+    /// The agent's options as the room chose them (config id -> value): every session opened
+    /// later gets them again.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// An open permission request, with what it takes to answer it after a restart.

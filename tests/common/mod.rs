@@ -560,6 +560,7 @@ pub async fn scripted_session(id: &str) -> Scripted {
         agent: "pi".into(),
         cwd: Some("/tmp".into()),
         sandbox_id: None,
+        options: Default::default(),
     };
     let session = Arc::new(client.create_session(request, tx).await.unwrap());
     Scripted {
