@@ -35,7 +35,7 @@ async fn the_agent_hears_who_speaks_and_team_only_talk_comes_as_context_with_the
     assert!(matches!(&note.last().unwrap().event,
         RoomEvent::ChatUser { team_only: true, display_name, .. } if display_name == "Bob"));
     let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
-    assert_eq!(info["status"], "idle");
+    assert_ne!(info["status"], "working", "no turn runs");
 
     // The next prompt names its author, and carries what the team said meanwhile.
     app.prompt(&ws, "ada", "echo").await;
@@ -378,6 +378,13 @@ fn update(e: &huddle::model::RoomEntry) -> Option<&serde_json::Value> {
 /// with a diff, then Huddle and sandbox-agent restart and the agent still has the conversation.
 #[tokio::test]
 async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart() {
+    let cost_of = |t: &huddle::timeline::Timeline| {
+        t.session
+            .usage
+            .as_ref()
+            .and_then(|u| u.cost.as_ref())
+            .map_or(0.0, |c| c.0)
+    };
     use anthropic_api::{BASH_COMMAND, EARLIER_REQUESTS, FakeAnthropic, MARKDOWN_REPLY, PLAN};
     let api = FakeAnthropic::start().await;
     let config_dir = std::env::temp_dir().join(format!(
@@ -498,6 +505,23 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         "{diff}"
     );
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "The plan\n");
+    // The card shows the one line that changed, not the whole file, with its path relative to the
+    // working directory.
+    let timeline = room_timeline(&app, &ws).await;
+    let edit = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Tool(t) if t.kind == "edit" && !t.diffs.is_empty() => {
+                Some(t.clone())
+            }
+            _ => None,
+        })
+        .expect("the Edit's card");
+    assert_eq!(edit.diffs[0].path, "notes.md", "{edit:?}");
+    assert_eq!(edit.diffs[0].counts(), (1, 1), "{edit:?}");
+    assert!(!edit.title.contains(cwd.to_str().unwrap()), "{edit:?}");
+    let cost_before_stop = cost_of(&timeline);
     // Stop while Claude Code waits for an answer: the turn ends cancelled, the question is
     // withdrawn, and the command never ran.
     app.prompt(&ws, "ada", "clean up").await;
@@ -555,6 +579,53 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
             .clone()
     };
     assert_eq!(mode(&timeline), "default");
+    // The model the room chose stuck across the Stop: the reopened session was given it again,
+    // and the picker says so.
+    let model = api.conversation_requests().last().unwrap()["model"].clone();
+    assert!(model.as_str().unwrap().contains("haiku"), "{model}");
+    let model_picked = timeline
+        .session
+        .options
+        .iter()
+        .find(|o| o.id == "model")
+        .unwrap()
+        .current
+        .clone();
+    assert!(model_picked.contains("haiku"), "{model_picked}");
+    // The cost is the session's, across its agent processes: it never goes down.
+    assert!(cost_of(&timeline) >= cost_before_stop);
+    // A second Stop, and a prompt after it: one agent process runs, however many Stops there were.
+    app.prompt(&ws, "ada", "clean up").await;
+    sse.until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
+        .await;
+    let (status, body) = app
+        .post("cancel", json!({"workspaceId": ws, "userId": "ada"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    sse.until(is_turn_end).await;
+    app.prompt(&ws, "ada", "greet the team").await;
+    let turn = sse.until(is_turn_end).await;
+    let reply: String = turn.iter().filter_map(said).collect();
+    assert_eq!(reply, MARKDOWN_REPLY);
+    assert_eq!(
+        agents_settle_at(&sa, 1).await,
+        1,
+        "one agent for the one session"
+    );
+    let adapters = std::process::Command::new("pgrep")
+        .args(["-c", "-f", "claude-agent-acp"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&adapters.stdout).trim(), "1");
+    let timeline = room_timeline(&app, &ws).await;
+    assert!(cost_of(&timeline) >= cost_before_stop);
+    assert_eq!(
+        mode(&timeline),
+        "default",
+        "the agent's own change of mode stuck"
+    );
+    let model = api.conversation_requests().last().unwrap()["model"].clone();
+    assert!(model.as_str().unwrap().contains("haiku"), "{model}");
     // The session reopened after the Stop (Claude's adapter would otherwise end this turn at once
     // with the stopped one's late result) without telling the room: nothing was lost.
     let snapshot = app.post("snapshot", json!({"workspaceId": ws})).await.1;
@@ -716,4 +787,21 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     app.stop().await;
     sa.stop().await;
     let _ = std::fs::remove_dir_all(&config_dir);
+}
+
+/// Waits (30 s at most) until sandbox-agent runs `n` agent processes: an agent told to end takes
+/// a moment. Returns how many it ran last.
+async fn agents_settle_at(
+    sa: &huddle::sandbox_agent::process::SandboxAgentProcess,
+    n: usize,
+) -> usize {
+    let agents = sa.endpoint().agents.clone().expect("a local sandbox-agent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running = agents.agents().len();
+        if running == n || std::time::Instant::now() > deadline {
+            return running;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -321,13 +321,27 @@ impl SandboxAgentProcess {
         if let Some(path) = &self.pid_file {
             let _ = std::fs::remove_file(path);
         }
+        self.child = None;
     }
 
-    /// Kills the server at once, as a crash would (tests).
+    /// Kills the server at once, as a crash would (tests): its agents live on, as they would.
     pub async fn kill(mut self) {
-        if let Some(child) = &mut self.child {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
             let _ = child.wait().await;
+        }
+    }
+}
+
+/// A server we started and nobody stopped (a panic unwinding past it) goes with every agent
+/// under it, not only its leader.
+impl Drop for SandboxAgentProcess {
+    fn drop(&mut self) {
+        if let (Some(_), Some(pgid)) = (&self.child, self.pgid) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
