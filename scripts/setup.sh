@@ -12,6 +12,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Debian packages: Chromium for the browser tests, Postgres server binaries for the embedded cluster.
 apt_needed=()
 command -v chromium >/dev/null 2>&1 || apt_needed+=(chromium)
+# bubblewrap: Codex runs commands and reads files for its edits through it (its own sandbox).
+command -v bwrap >/dev/null 2>&1 || apt_needed+=(bubblewrap)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || apt_needed+=(postgresql)
 if [ ${#apt_needed[@]} -gt 0 ]; then
   log "apt-get install ${apt_needed[*]}"

@@ -309,6 +309,10 @@ pub struct OptionView {
     pub current: String,
     /// (value, name)
     pub choices: Vec<(String, String)>,
+    /// The agent's mode (a mode list, or an option of the mode category: Codex names its
+    /// "Approval Preset").
+    #[serde(default)]
+    pub is_mode: bool,
 }
 
 impl OptionView {
@@ -328,11 +332,17 @@ impl OptionView {
                 .collect(),
             _ => Vec::new(),
         };
+        let is_mode = matches!(
+            o.category,
+            Some(agent_client_protocol_schema::v1::SessionConfigOptionCategory::Mode)
+        ) || o.id.to_string() == "mode"
+            || o.name.eq_ignore_ascii_case("mode");
         Some(OptionView {
             id: o.id.to_string(),
             name: o.name.clone(),
             current: select.current_value.to_string(),
             choices,
+            is_mode,
         })
     }
 
@@ -346,6 +356,7 @@ impl OptionView {
                 .iter()
                 .map(|m| (m.id.to_string(), m.name.clone()))
                 .collect(),
+            is_mode: true,
         }
     }
 }
@@ -369,10 +380,7 @@ impl SessionFacts {
         self.options = options.iter().filter_map(OptionView::from_config).collect();
         // Agents that offer a mode option need no legacy mode list.
         if let Some(m) = modes
-            && !self
-                .options
-                .iter()
-                .any(|o| o.name.eq_ignore_ascii_case("mode"))
+            && !self.options.iter().any(|o| o.is_mode)
         {
             self.options.insert(0, m);
         }
@@ -939,7 +947,7 @@ impl Fold {
             SessionUpdate::CurrentModeUpdate(u) => {
                 let mode = u.current_mode_id.to_string();
                 for o in &mut self.session.options {
-                    if o.id == MODE_OPTION || o.name.eq_ignore_ascii_case("mode") {
+                    if o.is_mode {
                         o.current = mode.clone();
                     }
                 }

@@ -3,6 +3,8 @@
 #[path = "fixtures/anthropic_api.rs"]
 mod anthropic_api;
 mod common;
+#[path = "fixtures/openai_api.rs"]
+mod openai_api;
 
 use std::time::Duration;
 
@@ -804,4 +806,182 @@ async fn agents_settle_at(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The real Codex, as the real Claude Code above: codex-acp 0.16.0 through the real sandbox-agent,
+/// against a scripted OpenAI Responses API.
+#[tokio::test]
+async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across_a_restart() {
+    use openai_api::{EARLIER_REQUESTS, FakeOpenAi, MARKDOWN_REPLY};
+    let api = FakeOpenAi::start().await;
+    // Not under /tmp: Codex refuses to make its sandbox helpers under a temporary directory, and
+    // its file edits go through them.
+    let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "huddle-codex-{}",
+        huddle::sandbox_agent::random_id()
+    ));
+    api.codex_home(&home);
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent_with_codex(&home).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("codex").await;
+    let cwd = {
+        let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
+        std::path::PathBuf::from(info["workingDir"].as_str().unwrap())
+    };
+    let mut sse = app.events(&ws, "ada", None).await;
+
+    // The agent's pickers and commands are there before the first prompt: the room opened the
+    // session for its first person.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let facts = loop {
+        let t = room_timeline(&app, &ws).await;
+        if !t.session.options.is_empty() && !t.session.commands.is_empty() {
+            break t.session;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no options before the first prompt"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ids: Vec<&str> = facts.options.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["mode", "model", "reasoning_effort"],
+        "one mode picker"
+    );
+    assert!(
+        facts.commands.iter().any(|c| c.name == "compact"),
+        "{facts:?}"
+    );
+    assert!(api.requests().is_empty(), "no turn ran");
+
+    // A markdown reply streams in pieces.
+    app.prompt(&ws, "ada", "greet the team").await;
+    let turn = sse.until(is_turn_end).await;
+    let chunks: Vec<String> = turn
+        .iter()
+        .filter_map(said)
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(chunks.len() > 3, "streamed in pieces: {chunks:?}");
+    assert_eq!(chunks.concat(), MARKDOWN_REPLY);
+    assert!(api.requests()[0].to_string().contains("ada says"));
+
+    // The room picks a model; Codex's next request uses it.
+    let (status, body) = app
+        .post(
+            "option",
+            json!({"workspaceId": ws, "userId": "ada", "configId": "model", "value": "gpt-5.5"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A command outside Codex's sandbox asks first; once allowed it runs in the workspace, and
+    // its card shows what it printed (Codex sends it only in `rawOutput`).
+    app.prompt(&ws, "ada", "make notes").await;
+    let asked = answer(&app, &ws, &mut sse, "approved").await;
+    let title = asked["toolCall"]["title"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let turn = sse.until(is_turn_end).await;
+    let reply: String = turn.iter().filter_map(said).collect();
+    assert_eq!(reply, "The command printed: notes.md", "{asked}");
+    assert_eq!(api.requests().last().unwrap()["model"], "gpt-5.5");
+    let notes = cwd.join("notes.md");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "Teh plan\n");
+    let timeline = room_timeline(&app, &ws).await;
+    let command = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Tool(t) if t.kind == "execute" => Some(t.clone()),
+            _ => None,
+        })
+        .expect("the command's card");
+    let output = command
+        .terminal
+        .as_ref()
+        .map(|t| t.output.clone())
+        .unwrap_or_default();
+    assert!(output.contains("notes.md"), "{command:?}");
+    // Paths show relative to the working directory, on the card and the question.
+    let dir = cwd.to_str().unwrap();
+    assert!(!command.title.contains(dir), "{command:?}");
+    let question = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Permission(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        !question.title.contains(dir) && !question.text.concat().contains(dir),
+        "{title} {question:?}"
+    );
+
+    // A patch asks too, and shows a line diff.
+    app.prompt(&ws, "ada", "fix the typo").await;
+    let asked = answer(&app, &ws, &mut sse, "approved").await;
+    let turn = sse.until(is_turn_end).await;
+    let reply: String = turn.iter().filter_map(said).collect();
+    assert_eq!(reply, "Fixed the typo in `notes.md`.", "{asked}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "The plan\n");
+    let timeline = room_timeline(&app, &ws).await;
+    let diff = timeline
+        .items
+        .iter()
+        .find_map(|i| match &i.view {
+            huddle::timeline::View::Tool(t) if !t.diffs.is_empty() => Some(t.diffs[0].clone()),
+            huddle::timeline::View::Permission(_) => None,
+            _ => None,
+        })
+        .expect("the patch's diff");
+    assert_eq!(diff.path, "notes.md", "{diff:?}");
+    assert_eq!(diff.counts(), (1, 1), "{diff:?}");
+    assert_no_raw_rows(&timeline);
+    let head = turn.last().unwrap().seq;
+
+    // Huddle and sandbox-agent restart: the room reopens Codex's own session, with the room's
+    // model, and the model's next request carries the whole conversation.
+    drop(sse);
+    app.stop().await;
+    sa.stop().await;
+    let sa = start_sandbox_agent_with_codex(&home).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let mut sse = app.events(&ws, "ada", Some(head)).await;
+    app.prompt(&ws, "ada", "what did we do so far?").await;
+    let got = sse.until(is_turn_end).await;
+    assert!(
+        got.iter().any(|e| matches!(
+            e.event,
+            RoomEvent::SessionRestored {
+                full_memory: true,
+                ..
+            }
+        )),
+        "{got:#?}"
+    );
+    let reply: String = got.iter().filter_map(said).collect();
+    assert_eq!(
+        reply,
+        format!("I remember: {}", EARLIER_REQUESTS.join(", "))
+    );
+    assert_eq!(
+        api.requests().last().unwrap()["model"],
+        "gpt-5.5",
+        "the model stuck"
+    );
+    assert_no_raw_rows(&room_timeline(&app, &ws).await);
+    app.stop().await;
+    sa.stop().await;
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "codex-acp"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "no Codex process is left");
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -132,6 +132,26 @@ pub async fn start_sandbox_agent_with_claude(
     .expect("start sandbox-agent")
 }
 
+/// The same, with the real Codex (codex-acp and the `codex` CLI pinned in `tools/`), its home
+/// (config and sessions) in `codex_home`, pointed at a scripted OpenAI API by that config.
+pub async fn start_sandbox_agent_with_codex(codex_home: &std::path::Path) -> SandboxAgentProcess {
+    let env = [
+        ("OPENAI_API_KEY", "sk-test"),
+        ("CODEX_HOME", codex_home.to_str().unwrap()),
+    ];
+    SandboxAgentProcess::start(ProcessOptions {
+        bin: Some(sandbox_agent_bin()),
+        extra_path: vec![adapters_bin()],
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("start sandbox-agent")
+}
+
 pub fn client(process: &SandboxAgentProcess, pool: &PgPool) -> SandboxAgent {
     SandboxAgent::new(
         process.endpoint().clone(),
