@@ -381,6 +381,7 @@ pub const ROOM_EVENT_KINDS: &[&str] = &[
     "session.restored",
     "presence",
     "notice",
+    "workspace.renamed",
 ];
 
 impl RoomEvent {

@@ -18,8 +18,10 @@ test("the operator signs in, creates a workspace, reloads it; a teammate needs a
   // Once hydrated, the button calls the JSON API instead of posting the form.
   await hydrated(page);
   const api = page.waitForRequest((r) => r.url().endsWith("/api/workspace/create") && r.method() === "POST");
-  // The first agent that is ready is picked (none but mock has credentials here).
-  await expect(page.locator("#agent")).toHaveValue("mock");
+  // The first agent that is ready is picked: here the scripted one (Claude Code and Codex have no
+  // keys), not mock.
+  await expect(page.locator("#agent")).toHaveValue("pi");
+  await page.locator("#agent").selectOption("mock");
   await page.getByTestId("workspace-name-new").fill("Release train");
   await page.getByTestId("new-workspace").click();
   expect((await api).postDataJSON()).toEqual({ agent: "mock", directory: null, name: "Release train" });
@@ -73,7 +75,7 @@ test("the form works without WebAssembly", async ({ browser }) => {
   await page.goto(signInLink());
   await page.getByTestId("new-workspace").click();
   await page.waitForURL(/\/w\/[0-9a-f]{32}$/);
-  await expect(page.getByTestId("agent")).toHaveText("mock");
+  await expect(page.getByTestId("agent")).toHaveText("pi");
   await context.close();
 });
 
