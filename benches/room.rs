@@ -159,6 +159,91 @@ async fn fan_out(server: &Server, clients: usize) {
     );
 }
 
+/// Prompt to people: `clients` SSE clients on one workspace of the builtin mock agent; prompts
+/// are sent one after another, and each client notes when it gets the prompt's chat message and
+/// its turn's end. Latencies are from just before the prompt's POST.
+async fn prompt_to_clients(server: &Server, clients: usize, prompts: usize) {
+    let ws = server.create("mock").await;
+    // (prompt number, ms after its POST) for the chat message and for the turn's end.
+    type Seen = Arc<Mutex<(Vec<f64>, Vec<f64>)>>;
+    let seen: Seen = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let sent_at = Arc::new(Mutex::new(vec![f64::NAN; prompts]));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let res = server.subscribe(&ws, &format!("p{c}")).await;
+        let (seen, sent_at) = (seen.clone(), sent_at.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+            let mut ended = 0;
+            let mut prompt_of_turn = std::collections::HashMap::new();
+            while let Some(Ok(ev)) = events.next().await {
+                if ev.event != "chat.user" && ev.event != "turn.started" && ev.event != "turn.ended"
+                {
+                    continue;
+                }
+                let at = now_ms();
+                let entry: RoomEntry = serde_json::from_str(&ev.data).unwrap();
+                let since = |n: usize| at - sent_at.lock().unwrap()[n];
+                match entry.event {
+                    RoomEvent::ChatUser { text, .. } => {
+                        if let Some(n) = text
+                            .strip_prefix("bench ")
+                            .and_then(|n| n.parse::<usize>().ok())
+                        {
+                            prompt_of_turn.insert(entry.seq, n);
+                            seen.lock().unwrap().0.push(since(n));
+                        }
+                    }
+                    RoomEvent::TurnEnded { prompt_seq, .. } => {
+                        if let Some(&n) = prompt_of_turn.get(&prompt_seq) {
+                            seen.lock().unwrap().1.push(since(n));
+                            ended += 1;
+                            if ended == prompts {
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    wait_online(server, &ws, clients).await;
+    for n in 0..prompts {
+        let before = seen.lock().unwrap().1.len();
+        sent_at.lock().unwrap()[n] = now_ms();
+        server
+            .post(
+                "prompt",
+                json!({"workspaceId": ws, "text": format!("bench {n}")}),
+            )
+            .await;
+        // The next prompt once every client saw this turn end (one at a time: latency, not load).
+        let t = Instant::now();
+        while seen.lock().unwrap().1.len() < before + clients {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "a turn did not reach every client"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (mut chat, mut turn) = seen.lock().unwrap().clone();
+    chat.sort_by(f64::total_cmp);
+    turn.sort_by(f64::total_cmp);
+    println!(
+        "prompt to {clients} clients ({prompts} prompts, mock agent): chat message p50 {:.1} ms, p99 {:.1} ms; \
+         turn's last event p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&chat, 0.5),
+        percentile(&chat, 0.99),
+        percentile(&turn, 0.5),
+        percentile(&turn, 0.99),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let (_pool, db_url) = common::fresh_db().await;
@@ -293,6 +378,8 @@ async fn main() {
     for clients in [1, 100, 1000] {
         fan_out(&server, clients).await;
     }
+    // What the issue of fan-out latency measures: a prompt, to 100 people.
+    prompt_to_clients(&server, 100, 50).await;
 
     sa.stop().await;
 }

@@ -20,6 +20,30 @@ test("the agent's controls, its true turn order, and talk for the team only", as
   await expect(bob.getByTestId("palette")).toContainText("Review the changes so far");
   await bob.getByTestId("command").click();
   await expect(bob.getByTestId("composer")).toHaveValue("/review ");
+  // All 14 commands: the palette fits between the header and the composer, scrolls, and works
+  // from the keyboard (↑ ↓ choose, Enter takes, Esc closes).
+  const composer = bob.getByTestId("composer");
+  await composer.fill("/");
+  const palette = bob.getByTestId("palette");
+  await expect(bob.getByTestId("command")).toHaveCount(14);
+  const box = (await palette.boundingBox())!;
+  const header = (await bob.locator(".room-header").boundingBox())!;
+  const viewport = bob.viewportSize()!;
+  expect(box.y).toBeGreaterThanOrEqual(header.y + header.height);
+  expect(box.y + box.height).toBeLessThanOrEqual(viewport.height);
+  expect(await palette.evaluate((el) => el.scrollHeight > el.clientHeight)).toBe(true);
+  await composer.press("ArrowUp");
+  const last = bob.getByTestId("command").last();
+  await expect(last).toHaveClass(/active/);
+  await expect(last).toBeInViewport();
+  await composer.press("Enter");
+  await expect(composer).toHaveValue("/update-config ");
+  await composer.fill("/");
+  await composer.press("ArrowDown");
+  await expect(bob.getByTestId("command").nth(1)).toHaveClass(/active/);
+  await composer.press("Escape");
+  await expect(palette).toBeHidden();
+  await expect(composer).toHaveValue("/");
   await bob.getByTestId("composer").fill("");
 
   // The model and mode are the room's: Bob changes them, Ada sees it, and the log says who.

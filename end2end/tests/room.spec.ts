@@ -41,7 +41,14 @@ test("a permission answered by one teammate shows resolved for the other", async
   await expect(bob.getByTestId("permission")).toContainText("Run rm -rf build/");
   await expect(ada.getByTestId("permission-option")).toHaveCount(2);
   await bob.screenshot({ path: path.join(shots, "room-permission-asked.png"), fullPage: true });
+  // The dock says the agent waits, wherever the question scrolled to, and leads back to it.
+  await ada.evaluate(() => window.scrollTo(0, 0));
+  await ada.getByTestId("waiting-for-answer").click();
+  await expect(ada.getByTestId("permission")).toBeInViewport();
+  // A card waiting for its answer shows no empty terminal.
+  await expect(bob.getByTestId("terminal")).toHaveCount(0);
   await bob.getByTestId("permission-option").filter({ hasText: "Allow once" }).click();
+  await expect(ada.getByTestId("waiting-for-answer")).toBeHidden();
   for (const page of [ada, bob]) {
     await expect(page.getByTestId("permission-resolved")).toHaveText("Bob answered: Allow once");
     await expect(page.getByTestId("permission-option")).toHaveCount(0);
@@ -108,6 +115,9 @@ test("HTML in names, prompts and the agent's markdown shows as text and runs not
     await expect(md.locator("pre code")).toContainText("fn main() {}");
     await expect(md.locator("script")).toHaveCount(0);
     await expect(md.locator("[onerror]")).toHaveCount(0);
+    // Tables have borders and quotes a bar: they read as such, not as plain text.
+    expect(await md.locator("td").first().evaluate((el) => getComputedStyle(el).borderTopStyle)).toBe("solid");
+    expect(await md.locator("blockquote").evaluate((el) => getComputedStyle(el).borderLeftStyle)).toBe("solid");
   }
   await bob.reload();
   await expect(bob.getByTestId("author").first()).toHaveText(evilName);
