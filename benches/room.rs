@@ -298,6 +298,12 @@ async fn main() {
         t.elapsed().as_secs_f64() * 1000.0,
         server.rss_kib() / 1024
     );
+    // `BENCH_ONLY=prompt` runs the prompt-to-people figures alone (quick, when chasing latency).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("prompt") {
+        prompt_to_clients(&server, 100, 50).await;
+        sa.stop().await;
+        return;
+    }
 
     // Memory per awake and per sleeping workspace, and wake time. RSS does not shrink when memory
     // is freed, so what a sleeping workspace keeps is read as how much a second batch, woken after
