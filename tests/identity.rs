@@ -327,8 +327,22 @@ async fn owners_members_and_viewers_get_what_their_role_allows() {
         RoomEvent::ChatUser { user_id, display_name, .. } if *user_id == member_id && display_name == "Mel"));
     viewer_sse.until(is_turn_end).await;
 
-    // Paths on the machine reach owners and members, not viewers: neither in the snapshot nor in
-    // the replayed stream (the agent's `cwd` in the request that opened its session).
+    // The agent names a file by its full path (the scripted agent says where it wrote).
+    let seq = member
+        .ok(
+            "workspace/prompt",
+            json!({"workspaceId": ws, "text": "write file"}),
+        )
+        .await["seq"]
+        .as_i64()
+        .unwrap();
+    let wrote = viewer_sse.until(is_turn_end).await;
+    let streamed = serde_json::to_string(&wrote).unwrap();
+    assert!(streamed.contains("wrote hello.txt"), "{streamed}");
+
+    // Paths on the machine reach owners and members, not viewers: neither in the snapshot, the
+    // page nor the stream, live or replayed (the agent's `cwd` in the request that opened its
+    // session, and what it says of files in it, which is shown relative to it).
     let dir = owner.ok("workspace/info", json!({"workspaceId": ws})).await["workingDir"]
         .as_str()
         .unwrap()
@@ -339,6 +353,15 @@ async fn owners_members_and_viewers_get_what_their_role_allows() {
         .await
         .to_string();
     assert!(!snapshot.contains(&dir) && snapshot.contains("(hidden)"));
+    assert!(!streamed.contains(&dir));
+    let page = viewer
+        .ok("workspace/page", json!({"workspaceId": ws}))
+        .await
+        .to_string();
+    assert!(
+        !page.contains(&dir) && page.contains("wrote hello.txt"),
+        "{page}"
+    );
     let member_snapshot = member
         .ok("workspace/snapshot", json!({"workspaceId": ws}))
         .await

@@ -4,6 +4,9 @@ import { ownerAndMember, send, shots } from "./helpers";
 
 test("the agent's controls, its true turn order, and talk for the team only", async ({ browser }) => {
   const [ada, bob] = await ownerAndMember(browser, "pi");
+  // The room opened the agent's session for its first person: its pickers are there before the
+  // first prompt.
+  await expect(bob.getByTestId("option-model")).toBeVisible();
   await send(ada, "hello there");
   // The session's title and its context use show with the room, not as rows.
   for (const page of [ada, bob]) {
