@@ -200,7 +200,8 @@ async fn feed(
             next = sub.live.recv() => next,
         };
         let event = match next {
-            Ok(Live::Entry(entry)) => {
+            Ok(Live::Entry(live)) => {
+                let entry = &live.entry;
                 if entry.seq <= last {
                     continue;
                 }
@@ -221,7 +222,14 @@ async fn feed(
                     }
                 }
                 last = entry.seq;
-                entry_event(&entry, ends.hidden_dir.as_deref())
+                match ends.hidden_dir.as_deref() {
+                    Some(dir) => entry_event(entry, Some(dir)),
+                    // Members get what everyone gets: serialised once for all of them.
+                    None => Event::default()
+                        .id(entry.seq.to_string())
+                        .event(entry.event.kind())
+                        .data(live.json()),
+                }
             }
             Ok(Live::Typing(member)) => match Event::default().event("typing").json_data(&member) {
                 Ok(ev) => ev,

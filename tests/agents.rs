@@ -67,19 +67,18 @@ async fn members_change_the_agents_mode_and_model_for_the_room() {
     let sa = start_sandbox_agent(None, None).await;
     let app = spawn_app(&pool, &sa, LONG).await;
     let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
     let option = |config: &str, value: &str| {
         json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada",
             "configId": config, "value": value})
     };
-    // Before the session is open there is nothing to change.
+    // Chosen before the agent's session is open (nobody is in the room yet), an option is kept
+    // and set when the session opens.
     let (status, body) = app.post("option", option("model", "smart")).await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 200, "{body}");
+    let mut sse = app.events(&ws, "ada", None).await;
     app.prompt(&ws, "ada", "hello").await;
     sse.until(is_turn_end).await;
 
-    let (status, body) = app.post("option", option("model", "smart")).await;
-    assert_eq!(status, 200, "{body}");
     let (status, body) = app.post("option", option("_mode", "plan")).await;
     assert_eq!(status, 200, "{body}");
     let got = sse
@@ -101,9 +100,20 @@ async fn members_change_the_agents_mode_and_model_for_the_room() {
             ("model".to_string(), "smart".to_string())
         ]
     );
+    let notices: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            RoomEvent::Notice { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notices.contains(&"Ada set the agent's model to smart."),
+        "{notices:?}"
+    );
     assert!(got.iter().any(|e| matches!(&e.event,
-        RoomEvent::Notice { message, .. } if message == "ada set the agent's model to smart.")));
-    assert_eq!(facts.commands.len(), 2);
+        RoomEvent::Notice { message, .. } if message == "Ada set the agent's mode to plan.")));
+    assert_eq!(facts.commands.len(), 14);
     assert_eq!(facts.title.as_deref(), Some("hello"));
     assert!(facts.usage.is_some());
 
@@ -681,23 +691,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let sa = start_sandbox_agent_with_claude(&api.url, &config_dir).await;
     let app = spawn_app(&pool, &sa, LONG).await;
     let mut sse = app.events(&ws, "ada", Some(head)).await;
-    app.prompt(&ws, "ada", "what did we do so far?").await;
-    let got = sse.until(is_turn_end).await;
-    assert!(
-        got.iter().any(|e| matches!(
-            e.event,
-            RoomEvent::SessionRestored {
-                full_memory: true,
-                ..
-            }
-        )),
-        "{got:#?}"
-    );
-    let reply: String = got.iter().filter_map(said).collect();
-    assert_eq!(
-        reply,
-        format!("I remember: {}", EARLIER_REQUESTS.join(", "))
-    );
+    let got = recall(&app, &ws, &mut sse, &EARLIER_REQUESTS).await;
     assert!(
         !got.iter()
             .filter_map(update)
@@ -770,20 +764,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         turn.iter()
             .any(|e| matches!(e.event, RoomEvent::PermissionCancelled { .. }))
     );
-    app.prompt(&ws, "ada", "what did we do so far?").await;
-    let got = sse.until(is_turn_end).await;
-    assert!(got.iter().any(|e| matches!(
-        e.event,
-        RoomEvent::SessionRestored {
-            full_memory: true,
-            ..
-        }
-    )));
-    let reply: String = got.iter().filter_map(said).collect();
-    assert_eq!(
-        reply,
-        format!("I remember: {}", EARLIER_REQUESTS.join(", "))
-    );
+    recall(&app, &ws, &mut sse, &EARLIER_REQUESTS).await;
     let timeline = room_timeline(&app, &ws).await;
     assert_no_raw_rows(&timeline);
     app.stop().await;
@@ -953,23 +934,7 @@ async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across
     let sa = start_sandbox_agent_with_codex(&home).await;
     let app = spawn_app(&pool, &sa, LONG).await;
     let mut sse = app.events(&ws, "ada", Some(head)).await;
-    app.prompt(&ws, "ada", "what did we do so far?").await;
-    let got = sse.until(is_turn_end).await;
-    assert!(
-        got.iter().any(|e| matches!(
-            e.event,
-            RoomEvent::SessionRestored {
-                full_memory: true,
-                ..
-            }
-        )),
-        "{got:#?}"
-    );
-    let reply: String = got.iter().filter_map(said).collect();
-    assert_eq!(
-        reply,
-        format!("I remember: {}", EARLIER_REQUESTS.join(", "))
-    );
+    recall(&app, &ws, &mut sse, &EARLIER_REQUESTS).await;
     assert_eq!(
         api.requests().last().unwrap()["model"],
         "gpt-5.5",
@@ -984,4 +949,29 @@ async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across
         .unwrap();
     assert!(left.stdout.is_empty(), "no Codex process is left");
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// Asks the agent what the room did so far: its session is restored with its whole memory (the
+/// room says so), and it names every earlier request. Returns the turn.
+async fn recall(
+    app: &TestApp,
+    ws: &str,
+    sse: &mut Sse,
+    earlier: &[&str],
+) -> Vec<huddle::model::RoomEntry> {
+    app.prompt(ws, "ada", "what did we do so far?").await;
+    let got = sse.until(is_turn_end).await;
+    assert!(
+        got.iter().any(|e| matches!(
+            e.event,
+            RoomEvent::SessionRestored {
+                full_memory: true,
+                ..
+            }
+        )),
+        "{got:#?}"
+    );
+    let reply: String = got.iter().filter_map(said).collect();
+    assert_eq!(reply, format!("I remember: {}", earlier.join(", ")));
+    got
 }

@@ -168,13 +168,35 @@ impl RoomHandle {
 /// What the broadcast carries: persisted entries, and signals that are not kept.
 #[derive(Debug, Clone)]
 pub enum Live {
-    Entry(Arc<RoomEntry>),
+    Entry(Arc<LiveEntry>),
     Typing(Member),
     /// Who is in the room now (sent when it changes, coalesced).
     Online(Arc<Vec<Member>>),
     /// The room log cannot be written: streams end, so that clients show they are reconnecting
     /// and resume from their last entry once it can.
     LogDown,
+}
+
+/// An entry as it is broadcast: serialised once for all of its subscribers, not once each.
+#[derive(Debug)]
+pub struct LiveEntry {
+    pub entry: RoomEntry,
+    json: std::sync::OnceLock<String>,
+}
+
+impl LiveEntry {
+    pub fn new(entry: RoomEntry) -> Self {
+        Self {
+            entry,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The entry as JSON (made by the first subscriber that asks).
+    pub fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| serde_json::to_string(&self.entry).unwrap_or_default())
+    }
 }
 
 /// A live subscription to a room: entries after `head` come on `live`. Dropping it leaves the

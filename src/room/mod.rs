@@ -19,7 +19,7 @@ mod registry;
 mod turns;
 mod writer;
 
-pub use handle::{Live, RoomError, RoomHandle, Subscription};
+pub use handle::{Live, LiveEntry, RoomError, RoomHandle, Subscription};
 pub use registry::{CALL_DEADLINE, Registry, RoomDeps};
 
 /// The session id of a workspace: its `default` session.

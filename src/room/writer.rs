@@ -343,7 +343,9 @@ impl Task {
             self.head.fetch_max(last.seq, Ordering::SeqCst);
         }
         for entry in entries {
-            let _ = self.live.send(Live::Entry(Arc::new(entry)));
+            let _ = self
+                .live
+                .send(Live::Entry(Arc::new(super::handle::LiveEntry::new(entry))));
         }
     }
 }

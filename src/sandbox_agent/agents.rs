@@ -70,10 +70,7 @@ impl AgentProcesses {
         }
         tracing::debug!(pids = ?tree, "ending the agent of a closed connection");
         signal(&tree, Signal::SIGTERM);
-        let deadline = Instant::now() + GRACE;
-        while Instant::now() < deadline && tree.iter().any(|&pid| alive(pid)) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_gone(&tree).await;
         let stubborn: Vec<i32> = tree.into_iter().filter(|&pid| alive(pid)).collect();
         if stubborn.is_empty() {
             return;
@@ -81,10 +78,15 @@ impl AgentProcesses {
         tracing::warn!(pids = ?stubborn, "an agent ignored SIGTERM; killing it");
         signal(&stubborn, Signal::SIGKILL);
         // A killed process is gone a moment later; callers may count on it.
-        let deadline = Instant::now() + GRACE;
-        while Instant::now() < deadline && stubborn.iter().any(|&pid| alive(pid)) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_gone(&stubborn).await;
+    }
+}
+
+/// Waits until none of these runs, for [`GRACE`] at most.
+async fn wait_gone(pids: &[i32]) {
+    let deadline = Instant::now() + GRACE;
+    while Instant::now() < deadline && pids.iter().any(|&pid| alive(pid)) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -110,7 +110,7 @@ pub async fn start_sandbox_agent_with_claude(
     api: &str,
     config_dir: &std::path::Path,
 ) -> SandboxAgentProcess {
-    let env = [
+    start_sandbox_agent_with_adapters(&[
         ("ANTHROPIC_BASE_URL", api),
         ("ANTHROPIC_API_KEY", "sk-ant-test"),
         ("CLAUDE_CONFIG_DIR", config_dir.to_str().unwrap()),
@@ -118,7 +118,12 @@ pub async fn start_sandbox_agent_with_claude(
         // Claude Code refuses to start as root unless told, in exactly these words, that it runs
         // in a sandbox.
         ("IS_SANDBOX", "1"),
-    ];
+    ])
+    .await
+}
+
+/// A sandbox-agent that runs the pinned real agents of `tools/`, with this environment.
+async fn start_sandbox_agent_with_adapters(env: &[(&str, &str)]) -> SandboxAgentProcess {
     SandboxAgentProcess::start(ProcessOptions {
         bin: Some(sandbox_agent_bin()),
         extra_path: vec![adapters_bin()],
@@ -135,21 +140,11 @@ pub async fn start_sandbox_agent_with_claude(
 /// The same, with the real Codex (codex-acp and the `codex` CLI pinned in `tools/`), its home
 /// (config and sessions) in `codex_home`, pointed at a scripted OpenAI API by that config.
 pub async fn start_sandbox_agent_with_codex(codex_home: &std::path::Path) -> SandboxAgentProcess {
-    let env = [
+    start_sandbox_agent_with_adapters(&[
         ("OPENAI_API_KEY", "sk-test"),
         ("CODEX_HOME", codex_home.to_str().unwrap()),
-    ];
-    SandboxAgentProcess::start(ProcessOptions {
-        bin: Some(sandbox_agent_bin()),
-        extra_path: vec![adapters_bin()],
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    })
+    ])
     .await
-    .expect("start sandbox-agent")
 }
 
 pub fn client(process: &SandboxAgentProcess, pool: &PgPool) -> SandboxAgent {
