@@ -2,17 +2,15 @@
 //! output Postgres refuses, bad input, errors that must be JSON, two Huddle processes on one
 //! database, and connections abandoned at any moment.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use huddle::model::RoomEvent;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(300);
 
-use common::entry_text as chunk;
+use crate::common::entry_text as chunk;
 
 #[tokio::test]
 async fn binary_agent_output_is_kept_losslessly_and_the_room_goes_on() {

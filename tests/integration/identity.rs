@@ -1,11 +1,9 @@
 //! Identity, roles, invites and tokens, through the real HTTP API: browsers are cookie jars that
 //! open the links Huddle hands out, bots send API tokens.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use huddle::model::RoomEvent;
 use serde_json::{Value, json};
 

@@ -1,18 +1,16 @@
 //! Workspace actors, the room log and its SSE stream, through the HTTP API of an in-process Huddle,
 //! against a real Postgres and the real sandbox-agent.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(300);
 
-use common::agent_said as chunk;
+use crate::common::agent_said as chunk;
 
 #[tokio::test]
 async fn two_subscribers_see_identical_streams_and_reconnects_replay_exactly_the_log() {

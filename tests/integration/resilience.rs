@@ -2,11 +2,9 @@
 //! 15 s and started again in the middle of a turn, with the real sandbox-agent streaming meanwhile;
 //! and while it is down, people are told so at once and shutdown does not hang.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use huddle::embedded_postgres::EmbeddedPostgres;
 use huddle::model::RoomEvent;
 use huddle::sandbox_agent::SessionPersistDriver;

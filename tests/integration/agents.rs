@@ -1,20 +1,14 @@
 //! What real agents need from the room: they hear who speaks, and what the team said to itself.
 
-#[path = "fixtures/anthropic_api.rs"]
-mod anthropic_api;
-mod common;
-#[path = "fixtures/openai_api.rs"]
-mod openai_api;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use huddle::model::RoomEvent;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(600);
 
-use common::agent_said as said;
+use crate::common::agent_said as said;
 
 #[tokio::test]
 async fn the_agent_hears_who_speaks_and_team_only_talk_comes_as_context_with_the_next_prompt() {
@@ -397,7 +391,9 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
             .and_then(|u| u.cost.as_ref())
             .map_or(0.0, |c| c.0)
     };
-    use anthropic_api::{BASH_COMMAND, EARLIER_REQUESTS, FakeAnthropic, MARKDOWN_REPLY, PLAN};
+    use crate::anthropic_api::{
+        BASH_COMMAND, EARLIER_REQUESTS, FakeAnthropic, MARKDOWN_REPLY, PLAN,
+    };
     let api = FakeAnthropic::start().await;
     let config_dir = std::env::temp_dir().join(format!(
         "huddle-claude-{}",
@@ -793,7 +789,7 @@ async fn agents_settle_at(
 /// against a scripted OpenAI Responses API.
 #[tokio::test]
 async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across_a_restart() {
-    use openai_api::{EARLIER_REQUESTS, FakeOpenAi, MARKDOWN_REPLY};
+    use crate::openai_api::{EARLIER_REQUESTS, FakeOpenAi, MARKDOWN_REPLY};
     let api = FakeOpenAi::start().await;
     // Not under /tmp: Codex refuses to make its sandbox helpers under a temporary directory, and
     // its file edits go through them.

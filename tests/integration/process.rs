@@ -3,13 +3,11 @@
 //! ignores its closed stdin (and SIGTERM) is running. What must hold: the room shows what
 //! happened, the queue runs on, and no agent process is left behind.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::json;
 
@@ -52,7 +50,7 @@ impl Huddle {
             .env("DATABASE_URL", db_url)
             .env("HUDDLE_DATA_DIR", data_dir)
             .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
-            .env("HUDDLE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+            .env("HUDDLE_ADMIN_TOKEN", crate::common::ADMIN_TOKEN)
             .env("PATH", path)
             .env("RUST_LOG", rust_log)
             .env_remove("SANDBOX_AGENT_URL")
@@ -83,7 +81,7 @@ impl Huddle {
     async fn post(&self, endpoint: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let res = reqwest::Client::new()
             .post(format!("{}/api/workspace/{endpoint}", self.base))
-            .bearer_auth(common::ADMIN_TOKEN)
+            .bearer_auth(crate::common::ADMIN_TOKEN)
             .json(&body)
             .send()
             .await
@@ -99,7 +97,7 @@ impl Huddle {
         loop {
             let res = reqwest::Client::new()
                 .get(format!("{}/api/workspace/{ws}/events", self.base))
-                .bearer_auth(common::ADMIN_TOKEN)
+                .bearer_auth(crate::common::ADMIN_TOKEN)
                 .header("last-event-id", after.to_string())
                 .send()
                 .await

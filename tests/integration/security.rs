@@ -2,11 +2,9 @@
 //! Postgres and the real sandbox-agent): what a page on another site, or a rebinding DNS name, can
 //! get from a Huddle on localhost.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 async fn app() -> (TestApp, huddle::sandbox_agent::process::SandboxAgentProcess) {

@@ -1,10 +1,8 @@
 //! The Sandbox Agent client against the real sandbox-agent binary and a real Postgres.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
 use huddle::sandbox_agent::{
     CreateSessionRequest, SessionEvent, SessionNotice, SessionPersistDriver,

@@ -1,7 +1,5 @@
 //! The Postgres persist driver: SDK record shapes, keyset pages, batches, the next index.
 
-mod common;
-
 use huddle::sandbox_agent::{
     PostgresPersist, Sender, SessionEvent, SessionPersistDriver, SessionRecord,
 };
@@ -38,7 +36,7 @@ fn event(session: &str, i: i64) -> SessionEvent {
 
 #[tokio::test]
 async fn sessions_round_trip_and_page_by_creation_time() {
-    let (pool, _) = common::fresh_db().await;
+    let (pool, _) = crate::common::fresh_db().await;
     let p = PostgresPersist::new(pool);
     for (i, id) in ["b", "a", "c", "d", "e"].iter().enumerate() {
         p.update_session(&record(id, 100 + (i as i64 % 2)))
@@ -68,7 +66,7 @@ async fn sessions_round_trip_and_page_by_creation_time() {
 
 #[tokio::test]
 async fn events_page_by_index_and_batches_are_idempotent() {
-    let (pool, _) = common::fresh_db().await;
+    let (pool, _) = crate::common::fresh_db().await;
     let p = PostgresPersist::new(pool);
     p.update_session(&record("s", 1)).await.unwrap();
     assert_eq!(p.max_event_index("s").await.unwrap(), None);
