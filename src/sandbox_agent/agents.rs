@@ -43,16 +43,35 @@ impl AgentProcesses {
     }
 
     /// Runs a connection's first POST (which starts its agent) and returns the processes it
-    /// started.
+    /// started. Agents start one at a time, but only until the new one shows: a first POST whose
+    /// agent is slow to answer does not hold the others back.
     pub(crate) async fn starting<T>(&self, first_post: impl Future<Output = T>) -> (T, Vec<i32>) {
-        let _one_at_a_time = self.starting.lock().await;
+        let mut one_at_a_time = Some(self.starting.lock().await);
         let before = children(self.server);
-        let out = first_post.await;
-        let started = children(self.server)
-            .into_iter()
-            .filter(|pid| !before.contains(pid))
-            .collect();
-        (out, started)
+        let started = || -> Vec<i32> {
+            children(self.server)
+                .into_iter()
+                .filter(|pid| !before.contains(pid))
+                .collect()
+        };
+        tokio::pin!(first_post);
+        let mut found = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let out = loop {
+            tokio::select! {
+                out = &mut first_post => break out,
+                _ = tick.tick(), if one_at_a_time.is_some() => {
+                    found = started();
+                    if !found.is_empty() {
+                        one_at_a_time = None;
+                    }
+                }
+            }
+        };
+        if one_at_a_time.is_some() {
+            found = started();
+        }
+        (out, found)
     }
 
     /// Ends what is left of these agents and every process under them: SIGTERM, then SIGKILL after
