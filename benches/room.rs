@@ -167,6 +167,19 @@ async fn fan_out(server: &Server, clients: usize) {
 /// its turn's end. Latencies are from just before the prompt's POST.
 async fn prompt_to_clients(server: &Server, clients: usize, prompts: usize) {
     let ws = server.create("mock").await;
+    // A first turn, not measured: the agent's session is open before the figures are taken.
+    {
+        let res = server.subscribe(&ws, "warm-up").await;
+        let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+        server
+            .post("prompt", json!({"workspaceId": ws, "text": "warm up"}))
+            .await;
+        while let Some(Ok(ev)) = events.next().await {
+            if ev.event == "turn.ended" {
+                break;
+            }
+        }
+    }
     // (prompt number, ms after its POST) for the chat message and for the turn's end.
     type Seen = Arc<Mutex<(Vec<f64>, Vec<f64>)>>;
     let seen: Seen = Arc::new(Mutex::new((Vec::new(), Vec::new())));
