@@ -43,8 +43,12 @@ fi
 # Node packages: the sandbox-agent server and wasm-opt (tools/), Playwright (end2end/).
 for dir in tools end2end; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] || ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.huddle-lock"; then
-    log "npm ci in $dir"
-    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    # tools/ is installed with `npm install` (exact pins and the lock, which it leaves as it is):
+    # `npm ci` refuses a lock that lists only this platform's package of @openai/codex's aliased
+    # optional ones, and npm writes no other.
+    if [ "$dir" = tools ]; then install=install; else install=ci; fi
+    log "npm $install in $dir"
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm "$install" --no-audit --no-fund --loglevel=error)
     cp "$dir/package-lock.json" "$dir/node_modules/.huddle-lock"
   fi
 done
