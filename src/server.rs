@@ -14,7 +14,6 @@ use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -131,9 +130,10 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
         // Inside `json_errors`, so that its 413 leaves as JSON too. Prompts may carry images;
-        // every other request is held to the small limit by its declared length.
-        .layer(middleware::from_fn(small_bodies))
-        .layer(RequestBodyLimitLayer::new(MAX_PROMPT_BODY_BYTES))
+        // every other request is held to the small limit, chunked or not. Ours is the only
+        // limit: axum's own (2 MB, which would refuse a prompt with images) is off.
+        .layer(middleware::from_fn(body_limits))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         // Who is asking: inside the cross-site guard (refused requests never touch sessions).
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -190,13 +190,21 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// ...but a prompt may carry images (4 of 1 MB, in base64).
 pub const MAX_PROMPT_BODY_BYTES: usize = 6 * 1024 * 1024;
 
-/// Refuses a body over [`MAX_BODY_BYTES`] everywhere but the prompt endpoint, by its declared
-/// length (undeclared ones are held to [`MAX_PROMPT_BODY_BYTES`] by the layer below).
-async fn small_bodies(req: Request<Body>, next: Next) -> Response {
+/// Refuses a body over [`MAX_BODY_BYTES`] ([`MAX_PROMPT_BODY_BYTES`] for a prompt) with a 413:
+/// at once by its declared length, else (a chunked body) once it has sent more than that. What
+/// passes is read whole here, so no handler reads past the limit.
+async fn body_limits(req: Request<Body>, next: Next) -> Response {
     let limit = if req.uri().path() == "/api/workspace/prompt" {
         MAX_PROMPT_BODY_BYTES
     } else {
         MAX_BODY_BYTES
+    };
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request is too large; the limit is {limit} bytes here."),
+        )
+        .into_response()
     };
     let declared = req
         .headers()
@@ -204,13 +212,16 @@ async fn small_bodies(req: Request<Body>, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("The request is too large; the limit is {limit} bytes here."),
-        )
-        .into_response();
+        return too_large();
     }
-    next.run(req).await
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(_) => too_large(),
+    }
 }
 /// `/healthz` answers within this, database or not.
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);

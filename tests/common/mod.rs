@@ -373,7 +373,7 @@ impl TestApp {
         self.token_named(ws, user, user).await
     }
 
-    async fn token_named(&self, ws: &str, user: &str, name: &str) -> String {
+    pub async fn token_named(&self, ws: &str, user: &str, name: &str) -> String {
         let mut tokens = self.tokens.lock().await;
         if let Some(t) = tokens.get(&(ws.to_string(), user.to_string())) {
             return t.clone();

@@ -263,3 +263,93 @@ async fn floods_hit_clear_limits_and_stop_can_clear_the_queue() {
     app.stop().await;
     sa.stop().await;
 }
+
+/// Bodies as documented: a prompt may be 6 MiB (4 images of 1 MB fit), everything else 256 KiB;
+/// over it is a 413 with a JSON error, whether the length is declared or the body is chunked.
+#[tokio::test]
+async fn bodies_are_held_to_their_limits_chunked_or_not() {
+    use base64::Engine;
+    let (app, sa) = app().await;
+    let ws = app.create("pi").await;
+    let url = |endpoint: &str| format!("{}/api/workspace/{endpoint}", app.base);
+    let token = app.token_named(&ws, "ada", "Ada").await;
+    let image = {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.resize(huddle::model::MAX_IMAGE_BYTES, 0);
+        base64::engine::general_purpose::STANDARD.encode(png)
+    };
+    let images: Vec<_> = (0..huddle::model::MAX_IMAGES)
+        .map(|_| json!({"mimeType": "image/png", "data": image}))
+        .collect();
+    let (status, body) = send(
+        app.http
+            .post(url("prompt"))
+            .bearer_auth(&token)
+            .json(&json!({"workspaceId": ws, "text": "look at these", "images": images})),
+    )
+    .await;
+    assert_eq!(status, 200, "4 images of 1 MB are accepted: {body}");
+
+    let huge = "x".repeat(7 * 1024 * 1024);
+    let (status, body) = send(
+        app.http
+            .post(url("prompt"))
+            .bearer_auth(&token)
+            .json(&json!({"workspaceId": ws, "text": huge})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+
+    let big = serde_json::to_vec(&json!({"agent": "x".repeat(300 * 1024)})).unwrap();
+    let (status, body) = send(
+        app.http
+            .post(url("create"))
+            .header("content-type", "application/json")
+            .body(big.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+    // The same without a declared length: chunks until it is over the limit.
+    let chunks = futures::stream::iter(
+        big.chunks(16 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let (status, body) = send(
+        app.http
+            .post(url("create"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+    // A small chunked body still works.
+    let small = serde_json::to_vec(&json!({"agent": "mock"})).unwrap();
+    let (status, body) = send(
+        app.http
+            .post(url("create"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter([Ok::<
+                _,
+                std::io::Error,
+            >(
+                small
+            )]))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.stop().await;
+    sa.stop().await;
+}
