@@ -384,24 +384,38 @@ async fn json_errors(req: Request<Body>, next: Next) -> Response {
 }
 
 /// The host names requests may be addressed to: the public URL's, else the serve address (and
-/// `localhost` when that is a loopback address).
+/// `localhost` when that is a loopback address). A default port may be named or not (browsers
+/// leave it out), so both forms are listed.
 pub fn allowed_hosts(public_url: Option<&str>, addr: std::net::SocketAddr) -> Vec<String> {
-    if let Some(url) = public_url {
-        let authority = url
-            .split("://")
-            .nth(1)
-            .unwrap_or(url)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        return vec![authority];
+    if let Some(url) = public_url.and_then(|u| url::Url::parse(u).ok())
+        && let Some(host) = url.host_str()
+    {
+        let host = host.to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut hosts = vec![format!("{host}:{port}")];
+        // The URL parser drops a default port; then it may be named or not.
+        if url.port().is_none() {
+            hosts.push(host);
+        }
+        return hosts;
     }
     let mut hosts = vec![addr.to_string()];
     if addr.ip().is_loopback() {
         hosts.push(format!("localhost:{}", addr.port()));
     }
     hosts
+}
+
+/// Whether a browser's `Origin` is this server: our scheme, and one of our host names (with the
+/// scheme's default port when it names none).
+fn same_origin(origin: &str, scheme: &str, hosts: &[String]) -> bool {
+    let Ok(url) = url::Url::parse(origin) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    url.scheme() == scheme && hosts.contains(&format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
 /// Cross-site protection. Requests must be addressed to one of our host names (so DNS
@@ -419,6 +433,10 @@ async fn cross_site_guard(
         .and_then(|v| v.to_str().ok())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
+    // Two Host headers: which one a proxy in front of us believed is unknown.
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        return ApiError::bad_request("A request names one host.").into_response();
+    }
     if !state.allowed_hosts().contains(&host) {
         return ApiError::new(
             ErrorCode::Forbidden,
@@ -440,13 +458,17 @@ async fn cross_site_guard(
         let (cross_site, foreign_origin) =
             match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
                 Some(site) => (site != "same-origin" && site != "none", false),
-                None => (
-                    false,
-                    origin.is_some_and(|origin| {
-                        let authority = origin.split("://").nth(1).unwrap_or_default();
-                        authority.to_ascii_lowercase() != host
-                    }),
-                ),
+                None => {
+                    let scheme = if state.secure_cookies() {
+                        "https"
+                    } else {
+                        "http"
+                    };
+                    (
+                        false,
+                        origin.is_some_and(|o| !same_origin(o, scheme, state.allowed_hosts())),
+                    )
+                }
             };
         if cross_site || foreign_origin {
             return ApiError::new(
@@ -751,4 +773,31 @@ async fn serve(
     state.registry().shutdown().await;
     pool.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{allowed_hosts, same_origin};
+
+    #[test]
+    fn the_public_url_is_reached_with_or_without_its_default_port() {
+        let addr = "127.0.0.1:3000".parse().unwrap();
+        for url in ["https://huddle.example:443", "https://Huddle.example/"] {
+            let hosts = allowed_hosts(Some(url), addr);
+            assert!(hosts.contains(&"huddle.example".into()), "{hosts:?}");
+            assert!(hosts.contains(&"huddle.example:443".into()), "{hosts:?}");
+            assert!(same_origin("https://huddle.example", "https", &hosts));
+            assert!(same_origin("https://huddle.example:443", "https", &hosts));
+            assert!(!same_origin("http://huddle.example", "https", &hosts));
+        }
+        let hosts = allowed_hosts(Some("https://huddle.example:8443"), addr);
+        assert_eq!(hosts, ["huddle.example:8443"]);
+        let local = allowed_hosts(None, addr);
+        assert!(same_origin("http://127.0.0.1:3000", "http", &local));
+        assert!(same_origin("http://localhost:3000", "http", &local));
+        // Another scheme is another origin.
+        assert!(!same_origin("https://127.0.0.1:3000", "http", &local));
+        assert!(!same_origin("null", "http", &local));
+        assert!(!same_origin("http://evil.example", "http", &local));
+    }
 }

@@ -54,6 +54,39 @@ async fn other_sites_cannot_drive_huddle() {
         .header("sec-fetch-site", "same-site")
         .json(&json!({}));
     assert_eq!(send(evil_but_same_site_claim).await.0, 403);
+    // Our host name under another scheme is another origin (a page on https://127.0.0.1:port).
+    let other_scheme = base.replacen("http://", "https://", 1);
+    let (status, body) = send(
+        http.post(&create)
+            .header("origin", &other_scheme)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let ours = http
+        .post(&create)
+        .header("origin", base.as_str())
+        .json(&json!({}));
+    assert_eq!(send(ours).await.0, 200, "our own origin is ours");
+    // Two Host headers, ours first: which one a proxy in front believed is unknown, so no.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let authority = base.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(authority).await.unwrap();
+        let request = format!(
+            "POST /api/workspace/create HTTP/1.1\r\nHost: {authority}\r\nHost: evil.example\r\n\
+             Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
 
     // A same-origin form without its CSRF token is refused too (the signed-in flow with the
     // token is in tests/identity.rs).
