@@ -90,6 +90,34 @@ test("unknown and malformed workspace ids get a 404 page", async ({ page, reques
   expect((await api.json()).code).toBe("not_found");
 });
 
+test("every page Huddle serves works under its Content-Security-Policy, error pages too", async ({ page }) => {
+  const violations: string[] = [];
+  page.on("console", (m) => {
+    if (m.text().includes("Content Security Policy")) violations.push(`${page.url()}: ${m.text()}`);
+  });
+  const styled = () =>
+    page.evaluate(() => [...document.styleSheets].some((s) => s.href?.endsWith("/pkg/huddle.css") && s.cssRules.length > 0));
+  // A path nothing serves: the not-found page, whose scripts run (it hydrates) and styles load.
+  let res = await page.goto("/no/such/page");
+  expect(res?.status()).toBe(404);
+  await expect(page.getByRole("heading", { name: "Not found" })).toBeVisible();
+  await expect(page.locator("body[data-hydrated]")).toHaveCount(1);
+  expect(await styled()).toBe(true);
+  // A workspace that is not there.
+  res = await page.goto("/w/0123456789abcdef0123456789abcdef");
+  expect(res?.status()).toBe(404);
+  await expect(page.locator("body[data-hydrated]")).toHaveCount(1);
+  expect(await styled()).toBe(true);
+  // Links that do not work: a short page, styled, that runs nothing.
+  for (const link of ["/join/not-a-real-invite", "/sign-in/not-the-link"]) {
+    res = await page.goto(link);
+    expect(res?.status()).toBeGreaterThanOrEqual(400);
+    await expect(page.getByTestId("link-error")).toBeVisible();
+    expect(await styled()).toBe(true);
+  }
+  expect(violations).toEqual([]);
+});
+
 test("the JSON API creates workspaces for scripts with the admin token, and nobody else", async ({ request }) => {
   const res = await request.post("/api/workspace/create", { data: { agent: "mock" }, headers: admin });
   expect(res.status()).toBe(200);

@@ -23,7 +23,12 @@ fn refusal(err: ApiError) -> Response {
          <h1>Huddle</h1><p data-testid=\"link-error\">{message}</p><a href=\"/\">Back to Huddle</a>\
          </main></body></html>"
     );
-    (status_of(err.code), Html(page)).into_response()
+    // Its own policy: the stylesheet loads (the default one lets nothing load), nothing runs.
+    let csp = (
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'",
+    );
+    (status_of(err.code), [csp], Html(page)).into_response()
 }
 
 /// `GET /join/{secret}`: joins a workspace with the invite's role (or may create workspaces).
