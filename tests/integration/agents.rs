@@ -791,10 +791,13 @@ async fn agents_settle_at(
 async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across_a_restart() {
     use crate::openai_api::{EARLIER_REQUESTS, FakeOpenAi, MARKDOWN_REPLY};
     let api = FakeOpenAi::start().await;
-    // Not under /tmp: Codex refuses to make its sandbox helpers under a temporary directory, and
-    // its file edits go through them.
-    let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "huddle-codex-{}",
+    // Not under /tmp (where a clone of this repository may be): Codex refuses to make its sandbox
+    // helpers under a temporary directory, and its file edits go through them.
+    let base = std::env::var_os("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".cache"))
+        .unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
+    let home = base.join(format!(
+        "huddle-test-codex-{}",
         huddle::sandbox_agent::random_id()
     ));
     api.codex_home(&home);
