@@ -5,6 +5,17 @@ use serde::{Deserialize, Serialize};
 use server_fn::codec::JsonEncoding;
 use server_fn::error::{FromServerFnError, ServerFnErrorErr};
 
+/// What someone sent, as an error message quotes it: a short prefix only, so that a huge or
+/// hostile value neither comes back whole nor floods the answer.
+pub fn quoted(sent: &str) -> String {
+    const MAX: usize = 40;
+    let mut out: String = sent.chars().take(MAX).collect();
+    if out.len() < sent.len() {
+        out.push('…');
+    }
+    format!("`{out}`")
+}
+
 /// Stable, machine-readable error codes of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -39,7 +39,15 @@ pub async fn room_events(
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    // A Last-Event-ID that is not text is malformed too (not absent: that would replay all).
+    let last_event_id = match headers.get("last-event-id").map(|v| v.to_str()) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return ApiError::bad_request("Last-Event-ID must be a room-log sequence number.")
+                .into_response();
+        }
+        None => None,
+    };
     let after = match (last_event_id, q.after) {
         (Some(v), _) => match v.trim().parse::<i64>() {
             Ok(n) if n >= 0 => n,

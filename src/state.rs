@@ -697,7 +697,12 @@ impl AppState {
         store::find_workspace(&self.0.pool, id)
             .await?
             .map(Into::into)
-            .ok_or_else(|| ApiError::not_found(format!("There is no workspace `{id}`.")))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "There is no workspace {}.",
+                    crate::error::quoted(id)
+                ))
+            })
     }
 }
 

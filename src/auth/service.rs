@@ -72,7 +72,10 @@ fn session_down(e: tower_sessions::session::Error) -> ApiError {
 }
 
 fn not_in(ws: &str) -> ApiError {
-    ApiError::not_found(format!("There is no workspace `{ws}`."))
+    ApiError::not_found(format!(
+        "There is no workspace {}.",
+        crate::error::quoted(ws)
+    ))
 }
 
 /// Friendly names for new identities, until people pick their own.

@@ -11,7 +11,8 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
-    #[error("There is no workspace `{0}`.")]
+    /// The id as a message may quote it ([`crate::error::quoted`]).
+    #[error("There is no workspace {0}.")]
     UnknownWorkspace(String),
     #[error("{0}")]
     Invalid(String),

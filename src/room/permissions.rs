@@ -89,7 +89,10 @@ impl Actor {
             .get_mut(&request_id)
             .map(|r| &mut r.answered_by)
         else {
-            let message = format!("There is no permission request `{request_id}`.");
+            let message = format!(
+                "There is no permission request {}.",
+                crate::error::quoted(&request_id)
+            );
             let _ = reply.send(Err(RoomError::NotFound(message)));
             return;
         };

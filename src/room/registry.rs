@@ -101,7 +101,7 @@ impl Registry {
     /// workspaces another live Huddle process owns.
     async fn handle(&self, id: &str) -> Result<RoomHandle, RoomError> {
         if !is_valid_workspace_id(id) {
-            return Err(RoomError::UnknownWorkspace(id.into()));
+            return Err(RoomError::UnknownWorkspace(crate::error::quoted(id)));
         }
         if let Some(h) = self.live_handle(id) {
             return Ok(h);
@@ -112,7 +112,7 @@ impl Registry {
         let pool = self.pool();
         let row = store::find_workspace(pool, id)
             .await?
-            .ok_or_else(|| RoomError::UnknownWorkspace(id.into()))?;
+            .ok_or_else(|| RoomError::UnknownWorkspace(crate::error::quoted(id)))?;
         if !leases::acquire(pool, id, &self.inner.owner).await? {
             return Err(RoomError::OwnedElsewhere);
         }

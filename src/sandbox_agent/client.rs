@@ -716,12 +716,16 @@ impl Session {
             perms.get(request_id).cloned()
         }
         .ok_or_else(|| {
-            AcpError::Invalid(format!("permission request '{request_id}' is not pending"))
+            AcpError::Invalid(format!(
+                "permission request {} is not pending",
+                crate::error::quoted(request_id)
+            ))
         })?;
         let known = acp::offers_option(&pending.params, option_id);
         if !known {
             return Err(AcpError::Invalid(format!(
-                "'{option_id}' is not an option of this request"
+                "{} is not an option of this request",
+                crate::error::quoted(option_id)
             )));
         }
         if self
@@ -732,7 +736,8 @@ impl Session {
             .is_none()
         {
             return Err(AcpError::Invalid(format!(
-                "permission request '{request_id}' is not pending"
+                "permission request {} is not pending",
+                crate::error::quoted(request_id)
             )));
         }
         let outcome = acp::permission_selected(option_id);

@@ -335,3 +335,87 @@ async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
     app.stop().await;
     sa.stop().await;
 }
+
+/// A huge or hostile value is quoted in an error by a short prefix only, wherever it is sent; and
+/// a Last-Event-ID that is not text is refused, not taken for none (which would replay it all).
+#[tokio::test]
+async fn errors_quote_at_most_a_short_prefix_of_what_was_sent() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let (http, base) = (&app.http, &app.base);
+    let long = "w".repeat(10_000);
+    let echoed = |body: &str| body.contains(&"w".repeat(100));
+    for endpoint in [
+        "info",
+        "snapshot",
+        "get",
+        "page",
+        "members",
+        "prompt",
+        "cancel",
+        "permission",
+        "typing",
+    ] {
+        let res = http
+            .post(format!("{base}/api/workspace/{endpoint}"))
+            .json(&json!({"workspaceId": long, "text": "hi", "requestId": "r", "optionId": "o"}))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap();
+        assert!((400..500).contains(&status), "{endpoint}: {status}");
+        let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(!echoed(&body) && body.len() < 400, "{endpoint}: {body}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{endpoint}"
+        );
+    }
+    for path in [
+        format!("/api/workspace/{long}/events"),
+        format!("/api/workspace/{long}/images/x"),
+        format!("/w/{long}"),
+    ] {
+        let res = http.get(format!("{base}{path}")).send().await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap();
+        assert!((400..500).contains(&status), "{status}");
+        assert!(
+            !echoed(&body),
+            "{}: {}",
+            &path[..20],
+            &body[..body.len().min(300)]
+        );
+    }
+    // A permission answer naming a request or option that is not there.
+    let token_body =
+        json!({"workspaceId": ws, "userId": "ada", "requestId": long, "optionId": long});
+    let (status, body) = app.post("permission", token_body).await;
+    assert!(
+        (400..500).contains(&status) && !echoed(&body.to_string()),
+        "{body}"
+    );
+    // Last-Event-ID: not a number, or not even text.
+    let token = app.token_named(&ws, "ada", "Ada").await;
+    for value in [
+        reqwest::header::HeaderValue::from_static("banana"),
+        reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+    ] {
+        let res = app
+            .anon
+            .get(format!("{base}/api/workspace/{ws}/events"))
+            .bearer_auth(&token)
+            .header("last-event-id", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 400);
+        let error: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(error["code"], "bad_request");
+    }
+    app.stop().await;
+    sa.stop().await;
+}
