@@ -340,6 +340,9 @@ pub async fn revoke_token(
 /// Renders an agent message's markdown to sanitised HTML.
 #[server(prefix = "/api", endpoint = "markdown", input = Json, output = Json)]
 pub async fn render_markdown(text: String) -> Result<String, ApiError> {
+    // For the people of Huddle's rooms, not a free renderer for anyone.
+    let (state, caller) = service()?;
+    state.auth().me(&caller)?;
     Ok(crate::markdown::render(&text))
 }
 

@@ -674,6 +674,7 @@ pub fn build_app(
         idle_sleep: options.idle_sleep,
         workspaces_dir: options.workspaces_dir,
         max_queue: options.limits.max_queue,
+        projects_root: options.projects_root.clone(),
     });
     let auth = Auth::new(
         pool.clone(),

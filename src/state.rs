@@ -664,7 +664,8 @@ impl AppState {
             .await
             .map(|m| m.is_dir())
             .unwrap_or(false);
-        if !is_dir || !path.starts_with(&root) {
+        // The root itself is no project: each workspace gets a directory of its own under it.
+        if !is_dir || !path.starts_with(&root) || path == root {
             return Err(outside());
         }
         Ok(path.display().to_string())
@@ -748,6 +749,13 @@ fn check_images(
                 .map_err(|_| ApiError::bad_request("An image's data is not valid base64."))?;
             if data.len() > MAX_IMAGE_BYTES {
                 return Err(too_large());
+            }
+            // What the bytes are, not only what they are said to be (an SVG or HTML page said to
+            // be a PNG is neither kept nor sent to the agent).
+            if infer::get(&data).map(|t| t.mime_type()) != Some(image.mime_type.as_str()) {
+                return Err(ApiError::bad_request(
+                    "An image's bytes are not the PNG, JPEG, GIF or WebP image it says it is.",
+                ));
             }
             Ok((image.mime_type, data))
         })

@@ -33,6 +33,9 @@ pub struct RoomDeps {
     pub workspaces_dir: std::path::PathBuf,
     /// Prompts that may wait behind a running turn.
     pub max_queue: usize,
+    /// Where owners may pick a workspace's directory: a picked one is checked to be under it
+    /// again at every session start (it may have been swapped for a link since).
+    pub projects_root: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -72,6 +75,10 @@ impl Registry {
     }
 
     /// The working directory of a workspace: where its agent runs.
+    pub fn projects_root(&self) -> Option<&std::path::Path> {
+        self.inner.deps.projects_root.as_deref()
+    }
+
     pub fn working_dir(&self, workspace_id: &str) -> std::path::PathBuf {
         self.inner.deps.workspaces_dir.join(workspace_id)
     }

@@ -74,7 +74,22 @@ impl Actor {
         let sandbox = self.registry.sandbox().clone();
         let notices = self.notices.clone();
         let internal = self.internal.clone();
+        let picked_under = self
+            .row
+            .working_dir
+            .is_some()
+            .then(|| self.registry.projects_root().map(|r| r.to_path_buf()));
         tokio::spawn(async move {
+            // A directory the owner picked must still be under the projects root: it may have
+            // been swapped for a link to elsewhere since.
+            if let Some(root) = picked_under
+                && !still_under(&cwd, root.as_deref()).await
+            {
+                let _ = internal.send(Internal::SessionReady(Err(AcpError::Invalid(
+                    OUTSIDE_ROOT.into(),
+                ))));
+                return;
+            }
             // Workspaces made before they had a directory get theirs now.
             if let Err(e) = tokio::fs::create_dir_all(&cwd).await {
                 tracing::error!(dir = %cwd.display(), error = %e, "cannot make the workspace's directory");
@@ -96,9 +111,12 @@ impl Actor {
             Err(e) => {
                 tracing::error!(workspace = %self.row.id, error = %e, "could not start the agent session");
                 self.session = SessionSlot::Idle { failed: true };
-                let hint = start_hint(&self.row.agent)
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default();
+                let hint = match &e {
+                    AcpError::Invalid(why) if why == OUTSIDE_ROOT => Some(OUTSIDE_ROOT),
+                    _ => start_hint(&self.row.agent),
+                }
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
                 self.notice(
                     NoticeLevel::Error,
                     format!(
@@ -525,6 +543,22 @@ impl Actor {
             }
         }
     }
+}
+
+const OUTSIDE_ROOT: &str =
+    "the workspace's directory is no longer a directory under the projects root";
+
+/// Whether `dir`, with every link resolved, is a directory under `root` (not the root itself).
+async fn still_under(dir: &std::path::Path, root: Option<&std::path::Path>) -> bool {
+    let Some(root) = root else { return false };
+    let (Ok(dir), Ok(root)) = (
+        tokio::fs::canonicalize(dir).await,
+        tokio::fs::canonicalize(root).await,
+    ) else {
+        return false;
+    };
+    let is_dir = tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir());
+    is_dir && dir.starts_with(&root) && dir != root
 }
 
 /// How the room names an option: the legacy mode list is the mode.

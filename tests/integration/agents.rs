@@ -289,10 +289,22 @@ async fn images_go_to_the_agent_as_image_blocks_and_are_served_to_members_only()
         .unwrap();
     assert_eq!(res.status(), 403);
 
-    // Clear errors: too many, not an image type, not base64, too large.
+    // Clear errors: too many, not an image type, not base64, too large; bytes that are not the
+    // image they are said to be (nothing, an SVG or an HTML page said to be a PNG, a PNG said to
+    // be a JPEG).
     let five = serde_json::Value::Array(vec![json!({"mimeType": "image/png", "data": PNG}); 5]);
     let big = "A".repeat(1_400_000);
+    let b64 = |bytes: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let svg = b64(br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#);
+    let html = b64(b"<!DOCTYPE html><html><script>alert(1)</script></html>");
     for (images, status) in [
+        (json!([{"mimeType": "image/png", "data": ""}]), 400),
+        (json!([{"mimeType": "image/png", "data": svg}]), 400),
+        (json!([{"mimeType": "image/png", "data": html}]), 400),
+        (json!([{"mimeType": "image/jpeg", "data": PNG}]), 400),
         (five, 400),
         (json!([{"mimeType": "text/html", "data": PNG}]), 400),
         (

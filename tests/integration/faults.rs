@@ -390,6 +390,15 @@ async fn errors_quote_at_most_a_short_prefix_of_what_was_sent() {
             &body[..body.len().min(300)]
         );
     }
+    // Markdown is rendered for people with an identity only.
+    let res = app
+        .anon
+        .post(format!("{base}/api/markdown"))
+        .json(&json!({"text": "# hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
     // A permission answer naming a request or option that is not there.
     let token_body =
         json!({"workspaceId": ws, "userId": "ada", "requestId": long, "optionId": long});

@@ -569,12 +569,32 @@ async fn an_owner_may_pick_a_directory_under_the_projects_root_only() {
         info["workingDir"],
         project.canonicalize().unwrap().display().to_string()
     );
-    for outside in ["../", "/etc", "escape", "missing"] {
+    for outside in ["../", "/etc", "escape", "missing", ".", "shop/.."] {
         let (status, body) = app
             .post("create", json!({"agent": "mock", "directory": outside}))
             .await;
         assert_eq!(status, 400, "{outside}: {body}");
     }
+    // The picked directory swapped for a link to elsewhere after the workspace was made: the
+    // agent does not start there, and the room says why.
+    std::fs::remove_dir_all(&project).unwrap();
+    std::os::unix::fs::symlink("/etc", &project).unwrap();
+    let mut sse = app.events(ws, "ada", None).await;
+    app.prompt(ws, "ada", "write file").await;
+    let turn = sse.until(is_turn_end).await;
+    assert!(
+        turn.iter()
+            .any(|e| matches!(&e.event, RoomEvent::Notice { message, .. }
+            if message.contains("no longer a directory under the projects root"))),
+        "{turn:#?}"
+    );
+    assert!(matches!(
+        &turn.last().unwrap().event,
+        RoomEvent::TurnEnded { error: Some(_), .. }
+    ));
+    assert!(!std::path::Path::new("/etc/hello.txt").exists());
+    std::fs::remove_file(&project).unwrap();
+    drop(sse);
     app.stop().await;
     // Without a projects root, nobody picks a directory.
     let app = spawn_app(&pool, &sa, LONG).await;
