@@ -167,9 +167,13 @@ impl SandboxAgentProcess {
             return;
         }
         // The leader's pid may have been reused by something else: signal the group only when its
-        // leader is still a sandbox-agent, or gone (then what is left are its agents).
+        // leader is still a sandbox-agent, or gone (then what is left are its agents). A zombie
+        // leader (killed, not yet reaped: its command line reads empty) is gone too, and its pid
+        // cannot have been reused while it is one.
         let leader = std::fs::read(format!("/proc/{pgid}/cmdline"));
-        if leader.is_ok_and(|c| !String::from_utf8_lossy(&c).contains("sandbox-agent")) {
+        if leader
+            .is_ok_and(|c| !c.is_empty() && !String::from_utf8_lossy(&c).contains("sandbox-agent"))
+        {
             return;
         }
         tracing::warn!(
@@ -388,5 +392,60 @@ async fn stop_group(pgid: i32, mut leader: Option<&mut Child>) {
     }
     if let Some(child) = leader {
         let _ = child.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Huddle and the server's leader killed at once, and Huddle started again before the leader
+    /// was reaped: its agents still go.
+    #[tokio::test]
+    async fn a_leftover_group_whose_leader_is_a_zombie_is_stopped() {
+        use std::os::unix::process::CommandExt;
+        // A leader in a group of its own that leaves an "agent" behind and exits; never reaped
+        // here, so it stays a zombie.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 >/dev/null 2>&1 & echo $!; exit 0"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id() as i32;
+        let mut out = String::new();
+        std::io::Read::read_to_string(leader.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let agent: i32 = out.trim().parse().unwrap();
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{pgid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        };
+        let t = Instant::now();
+        while !zombie() {
+            assert!(t.elapsed() < Duration::from_secs(10), "the leader exits");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dir = std::env::temp_dir().join(format!("huddle-leftover-{pgid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("sandbox-agent.pid");
+        let trace = Trace {
+            pgid,
+            port: 9,
+            token: "t".into(),
+        };
+        std::fs::write(&pid_file, serde_json::to_string(&trace).unwrap()).unwrap();
+        SandboxAgentProcess::stop_leftover(&pid_file).await;
+        let gone = !std::fs::read_to_string(format!("/proc/{agent}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        });
+        let _ = leader.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            gone,
+            "the agent of a group whose leader is a zombie was stopped"
+        );
     }
 }
