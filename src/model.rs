@@ -178,6 +178,19 @@ pub struct Me {
     pub csrf: String,
 }
 
+impl Me {
+    /// Someone who has only looked so far: no identity is kept for them until they act.
+    pub fn guest() -> Self {
+        Me {
+            person_id: String::new(),
+            display_name: "Guest".into(),
+            instance_owner: false,
+            may_create: false,
+            csrf: String::new(),
+        }
+    }
+}
+
 /// What the visitor of a workspace page may do there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

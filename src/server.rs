@@ -184,8 +184,10 @@ fn sessions(
         .with_http_only(true)
         .with_same_site(tower_sessions::cookie::SameSite::Lax)
         .with_secure(state.secure_cookies())
+        // A session exists only for someone who acted (see `auth::identify`); one unused for 90
+        // days expires, and the store's sweep deletes it.
         .with_expiry(tower_sessions::Expiry::OnInactivity(
-            tower_sessions::cookie::time::Duration::days(365),
+            tower_sessions::cookie::time::Duration::days(90),
         ))
 }
 

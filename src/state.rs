@@ -320,7 +320,10 @@ impl AppState {
 
     /// The home page: who is looking, their workspaces, and the agents to pick from.
     pub async fn home(&self, caller: &Caller) -> Result<crate::model::HomeView, ApiError> {
-        let me = self.auth().me(caller)?;
+        let me = match caller {
+            Caller::Nobody => crate::model::Me::guest(),
+            _ => self.auth().me(caller)?,
+        };
         let workspaces = crate::auth::store::my_workspaces(self.pool(), &me.person_id)
             .await?
             .into_iter()

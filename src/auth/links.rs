@@ -35,9 +35,11 @@ fn refusal(err: ApiError) -> Response {
 pub async fn join(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    session: Option<Extension<Session>>,
     Path(secret): Path<String>,
 ) -> Response {
-    match state.auth().join(&caller, &secret).await {
+    let session = session.map(|Extension(s)| s);
+    match state.auth().join(&caller, session.as_ref(), &secret).await {
         Ok(to) => Redirect::to(&to).into_response(),
         Err(e) => refusal(e),
     }

@@ -104,6 +104,9 @@ pub async fn identify(
     if !(page || path.starts_with("/api/") || path == "/new" || path.ends_with("/send")) {
         return next.run(req).await;
     }
+    // Nobody gets an identity for looking: only a person naming themselves does here (opening a
+    // valid link makes one in its handler). Anonymous traffic stores nothing.
+    let create = req.method() == Method::POST && path == "/api/me/name";
     let auth = state.auth();
     let caller = match req.headers().get(header::AUTHORIZATION) {
         Some(value) => {
@@ -124,7 +127,7 @@ pub async fn identify(
             }
         }
         None => match req.extensions().get::<tower_sessions::Session>().cloned() {
-            Some(session) => auth.by_session(&session, page).await,
+            Some(session) => auth.by_session(&session, create).await,
             None => Ok(Caller::Nobody),
         },
     };

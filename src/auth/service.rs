@@ -180,6 +180,24 @@ impl Auth {
     }
 
     /// The person a browser session names; with `create`, a first visit gets a new identity.
+    /// The caller as a person, making them one (kept in Postgres, with a session) when they are
+    /// nobody yet: for those who do something that needs an identity (open a valid link, name
+    /// themselves), never for a page they only look at.
+    pub async fn person_or_new(
+        &self,
+        caller: &Caller,
+        session: Option<&Session>,
+    ) -> Result<Person, ApiError> {
+        match (caller, session) {
+            (Caller::Person(p), _) => Ok(p.clone()),
+            (Caller::Nobody, Some(session)) => match self.by_session(session, true).await? {
+                Caller::Person(p) => Ok(p),
+                Caller::Nobody => Err(Self::person(caller).unwrap_err()),
+            },
+            (Caller::Nobody, None) => Self::person(caller).cloned(),
+        }
+    }
+
     pub async fn by_session(&self, session: &Session, create: bool) -> Result<Caller, ApiError> {
         let id: Option<String> = session.get(PERSON_KEY).await.map_err(session_down)?;
         if let Some(id) = id
@@ -559,14 +577,20 @@ impl Auth {
     }
 
     /// Opens an invite link: where the browser goes next.
-    pub async fn join(&self, caller: &Caller, secret: &str) -> Result<String, ApiError> {
-        let p = Self::person(caller)?;
+    pub async fn join(
+        &self,
+        caller: &Caller,
+        session: Option<&Session>,
+        secret: &str,
+    ) -> Result<String, ApiError> {
         let invite = store::invite_by_secret(self.pool(), &hash_secret(secret)).await?;
         let Some(invite) = invite.filter(|i| !i.revoked) else {
             return Err(ApiError::forbidden(
                 "This invite link is not valid any more. Ask the owner for a new one.",
             ));
         };
+        // Only now, with a link that works, does the browser get an identity.
+        let p = &self.person_or_new(caller, session).await?;
         match (&invite.workspace_id, invite.role.as_str()) {
             (None, _) => {
                 sqlx::query("UPDATE people SET may_create = true WHERE id = $1")
@@ -593,7 +617,6 @@ impl Auth {
         session: Option<&Session>,
         secret: &str,
     ) -> Result<(), ApiError> {
-        let p = Self::person(caller)?;
         let valid = self
             .0
             .sign_in_hash
@@ -604,6 +627,7 @@ impl Auth {
                 "This sign-in link is not valid: Huddle prints a new one each time it starts.",
             ));
         }
+        let p = &self.person_or_new(caller, session).await?;
         store::make_instance_owner(self.pool(), &p.id).await?;
         // A new session id on a change of rights (no session fixation).
         if let Some(session) = session {

@@ -91,8 +91,54 @@ async fn a_browser_gets_an_identity_and_the_sign_in_link_makes_it_the_owner() {
     let app = spawn_app(&pool, &sa, LONG).await;
     let b = Browser::new(&app);
 
-    // The first visit gets an identity in an HttpOnly, SameSite=Lax cookie.
+    // Looking stores nothing: a first visit (and a link that does not work) gets no identity.
+    let counts = || async {
+        let people: i64 = sqlx::query_scalar("SELECT count(*) FROM people")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM tower_sessions.session")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (people, sessions)
+    };
+    let before = counts().await;
     let res = b.http.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("set-cookie").is_none());
+    let (status, body) = b.api("me", json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    // Anonymous traffic (a thousand loads of each page a stranger can reach) adds no rows.
+    for path in [
+        "/",
+        "/w/0123456789abcdef0123456789abcdef",
+        "/join/not-an-invite",
+    ] {
+        for _ in 0..1000 {
+            let res = app
+                .anon
+                .get(format!("{}{path}", app.base))
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().as_u16() < 500);
+        }
+    }
+    assert_eq!(counts().await, before, "people and sessions");
+    let (status, _, page) = b.open("/sign-in/not-the-secret").await;
+    assert_eq!(status, 403);
+    assert!(page.contains("not valid"), "{page}");
+    assert_eq!(counts().await, before);
+
+    // The sign-in link makes this browser a person, the instance owner, in an HttpOnly,
+    // SameSite=Lax cookie.
+    let res = b
+        .http
+        .get(format!("{}/sign-in/{SIGN_IN_SECRET}", app.base))
+        .send()
+        .await
+        .unwrap();
     let cookie = res
         .headers()
         .get_all("set-cookie")
@@ -103,12 +149,17 @@ async fn a_browser_gets_an_identity_and_the_sign_in_link_makes_it_the_owner() {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     let me = b.me().await;
-    assert_eq!(me["instanceOwner"], false);
+    assert_eq!(me["instanceOwner"], true);
     assert!(!me["displayName"].as_str().unwrap().is_empty());
     let person = me["personId"].as_str().unwrap().to_string();
 
-    // Nobody creates a workspace without having been let in.
-    let (status, body) = b.api("workspace/create", json!({})).await;
+    // Nobody creates a workspace without having been let in: not someone who only named
+    // themselves (which made them a person), not someone with no identity at all.
+    let named = Browser::new(&app);
+    let me = named.ok("me/name", json!({"displayName": "Cy"})).await;
+    assert_eq!(me["displayName"], "Cy");
+    assert_eq!(counts().await.0, before.0 + 2, "the operator and Cy");
+    let (status, body) = named.api("workspace/create", json!({})).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
     let (status, body) = app
         .anon
@@ -120,11 +171,7 @@ async fn a_browser_gets_an_identity_and_the_sign_in_link_makes_it_the_owner() {
         .unwrap();
     assert_eq!(status, 401);
     assert_eq!(body.json::<Value>().await.unwrap()["code"], "unauthorized");
-    let (status, _, page) = b.open("/sign-in/not-the-secret").await;
-    assert_eq!(status, 403);
-    assert!(page.contains("not valid"), "{page}");
-
-    // The sign-in link: same person, now the instance owner, on a new session id.
+    // The sign-in link again: same person, still the instance owner, on a new session id.
     b.sign_in().await;
     let me = b.me().await;
     assert_eq!(me["personId"], person.as_str());
@@ -229,6 +276,7 @@ async fn owners_members_and_viewers_get_what_their_role_allows() {
 
     // Without a membership: a 403 page that says to ask for an invite, and 403 JSON elsewhere.
     let outsider = Browser::new(&app);
+    outsider.ok("me/name", json!({"displayName": "Otto"})).await;
     let (status, _, page) = outsider.open(&room).await;
     assert_eq!(status, 403);
     assert!(page.contains("Ask the owner for an invite"), "{page}");
@@ -385,7 +433,8 @@ async fn owners_members_and_viewers_get_what_their_role_allows() {
     let late = Browser::new(&app);
     let (status, _) = late.join(&at(&viewer_invite)).await;
     assert_eq!(status, 403);
-    assert_eq!(late.events(&ws).send().await.unwrap().status(), 403);
+    // Not even an identity: the link did not work.
+    assert_eq!(late.events(&ws).send().await.unwrap().status(), 401);
     let rotated = owner
         .ok(
             "workspace/invites/rotate",
