@@ -245,10 +245,14 @@ impl Auth {
 
     /// What the caller may do in a workspace, or why not.
     pub async fn require(&self, caller: &Caller, ws: &str, need: Need) -> Result<Grant, ApiError> {
-        let person = Self::person(caller)?;
         if !is_valid_workspace_id(ws) {
             return Err(not_in(ws));
         }
+        // Someone with no identity yet hears that a workspace is not there as anyone would.
+        if matches!(caller, Caller::Nobody) && store::access(self.pool(), ws, "").await?.is_none() {
+            return Err(not_in(ws));
+        }
+        let person = Self::person(caller)?;
         let row = store::access(self.pool(), ws, &person.id)
             .await?
             .ok_or_else(|| not_in(ws))?;
