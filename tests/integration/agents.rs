@@ -423,15 +423,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let mut sse = app.events(&ws, "ada", None).await;
 
     // A markdown reply streams in pieces, and the room renders it.
-    app.prompt(&ws, "ada", "greet the team").await;
-    let turn = sse.until(is_turn_end).await;
-    let chunks: Vec<String> = turn
-        .iter()
-        .filter_map(said)
-        .filter(|t| !t.is_empty())
-        .collect();
-    assert!(chunks.len() > 3, "streamed in pieces: {chunks:?}");
-    assert_eq!(chunks.concat(), MARKDOWN_REPLY);
+    greets_in_pieces(&app, &ws, &mut sse, MARKDOWN_REPLY).await;
     let snapshot = app.post("snapshot", json!({"workspaceId": ws})).await.1;
     let rendered = snapshot["rendered"].to_string();
     assert!(
@@ -850,15 +842,7 @@ async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across
     assert!(api.requests().is_empty(), "no turn ran");
 
     // A markdown reply streams in pieces.
-    app.prompt(&ws, "ada", "greet the team").await;
-    let turn = sse.until(is_turn_end).await;
-    let chunks: Vec<String> = turn
-        .iter()
-        .filter_map(said)
-        .filter(|t| !t.is_empty())
-        .collect();
-    assert!(chunks.len() > 3, "streamed in pieces: {chunks:?}");
-    assert_eq!(chunks.concat(), MARKDOWN_REPLY);
+    greets_in_pieces(&app, &ws, &mut sse, MARKDOWN_REPLY).await;
     assert!(api.requests()[0].to_string().contains("ada says"));
 
     // The room picks a model; Codex's next request uses it.
@@ -985,4 +969,18 @@ async fn recall(
     let reply: String = got.iter().filter_map(said).collect();
     assert_eq!(reply, format!("I remember: {}", earlier.join(", ")));
     got
+}
+
+/// Asks the agent to greet the team: its markdown reply streams in more than three pieces, and
+/// is the scripted one.
+async fn greets_in_pieces(app: &TestApp, ws: &str, sse: &mut Sse, reply: &str) {
+    app.prompt(ws, "ada", "greet the team").await;
+    let turn = sse.until(is_turn_end).await;
+    let chunks: Vec<String> = turn
+        .iter()
+        .filter_map(said)
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(chunks.len() > 3, "streamed in pieces: {chunks:?}");
+    assert_eq!(chunks.concat(), reply);
 }
