@@ -26,7 +26,13 @@ pub(super) struct Boot {
     state: RoomState,
     /// Prompts recorded after the state was last written: they were never queued.
     late: Vec<QueuedPrompt>,
+    /// What the agent sent that was persisted with its session but not yet in the room log when
+    /// the last run stopped (a crash between the two writes): logged first, so nothing is lost.
+    unlogged: Vec<crate::sandbox_agent::SessionEvent>,
 }
+
+/// At most this many unlogged events are carried over at once (a crash leaves a handful).
+const MAX_UNLOGGED: usize = 10_000;
 
 impl Boot {
     pub(super) async fn load(
@@ -81,7 +87,28 @@ impl Boot {
                 _ => None,
             })
             .collect();
-        Ok(Self { head, state, late })
+        // The stream resumes after what was persisted with the session: what of that the room
+        // log lacks would never come again.
+        let logged = room_log::last_event_index(pool, workspace_id).await?;
+        let persist = crate::sandbox_agent::PostgresPersist::new(pool.clone());
+        let unlogged = crate::sandbox_agent::SessionPersistDriver::list_events(
+            &persist,
+            &super::session_id_of(workspace_id),
+            Some(&logged.to_string()),
+            MAX_UNLOGGED,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::sandbox_agent::PersistError::Db(e) => StoreError::Db(e),
+            other => StoreError::Corrupt(other.to_string()),
+        })?
+        .items;
+        Ok(Self {
+            head,
+            state,
+            late,
+            unlogged,
+        })
     }
 }
 
@@ -89,7 +116,19 @@ impl Actor {
     /// Carries on what the last run left: re-attaches to a running turn (or ends it visibly),
     /// then runs the queue.
     pub(super) fn recover(&mut self, boot: Boot) {
-        let Boot { state, late, .. } = boot;
+        let Boot {
+            state,
+            late,
+            unlogged,
+            ..
+        } = boot;
+        if !unlogged.is_empty() {
+            tracing::warn!(workspace = %self.row.id, events = unlogged.len(), "logging what the agent sent before the last run stopped");
+            self.write(
+                unlogged.into_iter().map(RoomEvent::SessionEvent).collect(),
+                false,
+            );
+        }
         self.turns.last_prompt_seq = state
             .last_prompt_seq
             .max(late.iter().map(|p| p.seq).max().unwrap_or(0));

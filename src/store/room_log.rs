@@ -128,6 +128,19 @@ pub async fn prompts_after(
 }
 
 /// The newest seq of a workspace (0 when the log is empty): one index lookup.
+/// The event index of the newest agent session event in the room log (0 when there is none).
+pub async fn last_event_index(pool: &PgPool, workspace_id: &str) -> Result<i64, StoreError> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT (data->>'eventIndex')::bigint FROM room_log \
+         WHERE workspace_id = $1 AND kind = 'session.event' AND data ? 'eventIndex' \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(workspace_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| r.0).unwrap_or(0))
+}
+
 pub async fn head(pool: &PgPool, workspace_id: &str) -> Result<i64, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT seq FROM room_log WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1",

@@ -428,3 +428,66 @@ async fn errors_quote_at_most_a_short_prefix_of_what_was_sent() {
     app.stop().await;
     sa.stop().await;
 }
+
+/// The crash boundary: what the agent sent is persisted with its session first, then logged in
+/// the room. A run that stops between the two (kill -9) leaves an event the room never showed,
+/// and the resumed stream starts after it. The next run logs it, once, in order.
+#[tokio::test]
+async fn an_event_persisted_but_not_logged_when_huddle_stopped_is_logged_once_at_wake() {
+    use huddle::sandbox_agent::{PostgresPersist, SessionEvent, SessionPersistDriver};
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "stream 3").await;
+    sse.until(is_turn_end).await;
+    drop(sse);
+    app.stop().await;
+    // As the agent's connection pump does before the room hears of it: persisted, not logged.
+    let persist = PostgresPersist::new(pool.clone());
+    let session = huddle::room::session_id_of(&ws);
+    let index = persist.max_event_index(&session).await.unwrap().unwrap() + 1;
+    let lost = SessionEvent {
+        id: format!("lost-{index}"),
+        event_index: index,
+        session_id: session.clone(),
+        created_at: huddle::sandbox_agent::now_ms(),
+        connection_id: "c".into(),
+        sender: huddle::sandbox_agent::Sender::Agent,
+        payload: json!({"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s",
+            "update": {"sessionUpdate": "agent_message_chunk",
+                "content": {"type": "text", "text": "the chunk at the crash"}}}}),
+    };
+    persist.insert_event(&lost).await.unwrap();
+    let logged = |pool: sqlx::PgPool, ws: String| async move {
+        huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                RoomEvent::SessionEvent(ev) => Some(ev.event_index),
+                _ => None,
+            })
+            .collect::<Vec<i64>>()
+    };
+    for _ in 0..2 {
+        let app = spawn_app(&pool, &sa, LONG).await;
+        let (status, _) = app.post("info", json!({"workspaceId": ws})).await;
+        assert_eq!(status, 200);
+        let t = Instant::now();
+        while !logged(pool.clone(), ws.clone()).await.contains(&index) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the lost event was logged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        app.stop().await;
+    }
+    // Every event of the session is in the room log, once, in order.
+    let indexes = logged(pool.clone(), ws.clone()).await;
+    let all: Vec<i64> = (1..=index).collect();
+    assert_eq!(indexes, all);
+    sa.stop().await;
+}
