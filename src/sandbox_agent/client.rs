@@ -194,10 +194,6 @@ impl SandboxAgent {
             .map_err(persist_err)?
             .unwrap_or(0)
             + 1;
-        let binding = Binding {
-            session_id: record.id.clone(),
-            next_index,
-        };
         // What the agent said it can do, when the connection opened (images, `session/load`).
         let initialized = inner
             .persist
@@ -206,6 +202,13 @@ impl SandboxAgent {
             .map_err(persist_err)?;
         let agent = record.agent.clone();
         let session = Session::new(self.clone(), record, notices, options);
+        session
+            .next_index
+            .store(next_index, std::sync::atomic::Ordering::SeqCst);
+        let binding = Binding {
+            session_id: session.state.lock().await.record.id.clone(),
+            next_index: session.next_index.clone(),
+        };
         let (conn, reply) = Connection::attach(
             inner.http.clone(),
             &inner.endpoint,
@@ -346,6 +349,8 @@ pub struct Session {
     /// The agent takes images in prompts (as its `initialize` answer said).
     takes_images: std::sync::atomic::AtomicBool,
     options: ChosenOptions,
+    /// The next event index, shared by all of the session's connections (see [`Binding`]).
+    next_index: Arc<std::sync::atomic::AtomicI64>,
 }
 
 struct SessionState {
@@ -380,6 +385,7 @@ impl Session {
             permissions: Arc::new(Mutex::new(HashMap::new())),
             takes_images: std::sync::atomic::AtomicBool::new(false),
             options,
+            next_index: Arc::new(std::sync::atomic::AtomicI64::new(1)),
         }
     }
 
@@ -445,7 +451,11 @@ impl Session {
             .map_err(persist_err)?
             .unwrap_or(0)
             + 1;
-        conn.bind(&state.record.id, next);
+        // Past what is persisted, and past what a closing connection of this session may still
+        // be numbering.
+        self.next_index
+            .fetch_max(next, std::sync::atomic::Ordering::SeqCst);
+        conn.bind(&state.record.id, self.next_index.clone());
 
         let init = acp::initialize();
         let initialized = conn

@@ -3,7 +3,7 @@
 //! hears of it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,10 +25,12 @@ type Reply = Result<Value, AcpError>;
 const MAX_BATCH: usize = 256;
 const INBOUND_CAPACITY: usize = 16_384;
 
-/// Which local session the envelopes of a connection belong to, and its next event index.
+/// Which local session the envelopes of a connection belong to, and its next event index:
+/// shared by every connection of the session, so that a closing connection's last envelopes and
+/// a new connection's first never get the same index.
 pub struct Binding {
     pub session_id: String,
-    pub next_index: i64,
+    pub next_index: Arc<AtomicI64>,
 }
 
 /// A permission request from the agent that nobody has answered yet.
@@ -187,8 +189,8 @@ impl Connection {
         self.shared.gone.is_cancelled()
     }
 
-    /// From now on, envelopes are recorded as events of `session_id`, starting at `next_index`.
-    pub(crate) fn bind(&self, session_id: &str, next_index: i64) {
+    /// From now on, envelopes are recorded as events of `session_id`, numbered by `next_index`.
+    pub(crate) fn bind(&self, session_id: &str, next_index: Arc<AtomicI64>) {
         *self.shared.binding.lock().expect("binding lock") = Some(Binding {
             session_id: session_id.to_string(),
             next_index,
@@ -431,14 +433,13 @@ async fn pump(
                 if let Some(b) = binding.as_mut() {
                     events.push(SessionEvent {
                         id: random_id(),
-                        event_index: b.next_index,
+                        event_index: b.next_index.fetch_add(1, Ordering::SeqCst),
                         session_id: b.session_id.clone(),
                         created_at: now_ms(),
                         connection_id: shared.id.clone(),
                         sender,
                         payload: envelope.clone(),
                     });
-                    b.next_index += 1;
                 }
                 if sender == Sender::Client {
                     continue;
@@ -479,9 +480,11 @@ async fn pump(
         }
         if !events.is_empty() {
             let at = cursor.map(|c| (shared.id.as_str(), c));
-            persist_with_retry(persist.as_ref(), &events, at, &shared.gone, &notices).await;
-            for event in events {
-                let _ = notices.send(SessionNotice::Event(event)).await;
+            // Announced only once persisted: the room never shows what its session lacks.
+            if persist_with_retry(persist.as_ref(), &events, at, &shared.gone, &notices).await {
+                for event in events {
+                    let _ = notices.send(SessionNotice::Event(event)).await;
+                }
             }
         }
         for action in actions {
@@ -573,15 +576,15 @@ async fn persist_with_retry(
     cursor: Option<(&str, u64)>,
     gone: &CancellationToken,
     notices: &mpsc::Sender<SessionNotice>,
-) {
+) -> bool {
     let mut delays = crate::retry::delays();
     let mut told = false;
     loop {
         match persist.insert_events_at(events, cursor).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) if !e.is_transient() => {
                 tracing::error!(error = %e, events = events.len(), "session events refused by the database");
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::error!(error = %e, events = events.len(), "could not persist session events; retrying");
@@ -590,7 +593,7 @@ async fn persist_with_retry(
                     told = notices.try_send(SessionNotice::StorageDown).is_ok();
                 }
                 tokio::select! {
-                    _ = gone.cancelled() => return,
+                    _ = gone.cancelled() => return false,
                     _ = tokio::time::sleep(crate::retry::next(&mut delays)) => {}
                 }
             }

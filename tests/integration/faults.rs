@@ -491,3 +491,79 @@ async fn an_event_persisted_but_not_logged_when_huddle_stopped_is_logged_once_at
     assert_eq!(indexes, all);
     sa.stop().await;
 }
+
+/// sandbox-agent killed mid-turn, again and again: the room's next prompt opens a new connection
+/// while the dead one's last envelopes are still being recorded. No event index is given twice,
+/// and every event the room shows is one its session holds.
+#[tokio::test]
+async fn sandbox_agent_killed_mid_turn_leaves_no_event_index_twice() {
+    use huddle::sandbox_agent::SessionPersistDriver;
+    use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
+    let (pool, _) = fresh_db().await;
+    let mut sa = start_sandbox_agent(None, None).await;
+    let (port, token) = (sa.port(), sa.endpoint().token.clone());
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    for _ in 0..6 {
+        app.prompt(&ws, "ada", "slow").await;
+        sse.until(|e| chunk(e).is_some_and(|t| t.starts_with("working 3 ")))
+            .await;
+        sa.kill().await;
+        sa = SandboxAgentProcess::start(ProcessOptions {
+            bin: Some(sandbox_agent_bin()),
+            port: Some(port),
+            token: token.clone(),
+            extra_path: vec![fixtures_bin()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        sse.until(is_turn_end).await;
+    }
+    app.prompt(&ws, "ada", "echo").await;
+    sse.until(is_turn_end).await;
+    let logged: Vec<i64> = huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            RoomEvent::SessionEvent(ev) => Some(ev.event_index),
+            _ => None,
+        })
+        .collect();
+    let mut unique = logged.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        logged.len(),
+        "an event index given twice: {logged:?}"
+    );
+    let persist = huddle::sandbox_agent::PostgresPersist::new(pool.clone());
+    let mut held = std::collections::HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = persist
+            .list_events(&huddle::room::session_id_of(&ws), cursor.as_deref(), 1000)
+            .await
+            .unwrap();
+        held.extend(page.items.iter().map(|e| e.event_index));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let missing: Vec<i64> = logged
+        .iter()
+        .copied()
+        .filter(|i| !held.contains(i))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "shown but not held by the session: {missing:?}"
+    );
+    drop(sse);
+    app.stop().await;
+    sa.stop().await;
+}
