@@ -460,23 +460,12 @@ async fn an_event_persisted_but_not_logged_when_huddle_stopped_is_logged_once_at
                 "content": {"type": "text", "text": "the chunk at the crash"}}}}),
     };
     persist.insert_event(&lost).await.unwrap();
-    let logged = |pool: sqlx::PgPool, ws: String| async move {
-        huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| match e.event {
-                RoomEvent::SessionEvent(ev) => Some(ev.event_index),
-                _ => None,
-            })
-            .collect::<Vec<i64>>()
-    };
     for _ in 0..2 {
         let app = spawn_app(&pool, &sa, LONG).await;
         let (status, _) = app.post("info", json!({"workspaceId": ws})).await;
         assert_eq!(status, 200);
         let t = Instant::now();
-        while !logged(pool.clone(), ws.clone()).await.contains(&index) {
+        while !logged_event_indexes(&pool, &ws).await.contains(&index) {
             assert!(
                 t.elapsed() < Duration::from_secs(30),
                 "the lost event was logged"
@@ -486,7 +475,7 @@ async fn an_event_persisted_but_not_logged_when_huddle_stopped_is_logged_once_at
         app.stop().await;
     }
     // Every event of the session is in the room log, once, in order.
-    let indexes = logged(pool.clone(), ws.clone()).await;
+    let indexes = logged_event_indexes(&pool, &ws).await;
     let all: Vec<i64> = (1..=index).collect();
     assert_eq!(indexes, all);
     sa.stop().await;
@@ -523,15 +512,7 @@ async fn sandbox_agent_killed_mid_turn_leaves_no_event_index_twice() {
     }
     app.prompt(&ws, "ada", "echo").await;
     sse.until(is_turn_end).await;
-    let logged: Vec<i64> = huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| match e.event {
-            RoomEvent::SessionEvent(ev) => Some(ev.event_index),
-            _ => None,
-        })
-        .collect();
+    let logged = logged_event_indexes(&pool, &ws).await;
     let mut unique = logged.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -566,4 +547,17 @@ async fn sandbox_agent_killed_mid_turn_leaves_no_event_index_twice() {
     drop(sse);
     app.stop().await;
     sa.stop().await;
+}
+
+/// The event indexes of the agent's session events in the room log, in log order.
+async fn logged_event_indexes(pool: &sqlx::PgPool, ws: &str) -> Vec<i64> {
+    huddle::store::room_log::list(pool, ws, 0, i64::MAX, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            RoomEvent::SessionEvent(ev) => Some(ev.event_index),
+            _ => None,
+        })
+        .collect()
 }
