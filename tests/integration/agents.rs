@@ -133,6 +133,23 @@ async fn members_change_the_agents_mode_and_model_for_the_room() {
         )
         .await;
     assert_eq!(status, 403);
+
+    // A choice a new session refuses: the room says so, and the choice is dropped (the next
+    // session is not asked again). Chosen while the room sleeps, it is set when it next opens.
+    app.stop().await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let (status, body) = app.post("option", option("model", "huge")).await;
+    assert_eq!(status, 200, "kept for the session about to open: {body}");
+    let mut sse = app.events(&ws, "ada", None).await;
+    sse.until(|e| {
+        matches!(&e.event, RoomEvent::Notice { message, .. }
+        if message.contains("did not take the room's model (huge)"))
+    })
+    .await;
+    let state = huddle::store::room_state::load(&pool, &ws).await.unwrap();
+    assert!(!state.options.contains_key("model"), "{:?}", state.options);
+    assert_eq!(state.options.get("_mode").map(String::as_str), Some("plan"));
+    drop(sse);
     app.stop().await;
     sa.stop().await;
 }
