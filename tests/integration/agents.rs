@@ -496,14 +496,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let reply: String = turn.iter().filter_map(said).collect();
     assert_eq!(reply, "The command printed: notes.md");
     let timeline = room_timeline(&app, &ws).await;
-    let bash = timeline
-        .items
-        .iter()
-        .find_map(|i| match &i.view {
-            huddle::timeline::View::Tool(t) if t.kind == "execute" => Some(t.clone()),
-            _ => None,
-        })
-        .expect("the Bash call's card");
+    let bash = tool_card(&timeline, |t| t.kind == "execute").expect("the Bash call's card");
     assert!(bash.title.contains("notes.md"), "{bash:?}");
     assert_eq!(bash.status, "completed", "{bash:?}");
     let notes = cwd.join("notes.md");
@@ -537,16 +530,8 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     // The card shows the one line that changed, not the whole file, with its path relative to the
     // working directory.
     let timeline = room_timeline(&app, &ws).await;
-    let edit = timeline
-        .items
-        .iter()
-        .find_map(|i| match &i.view {
-            huddle::timeline::View::Tool(t) if t.kind == "edit" && !t.diffs.is_empty() => {
-                Some(t.clone())
-            }
-            _ => None,
-        })
-        .expect("the Edit's card");
+    let edit =
+        tool_card(&timeline, |t| t.kind == "edit" && !t.diffs.is_empty()).expect("the Edit's card");
     assert_eq!(edit.diffs[0].path, "notes.md", "{edit:?}");
     assert_eq!(edit.diffs[0].counts(), (1, 1), "{edit:?}");
     assert!(!edit.title.contains(cwd.to_str().unwrap()), "{edit:?}");
@@ -670,14 +655,10 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let timeline = room_timeline(&app, &ws).await;
     assert_no_raw_rows(&timeline);
     // The Read's card shows the file, without the reminder Claude Code adds for the model.
-    let read = timeline
-        .items
-        .iter()
-        .find_map(|i| match &i.view {
-            huddle::timeline::View::Tool(t) if t.kind == "read" => Some(t.text.concat()),
-            _ => None,
-        })
-        .expect("the Read's card");
+    let read = tool_card(&timeline, |t| t.kind == "read")
+        .expect("the Read's card")
+        .text
+        .concat();
     assert!(
         read.contains("Teh plan") && !read.contains("system-reminder"),
         "{read}"
@@ -886,14 +867,7 @@ async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across
     let notes = cwd.join("notes.md");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "Teh plan\n");
     let timeline = room_timeline(&app, &ws).await;
-    let command = timeline
-        .items
-        .iter()
-        .find_map(|i| match &i.view {
-            huddle::timeline::View::Tool(t) if t.kind == "execute" => Some(t.clone()),
-            _ => None,
-        })
-        .expect("the command's card");
+    let command = tool_card(&timeline, |t| t.kind == "execute").expect("the command's card");
     let output = command
         .terminal
         .as_ref()
@@ -924,15 +898,10 @@ async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across
     assert_eq!(reply, "Fixed the typo in `notes.md`.", "{asked}");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "The plan\n");
     let timeline = room_timeline(&app, &ws).await;
-    let diff = timeline
-        .items
-        .iter()
-        .find_map(|i| match &i.view {
-            huddle::timeline::View::Tool(t) if !t.diffs.is_empty() => Some(t.diffs[0].clone()),
-            huddle::timeline::View::Permission(_) => None,
-            _ => None,
-        })
-        .expect("the patch's diff");
+    let diff = tool_card(&timeline, |t| !t.diffs.is_empty())
+        .expect("the patch's card")
+        .diffs[0]
+        .clone();
     assert_eq!(diff.path, "notes.md", "{diff:?}");
     assert_eq!(diff.counts(), (1, 1), "{diff:?}");
     assert_no_raw_rows(&timeline);
@@ -1000,4 +969,15 @@ async fn greets_in_pieces(app: &TestApp, ws: &str, sse: &mut Sse, reply: &str) {
         .collect();
     assert!(chunks.len() > 3, "streamed in pieces: {chunks:?}");
     assert_eq!(chunks.concat(), reply);
+}
+
+/// The first tool card of the timeline that `pick` chooses.
+fn tool_card(
+    timeline: &huddle::timeline::Timeline,
+    pick: impl Fn(&huddle::timeline::ToolView) -> bool,
+) -> Option<huddle::timeline::ToolView> {
+    timeline.items.iter().find_map(|i| match &i.view {
+        huddle::timeline::View::Tool(t) if pick(t) => Some(t.clone()),
+        _ => None,
+    })
 }
