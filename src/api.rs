@@ -46,6 +46,46 @@ pub async fn get_workspace(
     state.workspace(&caller, &workspace_id).await
 }
 
+/// Deletes a workspace for good (its owner only): its log, images, invites, tokens, sandbox and
+/// working directory go.
+#[server(prefix = "/api", endpoint = "workspace/delete", input = Json, output = Json)]
+pub async fn delete_workspace(
+    #[server(rename = "workspaceId")] workspace_id: String,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state.delete_workspace(&caller, &workspace_id).await
+}
+
+/// Moves a workspace's sandbox to another sandbox host (the instance owner only).
+#[server(prefix = "/api", endpoint = "workspace/move", input = Json, output = Json)]
+pub async fn move_workspace(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    host: String,
+) -> Result<WorkspaceSummary, ApiError> {
+    let (state, caller) = service()?;
+    state.move_workspace(&caller, &workspace_id, &host).await
+}
+
+/// The registered sandbox hosts, with their health and load (the instance owner only).
+#[server(prefix = "/api", endpoint = "sandbox-hosts", input = Json, output = Json)]
+pub async fn sandbox_hosts() -> Result<Vec<crate::model::SandboxHostInfo>, ApiError> {
+    let (state, caller) = service()?;
+    state.sandbox_hosts(&caller).await
+}
+
+/// Registers a sandbox-agent server as a sandbox host (the instance owner only).
+#[server(prefix = "/api", endpoint = "sandbox-hosts/add", input = Json, output = Json)]
+pub async fn add_sandbox_host(
+    url: String,
+    #[server(default)] token: Option<String>,
+    #[server(default)]
+    #[server(rename = "cwdRoot")]
+    cwd_root: Option<String>,
+) -> Result<crate::model::SandboxHostInfo, ApiError> {
+    let (state, caller) = service()?;
+    state.add_sandbox_host(&caller, &url, token, cwd_root).await
+}
+
 /// Checks a prompt's text: neither empty nor too long.
 pub fn check_prompt(text: String) -> Result<String, ApiError> {
     use crate::model::MAX_PROMPT_CHARS;

@@ -35,7 +35,31 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_PG_BIN")]
     pub pg_bin: Option<PathBuf>,
 
-    /// A running sandbox-agent server. When unset, Huddle starts its own on a free loopback port.
+    /// How workspaces' agents run on this machine: `bubblewrap` (the default: a sandbox per
+    /// workspace), `none` (not sandboxed: only for agents and members you trust), or `remote`
+    /// (not on this machine: on the sandbox hosts only).
+    #[arg(long, env = "HUDDLE_SANDBOX", default_value = "bubblewrap")]
+    pub sandbox: SandboxMode,
+
+    /// Sandbox hosts to place workspaces on: comma-separated `URL#TOKEN` of sandbox-agent servers.
+    #[arg(long, env = "HUDDLE_SANDBOX_HOSTS", hide_env_values = true)]
+    pub sandbox_hosts: Option<String>,
+
+    /// The environment variables a sandbox gets from Huddle's (besides PATH, HOME, LANG, TERM),
+    /// comma-separated. `HUDDLE_*`, `SANDBOX_AGENT_*`, `PG*` and `DATABASE_URL` are never passed.
+    #[arg(long, env = "HUDDLE_AGENT_ENV", default_value = crate::sandbox::local::DEFAULT_AGENT_ENV)]
+    pub agent_env: String,
+
+    /// Memory each local sandbox may use, in MiB (where the host has control groups).
+    #[arg(long, env = "HUDDLE_SANDBOX_MEMORY_MB", default_value_t = 4096)]
+    pub sandbox_memory_mb: u64,
+
+    /// Processes each local sandbox may run at once (where the host has control groups).
+    #[arg(long, env = "HUDDLE_SANDBOX_PIDS", default_value_t = 1024)]
+    pub sandbox_pids: u64,
+
+    /// A running sandbox-agent server to run every workspace's agent on (a sandbox host, and then
+    /// no agent runs on this machine). Prefer HUDDLE_SANDBOX_HOSTS.
     #[arg(long, env = "SANDBOX_AGENT_URL")]
     pub sandbox_agent_url: Option<String>,
 
@@ -43,7 +67,7 @@ pub struct Config {
     #[arg(long, env = "SANDBOX_AGENT_TOKEN", hide_env_values = true)]
     pub sandbox_agent_token: Option<String>,
 
-    /// The sandbox-agent binary for the embedded server (default: the one scripts/setup.sh installs).
+    /// The sandbox-agent binary for local sandboxes (default: the one scripts/setup.sh installs).
     #[arg(long, env = "SANDBOX_AGENT_BIN")]
     pub sandbox_agent_bin: Option<PathBuf>,
 
@@ -74,6 +98,14 @@ pub struct Config {
     /// Where workspace owners may pick an existing directory for the agent (unset: nowhere).
     #[arg(long, env = "HUDDLE_PROJECTS_ROOT")]
     pub projects_root: Option<PathBuf>,
+}
+
+/// `HUDDLE_SANDBOX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    Bubblewrap,
+    None,
+    Remote,
 }
 
 impl Config {

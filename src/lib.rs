@@ -29,6 +29,8 @@ pub mod room;
 #[cfg(feature = "ssr")]
 pub mod room_sse;
 #[cfg(feature = "ssr")]
+pub mod sandbox;
+#[cfg(feature = "ssr")]
 pub mod sandbox_agent;
 #[cfg(feature = "ssr")]
 pub mod server;

@@ -45,8 +45,64 @@ pub struct WorkspaceSummary {
     pub name: String,
     pub agent: String,
     pub sandbox_id: String,
+    /// Where its agent runs (never a token).
+    pub sandbox: SandboxSummary,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+}
+
+/// How a workspace's agent is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxProvider {
+    /// A bubblewrap sandbox on Huddle's machine.
+    #[default]
+    Local,
+    /// On Huddle's machine, not sandboxed (`HUDDLE_SANDBOX=none`).
+    None,
+    /// On a sandbox host the instance owner registered.
+    Remote,
+}
+
+impl SandboxProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::None => "none",
+            Self::Remote => "remote",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(Self::Local),
+            "none" => Some(Self::None),
+            "remote" => Some(Self::Remote),
+            _ => None,
+        }
+    }
+}
+
+/// A workspace's sandbox as people see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSummary {
+    pub id: String,
+    pub provider: SandboxProvider,
+    /// The host it runs on: `local` for Huddle's own machine.
+    pub host: String,
+}
+
+/// A registered sandbox host, as the instance owner sees it (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxHostInfo {
+    pub id: String,
+    pub url: String,
+    pub cwd_root: String,
+    pub healthy: bool,
+    /// Workspaces placed on it.
+    pub workspaces: i64,
 }
 
 /// Answer of `POST /api/workspace/create`.
@@ -465,6 +521,7 @@ pub struct WorkspaceInfo {
     #[serde(default)]
     pub name: String,
     pub sandbox_id: String,
+    pub sandbox: SandboxSummary,
     pub agent: String,
     /// The directory the agent works in.
     #[serde(default)]

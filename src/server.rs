@@ -20,14 +20,19 @@ use tower_http::trace::TraceLayer;
 use crate::app::{App, shell};
 use crate::auth::{Auth, AuthOptions, Caller};
 use crate::config::Config;
+use crate::config::SandboxMode;
 use crate::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::Limits;
 use crate::room::{Registry, RoomDeps};
-use crate::sandbox_agent::process::{ProcessError, ProcessOptions, SandboxAgentProcess};
-use crate::sandbox_agent::{Endpoint, PostgresPersist, SandboxAgent};
+use crate::sandbox::hosts::HostConfig;
+use crate::sandbox::limits::{CgroupSupport, SandboxLimits};
+use crate::sandbox::local::{Isolation, LocalProvider};
+pub use crate::sandbox::{SandboxConfig, Sandboxes};
+use crate::sandbox_agent::PostgresPersist;
+use crate::sandbox_agent::process::{ProcessError, SandboxAgentProcess};
+pub use crate::state::AppState;
 use crate::state::status_of;
-pub use crate::state::{AppState, SandboxInfo};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     SandboxAgent(#[from] ProcessError),
+    #[error("{0}")]
+    Sandbox(String),
 }
 
 /// All routes: pages, the JSON API, the form fallback, health, static files.
@@ -560,80 +567,98 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         (None, None) => unreachable!("an embedded cluster is started when DATABASE_URL is unset"),
     };
 
-    let (endpoint, sandbox, embedded_sa) = match &config.sandbox_agent_url {
-        Some(url) => {
-            tracing::info!(url = %url, "using the sandbox-agent server at SANDBOX_AGENT_URL");
-            let endpoint = Endpoint {
-                base_url: url.clone(),
-                token: config.sandbox_agent_token.clone(),
-                agents: None,
-            };
-            (
-                endpoint,
-                SandboxInfo {
-                    sandbox_id: "external".into(),
-                    base_url: url.clone(),
-                },
-                None,
-            )
+    let sandboxes = match sandbox_config(&config).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(pg) = embedded_pg {
+                pg.stop().await;
+            }
+            return Err(e);
         }
-        None => match start_sandbox_agent(&config).await {
-            Ok(process) => {
-                let endpoint = process.endpoint().clone();
-                tracing::info!(url = %endpoint.base_url, "using the embedded sandbox-agent server");
-                let info = SandboxInfo {
-                    sandbox_id: "embedded".into(),
-                    base_url: endpoint.base_url.clone(),
-                };
-                (endpoint, info, Some(process))
-            }
-            Err(e) => {
-                if let Some(pg) = embedded_pg {
-                    pg.stop().await;
-                }
-                return Err(e);
-            }
-        },
     };
-
-    let result = serve(&config, &url, leptos_options, endpoint, sandbox).await;
-    if let Some(process) = embedded_sa {
-        process.stop().await;
-        tracing::info!("embedded sandbox-agent stopped");
-    }
+    let result = serve(&config, &url, leptos_options, sandboxes).await;
     if let Some(pg) = embedded_pg {
         pg.stop().await;
     }
     result
 }
 
-/// sandbox-agent ends an ACP request after `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS` (120 s by
-/// default), and a prompt waits on a teammate's approval for longer than that. The embedded server
-/// gets a day unless the variable is set.
-fn request_timeout_env() -> Vec<(String, String)> {
-    const VAR: &str = "SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS";
-    if std::env::var_os(VAR).is_some() {
-        return Vec::new();
+/// Where agents run, from the configuration: refuses to start when a sandbox cannot be made here
+/// and `HUDDLE_SANDBOX=none` was not asked for.
+async fn sandbox_config(config: &Config) -> Result<SandboxConfig, ServerError> {
+    let mut hosts = match &config.sandbox_hosts {
+        Some(list) => HostConfig::parse_list(list)
+            .map_err(|e| ServerError::Sandbox(format!("HUDDLE_SANDBOX_HOSTS: {e}")))?,
+        None => Vec::new(),
+    };
+    if let Some(url) = &config.sandbox_agent_url {
+        hosts.push(HostConfig {
+            url: url.clone(),
+            token: config.sandbox_agent_token.clone(),
+            cwd_root: None,
+            agents: None,
+        });
     }
-    vec![(VAR.into(), (24 * 3600 * 1000).to_string())]
-}
-
-async fn start_sandbox_agent(config: &Config) -> Result<SandboxAgentProcess, ServerError> {
-    let bin = SandboxAgentProcess::resolve_bin(config.sandbox_agent_bin.as_deref())?;
-    SandboxAgentProcess::install_agent(&bin, "mock").await?;
-    tokio::fs::create_dir_all(&config.data_dir).await?;
-    let log = config.data_dir.join("sandbox-agent.log");
-    Ok(SandboxAgentProcess::start(ProcessOptions {
-        bin: Some(bin),
-        log: Some(log),
-        pid_file: Some(config.data_dir.join("sandbox-agent.pid")),
-        env: request_timeout_env(),
-        extra_path: std::fs::canonicalize(crate::sandbox_agent::process::ADAPTERS_DIR)
-            .into_iter()
-            .collect(),
-        ..Default::default()
-    })
-    .await?)
+    let isolation = match config.sandbox {
+        SandboxMode::Remote => None,
+        _ if config.sandbox_agent_url.is_some() => None,
+        SandboxMode::None => {
+            tracing::warn!(
+                "HUDDLE_SANDBOX=none: agents run on this machine NOT sandboxed, with Huddle's user and files within their reach"
+            );
+            Some(Isolation::None)
+        }
+        SandboxMode::Bubblewrap => Some(Isolation::bubblewrap().await.map_err(|e| {
+            ServerError::Sandbox(format!(
+                "Huddle runs each workspace's agent in a sandbox, and cannot make one here: {e}. \
+                 Install bubblewrap (scripts/setup.sh does), or set HUDDLE_SANDBOX=none to run agents \
+                 without a sandbox (only with agents and members you trust)."
+            ))
+        })?),
+    };
+    if isolation.is_none() && hosts.is_empty() {
+        return Err(ServerError::Sandbox(
+            "HUDDLE_SANDBOX=remote needs sandbox hosts: set HUDDLE_SANDBOX_HOSTS".into(),
+        ));
+    }
+    let local = match isolation {
+        Some(isolation) => {
+            let bin = SandboxAgentProcess::resolve_bin(config.sandbox_agent_bin.as_deref())?;
+            let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
+            let mut extra_path: Vec<std::path::PathBuf> =
+                std::fs::canonicalize(crate::sandbox_agent::process::ADAPTERS_DIR)
+                    .into_iter()
+                    .collect();
+            // Agents installed elsewhere on PATH (a global npm install) are found too.
+            extra_path.extend(
+                std::env::var_os("PATH")
+                    .iter()
+                    .flat_map(std::env::split_paths)
+                    .filter(|d| d.is_absolute() && !d.starts_with("/usr") && !d.starts_with("/bin"))
+                    .filter(|d| {
+                        ["claude-agent-acp", "codex-acp", "pi-acp"]
+                            .iter()
+                            .any(|a| d.join(a).is_file())
+                    }),
+            );
+            let cgroups = CgroupSupport::detect();
+            let local = LocalProvider {
+                isolation,
+                sandbox_agent_bin: bin,
+                extra_path,
+                agent_env: LocalProvider::agent_env_from(&config.agent_env),
+                dir: std::path::absolute(config.data_dir.join("sandboxes"))?,
+                cgroups,
+                limits: SandboxLimits {
+                    pids: config.sandbox_pids,
+                    memory: config.sandbox_memory_mb * 1024 * 1024,
+                },
+            };
+            Some(local)
+        }
+        None => None,
+    };
+    Ok(SandboxConfig { local, hosts })
 }
 
 /// The pieces of a running Huddle, for [`serve`] and for tests that run the app in-process.
@@ -661,18 +686,24 @@ pub struct AppOptions {
     pub projects_root: Option<std::path::PathBuf>,
 }
 
-/// Builds the app on a migrated pool and a sandbox-agent endpoint.
+/// Builds the app on a migrated pool and where agents run.
 pub fn build_app(
     pool: PgPool,
     leptos_options: LeptosOptions,
-    endpoint: Endpoint,
-    sandbox: SandboxInfo,
+    sandboxes: SandboxConfig,
     options: AppOptions,
 ) -> App {
-    let client = SandboxAgent::new(endpoint, Arc::new(PostgresPersist::new(pool.clone())));
+    let shutdown = CancellationToken::new();
+    let sandboxes = Sandboxes::new(
+        pool.clone(),
+        sandboxes,
+        Arc::new(PostgresPersist::new(pool.clone())),
+        shutdown.clone(),
+    );
+    tracing::info!(agents = %sandboxes.describe(), "where agents run");
     let registry = Registry::new(RoomDeps {
         pool: pool.clone(),
-        sandbox: client,
+        sandboxes,
         idle_sleep: options.idle_sleep,
         workspaces_dir: options.workspaces_dir,
         max_queue: options.limits.max_queue,
@@ -690,8 +721,7 @@ pub fn build_app(
         pool,
         leptos_options,
         registry,
-        sandbox,
-        shutdown: CancellationToken::new(),
+        shutdown,
         allowed_hosts: options.allowed_hosts,
         limits: options.limits,
         auth,
@@ -707,8 +737,7 @@ async fn serve(
     config: &Config,
     url: &str,
     leptos_options: LeptosOptions,
-    endpoint: Endpoint,
-    sandbox: SandboxInfo,
+    sandboxes: SandboxConfig,
 ) -> Result<(), ServerError> {
     let addr = leptos_options.site_addr;
     let pool = store::connect(url).await?;
@@ -739,7 +768,19 @@ async fn serve(
             max_streams_per_person: config.max_streams_per_person,
         },
     };
-    let App { router, state } = build_app(pool.clone(), leptos_options, endpoint, sandbox, options);
+    let App { router, state } = build_app(pool.clone(), leptos_options, sandboxes, options);
+    // Sandboxes a killed Huddle left running: their rooms wake to adopt them (a turn that was
+    // running goes on) or stop them when they sleep.
+    {
+        let registry = state.registry().clone();
+        tokio::spawn(async move {
+            for ws in registry.sandboxes().leftovers().await {
+                if let Err(e) = registry.info(&ws).await {
+                    tracing::warn!(workspace = %ws, error = %e, "cannot wake the room of a sandbox left running");
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;

@@ -18,6 +18,7 @@ use crate::model::{
     CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, workspace_url,
 };
 use crate::room::{Registry, RoomError};
+use crate::sandbox::SandboxError;
 use crate::store::{self, StoreError};
 
 /// Everything request handlers and server functions share. Cheap to clone.
@@ -28,8 +29,6 @@ struct Inner {
     pool: PgPool,
     leptos_options: LeptosOptions,
     registry: Registry,
-    sandbox_id: String,
-    sandbox_base_url: String,
     shutdown: CancellationToken,
     /// The host names (with port) requests may be addressed to.
     allowed_hosts: Vec<String>,
@@ -115,6 +114,41 @@ impl From<RoomError> for ApiError {
                 ErrorCode::OwnedElsewhere,
                 "This workspace is open on another Huddle server right now; try again shortly.",
             ),
+            RoomError::HostUnreachable(host) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "The sandbox host {host} is unreachable; nothing was sent. Try again when it is back."
+                ),
+            ),
+            RoomError::Deleting => ApiError::new(
+                ErrorCode::Conflict,
+                "This workspace is being deleted or moved right now.",
+            ),
+        }
+    }
+}
+
+impl From<SandboxError> for ApiError {
+    fn from(err: SandboxError) -> Self {
+        match err {
+            SandboxError::Invalid(m) | SandboxError::Unsupported(m) => ApiError::bad_request(m),
+            SandboxError::UnknownHost(_) => ApiError::bad_request(err.to_string()),
+            SandboxError::HostUnreachable(h) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("The sandbox host {h} is unreachable; try again when it is back."),
+            ),
+            SandboxError::NoHost => ApiError::new(
+                ErrorCode::Unavailable,
+                "No sandbox host answers now, so the workspace cannot be placed; try again shortly.",
+            ),
+            SandboxError::Store(e) => e.into(),
+            SandboxError::Io(_) | SandboxError::Process(_) => {
+                tracing::error!(error = %err, "sandbox error");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "The sandbox could not be made; try again shortly.",
+                )
+            }
         }
     }
 }
@@ -126,19 +160,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Where the agents run, as recorded on new workspaces (the token is never recorded).
-#[derive(Debug, Clone)]
-pub struct SandboxInfo {
-    pub sandbox_id: String,
-    pub base_url: String,
-}
-
 /// What an [`AppState`] is made of.
 pub struct Parts {
     pub pool: PgPool,
     pub leptos_options: LeptosOptions,
     pub registry: Registry,
-    pub sandbox: SandboxInfo,
     pub shutdown: CancellationToken,
     pub allowed_hosts: Vec<String>,
     pub limits: Limits,
@@ -153,8 +179,6 @@ impl AppState {
             pool: p.pool,
             leptos_options: p.leptos_options,
             registry: p.registry,
-            sandbox_id: p.sandbox.sandbox_id,
-            sandbox_base_url: p.sandbox.base_url,
             shutdown: p.shutdown,
             allowed_hosts: p.allowed_hosts,
             prompt_rate: PromptRate::new(p.limits.prompts_per_minute),
@@ -461,7 +485,7 @@ impl AppState {
     /// it, and it needs no credentials).
     pub async fn agents(&self) -> Vec<crate::model::AgentChoice> {
         let mut agents: Vec<crate::model::AgentChoice> =
-            match self.registry().sandbox().list_agents().await {
+            match self.registry().sandboxes().list_agents().await {
                 Ok(list) => list
                     .into_iter()
                     .map(|a| crate::model::AgentChoice {
@@ -596,7 +620,7 @@ impl AppState {
             None => None,
         };
         // Refuse agents sandbox-agent does not know; if it cannot be asked now, let it decide later.
-        if let Ok(known) = self.registry().sandbox().list_agents().await
+        if let Ok(known) = self.registry().sandboxes().list_agents().await
             && !known.iter().any(|a| a.id == agent)
         {
             let ids: Vec<&str> = known.iter().map(|a| a.id.as_str()).collect();
@@ -614,7 +638,8 @@ impl AppState {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| format!("Workspace {}", &id[..6]))
         });
-        if picked.is_none() {
+        let placement = self.registry().sandboxes().place(picked.is_some()).await?;
+        if picked.is_none() && placement.host.is_none() {
             // The agent works in the workspace's own directory, never in Huddle's.
             let dir = self.registry().working_dir(&id);
             if let Err(e) = tokio::fs::create_dir_all(&dir).await {
@@ -630,9 +655,15 @@ impl AppState {
                     id: &id,
                     name: &name,
                     agent,
-                    sandbox_id: &self.0.sandbox_id,
-                    sandbox_base_url: &self.0.sandbox_base_url,
+                    sandbox_id: &placement.sandbox_id,
+                    sandbox_base_url: placement
+                        .host
+                        .as_ref()
+                        .map(|h| h.url.as_str())
+                        .unwrap_or("local"),
                     working_dir: picked.as_deref(),
+                    sandbox_provider: placement.provider,
+                    sandbox_host: placement.host.as_ref().map(|h| h.id.as_str()),
                 },
             )
             .await?;
@@ -641,6 +672,130 @@ impl AppState {
             url: workspace_url(&row.id),
             workspace_id: row.id,
         })
+    }
+
+    /// Deletes a workspace (its owner only): its room closes, its agent and sandbox stop, and
+    /// its log, images, invites, tokens, sandbox and working directory go.
+    pub async fn delete_workspace(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        self.auth().require(caller, id, Need::Own).await?;
+        let row = store::find_workspace(&self.0.pool, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("There is no such workspace."))?;
+        let registry = self.registry();
+        registry.retire(id).await;
+        let here = match &row.working_dir {
+            Some(dir) => dir.into(),
+            None => registry.working_dir(id),
+        };
+        let cwd = registry.sandboxes().working_dir(&row, here);
+        let deleted = crate::sandbox::store::delete_workspace(
+            &self.0.pool,
+            id,
+            &crate::room::session_id_of(id),
+        )
+        .await;
+        if let Err(e) = deleted {
+            registry.reopen(id);
+            return Err(e.into());
+        }
+        registry.sandboxes().destroy(&row, &cwd).await;
+        // A directory the owner picked is theirs: only the workspace's own one goes.
+        if row.working_dir.is_none() && row.sandbox_host.is_none() {
+            if let Err(e) = tokio::fs::remove_dir_all(&cwd).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(workspace = %id, error = %e, "could not remove the workspace's directory");
+            }
+        }
+        registry.reopen(id);
+        tracing::info!(workspace = %id, "workspace deleted");
+        Ok(())
+    }
+
+    /// The instance owner's sandbox hosts.
+    pub async fn sandbox_hosts(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<crate::model::SandboxHostInfo>, ApiError> {
+        self.instance_owner(caller)?;
+        Ok(self.registry().sandboxes().list_hosts().await?)
+    }
+
+    /// Registers a sandbox host (the instance owner only): new workspaces may be placed on it.
+    pub async fn add_sandbox_host(
+        &self,
+        caller: &Caller,
+        url: &str,
+        token: Option<String>,
+        cwd_root: Option<String>,
+    ) -> Result<crate::model::SandboxHostInfo, ApiError> {
+        self.instance_owner(caller)?;
+        if url.len() > 2048 || token.as_ref().is_some_and(|t| t.len() > 1024) {
+            return Err(ApiError::bad_request("The URL or token is too long."));
+        }
+        if let Some(root) = &cwd_root
+            && (!root.starts_with('/') || root.len() > 1024)
+        {
+            return Err(ApiError::bad_request(
+                "The working-directory root must be an absolute path.",
+            ));
+        }
+        Ok(self
+            .registry()
+            .sandboxes()
+            .add_host(url, token, cwd_root)
+            .await?)
+    }
+
+    /// Moves a workspace's sandbox to another host (the instance owner only); the room says
+    /// whether the agent's memory came along.
+    pub async fn move_workspace(
+        &self,
+        caller: &Caller,
+        id: &str,
+        host: &str,
+    ) -> Result<WorkspaceSummary, ApiError> {
+        self.instance_owner(caller)?;
+        let row = store::find_workspace(&self.0.pool, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("There is no such workspace."))?;
+        if row.working_dir.is_some() {
+            return Err(ApiError::bad_request(
+                "This workspace works in a directory on this machine; it cannot move.",
+            ));
+        }
+        let registry = self.registry();
+        let target = registry.sandboxes().host_for_move(host).await?;
+        let from = row.sandbox().host;
+        if row.sandbox_host.as_deref() == Some(target.id.as_str()) {
+            return self.workspace(caller, id).await;
+        }
+        registry.retire(id).await;
+        let moved = crate::sandbox::store::move_to(&self.0.pool, id, &target).await;
+        registry.reopen(id);
+        moved?;
+        let message = format!(
+            "The sandbox moved from {from} to {}. The agent's own memory stays behind: its next session gets the recent conversation replayed instead.",
+            target.id
+        );
+        if let Err(e) = registry
+            .notice(id, crate::model::NoticeLevel::Info, message)
+            .await
+        {
+            tracing::warn!(workspace = %id, error = %e, "the room could not be told it moved");
+        }
+        tracing::info!(workspace = %id, from = %from, to = %target.id, "workspace moved");
+        self.workspace(caller, id).await
+    }
+
+    fn instance_owner(&self, caller: &Caller) -> Result<(), ApiError> {
+        if crate::auth::Auth::person(caller)?.instance_owner {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "Only the instance owner may manage sandbox hosts.",
+            ))
+        }
     }
 
     /// An existing directory under HUDDLE_PROJECTS_ROOT (relative to it, or absolute).

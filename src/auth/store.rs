@@ -112,7 +112,7 @@ pub async fn insert_workspace_with_owner(
     owner: &str,
 ) -> Result<crate::store::WorkspaceRow, StoreError> {
     let mut tx = pool.begin().await?;
-    let ws = crate::store::insert_workspace(&mut *tx, row).await?;
+    let ws = crate::store::insert_workspace(&mut tx, row).await?;
     sqlx::query("INSERT INTO memberships (workspace_id, person_id, role) VALUES ($1, $2, 'owner')")
         .bind(&ws.id)
         .bind(owner)

@@ -17,6 +17,7 @@ use super::registry::Registry;
 use super::turns::{SessionSlot, Turns};
 use super::writer::{Job, LogWriter};
 use crate::model::{ImageRef, Member, NoticeLevel, RoomEvent, WorkspaceInfo};
+use crate::sandbox::{SandboxEvent, WorkspaceSandbox};
 use crate::sandbox_agent::{AcpError, Session, SessionNotice, TurnEnd};
 use crate::store::WorkspaceRow;
 use crate::store::room_state::RoomState;
@@ -27,6 +28,8 @@ const NOTICE_BATCH: usize = 256;
 /// How long the actor's own clean-up may take when it stops (closing the agent connection,
 /// flushing the writer, releasing the lease).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long stopping the room's sandbox may take (SIGTERM, a grace period, SIGKILL).
+const SANDBOX_STOP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// What the actor does once a write it asked for is in Postgres (or could not be made).
 pub(crate) enum Then {
@@ -96,6 +99,10 @@ pub(super) struct Actor {
     pub(super) turns: Turns,
     pub(super) permissions: Permissions,
     presence: Presence,
+    /// Where the agent runs: started on first need, stopped when the room sleeps.
+    pub(super) sandbox: Arc<WorkspaceSandbox>,
+    /// The sandbox host is unreachable: prompts are refused until it is back.
+    host_down: Option<String>,
     /// Ends the actor's helper tasks (the lease heartbeat) with it.
     stop: CancellationToken,
 }
@@ -105,6 +112,8 @@ enum Exit {
     Sleep,
     Shutdown,
     LeaseLost,
+    /// Deleted or moved: told on this once everything is stopped.
+    Retire(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Actor {
@@ -143,6 +152,16 @@ impl Actor {
         );
         let stop = CancellationToken::new();
         registry.spawn_heartbeat(&row.id, internal.clone(), stop.clone());
+        let (sandbox_events, mut sandbox_rx) = mpsc::unbounded_channel();
+        let here = match &row.working_dir {
+            Some(dir) => dir.into(),
+            None => registry.working_dir(&row.id),
+        };
+        let cwd = registry.sandboxes().working_dir(&row, here);
+        let sandbox = registry
+            .sandboxes()
+            .open(&row, cwd, sandbox_events, stop.clone());
+        let host_down = sandbox.unreachable_host();
         let mut actor = Actor {
             row,
             registry: registry.clone(),
@@ -155,6 +174,8 @@ impl Actor {
             turns: Turns::default(),
             permissions: Permissions::default(),
             presence: Presence::default(),
+            sandbox,
+            host_down,
             stop,
         };
         tracing::info!(workspace = %actor.row.id, "workspace actor awake");
@@ -187,9 +208,13 @@ impl Actor {
                     idle_deadline = Instant::now() + idle;
                 }
                 Some(cmd) = mailbox.recv() => {
+                    if let Command::Retire { done } = cmd {
+                        break Exit::Retire(done);
+                    }
                     actor.command(cmd);
                     idle_deadline = Instant::now() + idle;
                 }
+                Some(event) = sandbox_rx.recv() => actor.sandbox_event(event),
                 n = notices_rx.recv_many(&mut buf, NOTICE_BATCH) => {
                     if n > 0 {
                         actor.notices(std::mem::take(&mut buf));
@@ -212,33 +237,40 @@ impl Actor {
             }
         };
         actor.stop.cancel();
-        let reason = match exit {
-            Exit::Sleep => RoomError::Asleep,
-            Exit::Shutdown => RoomError::Stopped,
-            Exit::LeaseLost => RoomError::OwnedElsewhere,
-        };
         if !matches!(exit, Exit::Sleep) {
             registry.forget(&actor.row.id, &actor.me);
             mailbox.close();
             while let Ok(cmd) = mailbox.try_recv() {
-                cmd.reject(|| match reason {
-                    RoomError::OwnedElsewhere => RoomError::OwnedElsewhere,
+                cmd.reject(|| match exit {
+                    Exit::LeaseLost => RoomError::OwnedElsewhere,
+                    Exit::Retire(_) => RoomError::Deleting,
                     _ => RoomError::Stopped,
                 });
             }
         }
         // A server that stops (to restart) is not its people leaving: they are back with the next
         // one, and the room shows no row for it.
-        if !matches!(exit, Exit::Shutdown) {
+        if !matches!(exit, Exit::Shutdown | Exit::Retire(_)) {
             let left = actor.presence.sweep(true);
             actor.write(left, false);
         }
         let Actor {
-            row, session, log, ..
+            row,
+            session,
+            log,
+            sandbox,
+            ..
         } = actor;
         if let SessionSlot::Ready(session) = session {
             // Closing the connection stops the agent process; its DELETE is bounded.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+        }
+        // The sandbox sleeps with the room (its SIGTERM grace, then SIGKILL, is bounded).
+        if tokio::time::timeout(SANDBOX_STOP_TIMEOUT, sandbox.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!(workspace = %row.id, "the sandbox did not stop in time");
         }
         drop(log);
         if tokio::time::timeout(CLOSE_TIMEOUT, writer).await.is_err() {
@@ -248,6 +280,9 @@ impl Actor {
             registry.release_lease(&row.id).await;
         }
         tracing::info!(workspace = %row.id, "workspace actor asleep");
+        if let Exit::Retire(done) = exit {
+            let _ = done.send(());
+        }
     }
 
     /// Falls asleep unless a call is on its way in; calls that slip in are sent to a new actor.
@@ -320,6 +355,9 @@ impl Actor {
             }
             Command::Renamed { user_id, name } => self.presence.renamed(&user_id, &name),
             Command::Crash => panic!("crash requested for workspace {}", self.row.id),
+            Command::Notice { level, message } => self.notice(level, message),
+            // The loop ends on it before it gets here.
+            Command::Retire { done } => drop(done.send(())),
         }
     }
 
@@ -374,6 +412,7 @@ impl Actor {
             workspace_id: self.row.id.clone(),
             name: self.row.name.clone(),
             sandbox_id: self.row.sandbox_id.clone(),
+            sandbox: self.sandbox.summary().clone(),
             agent: self.row.agent.clone(),
             working_dir: self.working_dir().display().to_string(),
             session_id: Some(super::session_id_of(&self.row.id)),
@@ -386,10 +425,63 @@ impl Actor {
 
     /// Where the agent works: the directory the owner picked, else the workspace's own.
     pub(super) fn working_dir(&self) -> std::path::PathBuf {
-        match &self.row.working_dir {
-            Some(dir) => dir.into(),
-            None => self.registry.working_dir(&self.row.id),
+        self.sandbox.working_dir().to_path_buf()
+    }
+
+    /// What happened to the sandbox, said in the room.
+    fn sandbox_event(&mut self, event: SandboxEvent) {
+        // Whether the agent's connection is gone with it (the next prompt opens it again).
+        let mut gone = true;
+        let (level, message) = match event {
+            SandboxEvent::HostDown(host) => {
+                gone = false;
+                self.host_down = Some(host.clone());
+                (
+                    NoticeLevel::Error,
+                    format!(
+                        "The sandbox host {host} is unreachable: prompts wait until it is back."
+                    ),
+                )
+            }
+            // It may have restarted, its connections gone: the session is opened again, with
+            // the agent's memory.
+            SandboxEvent::HostUp(host) => {
+                self.host_down = None;
+                (
+                    NoticeLevel::Info,
+                    format!("The sandbox host {host} is back."),
+                )
+            }
+            SandboxEvent::ProcessLimit(n) => (
+                NoticeLevel::Error,
+                format!(
+                    "A command in the sandbox tried to run more than {n} processes: Huddle stopped everything in the sandbox. The next prompt starts it again."
+                ),
+            ),
+            SandboxEvent::OutOfMemory { killed, limit } => {
+                gone = false;
+                (
+                    NoticeLevel::Error,
+                    format!(
+                        "The kernel killed {killed} process(es) in the sandbox: they used more than its {} MiB of memory.",
+                        limit / (1024 * 1024)
+                    ),
+                )
+            }
+            SandboxEvent::Died => (
+                NoticeLevel::Warning,
+                "The sandbox stopped; the next prompt starts it again.".to_string(),
+            ),
+        };
+        if gone && matches!(self.session, SessionSlot::Ready(_)) && self.turns.running.is_none() {
+            self.session = SessionSlot::Idle { failed: false };
         }
+        self.notice(level, message);
+    }
+
+    /// The host the sandbox is on, when it cannot be reached now.
+    pub(super) fn host_down(&self) -> Option<&str> {
+        self.host_down.as_deref()
     }
 
     fn status(&self) -> &'static str {

@@ -43,6 +43,12 @@ pub enum RoomError {
     /// As many prompts as allowed already wait.
     #[error("the queue is full ({0} prompts wait)")]
     QueueFull(usize),
+    /// The sandbox host the workspace is on does not answer.
+    #[error("the sandbox host {0} is unreachable")]
+    HostUnreachable(String),
+    /// The workspace is being deleted.
+    #[error("the workspace is being deleted")]
+    Deleting,
 }
 
 impl RoomError {
@@ -115,6 +121,15 @@ pub(super) enum Command {
         name: String,
     },
     Crash,
+    /// The room closes for good, or to move: it stops its agent and sandbox, then says so.
+    Retire {
+        done: oneshot::Sender<()>,
+    },
+    /// A note from outside the room (its sandbox moved).
+    Notice {
+        level: crate::model::NoticeLevel,
+        message: String,
+    },
 }
 
 impl Command {
@@ -132,6 +147,8 @@ impl Command {
             Command::Disconnect { .. }
             | Command::Typing { .. }
             | Command::Renamed { .. }
+            | Command::Retire { .. }
+            | Command::Notice { .. }
             | Command::Crash => {}
         }
     }

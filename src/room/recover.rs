@@ -153,7 +153,7 @@ impl Actor {
                     rpc_id: Some(rpc_id),
                 });
                 self.session = SessionSlot::Connecting;
-                let sandbox = self.registry.sandbox().clone();
+                let sandbox = self.sandbox.clone();
                 let notices = self.notices.clone();
                 let internal = self.internal.clone();
                 let session_id = super::session_id_of(&self.row.id);
@@ -164,10 +164,20 @@ impl Actor {
                     .map(|p| (p.id, p.rpc_id, p.params))
                     .collect();
                 tokio::spawn(async move {
-                    let result = sandbox
-                        .attach_session(&session_id, &connection, rpc_id, open, notices, options)
-                        .await
-                        .map(Arc::new);
+                    let result = match sandbox.client().await {
+                        Ok(client) => client
+                            .attach_session(
+                                &session_id,
+                                &connection,
+                                rpc_id,
+                                open,
+                                notices,
+                                options,
+                            )
+                            .await
+                            .map(Arc::new),
+                        Err(e) => Err(e),
+                    };
                     let _ = internal.send(Internal::Reattached {
                         prompt_seq: prompt.seq,
                         result,
@@ -237,9 +247,13 @@ impl Actor {
             });
         }
         if let Some(connection) = connection {
-            let sandbox = self.registry.sandbox().clone();
+            let sandbox = self.sandbox.clone();
             tokio::spawn(async move {
-                if let Err(e) = sandbox.close_connection(&connection).await {
+                let closed = match sandbox.client().await {
+                    Ok(client) => client.close_connection(&connection).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = closed {
                     tracing::warn!(%connection, error = %e, "could not close the interrupted turn's connection");
                 }
             });

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::actor::{Actor, Internal};
 use super::handle::{Command, Reply, RoomError, RoomHandle, Subscription};
 use crate::model::{Member, WorkspaceInfo, is_valid_workspace_id};
-use crate::sandbox_agent::SandboxAgent;
+use crate::sandbox::Sandboxes;
 use crate::store::{self, leases};
 
 const MAILBOX: usize = 256;
@@ -26,7 +26,8 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 /// What the actors need from the server.
 pub struct RoomDeps {
     pub pool: PgPool,
-    pub sandbox: SandboxAgent,
+    /// Where each workspace's agent runs.
+    pub sandboxes: Sandboxes,
     /// How long a room with nobody in it and nothing running stays awake.
     pub idle_sleep: Duration,
     /// Where each workspace's working directory is (`<dir>/<workspace id>`): the agent's `cwd`.
@@ -48,6 +49,8 @@ struct Inner {
     /// This process, as the owner of leases.
     owner: String,
     actors: Mutex<HashMap<String, RoomHandle>>,
+    /// Workspaces being deleted or moved: they do not wake meanwhile.
+    retiring: Mutex<std::collections::HashSet<String>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -60,6 +63,7 @@ impl Registry {
                 deps,
                 owner,
                 actors: Mutex::new(HashMap::new()),
+                retiring: Mutex::new(Default::default()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -70,8 +74,8 @@ impl Registry {
         &self.inner.deps.pool
     }
 
-    pub fn sandbox(&self) -> &SandboxAgent {
-        &self.inner.deps.sandbox
+    pub fn sandboxes(&self) -> &Sandboxes {
+        &self.inner.deps.sandboxes
     }
 
     /// The working directory of a workspace: where its agent runs.
@@ -112,6 +116,9 @@ impl Registry {
         }
         if let Some(h) = self.live_handle(id) {
             return Ok(h);
+        }
+        if self.retiring().contains(id) {
+            return Err(RoomError::Deleting);
         }
         if self.inner.shutdown.is_cancelled() {
             return Err(RoomError::Stopped);
@@ -397,6 +404,46 @@ impl Registry {
                 name: name.to_string(),
             });
         }
+    }
+
+    fn retiring(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.inner.retiring.lock().expect("registry lock")
+    }
+
+    /// Closes a room and keeps it closed until [`Registry::reopen`]: its agent and sandbox stop,
+    /// its people's streams end. For deleting and moving a workspace.
+    pub async fn retire(&self, id: &str) {
+        self.retiring().insert(id.to_string());
+        let Some(handle) = self.live_handle(id) else {
+            return;
+        };
+        let (done, stopped) = oneshot::channel();
+        if handle.tx.send(Command::Retire { done }).await.is_ok()
+            && tokio::time::timeout(SHUTDOWN_DEADLINE * 2, stopped)
+                .await
+                .is_err()
+        {
+            tracing::warn!(workspace = %id, "the room did not stop in time");
+        }
+    }
+
+    pub fn reopen(&self, id: &str) {
+        self.retiring().remove(id);
+    }
+
+    /// A note in a room (woken for it).
+    pub async fn notice(
+        &self,
+        id: &str,
+        level: crate::model::NoticeLevel,
+        message: String,
+    ) -> Result<(), RoomError> {
+        let handle = self.handle(id).await?;
+        handle
+            .tx
+            .send(Command::Notice { level, message })
+            .await
+            .map_err(|_| RoomError::Stopped)
     }
 
     /// Makes a workspace's actor panic (tests of crash isolation).

@@ -71,7 +71,7 @@ impl Actor {
             sandbox_id: Some(self.row.sandbox_id.clone()),
             options: self.turns.options.clone(),
         };
-        let sandbox = self.registry.sandbox().clone();
+        let sandbox = self.sandbox.clone();
         let notices = self.notices.clone();
         let internal = self.internal.clone();
         let picked_under = self
@@ -90,14 +90,14 @@ impl Actor {
                 ))));
                 return;
             }
-            // Workspaces made before they had a directory get theirs now.
-            if let Err(e) = tokio::fs::create_dir_all(&cwd).await {
-                tracing::error!(dir = %cwd.display(), error = %e, "cannot make the workspace's directory");
-            }
-            let result = sandbox
-                .resume_or_create_session(request, notices)
-                .await
-                .map(Arc::new);
+            // The sandbox makes the working directory when it starts.
+            let result = match sandbox.client().await {
+                Ok(client) => client
+                    .resume_or_create_session(request, notices)
+                    .await
+                    .map(Arc::new),
+                Err(e) => Err(e),
+            };
             let _ = internal.send(Internal::SessionReady(result));
         });
     }
@@ -147,6 +147,10 @@ impl Actor {
         images: Vec<ImageRef>,
         reply: Reply<i64>,
     ) {
+        if !team_only && let Some(host) = self.host_down() {
+            let _ = reply.send(Err(RoomError::HostUnreachable(host.to_string())));
+            return;
+        }
         let max = self.registry.max_queue();
         if !team_only && self.turns.running.is_some() && self.turns.queue.len() >= max {
             let _ = reply.send(Err(RoomError::QueueFull(max)));

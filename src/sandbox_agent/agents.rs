@@ -117,6 +117,10 @@ fn signal(pids: &[i32], sig: Signal) {
 
 /// Children of a process, over all its threads (the kernel lists a child under the thread that
 /// forked it).
+pub(crate) fn children_of(pid: i32) -> HashSet<i32> {
+    children(pid)
+}
+
 fn children(pid: i32) -> HashSet<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return HashSet::new();

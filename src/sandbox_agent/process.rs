@@ -67,6 +67,11 @@ pub struct ProcessOptions {
     pub pid_file: Option<PathBuf>,
     /// More environment for the server (and so for the agents it runs).
     pub env: Vec<(String, String)>,
+    /// Start with no environment but `env` (a sandbox gets an allowlist, never Huddle's own).
+    pub clear_env: bool,
+    /// A command the server is run under (a sandbox: `bwrap …`), its arguments before the
+    /// server's own.
+    pub wrapper: Vec<std::ffi::OsString>,
 }
 
 /// What the pid file holds.
@@ -75,6 +80,13 @@ struct Trace {
     pgid: i32,
     port: u16,
     token: String,
+    /// The server itself, when it runs under a wrapper (the group leader otherwise).
+    #[serde(default)]
+    server: Option<i32>,
+    /// The server's own process group, when the wrapper made a new session for it (bubblewrap's
+    /// `--new-session`): it is stopped with the leader's.
+    #[serde(default)]
+    inner: Option<i32>,
 }
 
 pub struct SandboxAgentProcess {
@@ -84,6 +96,8 @@ pub struct SandboxAgentProcess {
     port: u16,
     /// The process group (the server's pid).
     pgid: Option<i32>,
+    /// The server's own group under a wrapper that made a new session.
+    inner: Option<i32>,
     pid_file: Option<PathBuf>,
 }
 
@@ -139,10 +153,13 @@ impl SandboxAgentProcess {
             endpoint: Endpoint {
                 base_url: format!("http://127.0.0.1:{}", trace.port),
                 token: Some(trace.token),
-                agents: Some(Arc::new(AgentProcesses::new(trace.pgid))),
+                agents: Some(Arc::new(AgentProcesses::new(
+                    trace.server.unwrap_or(trace.pgid),
+                ))),
             },
             port: trace.port,
             pgid: Some(trace.pgid),
+            inner: trace.inner,
             pid_file: Some(pid_file.to_path_buf()),
         };
         process.wait_healthy(Duration::from_secs(3)).await.ok()?;
@@ -160,9 +177,17 @@ impl SandboxAgentProcess {
             return;
         };
         let _ = tokio::fs::remove_file(pid_file).await;
-        let Ok(Trace { pgid, .. }) = serde_json::from_str(&text) else {
+        let Ok(Trace { pgid, inner, .. }) = serde_json::from_str(&text) else {
             return;
         };
+        // The sandbox's own session outlives a leader that was killed alone.
+        if let Some(inner) = inner
+            && group_alive(inner)
+            && std::fs::read(format!("/proc/{inner}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("sandbox-agent"))
+        {
+            stop_group(inner, None).await;
+        }
         if !group_alive(pgid) {
             return;
         }
@@ -181,6 +206,11 @@ impl SandboxAgentProcess {
             "stopping the sandbox-agent (and its agents) a previous Huddle left running"
         );
         stop_group(pgid, None).await;
+    }
+
+    /// Stops the server (and its agents) a previous process left behind with this pid file.
+    pub async fn stop_left_behind(pid_file: &Path) {
+        Self::stop_leftover(pid_file).await;
     }
 
     /// Starts the server and waits for `/v1/health`.
@@ -206,7 +236,17 @@ impl SandboxAgentProcess {
                 .map(char::from)
                 .collect()
         });
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&bin);
+                cmd
+            }
+            None => Command::new(&bin),
+        };
+        if opts.clear_env {
+            cmd.env_clear();
+        }
         cmd.args([
             "server",
             "--no-telemetry",
@@ -254,11 +294,22 @@ impl SandboxAgentProcess {
             .spawn()
             .map_err(ProcessError::Spawn)?;
         let pgid = child.id().map(|p| p as i32);
+        // Under a wrapper the server is a descendant of the leader, not the leader itself.
+        let server = match (pgid, opts.wrapper.is_empty()) {
+            (Some(leader), false) => server_under(leader).await,
+            (pid, _) => pid,
+        };
+        let inner = server
+            .and_then(|pid| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).ok())
+            .map(|g| g.as_raw())
+            .filter(|g| Some(*g) != pgid);
         if let (Some(path), Some(pgid)) = (&opts.pid_file, pgid) {
             let trace = Trace {
                 pgid,
                 port,
                 token: token.clone(),
+                server,
+                inner,
             };
             write_private(path, &serde_json::to_string(&trace).unwrap_or_default()).map_err(
                 |source| ProcessError::PidFile {
@@ -270,13 +321,14 @@ impl SandboxAgentProcess {
         let endpoint = Endpoint {
             base_url: format!("http://127.0.0.1:{port}"),
             token: Some(token),
-            agents: pgid.map(|pid| Arc::new(AgentProcesses::new(pid))),
+            agents: server.map(|pid| Arc::new(AgentProcesses::new(pid))),
         };
         let process = Self {
             child: Some(child),
             endpoint,
             port,
             pgid,
+            inner,
             pid_file: opts.pid_file.clone(),
         };
         process.wait_healthy(Duration::from_secs(30)).await?;
@@ -314,12 +366,40 @@ impl SandboxAgentProcess {
         self.port
     }
 
+    /// The process group the server and everything it started run in.
+    pub fn pgid(&self) -> Option<i32> {
+        self.pgid
+    }
+
+    /// Whether the server is still running (a process killed for its memory is not).
+    pub fn running(&self) -> bool {
+        self.pgid.is_some_and(|pgid| {
+            std::fs::read_to_string(format!("/proc/{pgid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+            })
+        })
+    }
+
     /// Stops the server and every process under it: SIGTERM to the group, then SIGKILL to what is
     /// left after a grace period.
     pub async fn stop(mut self) {
+        if let Some(inner) = self.inner {
+            // SIGTERM reaches both groups at once; the leader's wait below covers them.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(inner),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         if let Some(pgid) = self.pgid {
             stop_group(pgid, self.child.as_mut()).await;
-        } else if let Some(child) = &mut self.child {
+        }
+        if let Some(inner) = self.inner {
+            stop_group(inner, None).await;
+        }
+        if self.pgid.is_none()
+            && let Some(child) = &mut self.child
+        {
             let _ = child.kill().await;
         }
         if let Some(path) = &self.pid_file {
@@ -342,12 +422,43 @@ impl SandboxAgentProcess {
 impl Drop for SandboxAgentProcess {
     fn drop(&mut self) {
         if let (Some(_), Some(pgid)) = (&self.child, self.pgid) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            for group in [Some(pgid), self.inner].into_iter().flatten() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(group),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
+}
+
+/// The sandbox-agent process under a wrapper's leader (bwrap forks twice before it runs the
+/// server), waited for briefly: it appears a few milliseconds after the leader.
+async fn server_under(leader: i32) -> Option<i32> {
+    fn find(pid: i32, depth: u8) -> Option<i32> {
+        if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "sandbox-agent")
+        {
+            return Some(pid);
+        }
+        if depth == 0 {
+            return None;
+        }
+        super::agents::children_of(pid)
+            .into_iter()
+            .find_map(|c| find(c, depth - 1))
+    }
+    for _ in 0..200 {
+        if let Some(pid) = find(leader, 4) {
+            return Some(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(
+        leader,
+        "the sandbox-agent under the sandbox was not found; its agents are ended with it"
+    );
+    None
 }
 
 /// Writes a file only its owner can read (it holds the server's token).
@@ -434,6 +545,8 @@ mod tests {
             pgid,
             port: 9,
             token: "t".into(),
+            server: None,
+            inner: None,
         };
         std::fs::write(&pid_file, serde_json::to_string(&trace).unwrap()).unwrap();
         SandboxAgentProcess::stop_leftover(&pid_file).await;

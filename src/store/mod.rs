@@ -89,11 +89,27 @@ pub struct WorkspaceRow {
     pub created_at_ms: i64,
     /// The directory the owner picked; `None`: the workspace's own under the data directory.
     pub working_dir: Option<String>,
+    /// `local`, `none` or `remote` (its sandbox's provider).
+    pub sandbox_provider: String,
+    /// The host its sandbox is placed on; `None`: this machine.
+    pub sandbox_host: Option<String>,
+}
+
+impl WorkspaceRow {
+    pub fn sandbox(&self) -> crate::model::SandboxSummary {
+        crate::model::SandboxSummary {
+            id: self.sandbox_id.clone(),
+            provider: crate::model::SandboxProvider::parse(&self.sandbox_provider)
+                .unwrap_or_default(),
+            host: self.sandbox_host.clone().unwrap_or_else(|| "local".into()),
+        }
+    }
 }
 
 impl From<WorkspaceRow> for WorkspaceSummary {
     fn from(row: WorkspaceRow) -> Self {
         WorkspaceSummary {
+            sandbox: row.sandbox(),
             workspace_id: row.id,
             name: row.name,
             agent: row.agent,
@@ -103,10 +119,12 @@ impl From<WorkspaceRow> for WorkspaceSummary {
     }
 }
 
-const WORKSPACE_COLUMNS: &str = "id, name, agent, sandbox_id, sandbox_base_url, \
-     (extract(epoch from created_at) * 1000)::bigint AS created_at_ms, working_dir";
+const WORKSPACE_COLUMNS: &str = "w.id, w.name, w.agent, w.sandbox_id, w.sandbox_base_url, \
+     (extract(epoch from w.created_at) * 1000)::bigint AS created_at_ms, w.working_dir, \
+     COALESCE(s.provider, 'local') AS sandbox_provider, s.host_id AS sandbox_host \
+     FROM workspaces w LEFT JOIN sandboxes s ON s.workspace_id = w.id";
 
-/// A workspace to insert.
+/// A workspace to insert, with its sandbox.
 pub struct NewWorkspace<'a> {
     pub id: &'a str,
     pub name: &'a str,
@@ -114,25 +132,38 @@ pub struct NewWorkspace<'a> {
     pub sandbox_id: &'a str,
     pub sandbox_base_url: &'a str,
     pub working_dir: Option<&'a str>,
+    pub sandbox_provider: crate::model::SandboxProvider,
+    pub sandbox_host: Option<&'a str>,
 }
 
+/// Inserts a workspace and its sandbox (in the caller's transaction).
 pub async fn insert_workspace(
-    db: impl sqlx::PgExecutor<'_>,
+    tx: &mut sqlx::PgConnection,
     w: &NewWorkspace<'_>,
 ) -> Result<WorkspaceRow, StoreError> {
-    let sql = format!(
+    sqlx::query(
         "INSERT INTO workspaces (id, agent, sandbox_id, sandbox_base_url, working_dir, name) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {WORKSPACE_COLUMNS}"
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(w.id)
-        .bind(w.agent)
-        .bind(w.sandbox_id)
-        .bind(w.sandbox_base_url)
-        .bind(w.working_dir)
-        .bind(w.name)
-        .fetch_one(db)
-        .await?)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(w.id)
+    .bind(w.agent)
+    .bind(w.sandbox_id)
+    .bind(w.sandbox_base_url)
+    .bind(w.working_dir)
+    .bind(w.name)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO sandboxes (id, workspace_id, provider, host_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(w.sandbox_id)
+    .bind(w.id)
+    .bind(w.sandbox_provider.as_str())
+    .bind(w.sandbox_host)
+    .execute(&mut *tx)
+    .await?;
+    let sql = format!("SELECT {WORKSPACE_COLUMNS} WHERE w.id = $1");
+    Ok(sqlx::query_as(&sql).bind(w.id).fetch_one(&mut *tx).await?)
 }
 
 /// Gives a workspace a new name; false when there is no such workspace.
@@ -146,6 +177,6 @@ pub async fn rename_workspace(pool: &PgPool, id: &str, name: &str) -> Result<boo
 }
 
 pub async fn find_workspace(pool: &PgPool, id: &str) -> Result<Option<WorkspaceRow>, StoreError> {
-    let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1");
+    let sql = format!("SELECT {WORKSPACE_COLUMNS} WHERE w.id = $1");
     Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?)
 }

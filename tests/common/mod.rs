@@ -41,6 +41,13 @@ fn uuid_like() -> String {
     huddle::sandbox_agent::random_id().replace('-', "")
 }
 
+/// A fresh data directory.
+pub fn temp_data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("huddle-data-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn fixtures_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin")
 }
@@ -74,6 +81,7 @@ pub async fn start_sandbox_agent(port: Option<u16>, token: Option<String>) -> Sa
         log: None,
         pid_file: None,
         env: Vec::new(),
+        ..Default::default()
     })
     .await
     .expect("start sandbox-agent")
@@ -246,6 +254,25 @@ pub fn operator_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Agents on one sandbox host: the test's own sandbox-agent (whose agents it can see end).
+pub fn on_host(sa: &SandboxAgentProcess) -> huddle::server::SandboxConfig {
+    let endpoint = sa.endpoint();
+    huddle::server::SandboxConfig {
+        local: None,
+        hosts: vec![huddle::sandbox::hosts::HostConfig {
+            url: endpoint.base_url.clone(),
+            token: endpoint.token.clone(),
+            cwd_root: Some(
+                std::env::temp_dir()
+                    .join("huddle-host-ws")
+                    .display()
+                    .to_string(),
+            ),
+            agents: endpoint.agents.clone(),
+        }],
+    }
+}
+
 pub async fn spawn_app(pool: &PgPool, sa: &SandboxAgentProcess, idle: Duration) -> TestApp {
     // The tests prompt far faster than people do; the limits have their own test.
     let limits = huddle::limits::Limits {
@@ -283,33 +310,82 @@ pub async fn spawn_app_configured(
     limits: huddle::limits::Limits,
     projects_root: Option<PathBuf>,
 ) -> TestApp {
+    // One per database, as one per data directory in production: an app restarted on the same
+    // database finds its workspaces' directories again (agents keep state by directory).
+    let workspaces_dir = std::env::temp_dir().join(format!(
+        "huddle-ws-{}",
+        pool.connect_options().get_database().unwrap_or("default")
+    ));
+    spawn_app_on(
+        pool,
+        on_host(sa),
+        idle,
+        limits,
+        projects_root,
+        workspaces_dir,
+    )
+    .await
+}
+
+/// Local sandboxes (bubblewrap, as Huddle runs by default) under `data_dir`, with the scripted
+/// agent and the pinned real ones on their PATH, and these variables allowed in.
+pub async fn local_sandboxes(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> huddle::server::SandboxConfig {
+    use huddle::sandbox::limits::{CgroupSupport, SandboxLimits};
+    use huddle::sandbox::local::{Isolation, LocalProvider};
+    let bin = std::fs::canonicalize(sandbox_agent_bin()).unwrap();
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(huddle::sandbox_agent::process::ADAPTERS_DIR);
+    huddle::server::SandboxConfig {
+        local: Some(LocalProvider {
+            isolation: Isolation::bubblewrap()
+                .await
+                .expect("bubblewrap makes sandboxes here (scripts/setup.sh installs it)"),
+            sandbox_agent_bin: bin,
+            extra_path: vec![fixtures_bin(), std::fs::canonicalize(tools).unwrap()],
+            agent_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dir: data_dir.join("sandboxes"),
+            cgroups: CgroupSupport::detect(),
+            limits: SandboxLimits {
+                pids: 256,
+                memory: 1024 * 1024 * 1024,
+            },
+        }),
+        hosts: Vec::new(),
+    }
+}
+
+/// The app with agents where `sandboxes` says.
+pub async fn spawn_app_on(
+    pool: &PgPool,
+    sandboxes: huddle::server::SandboxConfig,
+    idle: Duration,
+    limits: huddle::limits::Limits,
+    projects_root: Option<PathBuf>,
+    workspaces_dir: PathBuf,
+) -> TestApp {
     let options = leptos::config::LeptosOptions::builder()
         .output_name("huddle")
         .build();
-    let info = huddle::server::SandboxInfo {
-        sandbox_id: "embedded".into(),
-        base_url: sa.endpoint().base_url.clone(),
-    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
     let app_options = huddle::server::AppOptions {
         idle_sleep: idle,
         allowed_hosts: huddle::server::allowed_hosts(None, addr),
-        // One per database, as one per data directory in production: an app restarted on the same
-        // database finds its workspaces' directories again (agents keep state by directory).
-        workspaces_dir: std::env::temp_dir().join(format!(
-            "huddle-ws-{}",
-            pool.connect_options().get_database().unwrap_or("default")
-        )),
+        workspaces_dir,
         limits,
         base_url: base.clone(),
         admin_token: Some(ADMIN_TOKEN.into()),
         sign_in_secret: Some(SIGN_IN_SECRET.into()),
         projects_root,
     };
-    let endpoint = sa.endpoint().clone();
-    let app = huddle::server::build_app(pool.clone(), options, endpoint, info, app_options);
+    let app = huddle::server::build_app(pool.clone(), options, sandboxes, app_options);
     let shutdown = app.state.shutdown().clone();
     let server = tokio::spawn(async move {
         axum::serve(

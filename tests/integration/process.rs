@@ -151,11 +151,56 @@ fn process_alive(pid: i32) -> bool {
         .is_some_and(|(_, r)| r.split_whitespace().next() != Some("Z"))
 }
 
+/// The trace of the one workspace sandbox running under a data directory.
+fn sandbox_trace(data_dir: &Path) -> Option<serde_json::Value> {
+    let dir = std::fs::read_dir(data_dir.join("sandboxes")).ok()?;
+    let traces: Vec<serde_json::Value> = dir
+        .flatten()
+        .filter(|d| d.file_name() != "probe")
+        .filter_map(|d| std::fs::read_to_string(d.path().join("server.json")).ok())
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .collect();
+    assert!(traces.len() <= 1, "one sandbox: {traces:?}");
+    traces.into_iter().next()
+}
+
+/// The process group of the workspace's sandbox (its wrapper's).
 fn read_pgid(data_dir: &Path) -> i32 {
-    let text = std::fs::read_to_string(data_dir.join("sandbox-agent.pid"))
-        .expect("the embedded sandbox-agent's pid file");
-    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
-    trace["pgid"].as_i64().unwrap() as i32
+    sandbox_trace(data_dir).expect("the sandbox's trace")["pgid"]
+        .as_i64()
+        .unwrap() as i32
+}
+
+/// Every process group of the workspace's sandbox: the wrapper's and the sandbox's own session.
+fn sandbox_groups(data_dir: &Path) -> Vec<i32> {
+    let Some(trace) = sandbox_trace(data_dir) else {
+        return Vec::new();
+    };
+    ["pgid", "inner"]
+        .iter()
+        .filter_map(|k| trace[k].as_i64())
+        .map(|g| g as i32)
+        .collect()
+}
+
+/// The host pid of a process that knows itself as `ns_pid` inside the sandbox of `data_dir`.
+fn host_pid(data_dir: &Path, ns_pid: i32) -> i32 {
+    let server = sandbox_trace(data_dir).unwrap()["server"].as_i64().unwrap();
+    let ns = std::fs::read_link(format!("/proc/{server}/ns/pid")).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|n| n == ns)
+                && std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("NSpid:"))
+                        .and_then(|l| l.split_whitespace().last()?.parse::<i32>().ok())
+                        == Some(ns_pid)
+                })
+        })
+        .expect("the process is in the sandbox")
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -175,6 +220,8 @@ struct Interrupted {
     queued: Vec<i64>,
     last_seen: i64,
     old_group: i32,
+    /// The sandbox's process groups (its wrapper's and its own session).
+    old_groups: Vec<i32>,
     killed_at: Instant,
     first: Huddle,
 }
@@ -210,6 +257,7 @@ async fn kill_9_mid_turn(name: &str) -> Interrupted {
     let last_seen = seen.last().unwrap().seq;
     let old_group = read_pgid(&data);
     assert!(group_alive(old_group));
+    let old_groups = sandbox_groups(&data);
     // kill -9: nothing of Huddle's shutdown runs. Its sandbox-agent and agent stay behind.
     let killed_at = Instant::now();
     first.child.start_kill().unwrap();
@@ -228,6 +276,7 @@ async fn kill_9_mid_turn(name: &str) -> Interrupted {
         queued,
         last_seen,
         old_group,
+        old_groups,
         killed_at,
         first,
     }
@@ -314,23 +363,24 @@ async fn kill_9_mid_turn_then_restart_carries_the_turn_on() {
 #[tokio::test]
 async fn kill_9_of_huddle_and_its_sandbox_agent_then_restart_ends_the_turn_visibly() {
     let k = kill_9_mid_turn("huddle-interrupted").await;
-    // The machine lost sandbox-agent too (its agents with it): nothing to re-attach to.
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(k.old_group),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    // The machine lost the sandbox too (its agents with it): nothing to re-attach to.
+    for group in &k.old_groups {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(*group),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while group_alive(k.old_group) {
+    while k.old_groups.iter().any(|g| group_alive(*g)) {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let second = Huddle::start(&k.url, &k.data, k.port).await;
-    assert_ne!(read_pgid(&k.data), k.old_group, "a new sandbox-agent");
     let mut sse = second.events(&k.ws, k.last_seen).await;
     let after = sse
         .until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == k.queued[2]))
         .await;
+    assert_ne!(read_pgid(&k.data), k.old_group, "a new sandbox");
     assert!(after.iter().any(|e| matches!(&e.event,
         RoomEvent::TurnEnded { error: Some(m), stop_reason: None, .. } if m.starts_with("Interrupted"))),
         "the interrupted turn ends visibly");
@@ -349,9 +399,9 @@ async fn kill_9_of_huddle_and_its_sandbox_agent_then_restart_ends_the_turn_visib
     let _ = std::fs::remove_dir_all(&k.data);
 }
 
-/// SIGTERM, and waits: within 10 s, with nothing left of its sandbox-agent.
+/// SIGTERM, and waits: within 10 s, with nothing left of its sandboxes.
 async fn stop(mut huddle: Huddle, data: &Path) -> Duration {
-    let group = read_pgid(data);
+    let groups = sandbox_groups(data);
     let pid = huddle.child.id().unwrap() as i32;
     let started = Instant::now();
     nix::sys::signal::kill(
@@ -365,8 +415,12 @@ async fn stop(mut huddle: Huddle, data: &Path) -> Duration {
         .unwrap();
     let took = started.elapsed();
     assert!(
-        !group_alive(group),
-        "no process of its sandbox-agent is left"
+        !groups.iter().any(|g| group_alive(*g)),
+        "no process of its sandbox is left"
+    );
+    assert!(
+        sandbox_trace(data).is_none(),
+        "no sandbox is recorded as running"
     );
     huddle.assert_no_panic();
     took
@@ -399,6 +453,8 @@ async fn a_clean_stop_leaves_no_agent_process_behind() {
             _ => None,
         })
         .expect("the agent says its pid");
+    // It says its pid in the sandbox's own PID namespace.
+    let agent_pid = host_pid(&data, agent_pid);
     assert!(process_alive(agent_pid));
     drop(sse);
     let took = stop(huddle, &data).await;

@@ -182,11 +182,16 @@ async fn pages_and_api_answers_carry_security_headers() {
 async fn the_agent_works_in_the_workspace_directory() {
     let (app, sa) = app().await;
     let ws = app.create("pi").await;
-    let dir = app.state.registry().working_dir(&ws);
-    assert!(dir.is_dir(), "made with the workspace");
     let mut sse = app.events(&ws, "ada", None).await;
     app.prompt(&ws, "ada", "write file").await;
     let turn = sse.until(is_turn_end).await;
+    let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
+    let dir = std::path::PathBuf::from(info["workingDir"].as_str().unwrap());
+    assert!(
+        dir.ends_with(&ws),
+        "a directory of its own: {}",
+        dir.display()
+    );
     let said = turn
         .iter()
         .filter_map(entry_text)
