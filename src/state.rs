@@ -535,6 +535,7 @@ impl AppState {
             refs.push(crate::model::ImageRef { id, mime_type });
         }
         let ids: Vec<String> = refs.iter().map(|r| r.id.clone()).collect();
+        self.registry().sandboxes().recheck_unreachable().await;
         match self
             .registry()
             .prompt(workspace_id, grant.member, text, team_only, refs)

@@ -101,8 +101,6 @@ pub(super) struct Actor {
     presence: Presence,
     /// Where the agent runs: started on first need, stopped when the room sleeps.
     pub(super) sandbox: Arc<WorkspaceSandbox>,
-    /// The sandbox host is unreachable: prompts are refused until it is back.
-    host_down: Option<String>,
     /// Ends the actor's helper tasks (the lease heartbeat) with it.
     stop: CancellationToken,
 }
@@ -161,7 +159,6 @@ impl Actor {
         let sandbox = registry
             .sandboxes()
             .open(&row, cwd, sandbox_events, stop.clone());
-        let host_down = sandbox.unreachable_host();
         let mut actor = Actor {
             row,
             registry: registry.clone(),
@@ -175,7 +172,6 @@ impl Actor {
             permissions: Permissions::default(),
             presence: Presence::default(),
             sandbox,
-            host_down,
             stop,
         };
         tracing::info!(workspace = %actor.row.id, "workspace actor awake");
@@ -435,7 +431,6 @@ impl Actor {
         let (level, message) = match event {
             SandboxEvent::HostDown(host) => {
                 gone = false;
-                self.host_down = Some(host.clone());
                 (
                     NoticeLevel::Error,
                     format!(
@@ -445,13 +440,10 @@ impl Actor {
             }
             // It may have restarted, its connections gone: the session is opened again, with
             // the agent's memory.
-            SandboxEvent::HostUp(host) => {
-                self.host_down = None;
-                (
-                    NoticeLevel::Info,
-                    format!("The sandbox host {host} is back."),
-                )
-            }
+            SandboxEvent::HostUp(host) => (
+                NoticeLevel::Info,
+                format!("The sandbox host {host} is back."),
+            ),
             SandboxEvent::ProcessLimit(n) => (
                 NoticeLevel::Error,
                 format!(
@@ -480,8 +472,8 @@ impl Actor {
     }
 
     /// The host the sandbox is on, when it cannot be reached now.
-    pub(super) fn host_down(&self) -> Option<&str> {
-        self.host_down.as_deref()
+    pub(super) fn host_down(&self) -> Option<String> {
+        self.sandbox.unreachable_host()
     }
 
     fn status(&self) -> &'static str {

@@ -63,6 +63,8 @@ impl RoomError {
                 | RoomError::Forbidden(_)
                 | RoomError::OwnedElsewhere
                 | RoomError::QueueFull(_)
+                | RoomError::HostUnreachable(_)
+                | RoomError::Deleting
         )
     }
 }

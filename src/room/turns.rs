@@ -148,7 +148,7 @@ impl Actor {
         reply: Reply<i64>,
     ) {
         if !team_only && let Some(host) = self.host_down() {
-            let _ = reply.send(Err(RoomError::HostUnreachable(host.to_string())));
+            let _ = reply.send(Err(RoomError::HostUnreachable(host)));
             return;
         }
         let max = self.registry.max_queue();

@@ -30,6 +30,14 @@ impl Host {
         *self.healthy.borrow()
     }
 
+    /// It answered again.
+    pub fn mark_healthy(&self) {
+        if !self.healthy() {
+            tracing::info!(host = %self.row.id, "the sandbox host answers again");
+            let _ = self.healthy.send(true);
+        }
+    }
+
     /// Changes of the host's health, from now on.
     pub fn watch(&self) -> watch::Receiver<bool> {
         self.healthy.subscribe()

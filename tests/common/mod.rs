@@ -126,14 +126,18 @@ pub async fn start_sandbox_agent_with_claude(
         // Claude Code refuses to start as root unless told, in exactly these words, that it runs
         // in a sandbox.
         ("IS_SANDBOX", "1"),
-    ])
+    ], None)
     .await
 }
 
 /// A sandbox-agent that runs the pinned real agents of `tools/`, with this environment.
-async fn start_sandbox_agent_with_adapters(env: &[(&str, &str)]) -> SandboxAgentProcess {
+async fn start_sandbox_agent_with_adapters(
+    env: &[(&str, &str)],
+    port: Option<u16>,
+) -> SandboxAgentProcess {
     SandboxAgentProcess::start(ProcessOptions {
         bin: Some(sandbox_agent_bin()),
+        port,
         extra_path: vec![adapters_bin()],
         env: env
             .iter()
@@ -146,12 +150,19 @@ async fn start_sandbox_agent_with_adapters(env: &[(&str, &str)]) -> SandboxAgent
 }
 
 /// The same, with the real Codex (codex-acp and the `codex` CLI pinned in `tools/`), its home
-/// (config and sessions) in `codex_home`, pointed at a scripted OpenAI API by that config.
-pub async fn start_sandbox_agent_with_codex(codex_home: &std::path::Path) -> SandboxAgentProcess {
-    start_sandbox_agent_with_adapters(&[
-        ("OPENAI_API_KEY", "sk-test"),
-        ("CODEX_HOME", codex_home.to_str().unwrap()),
-    ])
+/// (config and sessions) in `codex_home`, pointed at a scripted OpenAI API by that config; on
+/// `port` when given (a sandbox host restarted where it was).
+pub async fn start_sandbox_agent_with_codex(
+    codex_home: &std::path::Path,
+    port: Option<u16>,
+) -> SandboxAgentProcess {
+    start_sandbox_agent_with_adapters(
+        &[
+            ("OPENAI_API_KEY", "sk-test"),
+            ("CODEX_HOME", codex_home.to_str().unwrap()),
+        ],
+        port,
+    )
     .await
 }
 

@@ -408,9 +408,11 @@ fn update(e: &huddle::model::RoomEntry) -> Option<&serde_json::Value> {
     }
 }
 
-/// The real Claude Code, through its pinned ACP adapter and the real sandbox-agent, against a
-/// scripted Anthropic API: a streamed markdown reply, a Bash call that asks permission, an edit
-/// with a diff, then Huddle and sandbox-agent restart and the agent still has the conversation.
+/// The real Claude Code, through its pinned ACP adapter and the real sandbox-agent, in the
+/// workspace's own bubblewrap sandbox (as Huddle runs by default), against a scripted Anthropic
+/// API: a streamed markdown reply, a Bash call that asks permission, an edit with a diff, then
+/// Huddle and the sandbox restart and the agent still has the conversation (its transcripts are
+/// in the sandbox's home).
 #[tokio::test]
 async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart() {
     let cost_of = |t: &huddle::timeline::Timeline| {
@@ -424,14 +426,25 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         BASH_COMMAND, EARLIER_REQUESTS, FakeAnthropic, MARKDOWN_REPLY, PLAN,
     };
     let api = FakeAnthropic::start().await;
-    let config_dir = std::env::temp_dir().join(format!(
-        "huddle-claude-{}",
-        huddle::sandbox_agent::random_id()
-    ));
-    std::fs::create_dir_all(&config_dir).unwrap();
+    let data = temp_data_dir();
+    let env = [
+        ("ANTHROPIC_BASE_URL", api.url.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+    ];
     let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent_with_claude(&api.url, &config_dir).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
+    let start = || async {
+        spawn_app_on(
+            &pool,
+            local_sandboxes(&data, &env).await,
+            LONG,
+            loose_limits(),
+            None,
+            data.join("workspaces"),
+        )
+        .await
+    };
+    let app = start().await;
     let ws = app.create("claude").await;
     let cwd = {
         let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
@@ -622,15 +635,10 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let reply: String = turn.iter().filter_map(said).collect();
     assert_eq!(reply, MARKDOWN_REPLY);
     assert_eq!(
-        agents_settle_at(&sa, 1).await,
+        processes_settle_at("claude-agent-acp", 1).await,
         1,
         "one agent for the one session"
     );
-    let adapters = std::process::Command::new("pgrep")
-        .args(["-c", "-f", "claude-agent-acp"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&adapters.stdout).trim(), "1");
     let timeline = room_timeline(&app, &ws).await;
     assert!(cost_of(&timeline) >= cost_before_stop);
     assert_eq!(
@@ -685,9 +693,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     // model's next request carries the whole conversation.
     drop(sse);
     app.stop().await;
-    sa.stop().await;
-    let sa = start_sandbox_agent_with_claude(&api.url, &config_dir).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
+    let app = start().await;
     let mut sse = app.events(&ws, "ada", Some(head)).await;
     let got = recall(&app, &ws, &mut sse, &EARLIER_REQUESTS).await;
     assert!(
@@ -766,20 +772,30 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let timeline = room_timeline(&app, &ws).await;
     assert_no_raw_rows(&timeline);
     app.stop().await;
-    sa.stop().await;
-    let _ = std::fs::remove_dir_all(&config_dir);
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "claude-agent-acp"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "no Claude Code process is left with the sandbox"
+    );
+    let _ = std::fs::remove_dir_all(&data);
 }
 
-/// Waits (30 s at most) until sandbox-agent runs `n` agent processes: an agent told to end takes
-/// a moment. Returns how many it ran last.
-async fn agents_settle_at(
-    sa: &huddle::sandbox_agent::process::SandboxAgentProcess,
-    n: usize,
-) -> usize {
-    let agents = sa.endpoint().agents.clone().expect("a local sandbox-agent");
+/// Waits (30 s at most) until `n` processes match `pattern` (`pgrep -f`): an agent told to end
+/// takes a moment. Returns how many ran last.
+async fn processes_settle_at(pattern: &str, n: usize) -> usize {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let running = agents.agents().len();
+        let out = std::process::Command::new("pgrep")
+            .args(["-c", "-f", pattern])
+            .output()
+            .unwrap();
+        let running: usize = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
         if running == n || std::time::Instant::now() > deadline {
             return running;
         }
@@ -804,7 +820,7 @@ async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across
     ));
     api.codex_home(&home);
     let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent_with_codex(&home).await;
+    let sa = start_sandbox_agent_with_codex(&home, None).await;
     let app = spawn_app(&pool, &sa, LONG).await;
     let ws = app.create("codex").await;
     let cwd = {
@@ -911,8 +927,10 @@ async fn the_real_codex_streams_asks_shows_output_and_diffs_and_remembers_across
     // model, and the model's next request carries the whole conversation.
     drop(sse);
     app.stop().await;
+    let port = sa.port();
     sa.stop().await;
-    let sa = start_sandbox_agent_with_codex(&home).await;
+    // The sandbox host comes back where it was.
+    let sa = start_sandbox_agent_with_codex(&home, Some(port)).await;
     let app = spawn_app(&pool, &sa, LONG).await;
     let mut sse = app.events(&ws, "ada", Some(head)).await;
     recall(&app, &ws, &mut sse, &EARLIER_REQUESTS).await;
