@@ -23,6 +23,9 @@ pub struct Host {
     pub row: HostRow,
     pub endpoint: Endpoint,
     healthy: watch::Sender<bool>,
+    /// Bumped when it is found healthy outside the monitor: a check that started before does
+    /// not count against it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Host {
@@ -32,6 +35,8 @@ impl Host {
 
     /// It answered again.
     pub fn mark_healthy(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if !self.healthy() {
             tracing::info!(host = %self.row.id, "the sandbox host answers again");
             let _ = self.healthy.send(true);
@@ -139,6 +144,7 @@ impl Hosts {
             row,
             endpoint,
             healthy: healthy_tx,
+            generation: Default::default(),
         }));
     }
 
@@ -158,11 +164,17 @@ impl Hosts {
                     _ = tokio::time::sleep(CHECK_EVERY) => {}
                 }
                 let all = hosts.all();
+                let generations: Vec<u64> = all
+                    .iter()
+                    .map(|h| h.generation.load(std::sync::atomic::Ordering::SeqCst))
+                    .collect();
                 let checks = all.iter().map(|h| check(&http, &h.endpoint));
                 let results = futures::future::join_all(checks).await;
-                for (host, ok) in all.iter().zip(results) {
+                for ((host, ok), generation) in all.iter().zip(results).zip(generations) {
                     let n = failures.entry(host.row.id.clone()).or_default();
-                    *n = if ok { 0 } else { *n + 1 };
+                    let stale =
+                        generation != host.generation.load(std::sync::atomic::Ordering::SeqCst);
+                    *n = if ok || stale { 0 } else { *n + 1 };
                     let healthy = *n < FAILURES_TO_DOWN;
                     if host.healthy() != healthy {
                         if healthy {

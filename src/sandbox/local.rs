@@ -288,6 +288,9 @@ impl LocalProvider {
             cwd.into(),
             "--chdir".into(),
             cwd.into(),
+            // What is not mounted above (the directories leading to them) is read-only too.
+            "--remount-ro".into(),
+            "/".into(),
         ]);
         args
     }

@@ -166,7 +166,13 @@ impl Sandboxes {
     /// Asks the hosts that count as unreachable again, now (a prompt is about to be refused
     /// for one that may be back before its next scheduled check). Costs nothing while all answer.
     pub async fn recheck_unreachable(&self) {
-        let down: Vec<Arc<Host>> = self.0.hosts.all().into_iter().filter(|h| !h.healthy()).collect();
+        let down: Vec<Arc<Host>> = self
+            .0
+            .hosts
+            .all()
+            .into_iter()
+            .filter(|h| !h.healthy())
+            .collect();
         for host in down {
             if hosts::check(&self.0.http, &host.endpoint).await {
                 host.mark_healthy();

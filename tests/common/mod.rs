@@ -118,15 +118,18 @@ pub async fn start_sandbox_agent_with_claude(
     api: &str,
     config_dir: &std::path::Path,
 ) -> SandboxAgentProcess {
-    start_sandbox_agent_with_adapters(&[
-        ("ANTHROPIC_BASE_URL", api),
-        ("ANTHROPIC_API_KEY", "sk-ant-test"),
-        ("CLAUDE_CONFIG_DIR", config_dir.to_str().unwrap()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
-        // Claude Code refuses to start as root unless told, in exactly these words, that it runs
-        // in a sandbox.
-        ("IS_SANDBOX", "1"),
-    ], None)
+    start_sandbox_agent_with_adapters(
+        &[
+            ("ANTHROPIC_BASE_URL", api),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+            ("CLAUDE_CONFIG_DIR", config_dir.to_str().unwrap()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            // Claude Code refuses to start as root unless told, in exactly these words, that it runs
+            // in a sandbox.
+            ("IS_SANDBOX", "1"),
+        ],
+        None,
+    )
     .await
 }
 

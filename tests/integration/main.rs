@@ -16,5 +16,6 @@ mod persist;
 mod process;
 mod resilience;
 mod sandbox_agent;
+mod sandboxes;
 mod security;
 mod workspace_actor;

@@ -11,13 +11,13 @@ use crate::common::*;
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::json;
 
-struct Huddle {
-    child: tokio::process::Child,
-    base: String,
+pub(crate) struct Huddle {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) base: String,
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -26,12 +26,27 @@ fn free_port() -> u16 {
 }
 
 impl Huddle {
-    async fn start(db_url: &str, data_dir: &Path, port: u16) -> Self {
+    pub(crate) async fn start(db_url: &str, data_dir: &Path, port: u16) -> Self {
         Self::start_with(db_url, data_dir, port, None).await
+    }
+
+    /// On its embedded defaults: its own Postgres cluster in the data directory.
+    pub(crate) async fn start_embedded(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::launch(None, data_dir, port, None, env).await
     }
 
     /// With `stdout`, the server's output goes there (and it logs more) instead of a log file.
     async fn start_with(db_url: &str, data_dir: &Path, port: u16, stdout: Option<Stdio>) -> Self {
+        Self::launch(Some(db_url), data_dir, port, stdout, &[]).await
+    }
+
+    async fn launch(
+        db_url: Option<&str>,
+        data_dir: &Path,
+        port: u16,
+        stdout: Option<Stdio>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = PathBuf::from(format!(
             "{}-{}.log",
             data_dir.display(),
@@ -45,9 +60,14 @@ impl Huddle {
             fixtures_bin().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"))
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+        match db_url {
+            Some(url) => cmd.env("DATABASE_URL", url),
+            None => cmd.env_remove("DATABASE_URL"),
+        };
+        let child = cmd
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("DATABASE_URL", db_url)
+            .envs(env.iter().copied())
             .env("HUDDLE_DATA_DIR", data_dir)
             .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
             .env("HUDDLE_ADMIN_TOKEN", crate::common::ADMIN_TOKEN)
@@ -78,7 +98,11 @@ impl Huddle {
         Self { child, base, log }
     }
 
-    async fn post(&self, endpoint: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    pub(crate) async fn post(
+        &self,
+        endpoint: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let res = reqwest::Client::new()
             .post(format!("{}/api/workspace/{endpoint}", self.base))
             .bearer_auth(crate::common::ADMIN_TOKEN)
@@ -92,7 +116,7 @@ impl Huddle {
 
     /// The room's stream from `after`, retried while the workspace is still owned by a process
     /// that died (its lease expires within seconds).
-    async fn events(&self, ws: &str, after: i64) -> Sse {
+    pub(crate) async fn events(&self, ws: &str, after: i64) -> Sse {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let res = reqwest::Client::new()
@@ -116,7 +140,7 @@ impl Huddle {
     }
 
     /// Panics if the server's log holds a panic.
-    fn assert_no_panic(&self) {
+    pub(crate) fn assert_no_panic(&self) {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         assert!(!log.contains("panicked"), "the server panicked:\n{log}");
     }
@@ -151,15 +175,20 @@ fn process_alive(pid: i32) -> bool {
         .is_some_and(|(_, r)| r.split_whitespace().next() != Some("Z"))
 }
 
-/// The trace of the one workspace sandbox running under a data directory.
-fn sandbox_trace(data_dir: &Path) -> Option<serde_json::Value> {
-    let dir = std::fs::read_dir(data_dir.join("sandboxes")).ok()?;
-    let traces: Vec<serde_json::Value> = dir
-        .flatten()
-        .filter(|d| d.file_name() != "probe")
+/// The traces of the sandboxes running under a data directory.
+fn sandbox_traces(data_dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(dir) = std::fs::read_dir(data_dir.join("sandboxes")) else {
+        return Vec::new();
+    };
+    dir.flatten()
         .filter_map(|d| std::fs::read_to_string(d.path().join("server.json")).ok())
         .map(|t| serde_json::from_str(&t).unwrap())
-        .collect();
+        .collect()
+}
+
+/// The trace of the one workspace sandbox running under a data directory.
+fn sandbox_trace(data_dir: &Path) -> Option<serde_json::Value> {
+    let traces = sandbox_traces(data_dir);
     assert!(traces.len() <= 1, "one sandbox: {traces:?}");
     traces.into_iter().next()
 }
@@ -171,15 +200,17 @@ fn read_pgid(data_dir: &Path) -> i32 {
         .unwrap() as i32
 }
 
-/// Every process group of the workspace's sandbox: the wrapper's and the sandbox's own session.
+/// Every process group of the sandboxes: their wrappers' and the sandboxes' own sessions.
 fn sandbox_groups(data_dir: &Path) -> Vec<i32> {
-    let Some(trace) = sandbox_trace(data_dir) else {
-        return Vec::new();
-    };
-    ["pgid", "inner"]
+    sandbox_traces(data_dir)
         .iter()
-        .filter_map(|k| trace[k].as_i64())
-        .map(|g| g as i32)
+        .flat_map(|trace| {
+            ["pgid", "inner"]
+                .iter()
+                .filter_map(|k| trace[k].as_i64())
+                .map(|g| g as i32)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -203,7 +234,7 @@ fn host_pid(data_dir: &Path, ns_pid: i32) -> i32 {
         .expect("the process is in the sandbox")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{name}-{}", huddle::sandbox_agent::random_id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -400,7 +431,7 @@ async fn kill_9_of_huddle_and_its_sandbox_agent_then_restart_ends_the_turn_visib
 }
 
 /// SIGTERM, and waits: within 10 s, with nothing left of its sandboxes.
-async fn stop(mut huddle: Huddle, data: &Path) -> Duration {
+pub(crate) async fn stop(mut huddle: Huddle, data: &Path) -> Duration {
     let groups = sandbox_groups(data);
     let pid = huddle.child.id().unwrap() as i32;
     let started = Instant::now();
@@ -419,7 +450,7 @@ async fn stop(mut huddle: Huddle, data: &Path) -> Duration {
         "no process of its sandbox is left"
     );
     assert!(
-        sandbox_trace(data).is_none(),
+        sandbox_traces(data).is_empty(),
         "no sandbox is recorded as running"
     );
     huddle.assert_no_panic();
