@@ -17,6 +17,8 @@ use crate::api::{
     set_approvers_only, set_option, set_role, typing,
 };
 use crate::browser;
+
+mod sandbox;
 use crate::model::{
     Access, HomeView, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Me, Member, NoticeLevel, Role, RoomEntry,
     RoomEvent, RoomPage,
@@ -143,6 +145,7 @@ fn Home(view: HomeView) -> impl IntoView {
     };
     let instance = me.instance_owner.then(|| {
         view! {
+            <sandbox::SandboxHosts />
             <section class="instance" aria-labelledby="instance-title">
                 <h2 id="instance-title">"Let others create workspaces"</h2>
                 <p>"Whoever opens this link may create workspaces of their own (and owns them)."</p>
@@ -505,6 +508,7 @@ fn Room(page: RoomPage) -> impl IntoView {
         older: initial_older,
     } = page;
     let hydrated = hydrated();
+    let who_is_instance_owner = who.instance_owner;
     let ctx = RoomCtx {
         ws: StoredValue::new(info.workspace_id.clone()),
         me: RwSignal::new(Some(Member {
@@ -778,6 +782,8 @@ fn Room(page: RoomPage) -> impl IntoView {
     let my_id = StoredValue::new(who.person_id.clone());
     let can_act = access.role.can_act();
     let is_owner = access.role == Role::Owner;
+    let instance_owner = who_is_instance_owner;
+    let room_sandbox = info.sandbox.clone();
     let stop = move |_| ctx.act(|ws, _| cancel(ws, false));
     let stop_and_clear = move |_| ctx.act(|ws, _| cancel(ws, true));
     let typing_line = move || {
@@ -832,8 +838,7 @@ fn Room(page: RoomPage) -> impl IntoView {
                     <p class="room-facts">
                         "Agent "
                         <strong data-testid="agent">{agent.clone()}</strong>
-                        " · sandbox "
-                        {info.sandbox_id.clone()}
+                        <sandbox::SandboxFacts sandbox=info.sandbox.clone() />
                         {(!info.working_dir.is_empty())
                             .then(|| {
                                 view! {
@@ -885,7 +890,7 @@ fn Room(page: RoomPage) -> impl IntoView {
                 </div>
             </header>
             <Show when=move || managing.get()>
-                <ManagePanel />
+                <ManagePanel name=room_name instance_owner sandbox=room_sandbox.clone() />
             </Show>
             <Show when=move || hydrated.get() && !connected.get()>
                 <div class="banner" role="status" data-testid="reconnecting">
@@ -1704,9 +1709,14 @@ fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
     }
 }
 
-/// The owner's tools: invite links, people and their roles, approvers, API tokens.
+/// The owner's tools: invite links, people and their roles, approvers, API tokens; deleting the
+/// workspace, and (for the instance owner) moving it to another sandbox host.
 #[component]
-fn ManagePanel() -> impl IntoView {
+fn ManagePanel(
+    name: RwSignal<String>,
+    instance_owner: bool,
+    sandbox: crate::model::SandboxSummary,
+) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     let version = RwSignal::new(0u32);
     let data = LocalResource::new(move || {
@@ -1921,6 +1931,9 @@ fn ManagePanel() -> impl IntoView {
             <Show when=move || error.get().is_some()>
                 <p class="error" role="alert" data-testid="manage-error">{move || error.get()}</p>
             </Show>
+            {(instance_owner && sandbox.provider == crate::model::SandboxProvider::Remote)
+                .then(|| view! { <sandbox::MoveWorkspace ws=ctx.ws.get_value() sandbox=sandbox.clone() /> })}
+            <sandbox::DeleteWorkspace ws=ctx.ws.get_value() name />
         </section>
     }
 }

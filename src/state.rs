@@ -701,12 +701,12 @@ impl AppState {
         }
         registry.sandboxes().destroy(&row, &cwd).await;
         // A directory the owner picked is theirs: only the workspace's own one goes.
-        if row.working_dir.is_none() && row.sandbox_host.is_none() {
-            if let Err(e) = tokio::fs::remove_dir_all(&cwd).await
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(workspace = %id, error = %e, "could not remove the workspace's directory");
-            }
+        if row.working_dir.is_none()
+            && row.sandbox_host.is_none()
+            && let Err(e) = tokio::fs::remove_dir_all(&cwd).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(workspace = %id, error = %e, "could not remove the workspace's directory");
         }
         registry.reopen(id);
         tracing::info!(workspace = %id, "workspace deleted");
