@@ -172,15 +172,22 @@ pub fn MoveWorkspace(ws: String, sandbox: SandboxSummary) -> impl IntoView {
     }
 }
 
-/// The instance owner's sandbox hosts: their health and load, and a form to register one.
+/// The instance owner's sandbox hosts: their health and load, and a form to register one. Read
+/// in the browser only (an effect), so the page renders the same on the server and when hydrated.
 #[component]
 pub fn SandboxHosts() -> impl IntoView {
     let version = RwSignal::new(0u32);
-    let hosts = LocalResource::new(move || {
-        version.track();
-        sandbox_hosts()
-    });
+    let hosts = RwSignal::new(None::<Vec<crate::model::SandboxHostInfo>>);
     let error = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        version.track();
+        spawn_local(async move {
+            match sandbox_hosts().await {
+                Ok(list) => hosts.set(Some(list)),
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    });
     let url = NodeRef::<leptos::html::Input>::new();
     let token = NodeRef::<leptos::html::Input>::new();
     let root = NodeRef::<leptos::html::Input>::new();
@@ -197,6 +204,33 @@ pub fn SandboxHosts() -> impl IntoView {
             version.update(|v| *v += 1);
         });
     };
+    let list = move || {
+        let list = hosts.get()?;
+        Some(if list.is_empty() {
+            view! { <p class="muted">"None yet: agents run on this machine."</p> }.into_any()
+        } else {
+            view! {
+                <ul>
+                    {list
+                        .into_iter()
+                        .map(|h| {
+                            view! {
+                                <li data-testid="sandbox-host" data-healthy=h.healthy.to_string()>
+                                    <strong>{h.id.clone()}</strong>
+                                    " "
+                                    <span class=if h.healthy { "badge" } else { "badge warning" }>
+                                        {if h.healthy { "healthy" } else { "unreachable" }}
+                                    </span>
+                                    {format!(" · {} workspace(s) · in {}", h.workspaces, h.cwd_root)}
+                                </li>
+                            }
+                        })
+                        .collect_view()}
+                </ul>
+            }
+                .into_any()
+        })
+    };
     view! {
         <section class="instance" aria-labelledby="hosts-title" data-testid="sandbox-hosts">
             <h2 id="hosts-title">"Sandbox hosts"</h2>
@@ -205,34 +239,7 @@ pub fn SandboxHosts() -> impl IntoView {
                 <code>"sandbox-agent server --token … -H 0.0.0.0"</code>
                 " on another machine, container or VM."
             </p>
-            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    let list = hosts.await.unwrap_or_default();
-                    if list.is_empty() {
-                        return view! { <p class="muted">"None yet: agents run on this machine."</p> }.into_any();
-                    }
-                    view! {
-                        <ul>
-                            {list
-                                .into_iter()
-                                .map(|h| {
-                                    view! {
-                                        <li data-testid="sandbox-host" data-healthy=h.healthy.to_string()>
-                                            <strong>{h.id.clone()}</strong>
-                                            " "
-                                            <span class=if h.healthy { "badge" } else { "badge warning" }>
-                                                {if h.healthy { "healthy" } else { "unreachable" }}
-                                            </span>
-                                            {format!(" · {} workspace(s) · in {}", h.workspaces, h.cwd_root)}
-                                        </li>
-                                    }
-                                })
-                                .collect_view()}
-                        </ul>
-                    }
-                        .into_any()
-                })}
-            </Suspense>
+            {list}
             <form on:submit=add class="host-form">
                 <input node_ref=url data-testid="host-url" placeholder="http://10.0.0.5:2468" required />
                 <input node_ref=token data-testid="host-token" placeholder="token" type="password" autocomplete="off" />
