@@ -41,6 +41,10 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_SANDBOX", default_value = "bubblewrap")]
     pub sandbox: SandboxMode,
 
+    /// The bubblewrap binary (default: /usr/bin/bwrap, as Debian's `bubblewrap` installs it).
+    #[arg(long, env = "HUDDLE_BWRAP")]
+    pub bwrap: Option<PathBuf>,
+
     /// Sandbox hosts to place workspaces on: comma-separated `URL#TOKEN` of sandbox-agent servers.
     #[arg(long, env = "HUDDLE_SANDBOX_HOSTS", hide_env_values = true)]
     pub sandbox_hosts: Option<String>,

@@ -24,7 +24,7 @@ use crate::config::SandboxMode;
 use crate::embedded_postgres::{EmbeddedPostgres, EmbeddedPostgresError};
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::Limits;
-use crate::room::{Registry, RoomDeps};
+use crate::room::{Registry, RoomDeps, RoomError};
 use crate::sandbox::hosts::HostConfig;
 use crate::sandbox::limits::{CgroupSupport, SandboxLimits};
 use crate::sandbox::local::{Isolation, LocalProvider};
@@ -608,7 +608,7 @@ async fn sandbox_config(config: &Config) -> Result<SandboxConfig, ServerError> {
             );
             Some(Isolation::None)
         }
-        SandboxMode::Bubblewrap => Some(Isolation::bubblewrap().await.map_err(|e| {
+        SandboxMode::Bubblewrap => Some(Isolation::bubblewrap(config.bwrap.as_deref()).await.map_err(|e| {
             ServerError::Sandbox(format!(
                 "Huddle runs each workspace's agent in a sandbox, and cannot make one here: {e}. \
                  Install bubblewrap (scripts/setup.sh does), or set HUDDLE_SANDBOX=none to run agents \
@@ -775,9 +775,22 @@ async fn serve(
         let registry = state.registry().clone();
         tokio::spawn(async move {
             for ws in registry.sandboxes().leftovers().await {
-                if let Err(e) = registry.info(&ws).await {
-                    tracing::warn!(workspace = %ws, error = %e, "cannot wake the room of a sandbox left running");
-                }
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    // The killed process's lease on the room expires within seconds.
+                    for _ in 0..30 {
+                        match registry.info(&ws).await {
+                            Err(RoomError::OwnedElsewhere) => {
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await
+                            }
+                            Err(e) => {
+                                tracing::warn!(workspace = %ws, error = %e, "cannot wake the room of a sandbox left running");
+                                return;
+                            }
+                            Ok(_) => return,
+                        }
+                    }
+                });
             }
         });
     }

@@ -193,7 +193,8 @@ pub fn SandboxHosts() -> impl IntoView {
     let root = NodeRef::<leptos::html::Input>::new();
     let add = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let value = |n: NodeRef<leptos::html::Input>| n.get().map(|i| i.value()).unwrap_or_default();
+        let value =
+            |n: NodeRef<leptos::html::Input>| n.get().map(|i| i.value()).unwrap_or_default();
         let (u, t, r) = (value(url), value(token), value(root));
         spawn_local(async move {
             let some = |s: String| Some(s).filter(|s| !s.trim().is_empty());

@@ -39,11 +39,18 @@ pub enum Isolation {
 }
 
 impl Isolation {
-    /// bubblewrap, when it is installed and can make namespaces here.
-    pub async fn bubblewrap() -> Result<Self, SandboxError> {
-        let bwrap = ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"]
+    /// bubblewrap (`explicit`, or found in the usual places), when it is installed and can make
+    /// namespaces here.
+    pub async fn bubblewrap(explicit: Option<&Path>) -> Result<Self, SandboxError> {
+        let candidates: Vec<PathBuf> = match explicit {
+            Some(p) => vec![p.to_path_buf()],
+            None => ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        let bwrap = candidates
             .into_iter()
-            .map(PathBuf::from)
             .find(|p| p.is_file())
             .ok_or_else(|| {
                 SandboxError::Unsupported(

@@ -354,7 +354,7 @@ pub async fn local_sandboxes(
         .join(huddle::sandbox_agent::process::ADAPTERS_DIR);
     huddle::server::SandboxConfig {
         local: Some(LocalProvider {
-            isolation: Isolation::bubblewrap()
+            isolation: Isolation::bubblewrap(None)
                 .await
                 .expect("bubblewrap makes sandboxes here (scripts/setup.sh installs it)"),
             sandbox_agent_bin: bin,

@@ -14,7 +14,7 @@ use serde_json::json;
 pub(crate) struct Huddle {
     pub(crate) child: tokio::process::Child,
     pub(crate) base: String,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -28,6 +28,16 @@ pub(crate) fn free_port() -> u16 {
 impl Huddle {
     pub(crate) async fn start(db_url: &str, data_dir: &Path, port: u16) -> Self {
         Self::start_with(db_url, data_dir, port, None).await
+    }
+
+    /// With more environment.
+    pub(crate) async fn start_env(
+        db_url: &str,
+        data_dir: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(Some(db_url), data_dir, port, None, env).await
     }
 
     /// On its embedded defaults: its own Postgres cluster in the data directory.
@@ -568,5 +578,99 @@ async fn a_turn_that_finished_while_huddle_was_down_ends_complete_after_the_rest
     assert_eq!(chunks, expected, "every chunk once, in order");
     stop(second, &data).await;
     first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// kill -9 of Huddle while a room is awake but idle: its sandbox runs on, and the next Huddle
+/// adopts it and stops it when the room falls asleep. None is left running for ever.
+#[tokio::test]
+async fn kill_9_with_an_idle_room_awake_leaves_no_sandbox_running() {
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-idle-kill");
+    let port = free_port();
+    let idle = [("HUDDLE_IDLE_SLEEP_SECS", "2")];
+    let mut first = Huddle::start_env(&url, &data, port, &idle).await;
+    let (_, created) = first.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let mut sse = first.events(&ws, 0).await;
+    let body = json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "hello"});
+    assert_eq!(first.post("prompt", body).await.0, 200);
+    sse.until(is_turn_end).await;
+    let groups = sandbox_groups(&data);
+    assert!(!groups.is_empty() && groups.iter().all(|g| group_alive(*g)));
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    drop(sse);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        groups.iter().all(|g| group_alive(*g)),
+        "the sandbox outlives the killed Huddle"
+    );
+    let second = Huddle::start_env(&url, &data, port, &idle).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while groups.iter().any(|g| group_alive(*g)) || !sandbox_traces(&data).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox a killed Huddle left is stopped once its room sleeps"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(second, &data).await;
+    first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Where bubblewrap cannot make a sandbox, Huddle does not start (unless told to run agents
+/// unsandboxed), and says what is missing.
+#[tokio::test]
+async fn huddle_refuses_to_start_where_it_cannot_sandbox_unless_told() {
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-no-bwrap");
+    let run = |bwrap: &str, mode: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("DATABASE_URL", &url)
+            .env("HUDDLE_DATA_DIR", &data)
+            .env("HUDDLE_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("HUDDLE_BWRAP", bwrap)
+            .env_remove("SANDBOX_AGENT_URL")
+            .stdin(Stdio::null());
+        if let Some(m) = mode {
+            cmd.env("HUDDLE_SANDBOX", m);
+        }
+        cmd
+    };
+    for (bwrap, says) in [
+        ("/nonexistent/bwrap", "not installed"),
+        ("/bin/false", "cannot make a sandbox here"),
+    ] {
+        let out = run(bwrap, None).output().unwrap();
+        let err = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "it started with {bwrap}");
+        assert!(
+            err.contains(says) && err.contains("HUDDLE_SANDBOX=none"),
+            "{err}"
+        );
+    }
+    // Told to, it runs agents unsandboxed, and warns.
+    let port = free_port();
+    let huddle = Huddle::start_env(
+        &url,
+        &data,
+        port,
+        &[("HUDDLE_BWRAP", "/bin/false"), ("HUDDLE_SANDBOX", "none")],
+    )
+    .await;
+    let (_, created) = huddle.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let (_, info) = huddle.post("info", json!({"workspaceId": ws})).await;
+    assert_eq!(info["sandbox"]["provider"], "none");
+    let log = std::fs::read_to_string(&huddle.log).unwrap();
+    assert!(log.contains("NOT sandboxed"), "a warning at start");
+    stop(huddle, &data).await;
     let _ = std::fs::remove_dir_all(&data);
 }
