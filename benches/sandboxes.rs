@@ -4,6 +4,9 @@
 //! answer, a prompt's round trip in an awake room, memory per awake sandbox, and how many awake
 //! sandboxes this machine holds. Run with `scripts/bench.sh` (`BENCH_ONLY=sandboxes`).
 
+#[path = "../tests/fixtures/anthropic_api.rs"]
+#[allow(dead_code)]
+mod anthropic_api;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -22,7 +25,11 @@ struct Huddle {
 }
 
 impl Huddle {
-    async fn start(db_url: &str, shared: Option<&huddle::sandbox_agent::Endpoint>) -> Self {
+    async fn start(
+        db_url: &str,
+        shared: Option<&huddle::sandbox_agent::Endpoint>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -42,10 +49,12 @@ impl Huddle {
             .env("HUDDLE_IDLE_SLEEP_SECS", "2")
             .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
             .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
+            .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
             .env("PATH", path)
             .env("LEPTOS_OUTPUT_NAME", "huddle")
             .env("RUST_LOG", "warn")
             .env_remove("SANDBOX_AGENT_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .kill_on_drop(true);
         if let Some(e) = shared {
@@ -67,7 +76,10 @@ impl Huddle {
             .map(|r| !r.status().is_success())
             .unwrap_or(true)
         {
-            assert!(t.elapsed() < Duration::from_secs(60), "huddle did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "huddle did not start"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         huddle
@@ -219,7 +231,10 @@ async fn measure(label: &str, huddle: &Huddle, shared: Option<i32>) {
     // Every room falls asleep (and its sandbox stops), then wakes for a prompt.
     tokio::time::sleep(Duration::from_secs(6)).await;
     if shared.is_none() {
-        assert!(sandbox_processes(&huddle.data).is_empty(), "asleep, no sandbox runs");
+        assert!(
+            sandbox_processes(&huddle.data).is_empty(),
+            "asleep, no sandbox runs"
+        );
     }
     let mut wake_first = Vec::new();
     let mut wake_end = Vec::new();
@@ -303,11 +318,59 @@ async fn capacity(huddle: &Huddle, n: usize) {
     drop(streams);
 }
 
+/// What one awake sandbox with the real Claude Code in it takes (its session open, idle).
+async fn claude_memory() {
+    let api = anthropic_api::FakeAnthropic::start().await;
+    let (_pool, db_url) = common::fresh_db().await;
+    let huddle = Huddle::start(
+        &db_url,
+        None,
+        &[
+            ("ANTHROPIC_BASE_URL", api.url.as_str()),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            (
+                "HUDDLE_AGENT_ENV",
+                "ANTHROPIC_BASE_URL,ANTHROPIC_API_KEY,CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+            ),
+        ],
+    )
+    .await;
+    let ws = huddle.post("create", json!({"agent": "claude"})).await["workspaceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The first person in a new room opens the agent's session: Claude Code starts.
+    let _sse = huddle.events(&ws, 0).await;
+    let t = Instant::now();
+    let mut pss = 0;
+    while t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let info = huddle.post("info", json!({"workspaceId": ws})).await;
+        let all = sandbox_processes(&huddle.data);
+        if info["status"] == "idle" && all.iter().flatten().count() >= 5 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            pss = sandbox_processes(&huddle.data)
+                .iter()
+                .map(|p| pss_kib(p))
+                .sum::<u64>();
+            break;
+        }
+    }
+    println!(
+        "one awake sandbox with the real Claude Code (its session open, idle): PSS {:.0} MiB",
+        pss as f64 / 1024.0
+    );
+    let data = huddle.data.clone();
+    huddle.stop().await;
+    let _ = std::fs::remove_dir_all(data);
+}
+
 #[tokio::main]
 async fn main() {
     let (_pool, db_url) = common::fresh_db().await;
     let sa = common::start_sandbox_agent(None, None).await;
-    let shared = Huddle::start(&db_url, Some(sa.endpoint())).await;
+    let shared = Huddle::start(&db_url, Some(sa.endpoint()), &[]).await;
     measure(
         "one shared sandbox-agent (before: every workspace's agent in one server)",
         &shared,
@@ -316,11 +379,12 @@ async fn main() {
     .await;
     shared.stop().await;
     let (_pool, db_url) = common::fresh_db().await;
-    let sandboxed = Huddle::start(&db_url, None).await;
+    let sandboxed = Huddle::start(&db_url, None, &[]).await;
     measure("a bubblewrap sandbox per workspace", &sandboxed, None).await;
     capacity(&sandboxed, 100).await;
     let data = sandboxed.data.clone();
     sandboxed.stop().await;
     sa.stop().await;
     let _ = std::fs::remove_dir_all(data);
+    claude_memory().await;
 }

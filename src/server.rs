@@ -621,6 +621,8 @@ async fn sandbox_config(config: &Config) -> Result<SandboxConfig, ServerError> {
             "HUDDLE_SANDBOX=remote needs sandbox hosts: set HUDDLE_SANDBOX_HOSTS".into(),
         ));
     }
+    // The one shared server a Huddle before sandboxes ran, left by a crash: its agents go.
+    SandboxAgentProcess::stop_left_behind(&config.data_dir.join("sandbox-agent.pid")).await;
     let local = match isolation {
         Some(isolation) => {
             let bin = SandboxAgentProcess::resolve_bin(config.sandbox_agent_bin.as_deref())?;

@@ -108,9 +108,7 @@ pub fn DeleteWorkspace(ws: String, name: RwSignal<String>) -> impl IntoView {
                     </button>
                 </form>
             </Show>
-            <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
+            <ErrorLine error />
         </div>
     }
 }
@@ -165,9 +163,7 @@ pub fn MoveWorkspace(ws: String, sandbox: SandboxSummary) -> impl IntoView {
             <Show when=move || done.get().is_some()>
                 <p role="status">{move || done.get()}</p>
             </Show>
-            <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
+            <ErrorLine error />
         </div>
     }
 }
@@ -247,9 +243,17 @@ pub fn SandboxHosts() -> impl IntoView {
                 <input node_ref=root data-testid="host-root" placeholder="/tmp/huddle-workspaces" />
                 <button type="submit" class="secondary" data-testid="add-host">"Add host"</button>
             </form>
-            <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
+            <ErrorLine error />
         </section>
+    }
+}
+
+/// An action's error, when there is one.
+#[component]
+fn ErrorLine(error: RwSignal<Option<String>>) -> impl IntoView {
+    view! {
+        <Show when=move || error.get().is_some()>
+            <p class="error" role="alert">{move || error.get()}</p>
+        </Show>
     }
 }

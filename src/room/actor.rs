@@ -431,6 +431,7 @@ impl Actor {
         let (level, message) = match event {
             SandboxEvent::HostDown(host) => {
                 gone = false;
+                self.sandbox.record("unreachable");
                 (
                     NoticeLevel::Error,
                     format!(
@@ -440,10 +441,13 @@ impl Actor {
             }
             // It may have restarted, its connections gone: the session is opened again, with
             // the agent's memory.
-            SandboxEvent::HostUp(host) => (
-                NoticeLevel::Info,
-                format!("The sandbox host {host} is back."),
-            ),
+            SandboxEvent::HostUp(host) => {
+                self.sandbox.record("created");
+                (
+                    NoticeLevel::Info,
+                    format!("The sandbox host {host} is back."),
+                )
+            }
             SandboxEvent::ProcessLimit(n) => (
                 NoticeLevel::Error,
                 format!(
@@ -556,6 +560,13 @@ impl Actor {
         // that the agent's options and commands are there before the first prompt.
         if member.is_some() && self.turns.last_prompt_seq == 0 {
             self.ensure_session();
+        } else if member.is_some() {
+            // Someone is in the room: its sandbox starts now, so that the first prompt does not
+            // wait for it.
+            let sandbox = self.sandbox.clone();
+            tokio::spawn(async move {
+                let _ = sandbox.client().await;
+            });
         }
         let (conn_id, joined) = self.presence.connect(member);
         if let Some(joined) = joined {

@@ -199,3 +199,25 @@ pub async fn check(http: &reqwest::Client, endpoint: &Endpoint) -> bool {
     }
     req.send().await.is_ok_and(|res| res.status().is_success())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_read_from_a_list_and_named_by_host_and_port() {
+        let hosts =
+            HostConfig::parse_list(" http://10.0.0.5:2468#tok1, https://sb.example/#, http://h2 ")
+                .unwrap();
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(hosts[0].url, "http://10.0.0.5:2468");
+        assert_eq!(hosts[0].token.as_deref(), Some("tok1"));
+        assert_eq!(hosts[1].url, "https://sb.example");
+        assert_eq!(hosts[1].token, None);
+        assert_eq!(host_id(&hosts[1].url).unwrap(), "sb.example:443");
+        assert_eq!(host_id(&hosts[2].url).unwrap(), "h2:80");
+        for bad in ["10.0.0.5:2468", "ftp://h", "http://"] {
+            assert!(HostConfig::parse_list(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -647,7 +647,7 @@ impl WorkspaceSandbox {
     }
 
     /// Records the sandbox's state (in the background: nothing waits on it).
-    fn record(&self, state: &'static str) {
+    pub fn record(&self, state: &'static str) {
         let pool = self.sandboxes.0.pool.clone();
         let id = self.summary.id.clone();
         tokio::spawn(async move {

@@ -374,6 +374,24 @@ pub async fn local_sandboxes(
     }
 }
 
+/// The app with a local bubblewrap sandbox per workspace, under `data`.
+pub async fn spawn_sandboxed(
+    pool: &PgPool,
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+    projects_root: Option<PathBuf>,
+) -> TestApp {
+    spawn_app_on(
+        pool,
+        local_sandboxes(data, env).await,
+        Duration::from_secs(3600),
+        loose_limits(),
+        projects_root,
+        data.join("workspaces"),
+    )
+    .await
+}
+
 /// The app with agents where `sandboxes` says.
 pub async fn spawn_app_on(
     pool: &PgPool,

@@ -433,17 +433,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
         ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
     ];
     let (pool, _) = fresh_db().await;
-    let start = || async {
-        spawn_app_on(
-            &pool,
-            local_sandboxes(&data, &env).await,
-            LONG,
-            loose_limits(),
-            None,
-            data.join("workspaces"),
-        )
-        .await
-    };
+    let start = || spawn_sandboxed(&pool, &data, &env, None);
     let app = start().await;
     let ws = app.create("claude").await;
     let cwd = {

@@ -609,15 +609,7 @@ async fn an_owner_may_pick_a_directory_under_the_projects_root_only() {
     std::os::unix::fs::symlink("/etc", &escape).unwrap();
     // A picked directory is on this machine: its agent runs in a local sandbox.
     let data = temp_data_dir();
-    let app = spawn_app_on(
-        &pool,
-        local_sandboxes(&data, &[]).await,
-        LONG,
-        loose_limits(),
-        Some(root.clone()),
-        data.join("workspaces"),
-    )
-    .await;
+    let app = spawn_sandboxed(&pool, &data, &[], Some(root.clone())).await;
     let (status, body) = app
         .post("create", json!({"agent": "mock", "directory": "shop"}))
         .await;

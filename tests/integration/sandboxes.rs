@@ -383,15 +383,7 @@ async fn workspaces_are_placed_over_sandbox_hosts_and_outlive_one_going_away() {
 async fn an_owner_deletes_a_workspace_and_the_instance_owner_moves_one() {
     let (pool, _) = fresh_db().await;
     let data = temp_data_dir();
-    let app = spawn_app_on(
-        &pool,
-        local_sandboxes(&data, &[]).await,
-        LONG,
-        loose_limits(),
-        None,
-        data.join("workspaces"),
-    )
-    .await;
+    let app = spawn_sandboxed(&pool, &data, &[], None).await;
     let ws = app.create("pi").await;
     let mut sse = app.events(&ws, "ada", None).await;
     app.prompt(&ws, "ada", "write file").await;
