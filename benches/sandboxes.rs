@@ -55,7 +55,12 @@ impl Huddle {
             .env("RUST_LOG", "warn")
             .env_remove("SANDBOX_AGENT_URL")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(
+                std::fs::File::create(
+                    std::env::temp_dir().join(format!("huddle-bench-sandboxes-{port}.log")),
+                )
+                .unwrap(),
+            ))
             .kill_on_drop(true);
         if let Some(e) = shared {
             cmd.env("SANDBOX_AGENT_URL", &e.base_url)

@@ -158,7 +158,8 @@ impl Actor {
         let cwd = registry.sandboxes().working_dir(&row, here);
         let sandbox = registry
             .sandboxes()
-            .open(&row, cwd, sandbox_events, stop.clone());
+            .open(&row, cwd, sandbox_events, stop.clone())
+            .await;
         let mut actor = Actor {
             row,
             registry: registry.clone(),

@@ -350,8 +350,9 @@ impl Actor {
             },
             Err(e) => {
                 tracing::warn!(workspace = %self.row.id, error = %e, "turn failed");
-                if e.is_gone() {
-                    // The next prompt restores the session on a new connection.
+                // The connection, or the sandbox's server, is gone: the next prompt restores the
+                // session on a new connection (starting the sandbox again if it stopped).
+                if e.is_gone() || matches!(e, AcpError::Unreachable(_)) {
                     self.session = SessionSlot::Idle { failed: false };
                 }
                 let message = match e {

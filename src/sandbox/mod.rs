@@ -87,6 +87,9 @@ struct Inner {
     persist: Arc<dyn SessionPersistDriver>,
     agents: tokio::sync::Mutex<Option<(Instant, Vec<AgentInfo>)>>,
     http: reqwest::Client,
+    /// One awake room per sandbox at a time: a room that wakes while the one before it is still
+    /// stopping the sandbox waits for that, rather than adopt a server about to be stopped.
+    in_use: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How long the list of agents is kept.
@@ -116,6 +119,7 @@ impl Sandboxes {
             loaded: tokio::sync::OnceCell::new(),
             persist,
             agents: tokio::sync::Mutex::new(None),
+            in_use: Default::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .timeout(Duration::from_secs(10))
@@ -359,14 +363,24 @@ impl Sandboxes {
         }
     }
 
-    /// The sandbox of an awake room; its events go to `events`.
-    pub fn open(
+    /// The sandbox of an awake room; its events go to `events`. Waits (a few seconds at most)
+    /// while the room's previous awake period is still stopping it.
+    pub async fn open(
         &self,
         row: &WorkspaceRow,
         cwd: PathBuf,
         events: mpsc::UnboundedSender<SandboxEvent>,
         stop: CancellationToken,
     ) -> Arc<WorkspaceSandbox> {
+        let lock = self
+            .0
+            .in_use
+            .lock()
+            .expect("sandboxes lock")
+            .entry(row.sandbox_id.clone())
+            .or_default()
+            .clone();
+        let held = lock.lock_owned().await;
         let sandbox = Arc::new(WorkspaceSandbox {
             sandboxes: self.clone(),
             summary: row.sandbox(),
@@ -374,6 +388,8 @@ impl Sandboxes {
             slot: tokio::sync::Mutex::new(None),
             events,
             stop,
+            held: std::sync::Mutex::new(Some(held)),
+            closed: Default::default(),
         });
         sandbox.watch_host();
         sandbox
@@ -468,6 +484,10 @@ pub struct WorkspaceSandbox {
     events: mpsc::UnboundedSender<SandboxEvent>,
     /// Ends the host watcher with the room.
     stop: CancellationToken,
+    /// This room's hold on the sandbox, let go once it is stopped.
+    held: std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+    /// Stopped for good (the room fell asleep): a late task of the room starts nothing.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct Live {
@@ -539,6 +559,9 @@ impl WorkspaceSandbox {
     /// running.
     pub async fn client(&self) -> Result<SandboxAgent, AcpError> {
         let mut slot = self.slot.lock().await;
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AcpError::Invalid("the room is asleep".into()));
+        }
         if let Some(live) = &*slot
             && live.local.as_ref().is_none_or(|r| r.process.running())
         {
@@ -627,7 +650,10 @@ impl WorkspaceSandbox {
     /// Stops the sandbox (the room sleeps): a local one with everything in it, also one a killed
     /// Huddle left running that this room never adopted.
     pub async fn stop(&self) {
-        let live = self.slot.lock().await.take();
+        let mut slot = self.slot.lock().await;
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let live = slot.take();
+        drop(slot);
         match live {
             Some(live) => {
                 live.watchdog.cancel();
@@ -644,6 +670,7 @@ impl WorkspaceSandbox {
             }
         }
         self.record("stopped");
+        self.held.lock().expect("sandbox hold").take();
     }
 
     /// Records the sandbox's state (in the background: nothing waits on it).
