@@ -124,6 +124,18 @@ impl Actor {
         mut mailbox: mpsc::Receiver<Command>,
     ) {
         let shutdown = registry.shutdown_token();
+        // The room's previous awake period may still be closing (its agent, its sandbox, its
+        // lease): this one starts once it has, and takes the lease again.
+        let _awake = registry.awake_period(&row.id).await;
+        if !registry.reacquire_lease(&row.id).await {
+            tracing::warn!(workspace = %row.id, "the workspace's lease went elsewhere while it woke");
+            mailbox.close();
+            while let Ok(cmd) = mailbox.try_recv() {
+                cmd.reject(|| RoomError::OwnedElsewhere);
+            }
+            registry.forget(&row.id, &me);
+            return;
+        }
         let boot = match Boot::load(registry.pool(), &row.id, &shutdown).await {
             Ok(boot) => boot,
             Err(e) => {
@@ -158,8 +170,7 @@ impl Actor {
         let cwd = registry.sandboxes().working_dir(&row, here);
         let sandbox = registry
             .sandboxes()
-            .open(&row, cwd, sandbox_events, stop.clone())
-            .await;
+            .open(&row, cwd, sandbox_events, stop.clone());
         let mut actor = Actor {
             row,
             registry: registry.clone(),

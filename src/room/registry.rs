@@ -49,6 +49,8 @@ struct Inner {
     /// This process, as the owner of leases.
     owner: String,
     actors: Mutex<HashMap<String, RoomHandle>>,
+    /// One awake period per workspace at a time (see [`Registry::awake_period`]).
+    awake: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Workspaces being deleted or moved: they do not wake meanwhile.
     retiring: Mutex<std::collections::HashSet<String>>,
     shutdown: CancellationToken,
@@ -64,6 +66,7 @@ impl Registry {
                 owner,
                 actors: Mutex::new(HashMap::new()),
                 retiring: Mutex::new(Default::default()),
+                awake: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -403,6 +406,31 @@ impl Registry {
                 user_id: user_id.to_string(),
                 name: name.to_string(),
             });
+        }
+    }
+
+    /// Held by an actor for its whole awake period: a room woken while its previous actor still
+    /// closes (its agent, sandbox and lease) waits for that, instead of racing it.
+    pub(super) async fn awake_period(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .awake
+            .lock()
+            .expect("registry lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Takes the lease again, since the previous awake period may have released it on its way
+    /// out; false when another process holds it.
+    pub(super) async fn reacquire_lease(&self, id: &str) -> bool {
+        let acquire = leases::acquire(self.pool(), id, &self.inner.owner);
+        match tokio::time::timeout(leases::HEARTBEAT, acquire).await {
+            Ok(Ok(held)) => held,
+            // The database is slow or down: the heartbeat tells the actor if the lease is lost.
+            _ => true,
         }
     }
 

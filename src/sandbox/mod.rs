@@ -87,9 +87,6 @@ struct Inner {
     persist: Arc<dyn SessionPersistDriver>,
     agents: tokio::sync::Mutex<Option<(Instant, Vec<AgentInfo>)>>,
     http: reqwest::Client,
-    /// One awake room per sandbox at a time: a room that wakes while the one before it is still
-    /// stopping the sandbox waits for that, rather than adopt a server about to be stopped.
-    in_use: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How long the list of agents is kept.
@@ -119,7 +116,6 @@ impl Sandboxes {
             loaded: tokio::sync::OnceCell::new(),
             persist,
             agents: tokio::sync::Mutex::new(None),
-            in_use: Default::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .timeout(Duration::from_secs(10))
@@ -363,24 +359,15 @@ impl Sandboxes {
         }
     }
 
-    /// The sandbox of an awake room; its events go to `events`. Waits (a few seconds at most)
-    /// while the room's previous awake period is still stopping it.
-    pub async fn open(
+    /// The sandbox of an awake room; its events go to `events`. The registry wakes a room only
+    /// once the one before it has stopped (and with it the sandbox).
+    pub fn open(
         &self,
         row: &WorkspaceRow,
         cwd: PathBuf,
         events: mpsc::UnboundedSender<SandboxEvent>,
         stop: CancellationToken,
     ) -> Arc<WorkspaceSandbox> {
-        let lock = self
-            .0
-            .in_use
-            .lock()
-            .expect("sandboxes lock")
-            .entry(row.sandbox_id.clone())
-            .or_default()
-            .clone();
-        let held = lock.lock_owned().await;
         let sandbox = Arc::new(WorkspaceSandbox {
             sandboxes: self.clone(),
             summary: row.sandbox(),
@@ -388,7 +375,6 @@ impl Sandboxes {
             slot: tokio::sync::Mutex::new(None),
             events,
             stop,
-            held: std::sync::Mutex::new(Some(held)),
             closed: Default::default(),
         });
         sandbox.watch_host();
@@ -484,8 +470,6 @@ pub struct WorkspaceSandbox {
     events: mpsc::UnboundedSender<SandboxEvent>,
     /// Ends the host watcher with the room.
     stop: CancellationToken,
-    /// This room's hold on the sandbox, let go once it is stopped.
-    held: std::sync::Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
     /// Stopped for good (the room fell asleep): a late task of the room starts nothing.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -670,7 +654,6 @@ impl WorkspaceSandbox {
             }
         }
         self.record("stopped");
-        self.held.lock().expect("sandbox hold").take();
     }
 
     /// Records the sandbox's state (in the background: nothing waits on it).
