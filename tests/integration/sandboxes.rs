@@ -110,19 +110,25 @@ async fn a_member_cannot_reach_the_instance_or_other_workspaces_through_the_agen
     assert!(listed <= 8, "only the sandbox's processes: {ps}");
 
     // The system is read-only; the working directory and the home are the sandbox's to write.
-    for outside in ["/usr/x", "/etc/x", &format!("{}/x", checkout.display())] {
+    for outside in ["/usr/x", "/etc/x"] {
         let out = shell(&huddle, &a, &mut at, &format!("touch {outside}")).await;
         assert!(failed(&out), "{outside} was written: {out}");
     }
-    // /tmp (and whatever path the working directory is under) is the sandbox's own scratch.
+    // Elsewhere, the sandbox writes nothing on the machine: a path under /tmp (where a checkout or
+    // the data directory may be) is the sandbox's own scratch; any other is read-only.
     let out = shell(
         &huddle,
         &a,
         &mut at,
-        &format!("touch {}/x /tmp/x", data.display()),
+        &format!(
+            "touch {}/x; touch {}/x; touch /tmp/x",
+            data.display(),
+            checkout.display()
+        ),
     )
     .await;
     assert!(!data.join("x").exists(), "{out}");
+    assert!(!checkout.join("x").exists(), "{out}");
     let out = shell(
         &huddle,
         &a,
@@ -386,8 +392,19 @@ async fn an_owner_deletes_a_workspace_and_the_instance_owner_moves_one() {
     let app = spawn_sandboxed(&pool, &data, &[], None).await;
     let ws = app.create("pi").await;
     let mut sse = app.events(&ws, "ada", None).await;
-    app.prompt(&ws, "ada", "write file").await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    let (status, body) = app
+        .post(
+            "prompt",
+            json!({"workspaceId": ws, "text": "write file", "images": [{"mimeType": "image/png", "data": png}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     sse.until(is_turn_end).await;
+    let (status, body) = app
+        .post("invite", json!({"workspaceId": ws, "role": "member"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
     let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
     let dir = PathBuf::from(info["workingDir"].as_str().unwrap());
     let sandbox_home = data
@@ -424,6 +441,11 @@ async fn an_owner_deletes_a_workspace_and_the_instance_owner_moves_one() {
     );
     let left: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM room_log WHERE workspace_id = $1) \
+         + (SELECT count(*) FROM room_state WHERE workspace_id = $1) \
+         + (SELECT count(*) FROM room_images WHERE workspace_id = $1) \
+         + (SELECT count(*) FROM invites WHERE workspace_id = $1) \
+         + (SELECT count(*) FROM api_tokens WHERE workspace_id = $1) \
+         + (SELECT count(*) FROM memberships WHERE workspace_id = $1) \
          + (SELECT count(*) FROM sandboxes WHERE workspace_id = $1) \
          + (SELECT count(*) FROM sandbox_agent.sessions WHERE id LIKE $1 || '%')",
     )
