@@ -134,17 +134,12 @@ async fn main() {
             let mut sse = events(&http, &base, &ws, head).await;
             let wait = Duration::from_millis(rand::rng().random_range(300..2500));
             let until = tokio::time::Instant::now() + wait;
-            loop {
-                match tokio::time::timeout_at(until, sse.next()).await {
-                    Ok(e) => {
-                        head = e.seq;
-                        if matches!(&e.event, RoomEvent::TurnEnded { prompt_seq: p, .. } if *p == prompt_seq)
-                        {
-                            ended = true;
-                            break;
-                        }
-                    }
-                    Err(_) => break,
+            while let Ok(e) = tokio::time::timeout_at(until, sse.next()).await {
+                head = e.seq;
+                if matches!(&e.event, RoomEvent::TurnEnded { prompt_seq: p, .. } if *p == prompt_seq)
+                {
+                    ended = true;
+                    break;
                 }
             }
             if ended || done >= kills {
