@@ -59,7 +59,7 @@ struct Inner {
 
 impl Registry {
     pub fn new(deps: RoomDeps) -> Self {
-        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let owner = leases::owner_id();
         Self {
             inner: Arc::new(Inner {
                 deps,
@@ -130,7 +130,9 @@ impl Registry {
         let row = store::find_workspace(pool, id)
             .await?
             .ok_or_else(|| RoomError::UnknownWorkspace(crate::error::quoted(id)))?;
-        if !leases::acquire(pool, id, &self.inner.owner).await? {
+        if !leases::acquire(pool, id, &self.inner.owner).await?
+            && !leases::take_from_dead(pool, id, &self.inner.owner).await?
+        {
             return Err(RoomError::OwnedElsewhere);
         }
         let mut actors = self.actors();

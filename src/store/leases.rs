@@ -50,6 +50,68 @@ pub async fn fence(
     }
 }
 
+/// This process as a lease owner: the machine's boot and PID namespace, its pid, and a random
+/// part. A process that restarts after a crash can tell that an owner from the same boot and
+/// namespace is dead (its pid is gone), and take its leases at once instead of waiting for them
+/// to expire.
+pub fn owner_id() -> String {
+    // The boot and the PID namespace: two containers on one machine share the boot, not the pids.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .zip(std::fs::read_link("/proc/self/ns/pid").ok())
+        .map(|(b, ns)| format!("{}/{}", b.trim(), ns.display()).replace(':', "="))
+        .unwrap_or_default();
+    format!(
+        "{boot}:{}:{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Whether an owner is a process of this machine's current boot that no longer runs. Unknown
+/// (another machine, another format, a pid that runs again): not dead.
+fn dead_here(owner: &str, me: &str) -> bool {
+    let mut theirs = owner.split(':');
+    let mut mine = me.split(':');
+    let (Some(boot), Some(pid), Some(_)) = (theirs.next(), theirs.next(), theirs.next()) else {
+        return false;
+    };
+    if boot.is_empty() || mine.next() != Some(boot) || mine.next() == Some(pid) {
+        return false;
+    }
+    pid.parse::<u32>()
+        .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Takes the lease of a workspace whose owner died on this machine (a crash, then a restart);
+/// false when its owner may be alive.
+pub async fn take_from_dead(
+    pool: &PgPool,
+    workspace_id: &str,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT owner FROM workspace_leases WHERE workspace_id = $1")
+            .bind(workspace_id)
+            .fetch_optional(pool)
+            .await?;
+    let Some(holder) = holder.filter(|h| dead_here(h, owner)) else {
+        return Ok(false);
+    };
+    tracing::info!(workspace = workspace_id, dead = %holder, "taking the lease of a process that died on this machine");
+    let done = sqlx::query(
+        "UPDATE workspace_leases SET owner = $3, expires_at = now() + make_interval(secs => $4) \
+         WHERE workspace_id = $1 AND owner = $2",
+    )
+    .bind(workspace_id)
+    .bind(&holder)
+    .bind(owner)
+    .bind(LEASE_TTL.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Gives the lease up (an actor going to sleep or shutting down).
 pub async fn release(pool: &PgPool, workspace_id: &str, owner: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM workspace_leases WHERE workspace_id = $1 AND owner = $2")
@@ -58,4 +120,24 @@ pub async fn release(pool: &PgPool, workspace_id: &str, owner: &str) -> Result<(
         .execute(pool)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_is_dead_only_when_it_ran_in_this_boot_and_its_pid_is_gone() {
+        let me = owner_id();
+        let boot = me.split(':').next().unwrap();
+        assert!(!boot.is_empty());
+        // A pid above the kernel's maximum never runs.
+        assert!(dead_here(&format!("{boot}:4194305:x"), &me));
+        // This very process, another machine, the old format: not dead.
+        assert!(!dead_here(&format!("{boot}:{}:y", std::process::id()), &me));
+        assert!(!dead_here("other-boot:4194305:x", &me));
+        assert!(!dead_here("1234-abcdef", &me));
+        // pid 1 runs.
+        assert!(!dead_here(&format!("{boot}:1:x"), &me));
+    }
 }

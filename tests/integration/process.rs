@@ -674,3 +674,151 @@ async fn huddle_refuses_to_start_where_it_cannot_sandbox_unless_told() {
     stop(huddle, &data).await;
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The crash boundary: Huddle killed with SIGKILL at 50 moments of streaming turns, with the
+/// machine busy (two CPU-bound loops beside it), restarted each time (it adopts the sandbox and
+/// re-attaches the turn). Every chunk the agent sent is in the room log exactly once and in order,
+/// and the room log holds every event persisted for the session exactly once.
+#[tokio::test]
+async fn fifty_kills_mid_stream_lose_and_double_nothing() {
+    const KILLS: usize = 50;
+    const CHUNKS: usize = 400;
+    let mut busy: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            std::process::Command::new("python3")
+                .args(["-c", "while True: pass"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-fifty-kills");
+    let port = free_port();
+    let mut huddle = Huddle::start(&url, &data, port).await;
+    let (_, created) = huddle.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let (mut kills, mut head, mut turns) = (0, 0, Vec::new());
+    let started = Instant::now();
+    while kills < KILLS {
+        let body = json!({"workspaceId": ws, "text": format!("pace {CHUNKS} 40")});
+        let (status, sent) = huddle.post("prompt", body).await;
+        assert_eq!(status, 200, "{sent}");
+        let prompt_seq = sent["seq"].as_i64().unwrap();
+        turns.push(prompt_seq);
+        let mut ended = false;
+        while !ended {
+            let mut sse = huddle.events(&ws, head).await;
+            // A moment of the turn: from a fifth of a second to a second and a half.
+            let moment = Duration::from_millis(200 + (kills as u64 * 137) % 1300);
+            let until = tokio::time::Instant::now() + moment;
+            while let Ok(e) = tokio::time::timeout_at(until, sse.next()).await {
+                head = e.seq;
+                if matches!(&e.event, RoomEvent::TurnEnded { prompt_seq: p, .. } if *p == prompt_seq)
+                {
+                    ended = true;
+                    break;
+                }
+            }
+            if ended || kills == KILLS {
+                continue;
+            }
+            huddle.child.start_kill().unwrap();
+            huddle.child.wait().await.unwrap();
+            huddle.assert_no_panic();
+            kills += 1;
+            huddle = Huddle::start(&url, &data, port).await;
+        }
+    }
+    // Each turn: chunks 0..CHUNKS, once each, in order.
+    let log: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("SELECT seq, data FROM room_log WHERE workspace_id = $1 ORDER BY seq")
+            .bind(&ws)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let (mut lost, mut doubled, mut interrupted) = (0, 0, 0);
+    for prompt_seq in &turns {
+        let mut seen = vec![0usize; CHUNKS];
+        let mut order = Vec::new();
+        let mut end = None;
+        for (_, d) in log.iter().filter(|(seq, _)| seq > prompt_seq) {
+            if d["promptSeq"].as_i64() == Some(*prompt_seq) && d.get("stopReason").is_some() {
+                end = Some(d.clone());
+                break;
+            }
+            if let Some(i) = d
+                .pointer("/payload/params/update/content/text")
+                .and_then(|t| t.as_str())
+                .and_then(|t| t.trim().parse::<usize>().ok())
+                .filter(|i| *i < CHUNKS)
+            {
+                seen[i] += 1;
+                order.push(i);
+            }
+        }
+        let end = end.expect("every turn ends in the room");
+        // A kill before the prompt reached the agent ends the turn visibly, as "Interrupted".
+        if end["stopReason"].is_null() {
+            assert!(
+                end["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("Interrupted")),
+                "{end}"
+            );
+            assert!(
+                order.is_empty(),
+                "an interrupted turn said nothing: {order:?}"
+            );
+            interrupted += 1;
+            continue;
+        }
+        lost += seen.iter().filter(|n| **n == 0).count();
+        doubled += seen.iter().filter(|n| **n > 1).count();
+        assert!(order.is_sorted(), "in order");
+    }
+    // Every event persisted for the session is in the room log, once.
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM sandbox_agent.events WHERE session_id = $1")
+            .bind(huddle::room::session_id_of(&ws))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut logged: Vec<String> = log
+        .iter()
+        .filter_map(|(_, d)| {
+            d.get("eventIndex")
+                .and(d["id"].as_str().map(str::to_string))
+        })
+        .collect();
+    let all_logged = logged.len();
+    logged.sort();
+    logged.dedup();
+    let missing = events
+        .iter()
+        .filter(|id| logged.binary_search(id).is_err())
+        .count();
+    let streamed = turns.len() - interrupted;
+    eprintln!(
+        "crash boundary: {kills} kills over {} turns ({interrupted} interrupted before the agent had the prompt) \
+         with 2 busy loops, {} chunks compared: {lost} lost, {doubled} doubled; \
+         {} events persisted, {missing} missing from the room log, {} logged twice ({:.0} s)",
+        turns.len(),
+        streamed * CHUNKS,
+        events.len(),
+        all_logged - logged.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for b in &mut busy {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    assert!(
+        streamed * 2 > turns.len(),
+        "most turns streamed to their end"
+    );
+    assert_eq!((lost, doubled), (0, 0), "every chunk once");
+    assert_eq!(missing, 0, "every persisted event is in the room log");
+    assert_eq!(all_logged, logged.len(), "no event logged twice");
+    stop(huddle, &data).await;
+    let _ = std::fs::remove_dir_all(&data);
+}
