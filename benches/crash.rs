@@ -37,23 +37,6 @@ fn start(db_url: &str, data: &std::path::Path, port: u16) -> tokio::process::Chi
         .unwrap()
 }
 
-async fn up(http: &reqwest::Client, base: &str) {
-    let t = Instant::now();
-    while http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "huddle did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The room's stream, once the killed process's lease has run out.
 async fn events(http: &reqwest::Client, base: &str, ws: &str, after: i64) -> common::Sse {
     loop {
@@ -100,7 +83,7 @@ async fn main() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut huddle = start(&db_url, &data, port);
-    up(&http, &base).await;
+    common::wait_up(&http, &base).await;
     let created: serde_json::Value = http
         .post(format!("{base}/api/workspace/create"))
         .bearer_auth(common::ADMIN_TOKEN)
@@ -149,7 +132,7 @@ async fn main() {
             huddle.wait().await.unwrap();
             done += 1;
             huddle = start(&db_url, &data, port);
-            up(&http, &base).await;
+            common::wait_up(&http, &base).await;
         }
         // Every chunk of the turn once, in order.
         let all: serde_json::Value = http

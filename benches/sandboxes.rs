@@ -72,21 +72,7 @@ impl Huddle {
             http: reqwest::Client::new(),
             data,
         };
-        let t = Instant::now();
-        while huddle
-            .http
-            .get(format!("{}/healthz", huddle.base))
-            .send()
-            .await
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true)
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "huddle did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::wait_up(&huddle.http, &huddle.base).await;
         huddle
     }
 

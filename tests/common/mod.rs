@@ -41,6 +41,24 @@ fn uuid_like() -> String {
     huddle::sandbox_agent::random_id().replace('-', "")
 }
 
+/// Waits (60 s at most) until a Huddle at `base` answers its health check.
+pub async fn wait_up(http: &reqwest::Client, base: &str) {
+    let t = std::time::Instant::now();
+    while http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "huddle did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A fresh data directory.
 pub fn temp_data_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("huddle-data-{}", uuid_like()));
