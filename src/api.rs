@@ -106,9 +106,12 @@ pub fn check_prompt(text: String) -> Result<String, ApiError> {
 #[server(prefix = "/api", endpoint = "workspace/info", input = Json, output = Json)]
 pub async fn workspace_info(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
 ) -> Result<crate::model::WorkspaceInfo, ApiError> {
     let (state, caller) = service()?;
-    state.info(&caller, &workspace_id).await
+    state.info(&caller, &workspace_id, thread_id.as_deref()).await
 }
 
 /// Posts the caller's message to the room and prompts the agent with it (queued while a turn
@@ -117,6 +120,9 @@ pub async fn workspace_info(
 #[server(prefix = "/api", endpoint = "workspace/prompt", input = Json, output = Json)]
 pub async fn prompt(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
     text: String,
     #[server(default)]
     #[server(rename = "teamOnly")]
@@ -125,7 +131,14 @@ pub async fn prompt(
 ) -> Result<crate::model::PromptAccepted, ApiError> {
     let (state, caller) = service()?;
     let seq = state
-        .prompt(&caller, &workspace_id, text, team_only, images)
+        .prompt(
+            &caller,
+            &workspace_id,
+            thread_id.as_deref(),
+            text,
+            team_only,
+            images,
+        )
         .await?;
     Ok(crate::model::PromptAccepted { seq })
 }
@@ -136,21 +149,29 @@ pub async fn prompt(
 pub async fn cancel(
     #[server(rename = "workspaceId")] workspace_id: String,
     #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
+    #[server(default)]
     #[server(rename = "clearQueue")]
     clear_queue: bool,
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
-    state.cancel(&caller, &workspace_id, clear_queue).await
+    state
+        .cancel(&caller, &workspace_id, thread_id.as_deref(), clear_queue).await
 }
 
 /// Takes a waiting prompt off the queue (the owner any, others their own).
 #[server(prefix = "/api", endpoint = "workspace/queue/remove", input = Json, output = Json)]
 pub async fn remove_queued(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
     seq: i64,
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
-    state.remove_queued(&caller, &workspace_id, seq).await
+    state
+        .remove_queued(&caller, &workspace_id, thread_id.as_deref(), seq).await
 }
 
 /// Changes an option of the agent's session for everyone (its mode, its model): `configId` as the
@@ -158,12 +179,15 @@ pub async fn remove_queued(
 #[server(prefix = "/api", endpoint = "workspace/option", input = Json, output = Json)]
 pub async fn set_option(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
     #[server(rename = "configId")] config_id: String,
     value: String,
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
     state
-        .set_option(&caller, &workspace_id, config_id, value)
+        .set_option(&caller, &workspace_id, thread_id.as_deref(), config_id, value)
         .await
 }
 
@@ -171,12 +195,21 @@ pub async fn set_option(
 #[server(prefix = "/api", endpoint = "workspace/permission", input = Json, output = Json)]
 pub async fn answer_permission(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
     #[server(rename = "requestId")] request_id: String,
     #[server(rename = "optionId")] option_id: String,
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
     state
-        .answer_permission(&caller, &workspace_id, request_id, option_id)
+        .answer_permission(
+            &caller,
+            &workspace_id,
+            thread_id.as_deref(),
+            request_id,
+            option_id,
+        )
         .await
 }
 
@@ -184,37 +217,131 @@ pub async fn answer_permission(
 #[server(prefix = "/api", endpoint = "workspace/typing", input = Json, output = Json)]
 pub async fn typing(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
-    state.typing(&caller, &workspace_id).await
+    state
+        .typing(&caller, &workspace_id, thread_id.as_deref()).await
 }
 
 /// The room's state and its whole log.
 #[server(prefix = "/api", endpoint = "workspace/snapshot", input = Json, output = Json)]
 pub async fn room_snapshot(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
 ) -> Result<crate::model::RoomSnapshot, ApiError> {
     let (state, caller) = service()?;
-    state.room_snapshot(&caller, &workspace_id).await
+    state
+        .room_snapshot(&caller, &workspace_id, thread_id.as_deref()).await
 }
 
 /// Everything the page of a workspace renders: who is looking, their access, and the room.
 #[server(prefix = "/api", endpoint = "workspace/page", input = Json, output = Json)]
 pub async fn room_page(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
+    /// With no `threadId`: the most recently active thread instead of the first.
+    #[server(default)]
+    latest: bool,
 ) -> Result<crate::model::RoomPage, ApiError> {
     let (state, caller) = service()?;
-    state.room_page(&caller, &workspace_id).await
+    state
+        .room_page(&caller, &workspace_id, thread_id.as_deref(), latest)
+        .await
 }
 
 /// Older rows of the room's timeline, before row `before` (a keyset page).
 #[server(prefix = "/api", endpoint = "workspace/history", input = Json, output = Json)]
 pub async fn history(
     #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
     before: usize,
 ) -> Result<crate::model::HistoryPage, ApiError> {
     let (state, caller) = service()?;
-    state.history(&caller, &workspace_id, before).await
+    state
+        .history(&caller, &workspace_id, thread_id.as_deref(), before).await
+}
+
+/// The workspace's threads for the caller: title, agent, live status, unread count, last
+/// activity; most recently active first.
+#[server(prefix = "/api", endpoint = "workspace/threads", input = Json, output = Json)]
+pub async fn threads(
+    #[server(rename = "workspaceId")] workspace_id: String,
+) -> Result<crate::model::ThreadList, ApiError> {
+    let (state, caller) = service()?;
+    state.threads(&caller, &workspace_id).await
+}
+
+/// A new thread (members), with its own agent (the workspace's when absent); with `forkFrom`
+/// it continues another thread's conversation up to one of its rows.
+#[server(prefix = "/api", endpoint = "workspace/threads/create", input = Json, output = Json)]
+pub async fn create_thread(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)] agent: Option<String>,
+    #[server(default)] title: Option<String>,
+    #[server(default)]
+    #[server(rename = "forkFrom")]
+    fork_from: Option<crate::model::ForkFrom>,
+) -> Result<crate::model::CreatedThread, ApiError> {
+    let (state, caller) = service()?;
+    state
+        .create_thread(
+            &caller,
+            &workspace_id,
+            agent.as_deref(),
+            title.as_deref(),
+            fork_from,
+        )
+        .await
+}
+
+/// Names a thread (members); an empty title goes back to the agent's.
+#[server(prefix = "/api", endpoint = "workspace/threads/rename", input = Json, output = Json)]
+pub async fn rename_thread(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "threadId")] thread_id: String,
+    title: String,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .rename_thread(&caller, &workspace_id, &thread_id, &title)
+        .await
+}
+
+/// Archives a thread, or with `archived: false` brings it back (members).
+#[server(prefix = "/api", endpoint = "workspace/threads/archive", input = Json, output = Json)]
+pub async fn archive_thread(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "threadId")] thread_id: String,
+    archived: bool,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .archive_thread(&caller, &workspace_id, &thread_id, archived)
+        .await
+}
+
+/// The caller has read a thread up to `seq` (kept per person, across browsers).
+#[server(prefix = "/api", endpoint = "workspace/threads/read", input = Json, output = Json)]
+pub async fn mark_read(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)]
+    #[server(rename = "threadId")]
+    thread_id: Option<String>,
+    seq: i64,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .mark_read(&caller, &workspace_id, thread_id.as_deref(), seq)
+        .await
 }
 
 /// What the home page shows the caller.

@@ -11,7 +11,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use leptos_router::{SsrMode, path};
 
 use crate::api::{
-    ErrorCode, answer_permission, cancel, create_token, create_workspace, creator_invite, history,
+    ErrorCode, mark_read as mark_read_api, answer_permission, cancel, create_token, create_workspace, creator_invite, history,
     home, invite, members, prompt, remove_member, remove_queued, rename, rename_workspace,
     render_markdown, revoke_invite, revoke_token, room_page, rotate_invite, set_approver,
     set_approvers_only, set_option, set_role, typing,
@@ -19,6 +19,7 @@ use crate::api::{
 use crate::browser;
 
 mod sandbox;
+mod threads;
 use crate::model::{
     Access, HomeView, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Me, Member, NoticeLevel, Role, RoomEntry,
     RoomEvent, RoomPage,
@@ -56,6 +57,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=NotFound>
                 <Route path=path!("/") view=HomePage ssr=SsrMode::Async />
                 <Route path=path!("/w/:id") view=WorkspacePage ssr=SsrMode::Async />
+                <Route path=path!("/w/:id/t/:thread") view=WorkspacePage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }
@@ -298,7 +300,7 @@ fn WorkspaceName(name: RwSignal<String>, id: String, is_owner: bool) -> impl Int
         ev.prevent_default();
         let Some(el) = input.get() else { return };
         let value = el.value();
-        ctx.act(move |ws, _| async move {
+        ctx.act(move |ws, _, _| async move {
             let renamed = rename_workspace(ws, value).await?;
             name.set(renamed.name);
             editing.set(false);
@@ -416,9 +418,16 @@ fn NameTag(name: RwSignal<String>) -> impl IntoView {
 #[component]
 fn WorkspacePage() -> impl IntoView {
     let params = use_params_map();
+    // The workspace's own URL opens its most recently active thread.
     let page = Resource::new(
-        move || params.read().get("id").unwrap_or_default(),
-        room_page,
+        move || {
+            let p = params.read();
+            (p.get("id").unwrap_or_default(), p.get("thread"))
+        },
+        |(id, thread)| {
+            let latest = thread.is_none();
+            room_page(id, thread, latest)
+        },
     );
     view! {
         <Suspense fallback=|| view! { <p class="loading">"Loading workspace…"</p> }>
@@ -466,6 +475,8 @@ fn NoAccess(message: String) -> impl IntoView {
 #[derive(Clone, Copy)]
 struct RoomCtx {
     ws: StoredValue<String>,
+    /// The thread shown.
+    thread: StoredValue<String>,
     me: RwSignal<Option<Member>>,
     rendered: RwSignal<HashMap<String, String>>,
     error: RwSignal<Option<String>>,
@@ -479,16 +490,17 @@ impl RoomCtx {
     /// Runs an action as the current user; its error is shown to them.
     fn act<F, Fut>(self, f: F)
     where
-        F: FnOnce(String, Member) -> Fut + 'static,
+        F: FnOnce(String, Option<String>, Member) -> Fut + 'static,
         Fut: std::future::Future<Output = Result<(), crate::api::ApiError>> + 'static,
     {
         let Some(me) = self.me.get_untracked() else {
             return;
         };
         let ws = self.ws.get_value();
+        let thread = Some(self.thread.get_value());
         let error = self.error;
         spawn_local(async move {
-            match f(ws, me).await {
+            match f(ws, thread, me).await {
                 Ok(()) => error.set(None),
                 Err(e) => error.set(Some(e.message)),
             }
@@ -506,11 +518,13 @@ fn Room(page: RoomPage) -> impl IntoView {
         head: initial_head,
         rendered: initial_html,
         older: initial_older,
+        threads: thread_list,
     } = page;
     let hydrated = hydrated();
     let who_is_instance_owner = who.instance_owner;
     let ctx = RoomCtx {
         ws: StoredValue::new(info.workspace_id.clone()),
+        thread: StoredValue::new(info.thread_id.clone()),
         me: RwSignal::new(Some(Member {
             user_id: who.person_id.clone(),
             display_name: who.display_name.clone(),
@@ -523,6 +537,8 @@ fn Room(page: RoomPage) -> impl IntoView {
         csrf: StoredValue::new(who.csrf.clone()),
     };
     provide_context(ctx);
+    let thread_state = threads::ThreadsState::new(info.workspace_id.clone(), thread_list);
+    let threads_open = RwSignal::new(false);
     let RoomCtx {
         ws,
         me,
@@ -559,8 +575,9 @@ fn Room(page: RoomPage) -> impl IntoView {
         }
         loading_older.set(true);
         let ws = ctx.ws.get_value();
+        let thread = Some(ctx.thread.get_value());
         spawn_local(async move {
-            match history(ws, before).await {
+            match history(ws, thread, before).await {
                 Ok(page) => {
                     let height = browser::scroll_height();
                     rendered.update(|r| r.extend(page.rendered));
@@ -650,6 +667,30 @@ fn Room(page: RoomPage) -> impl IntoView {
             rows.update(|r| r.extend(added));
         }
     };
+    // How far this person has read the thread, kept on the server (at most once a second).
+    let read_at = StoredValue::new(0i64);
+    let marking = StoredValue::new(false);
+    let mark_read = move || {
+        if browser::page_hidden() || marking.get_value() || head.get_value() <= read_at.get_value() {
+            return;
+        }
+        marking.set_value(true);
+        set_timeout(
+            move || {
+                let seq = head.get_value();
+                let ws = ctx.ws.get_value();
+                let thread = Some(ctx.thread.get_value());
+                spawn_local(async move {
+                    if mark_read_api(ws, thread, seq).await.is_ok() {
+                        read_at.set_value(seq);
+                    }
+                    marking.set_value(false);
+                });
+            },
+            std::time::Duration::from_millis(1000),
+        );
+    };
+    Effect::new(move |_| mark_read());
     // Who is in the room: the server's list, kept current by `online` events (never from the log).
     let online = RwSignal::new(info.online.clone());
     let connected = RwSignal::new(false);
@@ -679,6 +720,7 @@ fn Room(page: RoomPage) -> impl IntoView {
         browser::on_visibility_change(move |hidden| {
             if !hidden {
                 unread.set(0);
+                mark_read();
             }
         });
     });
@@ -690,7 +732,11 @@ fn Room(page: RoomPage) -> impl IntoView {
             return Some(stream);
         }
         let my_id = me.with_untracked(|m| m.as_ref().map(|m| m.user_id.clone()))?;
-        let url = format!("/api/workspace/{}/events", ws.get_value());
+        let url = format!(
+            "/api/workspace/{}/events?threadId={}",
+            ws.get_value(),
+            ctx.thread.get_value()
+        );
         let callbacks = browser::RoomCallbacks {
             on_entry: Box::new(move |data| {
                 let Ok(entry) = serde_json::from_str::<RoomEntry>(&data) else {
@@ -726,6 +772,7 @@ fn Room(page: RoomPage) -> impl IntoView {
                     _ => {}
                 }
                 apply(&entry);
+                mark_read();
                 if noteworthy && browser::page_hidden() {
                     unread.update(|n| *n += 1);
                 }
@@ -746,6 +793,11 @@ fn Room(page: RoomPage) -> impl IntoView {
             on_online: Box::new(move |data| {
                 if let Ok(list) = serde_json::from_str::<Vec<Member>>(&data) {
                     online.set(list);
+                }
+            }),
+            on_thread: Box::new(move |data| {
+                if let Ok(pulse) = serde_json::from_str::<crate::model::ThreadPulse>(&data) {
+                    thread_state.pulse(pulse);
                 }
             }),
             // The whole log follows: start from nothing rather than keep what it no longer has.
@@ -784,8 +836,8 @@ fn Room(page: RoomPage) -> impl IntoView {
     let is_owner = access.role == Role::Owner;
     let instance_owner = who_is_instance_owner;
     let room_sandbox = info.sandbox.clone();
-    let stop = move |_| ctx.act(|ws, _| cancel(ws, false));
-    let stop_and_clear = move |_| ctx.act(|ws, _| cancel(ws, true));
+    let stop = move |_| ctx.act(|ws, th, _| cancel(ws, th, false));
+    let stop_and_clear = move |_| ctx.act(|ws, th, _| cancel(ws, th, true));
     let typing_line = move || {
         let names: Vec<String> =
             typists.with(|t| t.iter().map(|(m, _)| m.display_name.clone()).collect());
@@ -796,14 +848,37 @@ fn Room(page: RoomPage) -> impl IntoView {
         }
     };
     let id_for_header = info.workspace_id.clone();
+    let export_md = format!(
+        "/api/workspace/{}/threads/{}/export.md",
+        info.workspace_id, info.thread_id
+    );
+    let export_jsonl = format!(
+        "/api/workspace/{}/threads/{}/export.jsonl",
+        info.workspace_id, info.thread_id
+    );
     let id_attr = info.workspace_id.clone();
     view! {
         <Title text=title />
-        <div class="room" data-workspace-id=id_attr>
+        <threads::ThreadListPanel
+            state=thread_state
+            current=info.thread_id.clone()
+            can_act
+            open=threads_open
+        />
+        <div class="room with-threads" data-workspace-id=id_attr data-thread-id=info.thread_id.clone()>
             <header class="room-header">
                 <a class="brand" href="/">
                     "Huddle"
                 </a>
+                <button
+                    type="button"
+                    class="secondary threads-toggle"
+                    data-testid="threads-toggle"
+                    aria-expanded=move || threads_open.get().to_string()
+                    on:click=move |_| threads_open.update(|o| *o = !*o)
+                >
+                    "Threads"
+                </button>
                 <div class="room-title">
                     <WorkspaceName name=room_name id=id_for_header is_owner />
                     <p class="session-facts">
@@ -850,6 +925,10 @@ fn Room(page: RoomPage) -> impl IntoView {
                             })}
                         " · you are "
                         <span class="badge" data-testid="my-role">{access.role.as_str()}</span>
+                        " · export "
+                        <a href=export_md download data-testid="export-md">"Markdown"</a>
+                        " "
+                        <a href=export_jsonl download data-testid="export-jsonl">"JSONL"</a>
                     </p>
                 </div>
                 <div class="room-tools">
@@ -998,7 +1077,7 @@ fn Room(page: RoomPage) -> impl IntoView {
                                                             type="button"
                                                             class="link"
                                                             data-testid="remove-queued"
-                                                            on:click=move |_| ctx.act(move |ws, _| remove_queued(ws, seq))
+                                                            on:click=move |_| ctx.act(move |ws, th, _| remove_queued(ws, th, seq))
                                                         >
                                                             "Remove"
                                                         </button>
@@ -1116,6 +1195,7 @@ fn Composer(
         }
         sending.set(true);
         let ws = ctx.ws.get_value();
+        let thread = Some(ctx.thread.get_value());
         spawn_local(async move {
             let team = team_only.get_untracked().is_some_and(|t| t.checked());
             let images = attachments
@@ -1123,7 +1203,7 @@ fn Composer(
                 .into_iter()
                 .map(|(mime_type, data)| crate::model::ImageUpload { mime_type, data })
                 .collect();
-            match prompt(ws, value, team, images).await {
+            match prompt(ws, thread, value, team, images).await {
                 Ok(_) => {
                     el.set_value("");
                     attachments.set(Vec::new());
@@ -1183,8 +1263,9 @@ fn Composer(
         }
         last_typing.set_value(now);
         let ws = ctx.ws.get_value();
+        let thread = Some(ctx.thread.get_value());
         spawn_local(async move {
-            let _ = typing(ws).await;
+            let _ = typing(ws, thread).await;
         });
     };
     let action = format!("/w/{}/send", ctx.ws.get_value());
@@ -1198,6 +1279,7 @@ fn Composer(
             on:drop=on_drop
         >
             <input type="hidden" name="csrf" value=ctx.csrf.get_value() />
+            <input type="hidden" name="thread" value=ctx.thread.get_value() />
             <label class="team-only-toggle" title="The agent does not get it as a prompt; it sees it as context with the next one">
                 <input type="checkbox" name="team_only" data-testid="team-only" node_ref=team_only />
                 " Team only"
@@ -1304,7 +1386,7 @@ fn SessionOptions(facts: Memo<timeline::SessionFacts>, can_act: bool) -> impl In
                         let id = o.id.clone();
                         let on_change = move |ev: leptos::ev::Event| {
                             let (config_id, value) = (id.clone(), event_target_value(&ev));
-                            ctx.act(move |ws, _| set_option(ws, config_id, value));
+                            ctx.act(move |ws, th, _| set_option(ws, th, config_id, value));
                         };
                         let current = o.current.clone();
                         view! {
@@ -1386,8 +1468,12 @@ fn LiveRow(item: RwSignal<Item>) -> impl IntoView {
 fn Row(item: Item) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     let Item {
-        key, at, view: row, ..
+        key,
+        at,
+        rev,
+        view: row,
     } = item;
+    let can_fork = ctx.access.role.can_act();
     match row {
         View::Chat {
             user_id,
@@ -1405,6 +1491,7 @@ fn Row(item: Item) -> impl IntoView {
                     <header>
                         <span class="author" data-testid="author">{display_name}</span>
                         <Clock at />
+                        {can_fork.then(|| view! { <threads::ForkButton seq=rev /> })}
                         {team_only
                             .then(|| {
                                 view! {
@@ -1449,6 +1536,7 @@ fn Row(item: Item) -> impl IntoView {
                     <header>
                         <span class="author">"Agent"</span>
                         <Clock at />
+                        {(can_fork && done).then(|| view! { <threads::ForkButton seq=rev /> })}
                     </header>
                     {move || match html() {
                         Some(html) if done => view! { <div class="markdown" inner_html=html></div> }.into_any(),
@@ -1661,7 +1749,7 @@ fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
                         let option_id = o.id.clone();
                         let on_click = move |_| {
                             let (request_id, option_id) = (request_id.clone(), option_id.clone());
-                            ctx.act(move |ws, _| answer_permission(ws, request_id, option_id));
+                            ctx.act(move |ws, th, _| answer_permission(ws, th, request_id, option_id));
                         };
                         // Allow once, allow always and reject look different: an "always" is a
                         // standing rule for the whole session.

@@ -224,6 +224,8 @@ mod imp {
         pub on_typing: Box<dyn Fn(String)>,
         /// Who is in the room now (a list of Members as JSON).
         pub on_online: Box<dyn Fn(String)>,
+        /// A thread of the workspace changed (a ThreadPulse as JSON).
+        pub on_thread: Box<dyn Fn(String)>,
         /// The server's log does not have what the page holds: it sends the whole log again.
         pub on_reset: Box<dyn Fn()>,
         /// Connected or not.
@@ -331,6 +333,14 @@ mod imp {
             });
             let _ = es.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
             listeners.push(online);
+            let me = Rc::downgrade(&self.0);
+            let thread = Closure::<dyn Fn(MessageEvent)>::new(move |ev: MessageEvent| {
+                if let (Some(inner), Some(data)) = (me.upgrade(), ev.data().as_string()) {
+                    (inner.callbacks.on_thread)(data);
+                }
+            });
+            let _ = es.add_event_listener_with_callback("thread", thread.as_ref().unchecked_ref());
+            listeners.push(thread);
             let me = Rc::downgrade(&self.0);
             let reset = Closure::<dyn Fn(MessageEvent)>::new(move |_| {
                 if let Some(inner) = me.upgrade() {
@@ -442,6 +452,7 @@ mod imp {
         pub on_entry: Box<dyn Fn(String)>,
         pub on_typing: Box<dyn Fn(String)>,
         pub on_online: Box<dyn Fn(String)>,
+        pub on_thread: Box<dyn Fn(String)>,
         pub on_reset: Box<dyn Fn()>,
         pub on_status: Box<dyn Fn(bool)>,
         pub last_seq: Box<dyn Fn() -> i64>,

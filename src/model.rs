@@ -424,6 +424,17 @@ pub enum RoomEvent {
         display_name: String,
         name: String,
     },
+    /// The first entry of a forked thread: where its conversation came from, and how its agent
+    /// got it.
+    #[serde(rename = "thread.forked", rename_all = "camelCase")]
+    ThreadForked {
+        user_id: String,
+        display_name: String,
+        from_thread_id: String,
+        from_title: String,
+        seq: i64,
+        method: ForkMethod,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +447,7 @@ pub enum NoticeLevel {
 
 /// Every SSE event name of a room-log entry (typing signals come as `typing`).
 pub const ROOM_EVENT_KINDS: &[&str] = &[
+    "thread.forked",
     "chat.user",
     "session.event",
     "prompt.queued",
@@ -472,6 +484,7 @@ impl RoomEvent {
             RoomEvent::Presence { .. } => "presence",
             RoomEvent::Notice { .. } => "notice",
             RoomEvent::WorkspaceRenamed { .. } => "workspace.renamed",
+            RoomEvent::ThreadForked { .. } => "thread.forked",
         }
     }
 }
@@ -518,6 +531,9 @@ impl RoomEntry {
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceInfo {
     pub workspace_id: String,
+    /// The thread these facts are of (its agent, session, status, queue and head).
+    #[serde(default)]
+    pub thread_id: String,
     #[serde(default)]
     pub name: String,
     pub sandbox_id: String,
@@ -561,6 +577,8 @@ pub struct RoomPage {
     pub rendered: Vec<(String, String)>,
     /// How many older rows come before the fold's first: `/api/workspace/history` pages them in.
     pub older: usize,
+    /// The workspace's threads, for the thread list.
+    pub threads: ThreadList,
 }
 
 /// Answer of `POST /api/workspace/history`: the rows `[start, before)` of the room's timeline.
@@ -633,6 +651,123 @@ pub fn valid_workspace_name(name: &str) -> Option<&str> {
         && name.chars().count() <= MAX_WORKSPACE_NAME_CHARS
         && !name.chars().any(char::is_control))
     .then_some(name)
+}
+
+/// Thread ids are made like workspace ids.
+pub fn is_valid_thread_id(id: &str) -> bool {
+    is_valid_workspace_id(id)
+}
+
+/// The page of one thread of a workspace.
+pub fn thread_url(workspace_id: &str, thread_id: &str) -> String {
+    format!("/w/{workspace_id}/t/{thread_id}")
+}
+
+/// Longest thread name.
+pub const MAX_THREAD_NAME_CHARS: usize = 120;
+
+/// What a thread is doing, for the thread list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadStatus {
+    #[default]
+    Idle,
+    Working,
+    /// The agent asked a permission nobody has answered.
+    NeedsAnswer,
+    /// The agent could not be started, or its last turn failed.
+    Failed,
+}
+
+impl ThreadStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            ThreadStatus::Idle => "idle",
+            ThreadStatus::Working => "working",
+            ThreadStatus::NeedsAnswer => "needs an answer",
+            ThreadStatus::Failed => "failed",
+        }
+    }
+}
+
+/// How a forked thread's agent got the conversation it continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForkMethod {
+    /// The agent forked its own session (ACP `session/fork`).
+    Session,
+    /// The transcript up to the row went with the first prompt, as context.
+    Transcript,
+}
+
+/// Where a thread was forked from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkedFrom {
+    pub thread_id: String,
+    pub seq: i64,
+    pub method: ForkMethod,
+}
+
+/// A thread in the thread list, as one person sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadSummary {
+    pub thread_id: String,
+    /// The name someone gave it, else the agent's title for the session, else "New thread".
+    pub title: String,
+    pub agent: String,
+    pub status: ThreadStatus,
+    /// Who started the running turn (with `working`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    /// Messages, ended turns and questions since this person last read it (at most 100).
+    pub unread: i64,
+    /// When it last logged something, in milliseconds since the Unix epoch.
+    pub last_activity: i64,
+    pub archived: bool,
+    /// The newest room-log seq.
+    pub head: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkedFrom>,
+}
+
+/// Answer of `POST /api/workspace/threads`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadList {
+    pub threads: Vec<ThreadSummary>,
+    /// The agents a new thread may have (for people who may make one).
+    #[serde(default)]
+    pub agents: Vec<AgentChoice>,
+}
+
+/// Answer of `POST /api/workspace/threads/create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedThread {
+    pub thread_id: String,
+    pub url: String,
+}
+
+/// `forkFrom` of `POST /api/workspace/threads/create`: the conversation up to this row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkFrom {
+    pub thread_id: String,
+    pub seq: i64,
+}
+
+/// A thread's status changed, or the list did (made, renamed, archived): on every stream of the
+/// workspace, so thread lists update live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadPulse {
+    pub thread_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ThreadStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 /// Answer of `POST /api/workspace/prompt`.

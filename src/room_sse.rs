@@ -29,6 +29,9 @@ const PAGE: i64 = 500;
 #[derive(Deserialize)]
 pub struct EventsQuery {
     after: Option<i64>,
+    /// The thread (absent: the workspace's first).
+    #[serde(rename = "threadId")]
+    thread_id: Option<String>,
 }
 
 pub async fn room_events(
@@ -67,9 +70,13 @@ pub async fn room_events(
         Ok(grant) => (grant.member, grant.role == crate::model::Role::Viewer),
         Err(e) => return e.into_response(),
     };
+    let key = match state.room_key(&id, q.thread_id.as_deref()).await {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
     // Viewers get no path of the working directory: it is made relative in what they are sent.
     let hidden_dir = match viewer {
-        true => match state.registry().info(&id).await {
+        true => match state.registry().info(&key).await {
             Ok(info) => Some(info.working_dir),
             Err(e) => return ApiError::from(e).into_response(),
         },
@@ -82,7 +89,8 @@ pub async fn room_events(
     };
     let kicks = state.auth().kicks();
     let person = member.user_id.clone();
-    let sub = match state.registry().subscribe(&id, Some(member)).await {
+    let pulses = state.registry().thread_pulses(&key.workspace);
+    let sub = match state.registry().subscribe(&key, Some(member)).await {
         Ok(sub) => sub,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -95,8 +103,9 @@ pub async fn room_events(
             kicks,
             person,
             hidden_dir,
+            pulses,
         };
-        feed(pool, id, after, sub, tx, ends).await;
+        feed(pool, key, after, sub, tx, ends).await;
         drop(guards);
     });
     Sse::new(ReceiverStream::new(rx))
@@ -111,6 +120,8 @@ struct Ends {
     person: String,
     /// Viewers are not shown paths on the machine: the working directory they may not see.
     hidden_dir: Option<String>,
+    /// Changes to the workspace's threads, for its thread list.
+    pulses: broadcast::Receiver<crate::model::ThreadPulse>,
 }
 
 fn entry_event(entry: &RoomEntry, hidden_dir: Option<&str>) -> Event {
@@ -162,7 +173,7 @@ async fn catch_up(
 
 async fn feed(
     pool: sqlx::PgPool,
-    id: String,
+    key: crate::room::RoomKey,
     mut after: i64,
     mut sub: Subscription,
     tx: Tx,
@@ -185,7 +196,8 @@ async fn feed(
         }
         after = 0;
     }
-    let Some(mut last) = catch_up(&pool, &id, after, head, &tx, ends.hidden_dir.as_deref()).await
+    let id = &key.thread;
+    let Some(mut last) = catch_up(&pool, id, after, head, &tx, ends.hidden_dir.as_deref()).await
     else {
         return;
     };
@@ -195,13 +207,31 @@ async fn feed(
             _ = tx.closed() => return,
             kick = ends.kicks.recv() => {
                 match kick {
-                    Ok(k) if k.workspace_id == id && k.person_id == ends.person => {
+                    Ok(k) if k.workspace_id == key.workspace && k.person_id == ends.person => {
                         // The page reloads and shows what its person may do now.
                         let _ = tx.send(Ok(Event::default().event("access").data("changed"))).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
                     _ => {}
+                }
+                continue;
+            }
+            pulse = ends.pulses.recv() => {
+                let pulse = match pulse {
+                    Ok(p) => p,
+                    // Missed some: an empty one makes the list fetch itself again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => crate::model::ThreadPulse {
+                        thread_id: String::new(),
+                        status: None,
+                        started_by: None,
+                    },
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                };
+                if let Ok(ev) = Event::default().event("thread").json_data(&pulse)
+                    && tx.send(Ok(ev)).await.is_err()
+                {
+                    return;
                 }
                 continue;
             }
@@ -217,7 +247,7 @@ async fn feed(
                     // Missed some (we lagged): fill in from Postgres, where they already are.
                     if catch_up(
                         &pool,
-                        &id,
+                        id,
                         last,
                         entry.seq - 1,
                         &tx,

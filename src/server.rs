@@ -104,6 +104,10 @@ pub fn router(state: AppState) -> Router {
             "/api/workspace/{id}/images/{image_id}",
             get(workspace_image),
         )
+        .route(
+            "/api/workspace/{id}/threads/{thread}/{file}",
+            get(thread_export),
+        )
         .route("/join/{secret}", get(crate::auth::links::join))
         .route("/sign-in/{secret}", get(crate::auth::links::sign_in))
         .route("/new", post(create_workspace_form))
@@ -284,6 +288,35 @@ async fn workspace_image(
     }
 }
 
+/// `export.md` or `export.jsonl` of a thread, as a download.
+async fn thread_export(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path((id, thread, file)): axum::extract::Path<(String, String, String)>,
+) -> Response {
+    use crate::threads::ExportFormat;
+    let (format, mime) = match file.as_str() {
+        "export.md" => (ExportFormat::Markdown, "text/markdown; charset=utf-8"),
+        "export.jsonl" => (ExportFormat::Jsonl, "application/x-ndjson; charset=utf-8"),
+        _ => return ApiError::not_found("Exports are export.md and export.jsonl.").into_response(),
+    };
+    match state.export_thread(&caller, &id, &thread, format).await {
+        Ok((name, body)) => (
+            [
+                (header::CONTENT_TYPE, mime.to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct CreateForm {
     agent: Option<String>,
@@ -323,6 +356,8 @@ struct SendForm {
     csrf: String,
     /// A checkbox: present when ticked.
     team_only: Option<String>,
+    /// The thread the composer is in (absent: the workspace's first).
+    thread: Option<String>,
 }
 
 /// The composer before the page is hydrated: a plain form post that comes back to the room.
@@ -336,13 +371,24 @@ async fn send_form(
         Ok(()) => {
             let team_only = form.team_only.is_some();
             state
-                .prompt(&caller, &id, form.text, team_only, Vec::new())
+                .prompt(
+                    &caller,
+                    &id,
+                    form.thread.as_deref(),
+                    form.text,
+                    team_only,
+                    Vec::new(),
+                )
                 .await
         }
         Err(e) => Err(e),
     };
+    let back = match &form.thread {
+        Some(t) if crate::model::is_valid_thread_id(t) => crate::model::thread_url(&id, t),
+        _ => crate::model::workspace_url(&id),
+    };
     match result {
-        Ok(_) => Redirect::to(&crate::model::workspace_url(&id)).into_response(),
+        Ok(_) => Redirect::to(&back).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -777,22 +823,35 @@ async fn serve(
         let registry = state.registry().clone();
         tokio::spawn(async move {
             for ws in registry.sandboxes().leftovers().await {
-                let registry = registry.clone();
-                tokio::spawn(async move {
-                    // The killed process's lease on the room expires within seconds.
-                    for _ in 0..30 {
-                        match registry.info(&ws).await {
-                            Err(RoomError::OwnedElsewhere) => {
-                                tokio::time::sleep(std::time::Duration::from_secs(1)).await
-                            }
-                            Err(e) => {
-                                tracing::warn!(workspace = %ws, error = %e, "cannot wake the room of a sandbox left running");
-                                return;
-                            }
-                            Ok(_) => return,
-                        }
+                let threads = match crate::store::threads::to_wake(registry.pool(), &ws).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(workspace = %ws, error = %e, "cannot read the threads of a sandbox left running");
+                        continue;
                     }
-                });
+                };
+                for thread in threads {
+                    let registry = registry.clone();
+                    let key = crate::room::RoomKey {
+                        workspace: ws.clone(),
+                        thread,
+                    };
+                    tokio::spawn(async move {
+                        // The killed process's lease on the workspace expires within seconds.
+                        for _ in 0..30 {
+                            match registry.info(&key).await {
+                                Err(RoomError::OwnedElsewhere) => {
+                                    tokio::time::sleep(std::time::Duration::from_secs(1)).await
+                                }
+                                Err(e) => {
+                                    tracing::warn!(workspace = %key.workspace, error = %e, "cannot wake the room of a sandbox left running");
+                                    return;
+                                }
+                                Ok(_) => return,
+                            }
+                        }
+                    });
+                }
             }
         });
     }

@@ -17,7 +17,7 @@ use crate::limits::{Limits, PromptRate, StreamCounts, StreamGuard};
 use crate::model::{
     CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, workspace_url,
 };
-use crate::room::{Registry, RoomError};
+use crate::room::{Registry, RoomError, RoomKey};
 use crate::sandbox::SandboxError;
 use crate::store::{self, StoreError};
 
@@ -40,6 +40,9 @@ struct Inner {
     projects_root: Option<std::path::PathBuf>,
     secure_cookies: bool,
     folds: Folds,
+    /// Which workspace each thread is in, and each workspace's first thread (neither changes).
+    thread_workspace: quick_cache::sync::Cache<String, String>,
+    first_thread: quick_cache::sync::Cache<String, String>,
 }
 
 /// How many rooms' folded timelines are kept.
@@ -188,6 +191,8 @@ impl AppState {
             projects_root: p.projects_root,
             secure_cookies,
             folds: Folds::new(FOLDS_KEPT),
+            thread_workspace: quick_cache::sync::Cache::new(10_000),
+            first_thread: quick_cache::sync::Cache::new(10_000),
         }))
     }
 
@@ -228,9 +233,11 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
     ) -> Result<crate::model::RoomSnapshot, ApiError> {
-        let (_, info, hidden_dir) = self.viewed_info(caller, id).await?;
-        let mut entries = store::room_log::list(self.pool(), id, 0, info.head, i64::MAX).await?;
+        let (_, info, hidden_dir) = self.viewed_info(caller, id, thread).await?;
+        let mut entries =
+            store::room_log::list(self.pool(), &info.thread_id, 0, info.head, i64::MAX).await?;
         if let Some(dir) = &hidden_dir {
             for e in &mut entries {
                 if let Some(hidden) = e.without_paths(dir) {
@@ -251,13 +258,23 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
+        latest: bool,
     ) -> Result<crate::model::RoomPage, ApiError> {
-        let (grant, info, hidden_dir) = self.viewed_info(caller, id).await?;
+        let recent = match (thread, latest) {
+            (None, true) => {
+                self.auth().require(caller, id, Need::View).await?;
+                store::threads::most_recent(self.pool(), id).await?
+            }
+            _ => None,
+        };
+        let thread = thread.or(recent.as_deref());
+        let (grant, info, hidden_dir) = self.viewed_info(caller, id, thread).await?;
         let mut me = self.auth().me(caller)?;
         me.display_name = grant.member.display_name.clone();
         // The most recent rows only; older ones page in as people scroll up.
         let (head, (fold, older)) = self
-            .with_fold(id, info.head, |fold| {
+            .with_fold(&info.thread_id, info.head, |fold| {
                 fold.clone().tail(2, 200, PAGE_TEXT_BYTES)
             })
             .await?;
@@ -267,6 +284,7 @@ impl AppState {
         };
         let rendered = render_finished(fold.items());
         let fold = fold.without_finished_text();
+        let threads = self.threads(caller, id).await?;
         Ok(crate::model::RoomPage {
             me,
             access: crate::model::Access {
@@ -278,6 +296,7 @@ impl AppState {
             head,
             rendered,
             older,
+            threads,
         })
     }
 
@@ -286,14 +305,14 @@ impl AppState {
     /// applied.
     async fn with_fold<R>(
         &self,
-        id: &str,
+        thread_id: &str,
         head: i64,
         f: impl FnOnce(&crate::timeline::Fold) -> R,
     ) -> Result<(i64, R), ApiError> {
         let slot = self
             .0
             .folds
-            .get_or_insert_with(id, || {
+            .get_or_insert_with(thread_id, || {
                 Ok::<_, std::convert::Infallible>(Arc::new(tokio::sync::Mutex::new((
                     0,
                     crate::timeline::Fold::default(),
@@ -302,7 +321,8 @@ impl AppState {
             .unwrap_or_else(|never| match never {});
         let mut cached = slot.lock().await;
         if cached.0 < head {
-            let since = store::room_log::list(self.pool(), id, cached.0, head, i64::MAX).await?;
+            let since =
+                store::room_log::list(self.pool(), thread_id, cached.0, head, i64::MAX).await?;
             for e in &since {
                 cached.1.apply(e);
             }
@@ -316,12 +336,14 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
         before: usize,
     ) -> Result<crate::model::HistoryPage, ApiError> {
         let grant = self.auth().require(caller, id, Need::View).await?;
-        let head = store::room_log::head(self.pool(), id).await?;
+        let key = self.room_key(id, thread).await?;
+        let head = store::room_log::head(self.pool(), &key.thread).await?;
         let (_, ((start, mut items), cwd)) = self
-            .with_fold(id, head, |fold| {
+            .with_fold(&key.thread, head, |fold| {
                 (
                     fold.page(before, 100, PAGE_TEXT_BYTES),
                     fold.cwd().map(str::to_string),
@@ -386,8 +408,52 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
     ) -> Result<crate::model::WorkspaceInfo, ApiError> {
-        Ok(self.viewed_info(caller, id).await?.1)
+        Ok(self.viewed_info(caller, id, thread).await?.1)
+    }
+
+    /// The thread a room action is for: `thread` when it is one of the workspace's, else (absent)
+    /// the workspace's first thread.
+    pub async fn room_key(&self, workspace: &str, thread: Option<&str>) -> Result<RoomKey, ApiError> {
+        let no_thread = || ApiError::not_found("There is no such thread in this workspace.");
+        let thread = match thread {
+            Some(t) => {
+                if !crate::model::is_valid_thread_id(t) {
+                    return Err(no_thread());
+                }
+                let owner = match self.0.thread_workspace.get(t) {
+                    Some(ws) => ws,
+                    None => {
+                        let row = store::threads::find(self.pool(), t).await?.ok_or_else(no_thread)?;
+                        self.0
+                            .thread_workspace
+                            .insert(t.to_string(), row.workspace_id.clone());
+                        row.workspace_id
+                    }
+                };
+                if owner != workspace {
+                    return Err(no_thread());
+                }
+                t.to_string()
+            }
+            None => match self.0.first_thread.get(workspace) {
+                Some(t) => t,
+                None => {
+                    let row = store::threads::first(self.pool(), workspace)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("There is no such workspace."))?;
+                    self.0
+                        .first_thread
+                        .insert(workspace.to_string(), row.id.clone());
+                    row.id
+                }
+            },
+        };
+        Ok(RoomKey {
+            workspace: workspace.to_string(),
+            thread,
+        })
     }
 
     /// The workspace's state as the caller may see it, and their grant; for viewers, who get no
@@ -396,6 +462,7 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
     ) -> Result<
         (
             crate::auth::Grant,
@@ -405,7 +472,8 @@ impl AppState {
         ApiError,
     > {
         let grant = self.auth().require(caller, id, Need::View).await?;
-        let mut info = self.registry().info(id).await?;
+        let key = self.room_key(id, thread).await?;
+        let mut info = self.registry().info(&key).await?;
         let hidden = (grant.role == crate::model::Role::Viewer)
             .then(|| std::mem::take(&mut info.working_dir));
         Ok((grant, info, hidden))
@@ -415,12 +483,14 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
         clear_queue: bool,
     ) -> Result<(), ApiError> {
         let grant = self.auth().require(caller, id, Need::Act).await?;
+        let key = self.room_key(id, thread).await?;
         Ok(self
             .registry()
-            .cancel(id, grant.member, clear_queue)
+            .cancel(&key, grant.member, clear_queue)
             .await?)
     }
 
@@ -428,19 +498,27 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
         request_id: String,
         option_id: String,
     ) -> Result<(), ApiError> {
         let grant = self.auth().require(caller, id, Need::Approve).await?;
+        let key = self.room_key(id, thread).await?;
         Ok(self
             .registry()
-            .answer_permission(id, grant.member, request_id, option_id)
+            .answer_permission(&key, grant.member, request_id, option_id)
             .await?)
     }
 
-    pub async fn typing(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    pub async fn typing(
+        &self,
+        caller: &Caller,
+        id: &str,
+        thread: Option<&str>,
+    ) -> Result<(), ApiError> {
         let grant = self.auth().require(caller, id, Need::Act).await?;
-        Ok(self.registry().typing(id, grant.member).await?)
+        let key = self.room_key(id, thread).await?;
+        Ok(self.registry().typing(&key, grant.member).await?)
     }
 
     /// Changes the caller's display name; the rooms they are in show the new one at once.
@@ -455,10 +533,12 @@ impl AppState {
         &self,
         caller: &Caller,
         id: &str,
+        thread: Option<&str>,
         config_id: String,
         value: String,
     ) -> Result<(), ApiError> {
         let grant = self.auth().require(caller, id, Need::Act).await?;
+        let key = self.room_key(id, thread).await?;
         let valid = |s: &str| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control);
         if !valid(&config_id) || !valid(&value) {
             return Err(ApiError::bad_request(
@@ -467,17 +547,24 @@ impl AppState {
         }
         Ok(self
             .registry()
-            .set_option(id, grant.member, config_id, value)
+            .set_option(&key, grant.member, config_id, value)
             .await?)
     }
 
     /// Takes a waiting prompt off the queue: the owner may remove any, others their own.
-    pub async fn remove_queued(&self, caller: &Caller, id: &str, seq: i64) -> Result<(), ApiError> {
+    pub async fn remove_queued(
+        &self,
+        caller: &Caller,
+        id: &str,
+        thread: Option<&str>,
+        seq: i64,
+    ) -> Result<(), ApiError> {
         let grant = self.auth().require(caller, id, Need::Act).await?;
+        let key = self.room_key(id, thread).await?;
         let any = grant.role == crate::model::Role::Owner;
         Ok(self
             .registry()
-            .remove_queued(id, grant.member, seq, any)
+            .remove_queued(&key, grant.member, seq, any)
             .await?)
     }
 
@@ -514,6 +601,7 @@ impl AppState {
         &self,
         caller: &Caller,
         workspace_id: &str,
+        thread: Option<&str>,
         text: String,
         team_only: bool,
         images: Vec<crate::model::ImageUpload>,
@@ -521,6 +609,7 @@ impl AppState {
         let text = crate::api::check_prompt(text)?;
         let images = check_images(images)?;
         let grant = self.auth().require(caller, workspace_id, Need::Act).await?;
+        let key = self.room_key(workspace_id, thread).await?;
         if let Err(wait) = self.0.prompt_rate.check(&grant.member.user_id) {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
@@ -538,7 +627,7 @@ impl AppState {
         self.registry().sandboxes().recheck_unreachable().await;
         match self
             .registry()
-            .prompt(workspace_id, grant.member, text, team_only, refs)
+            .prompt(&key, grant.member, text, team_only, refs)
             .await
         {
             Ok(seq) => Ok(seq),
@@ -689,12 +778,7 @@ impl AppState {
             None => registry.working_dir(id),
         };
         let cwd = registry.sandboxes().working_dir(&row, here);
-        let deleted = crate::sandbox::store::delete_workspace(
-            &self.0.pool,
-            id,
-            &crate::room::session_id_of(id),
-        )
-        .await;
+        let deleted = crate::sandbox::store::delete_workspace(&self.0.pool, id).await;
         if let Err(e) = deleted {
             registry.reopen(id);
             return Err(e.into());
@@ -779,8 +863,9 @@ impl AppState {
             "The sandbox moved from {from} to {}. The agent's own memory stays behind: its next session gets the recent conversation replayed instead.",
             target.id
         );
+        let key = self.room_key(id, None).await?;
         if let Err(e) = registry
-            .notice(id, crate::model::NoticeLevel::Info, message)
+            .notice(&key, crate::model::NoticeLevel::Info, message)
             .await
         {
             tracing::warn!(workspace = %id, error = %e, "the room could not be told it moved");
@@ -842,9 +927,10 @@ impl AppState {
         if !store::rename_workspace(&self.0.pool, id, name).await? {
             return Err(ApiError::not_found("There is no such workspace."));
         }
+        let key = self.room_key(id, None).await?;
         if let Err(e) = self
             .registry()
-            .workspace_renamed(id, grant.member, name.to_string())
+            .workspace_renamed(&key, grant.member, name.to_string())
             .await
         {
             tracing::warn!(workspace = %id, error = %e, "the room could not be told of its new name");

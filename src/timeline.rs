@@ -740,6 +740,19 @@ impl Fold {
                 self.name = Some(name.clone());
                 self.system(e, NoticeLevel::Info, format!("{display_name} renamed the workspace to “{name}”."));
             }
+            RoomEvent::ThreadForked { display_name, from_title, seq, method, .. } => {
+                let how = match method {
+                    crate::model::ForkMethod::Session => "the agent forked its own session",
+                    crate::model::ForkMethod::Transcript => {
+                        "the agent gets the conversation as context with the first prompt"
+                    }
+                };
+                self.system(
+                    e,
+                    NoticeLevel::Info,
+                    format!("{display_name} continued “{from_title}” here from row {seq}: {how}."),
+                );
+            }
         }
     }
 

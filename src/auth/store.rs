@@ -140,8 +140,8 @@ pub async fn my_workspaces(
     Ok(sqlx::query_as(
         "SELECT w.id, w.name, w.agent, m.role, \
          (extract(epoch from w.created_at) * 1000)::bigint AS created_at_ms, \
-         COALESCE((SELECT r.created_at FROM room_log r WHERE r.workspace_id = w.id \
-                   ORDER BY r.seq DESC LIMIT 1), \
+         COALESCE((SELECT max((SELECT r.created_at FROM room_log r WHERE r.thread_id = t.id \
+                   ORDER BY r.seq DESC LIMIT 1)) FROM threads t WHERE t.workspace_id = w.id), \
                   (extract(epoch from w.created_at) * 1000)::bigint) AS last_activity_ms \
          FROM memberships m JOIN workspaces w ON w.id = m.workspace_id \
          WHERE m.person_id = $1 ORDER BY last_activity_ms DESC LIMIT 100",

@@ -1,4 +1,4 @@
-//! The actor of one awake workspace: the select loop and what it owns. The loop itself never
+//! The actor of one awake thread: the select loop and what it owns. The loop itself never
 //! awaits the network or the database: room-log writes go to the writer task, agent calls run in
 //! tasks, and their results come back as [`Internal`] messages.
 
@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::handle::{Command, Live, Reply, RoomError, RoomHandle, Subscription};
 use super::permissions::Permissions;
 use super::presence::Presence;
 use super::recover::Boot;
-use super::registry::Registry;
+use super::registry::{Registry, WorkspaceAwake};
 use super::turns::{SessionSlot, Turns};
 use super::writer::{Job, LogWriter};
 use crate::model::{ImageRef, Member, NoticeLevel, RoomEvent, WorkspaceInfo};
 use crate::sandbox::{SandboxEvent, WorkspaceSandbox};
 use crate::sandbox_agent::{AcpError, Session, SessionNotice, TurnEnd};
 use crate::store::WorkspaceRow;
+use crate::store::threads::ThreadRow;
 use crate::store::room_state::RoomState;
 
 /// Live entries kept for slow subscribers; one that falls further behind resyncs from Postgres.
@@ -28,8 +28,6 @@ const NOTICE_BATCH: usize = 256;
 /// How long the actor's own clean-up may take when it stops (closing the agent connection,
 /// flushing the writer, releasing the lease).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long stopping the room's sandbox may take (SIGTERM, a grace period, SIGKILL).
-const SANDBOX_STOP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// What the actor does once a write it asked for is in Postgres (or could not be made).
 pub(crate) enum Then {
@@ -84,11 +82,14 @@ pub(crate) enum Internal {
         reply: Reply<()>,
         result: Result<(), AcpError>,
     },
+    /// The writer found the workspace's lease taken by another process.
     LeaseLost,
 }
 
 pub(super) struct Actor {
     pub(super) row: WorkspaceRow,
+    /// The thread this actor is the room of.
+    pub(super) thread: ThreadRow,
     pub(super) registry: Registry,
     me: RoomHandle,
     pub(super) log: LogWriter,
@@ -99,10 +100,11 @@ pub(super) struct Actor {
     pub(super) turns: Turns,
     pub(super) permissions: Permissions,
     presence: Presence,
-    /// Where the agent runs: started on first need, stopped when the room sleeps.
+    /// Where the agent runs: the workspace's sandbox, started on first need, stopped when the
+    /// workspace's last awake thread sleeps.
     pub(super) sandbox: Arc<WorkspaceSandbox>,
-    /// Ends the actor's helper tasks (the lease heartbeat) with it.
-    stop: CancellationToken,
+    /// The status the thread list was last told.
+    pulsed: (crate::model::ThreadStatus, Option<String>),
 }
 
 /// Why the loop ended.
@@ -119,32 +121,34 @@ impl Actor {
     /// serves the mailbox until it sleeps, the server shuts down, or the lease is lost.
     pub(super) async fn run(
         row: WorkspaceRow,
+        thread: ThreadRow,
         registry: Registry,
         me: RoomHandle,
         mut mailbox: mpsc::Receiver<Command>,
     ) {
         let shutdown = registry.shutdown_token();
-        // The room's previous awake period may still be closing (its agent, its sandbox, its
-        // lease): this one starts once it has, and takes the lease again.
-        let _awake = registry.awake_period(&row.id).await;
-        if !registry.reacquire_lease(&row.id).await {
+        // The thread's previous awake period may still be closing (its agent, its writer): this
+        // one starts once it has.
+        let _awake = registry.awake_period(&thread.id).await;
+        let Some(workspace) = registry.join_workspace(&row).await else {
             tracing::warn!(workspace = %row.id, "the workspace's lease went elsewhere while it woke");
             mailbox.close();
             while let Ok(cmd) = mailbox.try_recv() {
                 cmd.reject(|| RoomError::OwnedElsewhere);
             }
-            registry.forget(&row.id, &me);
+            registry.forget(&thread.id, &me);
             return;
-        }
-        let boot = match Boot::load(registry.pool(), &row.id, &shutdown).await {
+        };
+        let boot = match Boot::load(registry.pool(), &thread, &shutdown).await {
             Ok(boot) => boot,
             Err(e) => {
-                tracing::error!(workspace = %row.id, error = %e, "cannot wake the workspace");
+                tracing::error!(workspace = %row.id, thread = %thread.id, error = %e, "cannot wake the thread");
                 mailbox.close();
                 while let Ok(cmd) = mailbox.try_recv() {
                     cmd.reject(|| RoomError::DatabaseDown);
                 }
-                registry.release_lease(&row.id).await;
+                registry.forget(&thread.id, &me);
+                registry.leave_workspace(&row.id, false).await;
                 return;
             }
         };
@@ -154,25 +158,24 @@ impl Actor {
         let (log, writer) = LogWriter::spawn(
             registry.pool().clone(),
             row.id.clone(),
+            thread.id.clone(),
             registry.owner().to_string(),
             boot.head,
             live.clone(),
             internal.clone(),
             shutdown.clone(),
         );
-        let stop = CancellationToken::new();
-        registry.spawn_heartbeat(&row.id, internal.clone(), stop.clone());
-        let (sandbox_events, mut sandbox_rx) = mpsc::unbounded_channel();
-        let here = match &row.working_dir {
-            Some(dir) => dir.into(),
-            None => registry.working_dir(&row.id),
-        };
-        let cwd = registry.sandboxes().working_dir(&row, here);
-        let sandbox = registry
-            .sandboxes()
-            .open(&row, cwd, sandbox_events, stop.clone());
+        let WorkspaceAwake {
+            sandbox,
+            events,
+            lease_lost,
+            ..
+        } = &*workspace;
+        let mut sandbox_rx = events.subscribe();
+        let lease_lost = lease_lost.clone();
         let mut actor = Actor {
             row,
+            thread,
             registry: registry.clone(),
             me,
             log,
@@ -183,22 +186,25 @@ impl Actor {
             turns: Turns::default(),
             permissions: Permissions::default(),
             presence: Presence::default(),
-            sandbox,
-            stop,
+            sandbox: sandbox.clone(),
+            pulsed: Default::default(),
         };
-        tracing::info!(workspace = %actor.row.id, "workspace actor awake");
+        drop(workspace);
+        tracing::info!(workspace = %actor.row.id, thread = %actor.thread.id, "thread actor awake");
         actor.recover(boot);
 
         let idle = registry.idle_sleep();
         let mut idle_deadline = Instant::now() + idle;
         let mut buf = Vec::with_capacity(NOTICE_BATCH);
         let exit = loop {
+            actor.pulse_if_changed();
             let idle_now = actor.presence.is_empty() && actor.turns.is_quiet();
             let flush_at = actor.presence.flush_at();
             let sweep_at = actor.presence.next_sweep();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Exit::Shutdown,
+                _ = lease_lost.cancelled() => break Exit::LeaseLost,
                 Some(msg) = internal_rx.recv() => {
                     if let Internal::TurnDone { .. } = msg {
                         // What the agent said before the turn ended is in the room before its end.
@@ -222,7 +228,7 @@ impl Actor {
                     actor.command(cmd);
                     idle_deadline = Instant::now() + idle;
                 }
-                Some(event) = sandbox_rx.recv() => actor.sandbox_event(event),
+                Ok(event) = sandbox_rx.recv() => actor.sandbox_event(event),
                 n = notices_rx.recv_many(&mut buf, NOTICE_BATCH) => {
                     if n > 0 {
                         actor.notices(std::mem::take(&mut buf));
@@ -244,9 +250,8 @@ impl Actor {
                 }
             }
         };
-        actor.stop.cancel();
         if !matches!(exit, Exit::Sleep) {
-            registry.forget(&actor.row.id, &actor.me);
+            registry.forget(&actor.thread.id, &actor.me);
             mailbox.close();
             while let Ok(cmd) = mailbox.try_recv() {
                 cmd.reject(|| match exit {
@@ -264,6 +269,7 @@ impl Actor {
         }
         let Actor {
             row,
+            thread,
             session,
             log,
             sandbox,
@@ -273,21 +279,24 @@ impl Actor {
             // Closing the connection stops the agent process; its DELETE is bounded.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
         }
-        // The sandbox sleeps with the room (its SIGTERM grace, then SIGKILL, is bounded).
-        if tokio::time::timeout(SANDBOX_STOP_TIMEOUT, sandbox.stop())
-            .await
-            .is_err()
-        {
-            tracing::warn!(workspace = %row.id, "the sandbox did not stop in time");
-        }
         drop(log);
         if tokio::time::timeout(CLOSE_TIMEOUT, writer).await.is_err() {
-            tracing::warn!(workspace = %row.id, "room-log writer did not finish in time");
+            tracing::warn!(workspace = %row.id, thread = %thread.id, "room-log writer did not finish in time");
         }
-        if !matches!(exit, Exit::LeaseLost) {
-            registry.release_lease(&row.id).await;
-        }
-        tracing::info!(workspace = %row.id, "workspace actor asleep");
+        drop(sandbox);
+        // The workspace's last awake thread stops its sandbox and releases its lease.
+        registry
+            .leave_workspace(&row.id, matches!(exit, Exit::LeaseLost))
+            .await;
+        registry.pulse(
+            &row.id,
+            crate::model::ThreadPulse {
+                thread_id: thread.id.clone(),
+                status: Some(crate::model::ThreadStatus::Idle),
+                started_by: None,
+            },
+        );
+        tracing::info!(workspace = %row.id, thread = %thread.id, "thread actor asleep");
         if let Exit::Retire(done) = exit {
             let _ = done.send(());
         }
@@ -297,7 +306,7 @@ impl Actor {
     fn try_sleep(&mut self, mailbox: &mut mpsc::Receiver<Command>) -> bool {
         if !self
             .registry
-            .forget_if_idle(&self.row.id, &self.me, mailbox)
+            .forget_if_idle(&self.thread.id, &self.me, mailbox)
         {
             return false;
         }
@@ -362,7 +371,7 @@ impl Actor {
                 let _ = self.live.send(Live::Typing(member));
             }
             Command::Renamed { user_id, name } => self.presence.renamed(&user_id, &name),
-            Command::Crash => panic!("crash requested for workspace {}", self.row.id),
+            Command::Crash => panic!("crash requested for thread {}", self.thread.id),
             Command::Notice { level, message } => self.notice(level, message),
             // The loop ends on it before it gets here.
             Command::Retire { done } => drop(done.send(())),
@@ -398,6 +407,7 @@ impl Actor {
                 reply,
                 result,
             } => self.option_set(member, config_id, value, reply, result),
+            // The loop ends on it before it gets here.
             Internal::LeaseLost => {}
         }
     }
@@ -418,12 +428,13 @@ impl Actor {
     pub(super) fn info(&self) -> WorkspaceInfo {
         WorkspaceInfo {
             workspace_id: self.row.id.clone(),
+            thread_id: self.thread.id.clone(),
             name: self.row.name.clone(),
             sandbox_id: self.row.sandbox_id.clone(),
             sandbox: self.sandbox.summary().clone(),
-            agent: self.row.agent.clone(),
+            agent: self.thread.agent.clone(),
             working_dir: self.working_dir().display().to_string(),
-            session_id: Some(super::session_id_of(&self.row.id)),
+            session_id: Some(self.thread.session_id.clone()),
             status: self.status().to_string(),
             online: self.presence.online(),
             queue: self.turns.queue.iter().cloned().collect(),
@@ -487,6 +498,40 @@ impl Actor {
         self.notice(level, message);
     }
 
+    /// What the thread list shows of this thread.
+    fn thread_status(&self) -> (crate::model::ThreadStatus, Option<String>) {
+        use crate::model::ThreadStatus;
+        if self.permissions.has_open() {
+            (ThreadStatus::NeedsAnswer, None)
+        } else if let Some(running) = &self.turns.running {
+            (
+                ThreadStatus::Working,
+                Some(running.prompt.display_name.clone()),
+            )
+        } else if matches!(self.session, SessionSlot::Idle { failed: true }) {
+            (ThreadStatus::Failed, None)
+        } else {
+            (ThreadStatus::Idle, None)
+        }
+    }
+
+    /// Tells the workspace's thread lists when this thread's status changed.
+    fn pulse_if_changed(&mut self) {
+        let now = self.thread_status();
+        if now == self.pulsed {
+            return;
+        }
+        self.pulsed = now.clone();
+        self.registry.pulse(
+            &self.row.id,
+            crate::model::ThreadPulse {
+                thread_id: self.thread.id.clone(),
+                status: Some(now.0),
+                started_by: now.1,
+            },
+        );
+    }
+
     /// The host the sandbox is on, when it cannot be reached now.
     pub(super) fn host_down(&self) -> Option<String> {
         self.sandbox.unreachable_host()
@@ -515,6 +560,7 @@ impl Actor {
             open_permissions: self.permissions.open(),
             last_prompt_seq: self.turns.last_prompt_seq,
             team_notes: self.turns.team_notes.clone(),
+            fork_context: self.turns.fork_context.clone(),
             options: self.turns.options.lock().expect("options lock").clone(),
         }
     }

@@ -156,10 +156,12 @@ impl Command {
     }
 }
 
-/// A cheap handle to one workspace's actor.
+/// A cheap handle to one thread's actor.
 #[derive(Clone)]
 pub struct RoomHandle {
     pub(super) tx: mpsc::Sender<Command>,
+    /// The workspace the thread is in.
+    pub(super) workspace: Arc<str>,
 }
 
 impl RoomHandle {

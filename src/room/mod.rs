@@ -1,7 +1,9 @@
-//! Rooms: one actor per awake workspace, owning its agent session, its room log and the broadcast
-//! to everyone connected.
+//! Rooms: one actor per awake thread of a workspace, owning its agent session, its room log and
+//! the broadcast to everyone connected. A workspace's awake threads share its sandbox and its
+//! ownership lease.
 //!
-//! - `registry`: get-or-wake under an ownership lease, the sleep handshake, calls with deadlines.
+//! - `registry`: get-or-wake under the workspace's lease, what a workspace's threads share, the
+//!   sleep handshake, calls with deadlines, thread-list pulses.
 //! - `handle`: the cheap handle, mailbox commands, errors, subscriptions.
 //! - `actor`: the select loop; it never awaits the network or the database itself.
 //! - `writer`: the room-log writer task (seqs, persist, then broadcast; idempotent retries).
@@ -22,7 +24,14 @@ mod writer;
 pub use handle::{Live, LiveEntry, RoomError, RoomHandle, Subscription};
 pub use registry::{CALL_DEADLINE, Registry, RoomDeps};
 
-/// The session id of a workspace: its `default` session.
-pub fn session_id_of(workspace_id: &str) -> String {
-    format!("{workspace_id}/default")
+/// Which room: a thread of a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomKey {
+    pub workspace: String,
+    pub thread: String,
+}
+
+/// The sandbox-agent session of a new thread (a workspace's first one is `<workspace>/default`).
+pub fn session_id_of(workspace_id: &str, thread_id: &str) -> String {
+    format!("{workspace_id}/{thread_id}")
 }

@@ -52,6 +52,11 @@ impl Permissions {
     }
 
     /// The requests nobody has answered, for the room's recoverable state.
+    /// Whether a request waits for an answer.
+    pub(super) fn has_open(&self) -> bool {
+        self.open.values().any(|r| r.answered_by.is_none())
+    }
+
     pub(super) fn open(&self) -> Vec<OpenPermission> {
         let mut open: Vec<OpenPermission> = self
             .open

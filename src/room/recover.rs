@@ -16,6 +16,7 @@ use super::turns::{Running, SessionSlot};
 use crate::model::{NoticeLevel, QueuedPrompt, RoomEvent};
 use crate::sandbox_agent::{AcpError, Session};
 use crate::store::room_state::{self, RoomState};
+use crate::store::threads::ThreadRow;
 use crate::store::{StoreError, room_log};
 
 /// How long waking may wait for Postgres before the callers are told it is unavailable.
@@ -37,15 +38,15 @@ const MAX_UNLOGGED: usize = 10_000;
 impl Boot {
     pub(super) async fn load(
         pool: &PgPool,
-        workspace_id: &str,
+        thread: &ThreadRow,
         shutdown: &CancellationToken,
     ) -> Result<Self, StoreError> {
         let load = async {
             let mut delays = crate::retry::delays();
             loop {
-                match Self::load_once(pool, workspace_id).await {
+                match Self::load_once(pool, &thread.id, &thread.session_id).await {
                     Err(e) if e.is_transient() => {
-                        tracing::warn!(workspace = %workspace_id, error = %e, "cannot read the room; retrying");
+                        tracing::warn!(thread = %thread.id, error = %e, "cannot read the room; retrying");
                         tokio::time::sleep(crate::retry::next(&mut delays)).await;
                     }
                     other => return other,
@@ -58,14 +59,18 @@ impl Boot {
         }
     }
 
-    async fn load_once(pool: &PgPool, workspace_id: &str) -> Result<Self, StoreError> {
-        let head = room_log::head(pool, workspace_id).await?;
-        let state = room_state::load(pool, workspace_id).await?;
+    async fn load_once(
+        pool: &PgPool,
+        thread_id: &str,
+        session_id: &str,
+    ) -> Result<Self, StoreError> {
+        let head = room_log::head(pool, thread_id).await?;
+        let state = room_state::load(pool, thread_id).await?;
         let known = |seq: i64| {
             state.running.as_ref().is_some_and(|r| r.seq == seq)
                 || state.queue.iter().any(|q| q.seq == seq)
         };
-        let late = room_log::prompts_after(pool, workspace_id, state.last_prompt_seq)
+        let late = room_log::prompts_after(pool, thread_id, state.last_prompt_seq)
             .await?
             .into_iter()
             .filter(|e| !known(e.seq))
@@ -89,11 +94,11 @@ impl Boot {
             .collect();
         // The stream resumes after what was persisted with the session: what of that the room
         // log lacks would never come again.
-        let logged = room_log::last_event_index(pool, workspace_id).await?;
+        let logged = room_log::last_event_index(pool, thread_id).await?;
         let persist = crate::sandbox_agent::PostgresPersist::new(pool.clone());
         let unlogged = crate::sandbox_agent::SessionPersistDriver::list_events(
             &persist,
-            &super::session_id_of(workspace_id),
+            session_id,
             Some(&logged.to_string()),
             MAX_UNLOGGED,
         )
@@ -123,7 +128,7 @@ impl Actor {
             ..
         } = boot;
         if !unlogged.is_empty() {
-            tracing::warn!(workspace = %self.row.id, events = unlogged.len(), "logging what the agent sent before the last run stopped");
+            tracing::warn!(thread = %self.thread.id, events = unlogged.len(), "logging what the agent sent before the last run stopped");
             self.write(
                 unlogged.into_iter().map(RoomEvent::SessionEvent).collect(),
                 false,
@@ -134,6 +139,7 @@ impl Actor {
             .max(late.iter().map(|p| p.seq).max().unwrap_or(0));
         self.turns.queue = state.queue.into_iter().chain(late).collect();
         self.turns.team_notes = state.team_notes;
+        self.turns.fork_context = state.fork_context;
         *self.turns.options.lock().expect("options lock") = state.options;
         let carried = self.turns.queue.len();
         if carried > 0 {
@@ -144,7 +150,7 @@ impl Actor {
         }
         match (state.running, state.connection, state.prompt_rpc_id) {
             (Some(prompt), Some(connection), Some(rpc_id)) => {
-                tracing::info!(workspace = %self.row.id, prompt = prompt.seq, %connection, "re-attaching to a turn that was running before a restart");
+                tracing::info!(thread = %self.thread.id, prompt = prompt.seq, %connection, "re-attaching to a turn that was running before a restart");
                 self.permissions.restore(state.open_permissions.clone());
                 self.turns.running = Some(Running {
                     prompt: prompt.clone(),
@@ -156,7 +162,7 @@ impl Actor {
                 let sandbox = self.sandbox.clone();
                 let notices = self.notices.clone();
                 let internal = self.internal.clone();
-                let session_id = super::session_id_of(&self.row.id);
+                let session_id = self.thread.session_id.clone();
                 let options = self.turns.options.clone();
                 let open = state
                     .open_permissions
@@ -213,7 +219,7 @@ impl Actor {
                 });
             }
             Err(e) => {
-                tracing::warn!(workspace = %self.row.id, error = %e, "cannot re-attach to the interrupted turn");
+                tracing::warn!(thread = %self.thread.id, error = %e, "cannot re-attach to the interrupted turn");
                 self.session = SessionSlot::Idle { failed: false };
                 let connection = self.turns.running.take().and_then(|r| r.connection);
                 let open = self.permissions.open().into_iter().map(|p| p.id).collect();
@@ -239,7 +245,7 @@ impl Actor {
             events.push(RoomEvent::PermissionCancelled { request_ids: open });
         }
         if let Some(prompt_seq) = prompt_seq {
-            tracing::warn!(workspace = %self.row.id, prompt = prompt_seq, "a turn was interrupted by a restart");
+            tracing::warn!(thread = %self.thread.id, prompt = prompt_seq, "a turn was interrupted by a restart");
             events.push(RoomEvent::TurnEnded {
                 prompt_seq,
                 stop_reason: None,

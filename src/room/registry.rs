@@ -1,6 +1,7 @@
-//! Finds or wakes the one actor of each workspace, under an ownership lease in Postgres so that a
-//! second Huddle process on the same database never runs a second actor for it. Calls carry a
-//! deadline.
+//! Finds or wakes the one actor of each thread, under its workspace's ownership lease in Postgres
+//! so that a second Huddle process on the same database never runs a second actor for any of its
+//! threads. The awake threads of a workspace share its lease and its sandbox ([`WorkspaceAwake`]).
+//! Calls carry a deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,17 +12,41 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::actor::{Actor, Internal};
+use tokio::sync::broadcast;
+
+use super::RoomKey;
+use super::actor::Actor;
 use super::handle::{Command, Reply, RoomError, RoomHandle, Subscription};
-use crate::model::{Member, WorkspaceInfo, is_valid_workspace_id};
-use crate::sandbox::Sandboxes;
-use crate::store::{self, leases};
+use crate::model::{Member, ThreadPulse, ThreadStatus, WorkspaceInfo, is_valid_thread_id, is_valid_workspace_id};
+use crate::sandbox::{SandboxEvent, Sandboxes, WorkspaceSandbox};
+use crate::store::{self, WorkspaceRow, leases};
 
 const MAILBOX: usize = 256;
 /// How long a caller waits for an actor's answer.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the actors to close their sessions and flush their logs.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+/// How long stopping a workspace's sandbox may take (SIGTERM, a grace period, SIGKILL).
+const SANDBOX_STOP_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// What the awake threads of one workspace share: its sandbox and its lease.
+pub(super) struct WorkspaceAwake {
+    pub(super) sandbox: Arc<WorkspaceSandbox>,
+    /// What happens to the sandbox, for every awake thread to say.
+    pub(super) events: broadcast::Sender<SandboxEvent>,
+    /// Cancelled when another process took the lease.
+    pub(super) lease_lost: CancellationToken,
+    /// Ends the heartbeat and the sandbox's watchdog.
+    stop: CancellationToken,
+}
+
+/// A workspace's shared part and how many of its threads are awake; locked while it is made
+/// or taken apart, so that a thread waking meanwhile waits.
+#[derive(Default)]
+struct Gate {
+    awake: Option<Arc<WorkspaceAwake>>,
+    threads: usize,
+}
 
 /// What the actors need from the server.
 pub struct RoomDeps {
@@ -48,9 +73,16 @@ struct Inner {
     deps: RoomDeps,
     /// This process, as the owner of leases.
     owner: String,
+    /// The awake threads, by thread id.
     actors: Mutex<HashMap<String, RoomHandle>>,
-    /// One awake period per workspace at a time (see [`Registry::awake_period`]).
+    /// One awake period per thread at a time (see [`Registry::awake_period`]).
     awake: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What the awake threads of each workspace share, by workspace id.
+    workspaces: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Gate>>>>,
+    /// Thread-list changes of each workspace, for its streams.
+    pulses: Mutex<HashMap<String, broadcast::Sender<ThreadPulse>>>,
+    /// The status of each awake thread, as its actor last said it.
+    statuses: Mutex<HashMap<String, (ThreadStatus, Option<String>)>>,
     /// Workspaces being deleted or moved: they do not wake meanwhile.
     retiring: Mutex<std::collections::HashSet<String>>,
     shutdown: CancellationToken,
@@ -67,6 +99,9 @@ impl Registry {
                 actors: Mutex::new(HashMap::new()),
                 retiring: Mutex::new(Default::default()),
                 awake: Mutex::new(HashMap::new()),
+                workspaces: Mutex::new(HashMap::new()),
+                pulses: Mutex::new(HashMap::new()),
+                statuses: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -111,51 +146,189 @@ impl Registry {
         self.inner.actors.lock().expect("registry lock")
     }
 
-    /// The live actor of a workspace, woken if needed. Unknown workspaces are refused, and so are
-    /// workspaces another live Huddle process owns.
-    async fn handle(&self, id: &str) -> Result<RoomHandle, RoomError> {
-        if !is_valid_workspace_id(id) {
-            return Err(RoomError::UnknownWorkspace(crate::error::quoted(id)));
+    /// The live actor of a thread, woken if needed. Unknown workspaces and threads are refused,
+    /// and so are workspaces another live Huddle process owns.
+    async fn handle(&self, key: &RoomKey) -> Result<RoomHandle, RoomError> {
+        let unknown = || RoomError::UnknownWorkspace(crate::error::quoted(&key.workspace));
+        if !is_valid_workspace_id(&key.workspace) || !is_valid_thread_id(&key.thread) {
+            return Err(unknown());
         }
-        if let Some(h) = self.live_handle(id) {
+        if let Some(h) = self.live_handle(&key.thread) {
             return Ok(h);
         }
-        if self.retiring().contains(id) {
+        if self.retiring().contains(&key.workspace) {
             return Err(RoomError::Deleting);
         }
         if self.inner.shutdown.is_cancelled() {
             return Err(RoomError::Stopped);
         }
         let pool = self.pool();
-        let row = store::find_workspace(pool, id)
+        let row = store::find_workspace(pool, &key.workspace)
             .await?
-            .ok_or_else(|| RoomError::UnknownWorkspace(crate::error::quoted(id)))?;
-        if !leases::acquire(pool, id, &self.inner.owner).await?
-            && !leases::take_from_dead(pool, id, &self.inner.owner).await?
+            .ok_or_else(unknown)?;
+        let thread = store::threads::find(pool, &key.thread)
+            .await?
+            .filter(|t| t.workspace_id == key.workspace)
+            .ok_or_else(|| RoomError::NotFound("There is no such thread in this workspace.".into()))?;
+        if !leases::acquire(pool, &row.id, &self.inner.owner).await?
+            && !leases::take_from_dead(pool, &row.id, &self.inner.owner).await?
         {
             return Err(RoomError::OwnedElsewhere);
         }
         let mut actors = self.actors();
-        if let Some(h) = actors.get(id).filter(|h| !h.is_closed()) {
+        if let Some(h) = actors.get(&key.thread).filter(|h| !h.is_closed()) {
             return Ok(h.clone());
         }
         let (tx, rx) = mpsc::channel(MAILBOX);
-        let handle = RoomHandle { tx };
-        actors.insert(id.to_string(), handle.clone());
+        let handle = RoomHandle {
+            tx,
+            workspace: Arc::from(key.workspace.as_str()),
+        };
+        actors.insert(key.thread.clone(), handle.clone());
         drop(actors);
         let registry = self.clone();
         let me = handle.clone();
         self.inner.tasks.spawn(async move {
-            let id = row.id.clone();
+            let id = thread.id.clone();
+            let workspace = row.id.clone();
             // A panic stays inside this task: the others run on, and the next call starts it again.
-            let result = tokio::spawn(Actor::run(row, registry.clone(), me.clone(), rx)).await;
+            let result =
+                tokio::spawn(Actor::run(row, thread, registry.clone(), me.clone(), rx)).await;
             if let Err(e) = result {
-                tracing::error!(workspace = %id, error = %e, "workspace actor crashed");
-                registry.release_lease(&id).await;
+                tracing::error!(workspace = %workspace, thread = %id, error = %e, "thread actor crashed");
+                registry.leave_workspace(&workspace, false).await;
             }
             registry.forget(&id, &me);
         });
         Ok(handle)
+    }
+
+    /// The awake threads of a workspace.
+    fn handles_of(&self, workspace: &str) -> Vec<RoomHandle> {
+        self.actors()
+            .values()
+            .filter(|h| &*h.workspace == workspace && !h.is_closed())
+            .cloned()
+            .collect()
+    }
+
+    /// A thread of the workspace woke: it shares the workspace's lease and sandbox, made for the
+    /// first awake thread. None when another process holds the lease.
+    pub(super) async fn join_workspace(
+        &self,
+        row: &WorkspaceRow,
+    ) -> Option<Arc<WorkspaceAwake>> {
+        let gate = self.gate(&row.id);
+        let mut gate = gate.lock().await;
+        if let Some(awake) = gate.awake.clone() {
+            gate.threads += 1;
+            return Some(awake);
+        }
+        // The previous awake period may have released the lease on its way out.
+        if !self.reacquire_lease(&row.id).await {
+            return None;
+        }
+        let stop = CancellationToken::new();
+        let lease_lost = CancellationToken::new();
+        self.spawn_heartbeat(&row.id, lease_lost.clone(), stop.clone());
+        let (events, _) = broadcast::channel(64);
+        let (sandbox_tx, mut sandbox_rx) = mpsc::unbounded_channel();
+        let here = match &row.working_dir {
+            Some(dir) => dir.into(),
+            None => self.working_dir(&row.id),
+        };
+        let cwd = self.sandboxes().working_dir(row, here);
+        let sandbox = self.sandboxes().open(row, cwd, sandbox_tx, stop.clone());
+        // Every awake thread hears what happens to the sandbox.
+        let fan_out = events.clone();
+        tokio::spawn(async move {
+            while let Some(event) = sandbox_rx.recv().await {
+                let _ = fan_out.send(event);
+            }
+        });
+        let awake = Arc::new(WorkspaceAwake {
+            sandbox,
+            events,
+            lease_lost,
+            stop,
+        });
+        gate.awake = Some(awake.clone());
+        gate.threads = 1;
+        Some(awake)
+    }
+
+    /// A thread of the workspace fell asleep: the last one stops the sandbox and releases the
+    /// lease (unless it was lost). A thread waking meanwhile waits for that.
+    pub(super) async fn leave_workspace(&self, workspace: &str, lease_lost: bool) {
+        let gate = self.gate(workspace);
+        let mut gate = gate.lock().await;
+        gate.threads = gate.threads.saturating_sub(1);
+        if gate.threads > 0 {
+            return;
+        }
+        let Some(awake) = gate.awake.take() else {
+            return;
+        };
+        awake.stop.cancel();
+        // The sandbox sleeps with the workspace (its SIGTERM grace, then SIGKILL, is bounded).
+        if tokio::time::timeout(SANDBOX_STOP_TIMEOUT, awake.sandbox.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!(workspace = %workspace, "the sandbox did not stop in time");
+        }
+        if !lease_lost && !awake.lease_lost.is_cancelled() {
+            self.release_lease(workspace).await;
+        }
+    }
+
+    fn gate(&self, workspace: &str) -> Arc<tokio::sync::Mutex<Gate>> {
+        self.inner
+            .workspaces
+            .lock()
+            .expect("registry lock")
+            .entry(workspace.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The thread-list changes of a workspace, live.
+    pub fn thread_pulses(&self, workspace: &str) -> broadcast::Receiver<ThreadPulse> {
+        self.pulse_sender(workspace).subscribe()
+    }
+
+    /// What a thread is doing (`idle` when it sleeps).
+    pub fn thread_status(&self, thread: &str) -> (ThreadStatus, Option<String>) {
+        self.inner
+            .statuses
+            .lock()
+            .expect("registry lock")
+            .get(thread)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Tells the workspace's streams that a thread changed.
+    pub fn pulse(&self, workspace: &str, pulse: ThreadPulse) {
+        if let Some(status) = pulse.status {
+            let mut statuses = self.inner.statuses.lock().expect("registry lock");
+            if status == ThreadStatus::Idle {
+                statuses.remove(&pulse.thread_id);
+            } else {
+                statuses.insert(pulse.thread_id.clone(), (status, pulse.started_by.clone()));
+            }
+        }
+        let _ = self.pulse_sender(workspace).send(pulse);
+    }
+
+    fn pulse_sender(&self, workspace: &str) -> broadcast::Sender<ThreadPulse> {
+        self.inner
+            .pulses
+            .lock()
+            .expect("registry lock")
+            .entry(workspace.to_string())
+            .or_insert_with(|| broadcast::channel(256).0)
+            .clone()
     }
 
     fn live_handle(&self, id: &str) -> Option<RoomHandle> {
@@ -189,13 +362,8 @@ impl Registry {
         true
     }
 
-    /// Renews the actor's lease until `stop`; tells the actor when it is lost.
-    pub(super) fn spawn_heartbeat(
-        &self,
-        id: &str,
-        internal: mpsc::UnboundedSender<Internal>,
-        stop: CancellationToken,
-    ) {
+    /// Renews the workspace's lease until `stop`; tells its threads when it is lost.
+    fn spawn_heartbeat(&self, id: &str, lease_lost: CancellationToken, stop: CancellationToken) {
         let pool = self.pool().clone();
         let owner = self.inner.owner.clone();
         let id = id.to_string();
@@ -212,7 +380,7 @@ impl Registry {
                     Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
                     Ok(Ok(false)) => {
                         tracing::error!(workspace = %id, "another Huddle process took this workspace");
-                        let _ = internal.send(Internal::LeaseLost);
+                        lease_lost.cancel();
                         return;
                     }
                     // Postgres is unreachable: nobody else can take the lease meanwhile, and
@@ -245,13 +413,17 @@ impl Registry {
 
     /// Sends a command and waits for its reply within the deadline; a call that meets a sleeping
     /// actor goes to a new one.
-    async fn call<T>(&self, id: &str, make: impl Fn(Reply<T>) -> Command) -> Result<T, RoomError> {
+    async fn call<T>(
+        &self,
+        key: &RoomKey,
+        make: impl Fn(Reply<T>) -> Command,
+    ) -> Result<T, RoomError> {
         let attempt = async {
             for _ in 0..3 {
-                let handle = self.handle(id).await?;
+                let handle = self.handle(key).await?;
                 let (tx, rx) = oneshot::channel();
                 if handle.tx.send(make(tx)).await.is_err() {
-                    self.forget(id, &handle);
+                    self.forget(&key.thread, &handle);
                     continue;
                 }
                 match rx.await {
@@ -267,46 +439,69 @@ impl Registry {
             .unwrap_or(Err(RoomError::Timeout))
     }
 
-    pub async fn info(&self, id: &str) -> Result<WorkspaceInfo, RoomError> {
-        self.call(id, Command::Info).await
+    pub async fn info(&self, key: &RoomKey) -> Result<WorkspaceInfo, RoomError> {
+        self.call(key, Command::Info).await
     }
 
-    /// The status of a room that is awake (`working`, `idle`, ...), without waking one that
-    /// sleeps.
-    pub async fn status_if_awake(&self, id: &str) -> Option<String> {
-        let handle = self.live_handle(id)?;
-        let (tx, rx) = oneshot::channel();
-        handle.tx.try_send(Command::Info(tx)).ok()?;
-        let info = tokio::time::timeout(Duration::from_millis(500), rx).await;
-        Some(info.ok()?.ok()?.ok()?.status)
+    /// The facts of each awake thread of a workspace, without waking any.
+    pub async fn awake_infos(&self, workspace: &str) -> Vec<WorkspaceInfo> {
+        let mut infos = Vec::new();
+        for handle in self.handles_of(workspace) {
+            let (tx, rx) = oneshot::channel();
+            if handle.tx.try_send(Command::Info(tx)).is_err() {
+                continue;
+            }
+            if let Ok(Ok(Ok(info))) = tokio::time::timeout(Duration::from_millis(500), rx).await {
+                infos.push(info);
+            }
+        }
+        infos
     }
 
-    /// The owner renamed the workspace: the room says so, and shows the new name.
+    /// The status of a workspace with awake threads (`working` when any thread works, else the
+    /// first one's), without waking one that sleeps.
+    pub async fn status_if_awake(&self, workspace: &str) -> Option<String> {
+        let infos = self.awake_infos(workspace).await;
+        if infos.iter().any(|i| i.status == "working") {
+            return Some("working".into());
+        }
+        infos.into_iter().next().map(|i| i.status)
+    }
+
+    /// The owner renamed the workspace: the thread `key` (and every other awake one) says so,
+    /// and shows the new name.
     pub async fn workspace_renamed(
         &self,
-        id: &str,
+        key: &RoomKey,
         member: Member,
         name: String,
     ) -> Result<(), RoomError> {
-        self.call(id, |reply| Command::WorkspaceRenamed {
+        let make = |reply| Command::WorkspaceRenamed {
             member: member.clone(),
             name: name.clone(),
             reply,
-        })
-        .await
+        };
+        for handle in self.handles_of(&key.workspace) {
+            let (tx, _) = oneshot::channel();
+            let _ = handle.tx.try_send(make(tx));
+        }
+        if self.live_handle(&key.thread).is_some() {
+            return Ok(());
+        }
+        self.call(key, make).await
     }
 
     /// A person's message: a prompt for the agent, or with `team_only` for the team (the agent
     /// gets it as context with the next prompt).
     pub async fn prompt(
         &self,
-        id: &str,
+        key: &RoomKey,
         member: Member,
         text: String,
         team_only: bool,
         images: Vec<crate::model::ImageRef>,
     ) -> Result<i64, RoomError> {
-        self.call(id, |reply| Command::Prompt {
+        self.call(key, |reply| Command::Prompt {
             member: member.clone(),
             text: text.clone(),
             team_only,
@@ -319,11 +514,11 @@ impl Registry {
     /// Stops the running turn; with `clear_queue`, the prompts waiting behind it go too.
     pub async fn cancel(
         &self,
-        id: &str,
+        key: &RoomKey,
         member: Member,
         clear_queue: bool,
     ) -> Result<(), RoomError> {
-        self.call(id, |reply| Command::Cancel {
+        self.call(key, |reply| Command::Cancel {
             member: member.clone(),
             clear_queue,
             reply,
@@ -334,12 +529,12 @@ impl Registry {
     /// Changes one of the agent session's options (mode, model), for everyone in the room.
     pub async fn set_option(
         &self,
-        id: &str,
+        key: &RoomKey,
         member: Member,
         config_id: String,
         value: String,
     ) -> Result<(), RoomError> {
-        self.call(id, |reply| Command::SetOption {
+        self.call(key, |reply| Command::SetOption {
             member: member.clone(),
             config_id: config_id.clone(),
             value: value.clone(),
@@ -351,12 +546,12 @@ impl Registry {
     /// Takes a waiting prompt off the queue: its author may, and with `any` (the owner) anyone's.
     pub async fn remove_queued(
         &self,
-        id: &str,
+        key: &RoomKey,
         member: Member,
         prompt_seq: i64,
         any: bool,
     ) -> Result<(), RoomError> {
-        self.call(id, |reply| Command::RemoveQueued {
+        self.call(key, |reply| Command::RemoveQueued {
             member: member.clone(),
             prompt_seq,
             any,
@@ -367,12 +562,12 @@ impl Registry {
 
     pub async fn answer_permission(
         &self,
-        id: &str,
+        key: &RoomKey,
         member: Member,
         request_id: String,
         option_id: String,
     ) -> Result<(), RoomError> {
-        self.call(id, |reply| Command::Permission {
+        self.call(key, |reply| Command::Permission {
             member: member.clone(),
             request_id: request_id.clone(),
             option_id: option_id.clone(),
@@ -384,18 +579,18 @@ impl Registry {
     /// Joins the room's live stream (anonymously with `None`: counted, not listed).
     pub async fn subscribe(
         &self,
-        id: &str,
+        key: &RoomKey,
         member: Option<Member>,
     ) -> Result<Subscription, RoomError> {
-        self.call(id, |reply| Command::Connect {
+        self.call(key, |reply| Command::Connect {
             member: member.clone(),
             reply,
         })
         .await
     }
 
-    pub async fn typing(&self, id: &str, member: Member) -> Result<(), RoomError> {
-        let handle = self.handle(id).await?;
+    pub async fn typing(&self, key: &RoomKey, member: Member) -> Result<(), RoomError> {
+        let handle = self.handle(key).await?;
         let _ = handle.tx.try_send(Command::Typing { member });
         Ok(())
     }
@@ -411,8 +606,8 @@ impl Registry {
         }
     }
 
-    /// Held by an actor for its whole awake period: a room woken while its previous actor still
-    /// closes (its agent, sandbox and lease) waits for that, instead of racing it.
+    /// Held by a thread's actor for its whole awake period: a thread woken while its previous
+    /// actor still closes (its agent, its log writer) waits for that, instead of racing it.
     pub(super) async fn awake_period(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .inner
@@ -440,35 +635,38 @@ impl Registry {
         self.inner.retiring.lock().expect("registry lock")
     }
 
-    /// Closes a room and keeps it closed until [`Registry::reopen`]: its agent and sandbox stop,
-    /// its people's streams end. For deleting and moving a workspace.
-    pub async fn retire(&self, id: &str) {
-        self.retiring().insert(id.to_string());
-        let Some(handle) = self.live_handle(id) else {
-            return;
-        };
-        let (done, stopped) = oneshot::channel();
-        if handle.tx.send(Command::Retire { done }).await.is_ok()
-            && tokio::time::timeout(SHUTDOWN_DEADLINE * 2, stopped)
-                .await
-                .is_err()
-        {
-            tracing::warn!(workspace = %id, "the room did not stop in time");
+    /// Closes a workspace's threads and keeps them closed until [`Registry::reopen`]: their
+    /// agents and sandbox stop, their people's streams end. For deleting and moving a workspace.
+    pub async fn retire(&self, workspace: &str) {
+        self.retiring().insert(workspace.to_string());
+        let mut stopping = Vec::new();
+        for handle in self.handles_of(workspace) {
+            let (done, stopped) = oneshot::channel();
+            if handle.tx.send(Command::Retire { done }).await.is_ok() {
+                stopping.push(stopped);
+            }
         }
+        let all = futures::future::join_all(stopping);
+        if tokio::time::timeout(SHUTDOWN_DEADLINE * 2, all).await.is_err() {
+            tracing::warn!(workspace = %workspace, "the workspace did not stop in time");
+        }
+        // The last thread's sandbox and lease go after its actor has answered.
+        let gate = self.gate(workspace);
+        let _closed = gate.lock().await;
     }
 
-    pub fn reopen(&self, id: &str) {
-        self.retiring().remove(id);
+    pub fn reopen(&self, workspace: &str) {
+        self.retiring().remove(workspace);
     }
 
-    /// A note in a room (woken for it).
+    /// A note in a thread (woken for it).
     pub async fn notice(
         &self,
-        id: &str,
+        key: &RoomKey,
         level: crate::model::NoticeLevel,
         message: String,
     ) -> Result<(), RoomError> {
-        let handle = self.handle(id).await?;
+        let handle = self.handle(key).await?;
         handle
             .tx
             .send(Command::Notice { level, message })
@@ -476,10 +674,10 @@ impl Registry {
             .map_err(|_| RoomError::Stopped)
     }
 
-    /// Makes a workspace's actor panic (tests of crash isolation).
+    /// Makes a thread's actor panic (tests of crash isolation).
     #[doc(hidden)]
-    pub async fn crash_for_tests(&self, id: &str) -> Result<(), RoomError> {
-        let handle = self.handle(id).await?;
+    pub async fn crash_for_tests(&self, key: &RoomKey) -> Result<(), RoomError> {
+        let handle = self.handle(key).await?;
         let _ = handle.tx.send(Command::Crash).await;
         Ok(())
     }

@@ -45,6 +45,8 @@ pub(super) struct Turns {
     pub last_prompt_seq: i64,
     /// Team-only messages since the last prompt went out ("Name: text").
     pub team_notes: Vec<String>,
+    /// A forked thread's conversation up to where it was continued: its first prompt carries it.
+    pub fork_context: Option<String>,
     /// The agent's options as the room chose them, shared with the session that applies them.
     pub options: ChosenOptions,
 }
@@ -65,8 +67,8 @@ impl Actor {
         self.session = SessionSlot::Connecting;
         let cwd = self.working_dir();
         let request = CreateSessionRequest {
-            id: super::session_id_of(&self.row.id),
-            agent: self.row.agent.clone(),
+            id: self.thread.session_id.clone(),
+            agent: self.thread.agent.clone(),
             cwd: Some(cwd.display().to_string()),
             sandbox_id: Some(self.row.sandbox_id.clone()),
             options: self.turns.options.clone(),
@@ -109,11 +111,11 @@ impl Actor {
                 self.send_running_prompt();
             }
             Err(e) => {
-                tracing::error!(workspace = %self.row.id, error = %e, "could not start the agent session");
+                tracing::error!(thread = %self.thread.id, error = %e, "could not start the agent session");
                 self.session = SessionSlot::Idle { failed: true };
                 let hint = match &e {
                     AcpError::Invalid(why) if why == OUTSIDE_ROOT => Some(OUTSIDE_ROOT),
-                    _ => start_hint(&self.row.agent),
+                    _ => start_hint(&self.thread.agent),
                 }
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
@@ -263,6 +265,9 @@ impl Actor {
         let prompt_seq = running.prompt.seq;
         // The agent hears who speaks, and what the team said meanwhile (as context).
         let mut blocks = Vec::new();
+        if let Some(context) = self.turns.fork_context.take() {
+            blocks.push(PromptBlock::Text(context));
+        }
         let notes = std::mem::take(&mut self.turns.team_notes);
         if !notes.is_empty() {
             blocks.push(PromptBlock::Text(format!(
@@ -349,7 +354,7 @@ impl Actor {
                 error: None,
             },
             Err(e) => {
-                tracing::warn!(workspace = %self.row.id, error = %e, "turn failed");
+                tracing::warn!(thread = %self.thread.id, error = %e, "turn failed");
                 // The connection, or the sandbox's server, is gone: the next prompt restores the
                 // session on a new connection (starting the sandbox again if it stopped).
                 if e.is_gone() || matches!(e, AcpError::Unreachable(_)) {

@@ -46,6 +46,7 @@ impl LogWriter {
     pub(super) fn spawn(
         pool: PgPool,
         workspace_id: String,
+        thread_id: String,
         owner: String,
         head: i64,
         live: broadcast::Sender<Live>,
@@ -58,6 +59,7 @@ impl LogWriter {
         let task = Task {
             pool,
             workspace_id,
+            thread_id,
             owner,
             fenced_out: false,
             next: head + 1,
@@ -104,6 +106,7 @@ impl LogWriter {
 struct Task {
     pool: PgPool,
     workspace_id: String,
+    thread_id: String,
     /// The lease holder this writer writes for.
     owner: String,
     /// Another process owns the workspace now: nothing more is written.
@@ -232,6 +235,7 @@ impl Task {
             let written = room_log::append(
                 &self.pool,
                 &self.workspace_id,
+                &self.thread_id,
                 &entries,
                 state,
                 wrap_all,
@@ -292,7 +296,7 @@ impl Task {
     /// Reads the head and gives out seqs after it. Entries of a batch given up on that turn out to
     /// be in Postgres are broadcast now, so that viewers see what is stored.
     async fn sync(&mut self) -> Result<(), StoreError> {
-        let head = room_log::head(&self.pool, &self.workspace_id).await?;
+        let head = room_log::head(&self.pool, &self.thread_id).await?;
         if let Some(entries) = self.uncertain.take() {
             let committed: Vec<RoomEntry> = entries.into_iter().filter(|e| e.seq <= head).collect();
             if !committed.is_empty() {

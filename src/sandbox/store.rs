@@ -81,11 +81,14 @@ pub async fn move_to(pool: &PgPool, workspace_id: &str, host: &HostRow) -> Resul
 pub async fn delete_workspace(
     pool: &PgPool,
     workspace_id: &str,
-    session_id: &str,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM sandbox_agent.sessions WHERE id = $1")
-        .bind(session_id)
+    // The agent sessions of its threads (they do not reference the workspace).
+    sqlx::query(
+        "DELETE FROM sandbox_agent.sessions WHERE id IN \
+         (SELECT session_id FROM threads WHERE workspace_id = $1)",
+    )
+    .bind(workspace_id)
         .execute(&mut *tx)
         .await?;
     let done = sqlx::query("DELETE FROM workspaces WHERE id = $1")

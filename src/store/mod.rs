@@ -6,6 +6,7 @@ pub mod jsonb;
 pub mod leases;
 pub mod room_log;
 pub mod room_state;
+pub mod threads;
 
 use std::time::Duration;
 
@@ -161,6 +162,21 @@ pub async fn insert_workspace(
     .bind(w.sandbox_provider.as_str())
     .bind(w.sandbox_host)
     .execute(&mut *tx)
+    .await?;
+    // Its first thread: the agent session every workspace had before threads.
+    let thread_id = uuid::Uuid::new_v4().simple().to_string();
+    threads::insert(
+        tx,
+        &threads::NewThread {
+            id: &thread_id,
+            workspace_id: w.id,
+            agent: w.agent,
+            session_id: &format!("{}/default", w.id),
+            name: None,
+            forked_from: None,
+            created_by: None,
+        },
+    )
     .await?;
     let sql = format!("SELECT {WORKSPACE_COLUMNS} WHERE w.id = $1");
     Ok(sqlx::query_as(&sql).bind(w.id).fetch_one(&mut *tx).await?)

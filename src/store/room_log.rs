@@ -37,6 +37,7 @@ fn decode(row: Row) -> Result<RoomEntry, StoreError> {
 pub async fn append(
     pool: &PgPool,
     workspace_id: &str,
+    thread_id: &str,
     entries: &[RoomEntry],
     state: Option<&RoomState>,
     wrap_all: bool,
@@ -70,11 +71,12 @@ pub async fn append(
         super::leases::fence(&mut tx, workspace_id, owner).await?;
     }
     let written = sqlx::query(
-        "INSERT INTO room_log (workspace_id, seq, kind, data, created_at) \
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[], $5::bigint[]) \
-         ON CONFLICT (workspace_id, seq) DO NOTHING",
+        "INSERT INTO room_log (workspace_id, thread_id, seq, kind, data, created_at) \
+         SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::text[], $5::jsonb[], $6::bigint[]) \
+         ON CONFLICT (thread_id, seq) DO NOTHING",
     )
     .bind(workspace_id)
+    .bind(thread_id)
     .bind(seqs)
     .bind(kinds)
     .bind(datas)
@@ -83,7 +85,7 @@ pub async fn append(
     .await?
     .rows_affected();
     if let Some(state) = state {
-        room_state::save(&mut tx, workspace_id, state).await?;
+        room_state::save(&mut tx, workspace_id, thread_id, state).await?;
     }
     tx.commit().await?;
     Ok(written)
@@ -92,16 +94,16 @@ pub async fn append(
 /// Entries with `after < seq <= upto`, oldest first, at most `limit`.
 pub async fn list(
     pool: &PgPool,
-    workspace_id: &str,
+    thread_id: &str,
     after: i64,
     upto: i64,
     limit: i64,
 ) -> Result<Vec<RoomEntry>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, created_at, kind, data FROM room_log WHERE workspace_id = $1 AND seq > $2 AND seq <= $3 \
+        "SELECT seq, created_at, kind, data FROM room_log WHERE thread_id = $1 AND seq > $2 AND seq <= $3 \
          ORDER BY seq LIMIT $4",
     )
-    .bind(workspace_id)
+    .bind(thread_id)
     .bind(after)
     .bind(upto)
     .bind(limit)
@@ -113,39 +115,39 @@ pub async fn list(
 /// The `chat.user` entries after `after`: prompts recorded but maybe never queued (recovery).
 pub async fn prompts_after(
     pool: &PgPool,
-    workspace_id: &str,
+    thread_id: &str,
     after: i64,
 ) -> Result<Vec<RoomEntry>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT seq, created_at, kind, data FROM room_log WHERE workspace_id = $1 AND seq > $2 \
+        "SELECT seq, created_at, kind, data FROM room_log WHERE thread_id = $1 AND seq > $2 \
          AND kind = 'chat.user' ORDER BY seq",
     )
-    .bind(workspace_id)
+    .bind(thread_id)
     .bind(after)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(decode).collect()
 }
 
-/// The newest seq of a workspace (0 when the log is empty): one index lookup.
 /// The event index of the newest agent session event in the room log (0 when there is none).
-pub async fn last_event_index(pool: &PgPool, workspace_id: &str) -> Result<i64, StoreError> {
+pub async fn last_event_index(pool: &PgPool, thread_id: &str) -> Result<i64, StoreError> {
     let row: Option<(Option<i64>,)> = sqlx::query_as(
         "SELECT (data->>'eventIndex')::bigint FROM room_log \
-         WHERE workspace_id = $1 AND kind = 'session.event' AND data ? 'eventIndex' \
+         WHERE thread_id = $1 AND kind = 'session.event' AND data ? 'eventIndex' \
          ORDER BY seq DESC LIMIT 1",
     )
-    .bind(workspace_id)
+    .bind(thread_id)
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|r| r.0).unwrap_or(0))
 }
 
-pub async fn head(pool: &PgPool, workspace_id: &str) -> Result<i64, StoreError> {
+/// The newest seq of a thread (0 when the log is empty): one index lookup.
+pub async fn head(pool: &PgPool, thread_id: &str) -> Result<i64, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT seq FROM room_log WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1",
+        "SELECT seq FROM room_log WHERE thread_id = $1 ORDER BY seq DESC LIMIT 1",
     )
-    .bind(workspace_id)
+    .bind(thread_id)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| r.0).unwrap_or(0))

@@ -26,6 +26,9 @@ pub struct RoomState {
     /// Team-only messages the next prompt carries to the agent.
     #[serde(default)]
     pub team_notes: Vec<String>,
+    /// A forked thread's conversation so far, for its first prompt to carry to the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_context: Option<String>,
     /// The agent's options as the room chose them (config id -> value): every session opened
     /// later gets them again.
     #[serde(default)]
@@ -41,10 +44,10 @@ pub struct OpenPermission {
     pub params: serde_json::Value,
 }
 
-pub async fn load(pool: &PgPool, workspace_id: &str) -> Result<RoomState, StoreError> {
+pub async fn load(pool: &PgPool, thread_id: &str) -> Result<RoomState, StoreError> {
     let row: Option<(Json<serde_json::Value>,)> =
-        sqlx::query_as("SELECT state FROM room_state WHERE workspace_id = $1")
-            .bind(workspace_id)
+        sqlx::query_as("SELECT state FROM room_state WHERE thread_id = $1")
+            .bind(thread_id)
             .fetch_optional(pool)
             .await?;
     match row {
@@ -58,15 +61,17 @@ pub async fn load(pool: &PgPool, workspace_id: &str) -> Result<RoomState, StoreE
 pub async fn save(
     tx: &mut sqlx::PgConnection,
     workspace_id: &str,
+    thread_id: &str,
     state: &RoomState,
 ) -> Result<(), StoreError> {
     let value = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO room_state (workspace_id, state, updated_at) VALUES ($1, $2, now()) \
-         ON CONFLICT (workspace_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+        "INSERT INTO room_state (workspace_id, thread_id, state, updated_at) VALUES ($3, $1, $2, now()) \
+         ON CONFLICT (thread_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
     )
-    .bind(workspace_id)
+    .bind(thread_id)
     .bind(Json(super::jsonb::storable(&value).into_owned()))
+    .bind(workspace_id)
     .execute(&mut *tx)
     .await?;
     Ok(())
