@@ -157,8 +157,10 @@ impl Actor {
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         let (log, writer) = LogWriter::spawn(
             registry.pool().clone(),
-            row.id.clone(),
-            thread.id.clone(),
+            super::RoomKey {
+                workspace: row.id.clone(),
+                thread: thread.id.clone(),
+            },
             registry.owner().to_string(),
             boot.head,
             live.clone(),
@@ -532,6 +534,30 @@ impl Actor {
         );
     }
 
+    /// The agent named its session: the thread list shows it (unless someone named the thread).
+    fn title_changed(&mut self, title: String) {
+        if self.thread.agent_title.as_deref() == Some(title.as_str()) {
+            return;
+        }
+        self.thread.agent_title = Some(title.clone());
+        let pool = self.registry.pool().clone();
+        let registry = self.registry.clone();
+        let (workspace, thread) = (self.row.id.clone(), self.thread.id.clone());
+        tokio::spawn(async move {
+            match crate::store::threads::set_agent_title(&pool, &thread, &title).await {
+                Ok(()) => registry.pulse(
+                    &workspace,
+                    crate::model::ThreadPulse {
+                        thread_id: thread,
+                        status: None,
+                        started_by: None,
+                    },
+                ),
+                Err(e) => tracing::warn!(thread = %thread, error = %e, "could not keep the session's title"),
+            }
+        });
+    }
+
     /// The host the sandbox is on, when it cannot be reached now.
     pub(super) fn host_down(&self) -> Option<String> {
         self.sandbox.unreachable_host()
@@ -649,6 +675,9 @@ impl Actor {
             match notice {
                 SessionNotice::Event(e) => {
                     state_changed |= self.follow_options(&e.payload);
+                    if let Some(title) = crate::sandbox_agent::session_title(&e.payload) {
+                        self.title_changed(title);
+                    }
                     events.push(RoomEvent::SessionEvent(e))
                 }
                 SessionNotice::OptionRefused { config_id, value } => {

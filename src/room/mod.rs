@@ -31,7 +31,12 @@ pub struct RoomKey {
     pub thread: String,
 }
 
-/// The sandbox-agent session of a new thread (a workspace's first one is `<workspace>/default`).
+/// The sandbox-agent session of a workspace's first thread (its one session before threads).
+pub fn first_session_id(workspace_id: &str) -> String {
+    format!("{workspace_id}/default")
+}
+
+/// The sandbox-agent session of a thread made later.
 pub fn session_id_of(workspace_id: &str, thread_id: &str) -> String {
     format!("{workspace_id}/{thread_id}")
 }

@@ -45,8 +45,7 @@ pub(super) struct LogWriter {
 impl LogWriter {
     pub(super) fn spawn(
         pool: PgPool,
-        workspace_id: String,
-        thread_id: String,
+        key: super::RoomKey,
         owner: String,
         head: i64,
         live: broadcast::Sender<Live>,
@@ -58,8 +57,8 @@ impl LogWriter {
         let failing = Arc::new(AtomicBool::new(false));
         let task = Task {
             pool,
-            workspace_id,
-            thread_id,
+            workspace_id: key.workspace,
+            thread_id: key.thread,
             owner,
             fenced_out: false,
             next: head + 1,

@@ -104,6 +104,24 @@ pub const LEGACY_MODE: &str = "_mode";
 /// The current value of each option a session's opening answer (`session/new`, `session/load`)
 /// or its `config_option_update` / `current_mode_update` names: (config id, value), the mode also
 /// under [`LEGACY_MODE`].
+/// The session title an agent's `session_info_update` sets: `Some("")` when it clears it.
+pub fn session_title(payload: &Value) -> Option<String> {
+    use agent_client_protocol_schema::MaybeUndefined;
+    use agent_client_protocol_schema::v1::{SessionNotification, SessionUpdate};
+    if payload.pointer("/params/update/sessionUpdate")?.as_str()? != "session_info_update" {
+        return None;
+    }
+    let n: SessionNotification = serde_json::from_value(payload.get("params")?.clone()).ok()?;
+    match n.update {
+        SessionUpdate::SessionInfoUpdate(u) => match u.title {
+            MaybeUndefined::Value(t) => Some(t),
+            MaybeUndefined::Null => Some(String::new()),
+            MaybeUndefined::Undefined => None,
+        },
+        _ => None,
+    }
+}
+
 pub fn current_options(payload: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let update = payload.pointer("/params/update");

@@ -13,7 +13,7 @@ pub mod process;
 mod records;
 mod transport;
 
-pub use acp::{LEGACY_MODE, PromptBlock, current_options};
+pub use acp::{LEGACY_MODE, PromptBlock, current_options, session_title};
 pub use client::{
     AgentInfo, ChosenOptions, CreateSessionRequest, SandboxAgent, Session, SessionNotice, TurnEnd,
 };

@@ -171,7 +171,7 @@ pub async fn insert_workspace(
             id: &thread_id,
             workspace_id: w.id,
             agent: w.agent,
-            session_id: &format!("{}/default", w.id),
+            session_id: &crate::room::first_session_id(w.id),
             name: None,
             forked_from: None,
             created_by: None,

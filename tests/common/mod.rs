@@ -586,6 +586,8 @@ type EventStream = std::pin::Pin<
 /// A room's SSE stream, read as room-log entries.
 pub struct Sse {
     stream: EventStream,
+    /// The thread-list pulses seen so far (skipped by [`Sse::next`]).
+    pub pulses: Vec<huddle::model::ThreadPulse>,
 }
 
 impl Sse {
@@ -594,6 +596,7 @@ impl Sse {
             stream: Box::pin(eventsource_stream::Eventsource::eventsource(
                 res.bytes_stream(),
             )),
+            pulses: Vec::new(),
         }
     }
 
@@ -607,6 +610,11 @@ impl Sse {
                 .expect("the stream is open")
                 .expect("a well-formed SSE event");
             if matches!(ev.event.as_str(), "typing" | "online" | "reset") {
+                continue;
+            }
+            if ev.event == "thread" {
+                self.pulses
+                    .push(serde_json::from_str(&ev.data).expect("a thread pulse"));
                 continue;
             }
             let entry: huddle::model::RoomEntry = serde_json::from_str(&ev.data).expect("an entry");
@@ -711,4 +719,13 @@ pub async fn scripted_session(id: &str) -> Scripted {
         session,
         rx,
     }
+}
+
+/// The id of a workspace's first thread (its conversation from before threads).
+pub async fn first_thread(pool: &sqlx::PgPool, ws: &str) -> String {
+    huddle::store::threads::first(pool, ws)
+        .await
+        .unwrap()
+        .expect("the workspace has a first thread")
+        .id
 }

@@ -779,7 +779,7 @@ async fn fifty_kills_mid_stream_lose_and_double_nothing() {
     // Every event persisted for the session is in the room log, once.
     let events: Vec<String> =
         sqlx::query_scalar("SELECT id FROM sandbox_agent.events WHERE session_id = $1")
-            .bind(huddle::room::session_id_of(&ws))
+            .bind(huddle::room::first_session_id(&ws))
             .fetch_all(&pool)
             .await
             .unwrap();

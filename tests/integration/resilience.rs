@@ -127,7 +127,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     // The turn ends, and the room log and the session's events hold every chunk, once, in order.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let entries = loop {
-        let entries = huddle::store::room_log::list(&pool, &ws, 0, i64::MAX, i64::MAX)
+        let entries = huddle::store::room_log::list(&pool, &first_thread(&pool, &ws).await, 0, i64::MAX, i64::MAX)
             .await
             .unwrap();
         if entries
@@ -168,7 +168,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
         RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn"
     ));
     let persist = huddle::sandbox_agent::PostgresPersist::new(pool.clone());
-    let session = huddle::room::session_id_of(&ws);
+    let session = huddle::room::first_session_id(&ws);
     let max = persist.max_event_index(&session).await.unwrap().unwrap();
     let count: (i64,) =
         sqlx::query_as("SELECT count(*) FROM sandbox_agent.events WHERE session_id = $1")
@@ -180,7 +180,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
 
     // The cluster keeps its data across a full stop and start.
     app.stop().await;
-    let head = huddle::store::room_log::head(&pool, &ws).await.unwrap();
+    let head = huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await).await.unwrap();
     assert!(head >= entries.len() as i64);
     pool.close().await;
     pg.stop().await;
@@ -188,7 +188,7 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     let pg = EmbeddedPostgres::start(&dir, None).await.unwrap();
     let pool = huddle::store::connect(pg.url()).await.unwrap();
     assert_eq!(
-        huddle::store::room_log::head(&pool, &ws).await.unwrap(),
+        huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await).await.unwrap(),
         head
     );
     pool.close().await;

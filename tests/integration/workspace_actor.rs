@@ -311,7 +311,15 @@ async fn actors_sleep_and_wake_and_a_crash_stays_in_its_actor() {
     );
 
     // A panic in one actor leaves the others running, and the next call starts it again.
-    registry.crash_for_tests(&other).await.unwrap();
+    let other_key = huddle::room::RoomKey {
+        thread: huddle::store::threads::first(&pool, &other)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        workspace: other.clone(),
+    };
+    registry.crash_for_tests(&other_key).await.unwrap();
     let (s, _) = app.post("info", json!({"workspaceId": ws})).await;
     assert_eq!(s, 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
