@@ -111,7 +111,9 @@ pub async fn workspace_info(
     thread_id: Option<String>,
 ) -> Result<crate::model::WorkspaceInfo, ApiError> {
     let (state, caller) = service()?;
-    state.info(&caller, &workspace_id, thread_id.as_deref()).await
+    state
+        .info(&caller, &workspace_id, thread_id.as_deref())
+        .await
 }
 
 /// Posts the caller's message to the room and prompts the agent with it (queued while a turn
@@ -157,7 +159,8 @@ pub async fn cancel(
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
     state
-        .cancel(&caller, &workspace_id, thread_id.as_deref(), clear_queue).await
+        .cancel(&caller, &workspace_id, thread_id.as_deref(), clear_queue)
+        .await
 }
 
 /// Takes a waiting prompt off the queue (the owner any, others their own).
@@ -171,7 +174,8 @@ pub async fn remove_queued(
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
     state
-        .remove_queued(&caller, &workspace_id, thread_id.as_deref(), seq).await
+        .remove_queued(&caller, &workspace_id, thread_id.as_deref(), seq)
+        .await
 }
 
 /// Changes an option of the agent's session for everyone (its mode, its model): `configId` as the
@@ -187,7 +191,13 @@ pub async fn set_option(
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
     state
-        .set_option(&caller, &workspace_id, thread_id.as_deref(), config_id, value)
+        .set_option(
+            &caller,
+            &workspace_id,
+            thread_id.as_deref(),
+            config_id,
+            value,
+        )
         .await
 }
 
@@ -223,7 +233,8 @@ pub async fn typing(
 ) -> Result<(), ApiError> {
     let (state, caller) = service()?;
     state
-        .typing(&caller, &workspace_id, thread_id.as_deref()).await
+        .typing(&caller, &workspace_id, thread_id.as_deref())
+        .await
 }
 
 /// The room's state and its whole log.
@@ -236,7 +247,8 @@ pub async fn room_snapshot(
 ) -> Result<crate::model::RoomSnapshot, ApiError> {
     let (state, caller) = service()?;
     state
-        .room_snapshot(&caller, &workspace_id, thread_id.as_deref()).await
+        .room_snapshot(&caller, &workspace_id, thread_id.as_deref())
+        .await
 }
 
 /// Everything the page of a workspace renders: who is looking, their access, and the room.
@@ -267,7 +279,8 @@ pub async fn history(
 ) -> Result<crate::model::HistoryPage, ApiError> {
     let (state, caller) = service()?;
     state
-        .history(&caller, &workspace_id, thread_id.as_deref(), before).await
+        .history(&caller, &workspace_id, thread_id.as_deref(), before)
+        .await
 }
 
 /// The workspace's threads for the caller: title, agent, live status, unread count, last

@@ -11,10 +11,10 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use leptos_router::{SsrMode, path};
 
 use crate::api::{
-    ErrorCode, mark_read as mark_read_api, answer_permission, cancel, create_token, create_workspace, creator_invite, history,
-    home, invite, members, prompt, remove_member, remove_queued, rename, rename_workspace,
-    render_markdown, revoke_invite, revoke_token, room_page, rotate_invite, set_approver,
-    set_approvers_only, set_option, set_role, typing,
+    ErrorCode, answer_permission, cancel, create_token, create_workspace, creator_invite, history,
+    home, invite, mark_read as mark_read_api, members, prompt, remove_member, remove_queued,
+    rename, rename_workspace, render_markdown, revoke_invite, revoke_token, room_page,
+    rotate_invite, set_approver, set_approvers_only, set_option, set_role, typing,
 };
 use crate::browser;
 
@@ -433,7 +433,10 @@ fn WorkspacePage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading workspace…"</p> }>
             {move || Suspend::new(async move {
                 match page.await {
-                    Ok(page) => view! { <Room page /> }.into_any(),
+                    Ok(page) => {
+                        let by_thread = params.read_untracked().get("thread").is_some();
+                        view! { <Room page by_thread /> }.into_any()
+                    }
                     Err(e) if e.code == ErrorCode::NotFound => view! { <NotFound /> }.into_any(),
                     Err(e) if matches!(e.code, ErrorCode::Forbidden | ErrorCode::Unauthorized) => {
                         view! { <NoAccess message=e.message /> }.into_any()
@@ -477,6 +480,8 @@ struct RoomCtx {
     ws: StoredValue<String>,
     /// The thread shown.
     thread: StoredValue<String>,
+    /// Whether the page's URL names the thread.
+    by_thread: bool,
     me: RwSignal<Option<Member>>,
     rendered: RwSignal<HashMap<String, String>>,
     error: RwSignal<Option<String>>,
@@ -509,7 +514,11 @@ impl RoomCtx {
 }
 
 #[component]
-fn Room(page: RoomPage) -> impl IntoView {
+fn Room(
+    page: RoomPage,
+    /// Opened by the thread's own URL (not the workspace's): a no-JS post comes back to it.
+    by_thread: bool,
+) -> impl IntoView {
     let RoomPage {
         me: who,
         access,
@@ -525,6 +534,7 @@ fn Room(page: RoomPage) -> impl IntoView {
     let ctx = RoomCtx {
         ws: StoredValue::new(info.workspace_id.clone()),
         thread: StoredValue::new(info.thread_id.clone()),
+        by_thread,
         me: RwSignal::new(Some(Member {
             user_id: who.person_id.clone(),
             display_name: who.display_name.clone(),
@@ -671,23 +681,30 @@ fn Room(page: RoomPage) -> impl IntoView {
     let read_at = StoredValue::new(0i64);
     let marking = StoredValue::new(false);
     let mark_read = move || {
-        if browser::page_hidden() || marking.get_value() || head.get_value() <= read_at.get_value() {
+        if browser::page_hidden() || marking.get_value() || head.get_value() <= read_at.get_value()
+        {
             return;
         }
         marking.set_value(true);
+        // The first mark at once (the person may move on quickly), later ones a second apart.
+        let delay = if read_at.get_value() == 0 { 0 } else { 1000 };
         set_timeout(
             move || {
-                let seq = head.get_value();
-                let ws = ctx.ws.get_value();
-                let thread = Some(ctx.thread.get_value());
+                let (Some(seq), Some(ws), Some(thread)) = (
+                    head.try_get_value(),
+                    ctx.ws.try_get_value(),
+                    ctx.thread.try_get_value(),
+                ) else {
+                    return;
+                };
                 spawn_local(async move {
-                    if mark_read_api(ws, thread, seq).await.is_ok() {
-                        read_at.set_value(seq);
+                    if mark_read_api(ws, Some(thread), seq).await.is_ok() {
+                        read_at.try_set_value(seq);
                     }
-                    marking.set_value(false);
+                    marking.try_set_value(false);
                 });
             },
-            std::time::Duration::from_millis(1000),
+            std::time::Duration::from_millis(delay),
         );
     };
     Effect::new(move |_| mark_read());
@@ -1280,6 +1297,7 @@ fn Composer(
         >
             <input type="hidden" name="csrf" value=ctx.csrf.get_value() />
             <input type="hidden" name="thread" value=ctx.thread.get_value() />
+            <input type="hidden" name="back" value=if ctx.by_thread { "thread" } else { "workspace" } />
             <label class="team-only-toggle" title="The agent does not get it as a prompt; it sees it as context with the next one">
                 <input type="checkbox" name="team_only" data-testid="team-only" node_ref=team_only />
                 " Team only"

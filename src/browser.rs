@@ -78,6 +78,13 @@ mod imp {
         }
     }
 
+    /// Opens another page of Huddle as a fresh page load.
+    pub fn go(url: &str) {
+        if let Some(w) = web_sys::window() {
+            let _ = w.location().set_href(url);
+        }
+    }
+
     /// Reads the images a paste or a drop carries, calling `on_image` with each (its type and
     /// its bytes in base64) or with why it was refused; true when there were any.
     pub fn read_images(ev: &leptos::ev::Event, on_image: super::OnImage) -> bool {
@@ -437,6 +444,7 @@ mod imp {
         false
     }
     pub fn reload() {}
+    pub fn go(_url: &str) {}
     pub fn on_visibility_change(_f: impl Fn(bool) + 'static) {}
     pub fn every(_ms: i32, _f: impl Fn() + 'static) {}
     pub fn follow_bottom() {}

@@ -10,8 +10,7 @@ use crate::timeline::{self, LineKind, View};
 
 /// A room-log time (ms since the Unix epoch) as RFC 3339 in UTC.
 pub fn rfc3339(ms: i64) -> String {
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-    else {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
         return ms.to_string();
     };
     format!(
@@ -179,7 +178,10 @@ pub fn markdown(workspace: &str, thread: &str, entries: &[RoomEntry]) -> String 
                 let _ = writeln!(out, "_{text}_ ({at})\n");
             }
             View::Raw { label, json } => {
-                let _ = writeln!(out, "<details><summary>{label}</summary>\n\n```json\n{json}\n```\n</details>\n");
+                let _ = writeln!(
+                    out,
+                    "<details><summary>{label}</summary>\n\n```json\n{json}\n```\n</details>\n"
+                );
             }
         }
     }

@@ -358,6 +358,8 @@ struct SendForm {
     team_only: Option<String>,
     /// The thread the composer is in (absent: the workspace's first).
     thread: Option<String>,
+    /// `thread`: back to the thread's URL; else to the workspace's.
+    back: Option<String>,
 }
 
 /// The composer before the page is hydrated: a plain form post that comes back to the room.
@@ -383,8 +385,10 @@ async fn send_form(
         }
         Err(e) => Err(e),
     };
-    let back = match &form.thread {
-        Some(t) if crate::model::is_valid_thread_id(t) => crate::model::thread_url(&id, t),
+    let back = match (&form.thread, form.back.as_deref()) {
+        (Some(t), Some("thread")) if crate::model::is_valid_thread_id(t) => {
+            crate::model::thread_url(&id, t)
+        }
         _ => crate::model::workspace_url(&id),
     };
     match result {

@@ -415,7 +415,11 @@ impl AppState {
 
     /// The thread a room action is for: `thread` when it is one of the workspace's, else (absent)
     /// the workspace's first thread.
-    pub async fn room_key(&self, workspace: &str, thread: Option<&str>) -> Result<RoomKey, ApiError> {
+    pub async fn room_key(
+        &self,
+        workspace: &str,
+        thread: Option<&str>,
+    ) -> Result<RoomKey, ApiError> {
         let no_thread = || ApiError::not_found("There is no such thread in this workspace.");
         let thread = match thread {
             Some(t) => {
@@ -425,7 +429,9 @@ impl AppState {
                 let owner = match self.0.thread_workspace.get(t) {
                     Some(ws) => ws,
                     None => {
-                        let row = store::threads::find(self.pool(), t).await?.ok_or_else(no_thread)?;
+                        let row = store::threads::find(self.pool(), t)
+                            .await?
+                            .ok_or_else(no_thread)?;
                         self.0
                             .thread_workspace
                             .insert(t.to_string(), row.workspace_id.clone());

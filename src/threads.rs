@@ -299,14 +299,24 @@ impl AppState {
         let title = title_of(&t);
         let slug: String = title
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect::<String>()
             .split('-')
             .filter(|p| !p.is_empty())
             .take(8)
             .collect::<Vec<_>>()
             .join("-");
-        let slug = if slug.is_empty() { "thread".into() } else { slug };
+        let slug = if slug.is_empty() {
+            "thread".into()
+        } else {
+            slug
+        };
         Ok(match format {
             ExportFormat::Markdown => (
                 format!("{slug}.md"),

@@ -15,7 +15,10 @@ pub struct ThreadsState {
     pub list: RwSignal<Vec<ThreadSummary>>,
     pub agents: StoredValue<Vec<AgentChoice>>,
     ws: StoredValue<String>,
+    /// A fetch is on its way.
     refetching: StoredValue<bool>,
+    /// Something changed since the fetch on its way was sent: it is fetched again after it.
+    dirty: StoredValue<bool>,
 }
 
 impl ThreadsState {
@@ -25,6 +28,7 @@ impl ThreadsState {
             agents: StoredValue::new(initial.agents),
             ws: StoredValue::new(ws),
             refetching: StoredValue::new(false),
+            dirty: StoredValue::new(false),
         }
     }
 
@@ -41,20 +45,33 @@ impl ThreadsState {
         self.refetch();
     }
 
-    /// Fetches the list again, once for a burst of pulses.
+    /// Fetches the list again, once for a burst of pulses; a change during a fetch gets another
+    /// one after it, so an answer older than the last pulse never stays.
     pub fn refetch(self) {
+        self.dirty.set_value(true);
         if self.refetching.get_value() {
             return;
         }
         self.refetching.set_value(true);
+        self.fetch_soon();
+    }
+
+    fn fetch_soon(self) {
         set_timeout(
             move || {
-                let ws = self.ws.get_value();
+                let Some(ws) = self.ws.try_get_value() else {
+                    return;
+                };
+                self.dirty.set_value(false);
                 spawn_local(async move {
                     if let Ok(fresh) = threads(ws).await {
-                        self.list.set(fresh.threads);
+                        self.list.try_set(fresh.threads);
                     }
-                    self.refetching.set_value(false);
+                    if self.dirty.try_get_value() == Some(true) {
+                        self.fetch_soon();
+                    } else {
+                        self.refetching.try_set_value(false);
+                    }
                 });
             },
             std::time::Duration::from_millis(250),
@@ -81,23 +98,23 @@ pub fn ThreadListPanel(
     let creating = RwSignal::new(false);
     let ws = state.ws.get_value();
     let current = StoredValue::new(current);
-    let navigate = leptos_router::hooks::use_navigate();
     let agent_pick = NodeRef::<leptos::html::Select>::new();
     let name_input = NodeRef::<leptos::html::Input>::new();
     let ws_new = ws.clone();
     let new_thread = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let agent = agent_pick.get().map(|s| s.value()).filter(|a| !a.is_empty());
-        let title = name_input.get().map(|i| i.value()).filter(|t| !t.trim().is_empty());
+        let agent = agent_pick
+            .get()
+            .map(|s| s.value())
+            .filter(|a| !a.is_empty());
+        let title = name_input
+            .get()
+            .map(|i| i.value())
+            .filter(|t| !t.trim().is_empty());
         let ws = ws_new.clone();
-        let navigate = navigate.clone();
         spawn_local(async move {
             match create_thread(ws, agent, title, None).await {
-                Ok(made) => {
-                    creating.set(false);
-                    error.set(None);
-                    navigate(&made.url, Default::default());
-                }
+                Ok(made) => crate::browser::go(&made.url),
                 Err(e) => error.set(Some(e.message)),
             }
         });
@@ -190,7 +207,9 @@ pub fn ThreadListPanel(
                                 data-thread-id=t.thread_id.clone()
                                 data-status=format!("{:?}", t.status).to_lowercase()
                             >
-                                <a href=url aria-current=here.then_some("page") on:click=move |_| open.set(false)>
+                                // A fresh page per thread: each room is rendered by the server
+                                // with its own history, and nothing of the last one lingers.
+                                <a href=url rel="external" aria-current=here.then_some("page")>
                                     <span class="thread-title" data-testid="thread-title">{t.title.clone()}</span>
                                     {(unread > 0)
                                         .then(|| {
@@ -286,18 +305,16 @@ fn ThreadActions(
 #[component]
 pub fn ForkButton(seq: i64) -> impl IntoView {
     let ctx = expect_context::<super::RoomCtx>();
-    let navigate = leptos_router::hooks::use_navigate();
     let fork = move |_| {
         let ws = ctx.ws.get_value();
         let from = crate::model::ForkFrom {
             thread_id: ctx.thread.get_value(),
             seq,
         };
-        let navigate = navigate.clone();
         let error = ctx.error;
         spawn_local(async move {
             match create_thread(ws, None, None, Some(from)).await {
-                Ok(made) => navigate(&made.url, Default::default()),
+                Ok(made) => crate::browser::go(&made.url),
                 Err(e) => error.set(Some(e.message)),
             }
         });

@@ -19,8 +19,8 @@ use crate::model::{ImageRef, Member, NoticeLevel, RoomEvent, WorkspaceInfo};
 use crate::sandbox::{SandboxEvent, WorkspaceSandbox};
 use crate::sandbox_agent::{AcpError, Session, SessionNotice, TurnEnd};
 use crate::store::WorkspaceRow;
-use crate::store::threads::ThreadRow;
 use crate::store::room_state::RoomState;
+use crate::store::threads::ThreadRow;
 
 /// Live entries kept for slow subscribers; one that falls further behind resyncs from Postgres.
 const LIVE_BUFFER: usize = 1024;
@@ -553,7 +553,9 @@ impl Actor {
                         started_by: None,
                     },
                 ),
-                Err(e) => tracing::warn!(thread = %thread, error = %e, "could not keep the session's title"),
+                Err(e) => {
+                    tracing::warn!(thread = %thread, error = %e, "could not keep the session's title")
+                }
             }
         });
     }

@@ -17,7 +17,9 @@ use tokio::sync::broadcast;
 use super::RoomKey;
 use super::actor::Actor;
 use super::handle::{Command, Reply, RoomError, RoomHandle, Subscription};
-use crate::model::{Member, ThreadPulse, ThreadStatus, WorkspaceInfo, is_valid_thread_id, is_valid_workspace_id};
+use crate::model::{
+    Member, ThreadPulse, ThreadStatus, WorkspaceInfo, is_valid_thread_id, is_valid_workspace_id,
+};
 use crate::sandbox::{SandboxEvent, Sandboxes, WorkspaceSandbox};
 use crate::store::{self, WorkspaceRow, leases};
 
@@ -169,7 +171,9 @@ impl Registry {
         let thread = store::threads::find(pool, &key.thread)
             .await?
             .filter(|t| t.workspace_id == key.workspace)
-            .ok_or_else(|| RoomError::NotFound("There is no such thread in this workspace.".into()))?;
+            .ok_or_else(|| {
+                RoomError::NotFound("There is no such thread in this workspace.".into())
+            })?;
         if !leases::acquire(pool, &row.id, &self.inner.owner).await?
             && !leases::take_from_dead(pool, &row.id, &self.inner.owner).await?
         {
@@ -214,10 +218,7 @@ impl Registry {
 
     /// A thread of the workspace woke: it shares the workspace's lease and sandbox, made for the
     /// first awake thread. None when another process holds the lease.
-    pub(super) async fn join_workspace(
-        &self,
-        row: &WorkspaceRow,
-    ) -> Option<Arc<WorkspaceAwake>> {
+    pub(super) async fn join_workspace(&self, row: &WorkspaceRow) -> Option<Arc<WorkspaceAwake>> {
         let gate = self.gate(&row.id);
         let mut gate = gate.lock().await;
         if let Some(awake) = gate.awake.clone() {
@@ -647,7 +648,10 @@ impl Registry {
             }
         }
         let all = futures::future::join_all(stopping);
-        if tokio::time::timeout(SHUTDOWN_DEADLINE * 2, all).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_DEADLINE * 2, all)
+            .await
+            .is_err()
+        {
             tracing::warn!(workspace = %workspace, "the workspace did not stop in time");
         }
         // The last thread's sandbox and lease go after its actor has answered.

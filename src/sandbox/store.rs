@@ -78,10 +78,7 @@ pub async fn move_to(pool: &PgPool, workspace_id: &str, host: &HostRow) -> Resul
 
 /// Deletes a workspace and everything of it: its log, state, images, invites, tokens and
 /// memberships go with it (foreign keys), and its agent session's records.
-pub async fn delete_workspace(
-    pool: &PgPool,
-    workspace_id: &str,
-) -> Result<bool, StoreError> {
+pub async fn delete_workspace(pool: &PgPool, workspace_id: &str) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     // The agent sessions of its threads (they do not reference the workspace).
     sqlx::query(
@@ -89,8 +86,8 @@ pub async fn delete_workspace(
          (SELECT session_id FROM threads WHERE workspace_id = $1)",
     )
     .bind(workspace_id)
-        .execute(&mut *tx)
-        .await?;
+    .execute(&mut *tx)
+    .await?;
     let done = sqlx::query("DELETE FROM workspaces WHERE id = $1")
         .bind(workspace_id)
         .execute(&mut *tx)

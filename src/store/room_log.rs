@@ -144,11 +144,10 @@ pub async fn last_event_index(pool: &PgPool, thread_id: &str) -> Result<i64, Sto
 
 /// The newest seq of a thread (0 when the log is empty): one index lookup.
 pub async fn head(pool: &PgPool, thread_id: &str) -> Result<i64, StoreError> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT seq FROM room_log WHERE thread_id = $1 ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(thread_id)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT seq FROM room_log WHERE thread_id = $1 ORDER BY seq DESC LIMIT 1")
+            .bind(thread_id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.map(|r| r.0).unwrap_or(0))
 }

@@ -186,5 +186,9 @@ pub async fn to_wake(pool: &PgPool, workspace_id: &str) -> Result<Vec<String>, S
     if !ids.is_empty() {
         return Ok(ids.into_iter().map(|r| r.0).collect());
     }
-    Ok(first(pool, workspace_id).await?.map(|t| t.id).into_iter().collect())
+    Ok(first(pool, workspace_id)
+        .await?
+        .map(|t| t.id)
+        .into_iter()
+        .collect())
 }

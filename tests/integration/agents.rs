@@ -146,7 +146,9 @@ async fn members_change_the_agents_mode_and_model_for_the_room() {
         if message.contains("did not take the room's model (huge)"))
     })
     .await;
-    let state = huddle::store::room_state::load(&pool, &first_thread(&pool, &ws).await).await.unwrap();
+    let state = huddle::store::room_state::load(&pool, &first_thread(&pool, &ws).await)
+        .await
+        .unwrap();
     assert!(!state.options.contains_key("model"), "{:?}", state.options);
     assert_eq!(state.options.get("_mode").map(String::as_str), Some("plan"));
     drop(sse);

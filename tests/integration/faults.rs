@@ -59,9 +59,15 @@ async fn binary_agent_output_is_kept_losslessly_and_the_room_goes_on() {
     );
 
     // What Postgres holds reads back the same, NUL and all.
-    let stored = huddle::store::room_log::list(&pool, &first_thread(&pool, &ws).await, 0, i64::MAX, i64::MAX)
-        .await
-        .unwrap();
+    let stored = huddle::store::room_log::list(
+        &pool,
+        &first_thread(&pool, &ws).await,
+        0,
+        i64::MAX,
+        i64::MAX,
+    )
+    .await
+    .unwrap();
     let stored_texts: Vec<String> = stored.iter().filter_map(chunk).collect();
     assert_eq!(stored_texts, texts);
 
@@ -88,9 +94,10 @@ async fn a_nul_in_a_prompt_is_shown_and_in_a_name_is_refused_with_a_reason() {
     let seq = app.prompt(&ws, "ada", text).await;
     let got = sse.upto(seq).await;
     assert!(matches!(&got.last().unwrap().event, RoomEvent::ChatUser { text: t, .. } if t == text));
-    let stored = huddle::store::room_log::list(&pool, &first_thread(&pool, &ws).await, seq - 1, seq, 1)
-        .await
-        .unwrap();
+    let stored =
+        huddle::store::room_log::list(&pool, &first_thread(&pool, &ws).await, seq - 1, seq, 1)
+            .await
+            .unwrap();
     assert!(matches!(&stored[0].event, RoomEvent::ChatUser { text: t, .. } if t == text));
     sse.until(is_turn_end).await;
 
@@ -245,9 +252,15 @@ async fn two_processes_on_one_database_never_both_run_a_workspace() {
     let (status, err) = second.post("prompt", body).await;
     assert_eq!(status, 200, "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    let entries = huddle::store::room_log::list(&pool, &first_thread(&pool, &ws).await, 0, i64::MAX, i64::MAX)
-        .await
-        .unwrap();
+    let entries = huddle::store::room_log::list(
+        &pool,
+        &first_thread(&pool, &ws).await,
+        0,
+        i64::MAX,
+        i64::MAX,
+    )
+    .await
+    .unwrap();
     let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     let sessions: (i64,) = sqlx::query_as("SELECT count(*) FROM sandbox_agent.sessions")
@@ -266,7 +279,9 @@ async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
     let sa = start_sandbox_agent(None, None).await;
     let app = spawn_app(&pool, &sa, Duration::from_secs(1)).await;
     let ws = app.create("mock").await;
-    let head_before = huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await).await.unwrap();
+    let head_before = huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await)
+        .await
+        .unwrap();
     // 2,000 SSE requests, with and without an identity, each dropped at a random moment: before the
     // room answers, before the headers arrive, or after some of the stream.
     let mut tasks = Vec::new();
@@ -303,9 +318,15 @@ async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
     assert_eq!(status, 200);
     assert_eq!(info["online"], json!([]), "no ghosts");
     // Anonymous connections wrote nothing; each named person at most "joined" and "left".
-    let entries = huddle::store::room_log::list(&pool, &first_thread(&pool, &ws).await, head_before, i64::MAX, i64::MAX)
-        .await
-        .unwrap();
+    let entries = huddle::store::room_log::list(
+        &pool,
+        &first_thread(&pool, &ws).await,
+        head_before,
+        i64::MAX,
+        i64::MAX,
+    )
+    .await
+    .unwrap();
     let joined = entries
         .iter()
         .filter(|e| matches!(e.event, RoomEvent::Presence { online: true, .. }))
@@ -526,7 +547,11 @@ async fn sandbox_agent_killed_mid_turn_leaves_no_event_index_twice() {
     let mut cursor = None;
     loop {
         let page = persist
-            .list_events(&huddle::room::first_session_id(&ws), cursor.as_deref(), 1000)
+            .list_events(
+                &huddle::room::first_session_id(&ws),
+                cursor.as_deref(),
+                1000,
+            )
             .await
             .unwrap();
         held.extend(page.items.iter().map(|e| e.event_index));

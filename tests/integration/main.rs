@@ -17,6 +17,6 @@ mod process;
 mod resilience;
 mod sandbox_agent;
 mod sandboxes;
-mod threads;
 mod security;
+mod threads;
 mod workspace_actor;

@@ -127,9 +127,15 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     // The turn ends, and the room log and the session's events hold every chunk, once, in order.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let entries = loop {
-        let entries = huddle::store::room_log::list(&pool, &first_thread(&pool, &ws).await, 0, i64::MAX, i64::MAX)
-            .await
-            .unwrap();
+        let entries = huddle::store::room_log::list(
+            &pool,
+            &first_thread(&pool, &ws).await,
+            0,
+            i64::MAX,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
         if entries
             .iter()
             .any(|e| matches!(e.event, RoomEvent::TurnEnded { .. }))
@@ -180,7 +186,9 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
 
     // The cluster keeps its data across a full stop and start.
     app.stop().await;
-    let head = huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await).await.unwrap();
+    let head = huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await)
+        .await
+        .unwrap();
     assert!(head >= entries.len() as i64);
     pool.close().await;
     pg.stop().await;
@@ -188,7 +196,9 @@ async fn a_postgres_restart_mid_turn_loses_nothing() {
     let pg = EmbeddedPostgres::start(&dir, None).await.unwrap();
     let pool = huddle::store::connect(pg.url()).await.unwrap();
     assert_eq!(
-        huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await).await.unwrap(),
+        huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await)
+            .await
+            .unwrap(),
         head
     );
     pool.close().await;

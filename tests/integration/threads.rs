@@ -68,7 +68,10 @@ async fn until_listed(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("thread {thread} never matched: {:?}", list(app, ws, user).await);
+    panic!(
+        "thread {thread} never matched: {:?}",
+        list(app, ws, user).await
+    );
 }
 
 async fn create_thread(app: &TestApp, ws: &str, user: &str, body: serde_json::Value) -> String {
@@ -90,7 +93,13 @@ async fn threads_run_at_once_with_live_statuses_permissions_and_unread_counts() 
     let ws = app.create("pi").await;
     let first = first_thread(&pool, &ws).await;
     // The workspace's one conversation is its first thread; a second has an agent of its own.
-    let b = create_thread(&app, &ws, "ada", json!({"agent": "pi", "title": "Second task"})).await;
+    let b = create_thread(
+        &app,
+        &ws,
+        "ada",
+        json!({"agent": "pi", "title": "Second task"}),
+    )
+    .await;
     let l = list(&app, &ws, "ada").await;
     assert_eq!(l.len(), 2);
     assert_eq!(find(&l, &b)["title"], "Second task");
@@ -106,9 +115,17 @@ async fn threads_run_at_once_with_live_statuses_permissions_and_unread_counts() 
     assert_eq!(working["startedBy"], "ada");
     prompt_in(&app, &ws, &b, "bob", "stream 5").await;
     let b_turn = b_events.until(is_turn_end).await;
-    assert!(b_turn.iter().any(|e| agent_said(e).as_deref() == Some("chunk 4 ")));
+    assert!(
+        b_turn
+            .iter()
+            .any(|e| agent_said(e).as_deref() == Some("chunk 4 "))
+    );
     let l = list(&app, &ws, "bob").await;
-    assert_eq!(find(&l, &first)["status"], "working", "A still works after B ended");
+    assert_eq!(
+        find(&l, &first)["status"],
+        "working",
+        "A still works after B ended"
+    );
     assert_eq!(find(&l, &b)["status"], "idle");
 
     // A permission request in B shows on B for Ada, who watches A, at once (a pulse on A's
@@ -220,15 +237,15 @@ async fn threads_run_at_once_with_live_statuses_permissions_and_unread_counts() 
     // A thread of another workspace, and bad ids, are refused with a clear error.
     let other = app.create("pi").await;
     let (s, body) = app
-        .post(
-            "info",
-            json!({"workspaceId": other, "threadId": b}),
-        )
+        .post("info", json!({"workspaceId": other, "threadId": b}))
         .await;
     assert_eq!(s, 404, "{body}");
     assert_eq!(body["code"], "not_found");
     let (s, _) = app
-        .post("info", json!({"workspaceId": ws, "threadId": "x".repeat(5000)}))
+        .post(
+            "info",
+            json!({"workspaceId": ws, "threadId": "x".repeat(5000)}),
+        )
         .await;
     assert_eq!(s, 404);
     let (s, body) = app
@@ -389,10 +406,16 @@ async fn a_fork_carries_the_conversation_and_exports_hold_the_whole_thread() {
         assert!(l["time"].as_str().unwrap().ends_with('Z'));
         assert!(l["kind"].is_string() && l["author"].is_string() && !l["data"].is_null());
     }
-    assert!(lines.iter().any(|l| l["kind"] == "permission.answered"
-        && l["author"].as_str().unwrap().starts_with("bob")));
+    assert!(
+        lines.iter().any(|l| l["kind"] == "permission.answered"
+            && l["author"].as_str().unwrap().starts_with("bob"))
+    );
     let (s, _) = (
-        get("export.exe", ADMIN_TOKEN).await.unwrap().status().as_u16(),
+        get("export.exe", ADMIN_TOKEN)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
         (),
     );
     assert_eq!(s, 404);
@@ -420,10 +443,19 @@ async fn a_fork_carries_the_conversation_and_exports_hold_the_whole_thread() {
         RoomEvent::ThreadForked { .. }
     ));
     for (endpoint, body) in [
-        ("prompt", json!({"workspaceId": ws, "threadId": fork, "text": "hi"})),
+        (
+            "prompt",
+            json!({"workspaceId": ws, "threadId": fork, "text": "hi"}),
+        ),
         ("threads/create", json!({"workspaceId": ws})),
-        ("threads/rename", json!({"workspaceId": ws, "threadId": fork, "title": "x"})),
-        ("threads/archive", json!({"workspaceId": ws, "threadId": fork, "archived": true})),
+        (
+            "threads/rename",
+            json!({"workspaceId": ws, "threadId": fork, "title": "x"}),
+        ),
+        (
+            "threads/archive",
+            json!({"workspaceId": ws, "threadId": fork, "archived": true}),
+        ),
         ("cancel", json!({"workspaceId": ws, "threadId": fork})),
     ] {
         let (s, answer) = app.post_as(&viewer, endpoint, body).await;
@@ -486,8 +518,10 @@ async fn a_workspace_made_before_threads_opens_with_its_conversation_as_its_firs
     }
     sqlx::query("INSERT INTO room_state (workspace_id, state) VALUES ($1, $2)")
         .bind(ws)
-        .bind(json!({"running": null, "connection": null, "promptRpcId": null, "queue": [],
-            "openPermissions": [], "lastPromptSeq": 2, "teamNotes": ["Old Bob: a note"]}))
+        .bind(
+            json!({"running": null, "connection": null, "promptRpcId": null, "queue": [],
+            "openPermissions": [], "lastPromptSeq": 2, "teamNotes": ["Old Bob: a note"]}),
+        )
         .execute(&pool)
         .await
         .unwrap();
@@ -504,8 +538,12 @@ async fn a_workspace_made_before_threads_opens_with_its_conversation_as_its_firs
         .await
         .unwrap();
     assert_eq!(entries.len(), 2);
-    assert!(matches!(&entries[1].event, RoomEvent::ChatUser { text, .. } if text == "second words"));
-    let state = huddle::store::room_state::load(&pool, &thread.id).await.unwrap();
+    assert!(
+        matches!(&entries[1].event, RoomEvent::ChatUser { text, .. } if text == "second words")
+    );
+    let state = huddle::store::room_state::load(&pool, &thread.id)
+        .await
+        .unwrap();
     assert_eq!(state.team_notes, vec!["Old Bob: a note".to_string()]);
     // And the API serves it as the workspace's conversation, with or without its thread id.
     let sa = start_sandbox_agent(None, None).await;
@@ -515,7 +553,10 @@ async fn a_workspace_made_before_threads_opens_with_its_conversation_as_its_firs
     assert_eq!(info["threadId"], thread.id.as_str());
     assert_eq!(info["head"], 2);
     let (s, snap) = app
-        .post("snapshot", json!({"workspaceId": ws, "threadId": thread.id}))
+        .post(
+            "snapshot",
+            json!({"workspaceId": ws, "threadId": thread.id}),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(snap["entries"].as_array().unwrap().len(), 2);
