@@ -6,11 +6,11 @@
 #![recursion_limit = "256"]
 
 pub mod api;
-pub mod app;
 pub mod browser;
 pub mod error;
 pub mod model;
 pub mod timeline;
+pub mod ui;
 
 #[cfg(feature = "ssr")]
 pub mod auth;
@@ -47,7 +47,7 @@ pub mod threads;
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    leptos::mount::hydrate_body(ui::App);
     // Lets tests (and curious people) tell a hydrated page from a server-rendered one.
     if let Some(body) = web_sys::window()
         .and_then(|w| w.document())

@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::{App, shell};
 use crate::auth::{Auth, AuthOptions, Caller};
 use crate::config::Config;
 use crate::config::SandboxMode;
@@ -34,6 +33,7 @@ use crate::sandbox_agent::process::{ProcessError, SandboxAgentProcess};
 pub use crate::state::AppState;
 use crate::state::status_of;
 use crate::store::{self, StoreError};
+use crate::ui::{App, shell};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

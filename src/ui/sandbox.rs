@@ -3,6 +3,8 @@
 //! sandbox hosts on the home page.
 
 use leptos::prelude::*;
+
+use crate::ui::components::ErrorLine;
 use leptos::task::spawn_local;
 
 use crate::api::{add_sandbox_host, delete_workspace, move_workspace, sandbox_hosts};
@@ -245,15 +247,5 @@ pub fn SandboxHosts() -> impl IntoView {
             </form>
             <ErrorLine error />
         </section>
-    }
-}
-
-/// An action's error, when there is one.
-#[component]
-fn ErrorLine(error: RwSignal<Option<String>>) -> impl IntoView {
-    view! {
-        <Show when=move || error.get().is_some()>
-            <p class="error" role="alert">{move || error.get()}</p>
-        </Show>
     }
 }

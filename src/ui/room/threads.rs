@@ -221,7 +221,7 @@ pub fn ThreadListPanel(
                                         " · "
                                         <span class="status" data-testid="thread-status">{status}</span>
                                         " · "
-                                        <super::Clock at=t.last_activity />
+                                        <crate::ui::components::Clock at=t.last_activity />
                                     </span>
                                 </a>
                                 {can_act.then(|| view! { <ThreadActions state thread=t.clone() error /> })}
@@ -238,9 +238,7 @@ pub fn ThreadListPanel(
                 />
                 " Archived threads"
             </label>
-            <Show when=move || error.get().is_some()>
-                <p class="error" role="alert">{move || error.get()}</p>
-            </Show>
+            <crate::ui::components::ErrorLine error />
         </nav>
     }
 }

@@ -1,0 +1,9 @@
+//! Small pieces every page uses.
+
+mod clock;
+mod error_line;
+mod name_tag;
+
+pub(crate) use clock::{Clock, activity_label};
+pub(crate) use error_line::ErrorLine;
+pub(crate) use name_tag::NameTag;
