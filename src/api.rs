@@ -86,22 +86,6 @@ pub async fn add_sandbox_host(
     state.add_sandbox_host(&caller, &url, token, cwd_root).await
 }
 
-/// Checks a prompt's text: neither empty nor too long.
-pub fn check_prompt(text: String) -> Result<String, ApiError> {
-    use crate::model::MAX_PROMPT_CHARS;
-    let text = text.trim_end().to_string();
-    if text.trim().is_empty() {
-        return Err(ApiError::bad_request("The message is empty."));
-    }
-    let chars = text.chars().count();
-    if chars > MAX_PROMPT_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "The message is {chars} characters long; the limit is {MAX_PROMPT_CHARS}."
-        )));
-    }
-    Ok(text)
-}
-
 /// The workspace's session and who is in the room.
 #[server(prefix = "/api", endpoint = "workspace/info", input = Json, output = Json)]
 pub async fn workspace_info(
@@ -261,7 +245,7 @@ pub async fn room_page(
     /// With no `threadId`: the most recently active thread instead of the first.
     #[server(default)]
     latest: bool,
-) -> Result<crate::model::RoomPage, ApiError> {
+) -> Result<crate::timeline::RoomPage, ApiError> {
     let (state, caller) = service()?;
     state
         .room_page(&caller, &workspace_id, thread_id.as_deref(), latest)
@@ -276,7 +260,7 @@ pub async fn history(
     #[server(rename = "threadId")]
     thread_id: Option<String>,
     before: usize,
-) -> Result<crate::model::HistoryPage, ApiError> {
+) -> Result<crate::timeline::HistoryPage, ApiError> {
     let (state, caller) = service()?;
     state
         .history(&caller, &workspace_id, thread_id.as_deref(), before)

@@ -9,6 +9,7 @@ pub mod api;
 pub mod browser;
 pub mod error;
 pub mod model;
+pub mod paths;
 pub mod timeline;
 pub mod ui;
 

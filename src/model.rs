@@ -511,14 +511,14 @@ impl RoomEntry {
                 let opening = ev.sender == Sender::Client
                     && matches!(method, Some("session/new" | "session/load"))
                     && ev.payload.pointer("/params/cwd").is_some();
-                let changed = crate::timeline::relative_json(&mut ev.payload, dir);
+                let changed = crate::paths::relative_json(&mut ev.payload, dir);
                 if opening {
                     ev.payload["params"]["cwd"] = serde_json::Value::String("(hidden)".into());
                 }
                 changed || opening
             }
             RoomEvent::PermissionRequested { request, .. } => {
-                crate::timeline::relative_json(request, dir)
+                crate::paths::relative_json(request, dir)
             }
             _ => false,
         };
@@ -558,35 +558,6 @@ pub struct RoomSnapshot {
     pub info: WorkspaceInfo,
     pub entries: Vec<RoomEntry>,
     /// Finished agent messages rendered to sanitised HTML, by timeline item key.
-    pub rendered: Vec<(String, String)>,
-}
-
-/// What the page of a workspace needs: who is looking, what they may do, and the room.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoomPage {
-    pub me: Me,
-    pub access: Access,
-    pub info: WorkspaceInfo,
-    /// The room log folded into its timeline (not the log itself: a day of agent output is tens
-    /// of thousands of entries, and a few hundred rows).
-    pub fold: crate::timeline::Fold,
-    /// The newest room-log seq folded in: the live stream resumes after it.
-    pub head: i64,
-    /// Finished markdown (agent text segments, tool text) rendered to sanitised HTML, by key.
-    pub rendered: Vec<(String, String)>,
-    /// How many older rows come before the fold's first: `/api/workspace/history` pages them in.
-    pub older: usize,
-    /// The workspace's threads, for the thread list.
-    pub threads: ThreadList,
-}
-
-/// Answer of `POST /api/workspace/history`: the rows `[start, before)` of the room's timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryPage {
-    pub start: usize,
-    pub items: Vec<crate::timeline::Item>,
     pub rendered: Vec<(String, String)>,
 }
 
@@ -768,6 +739,22 @@ pub struct ThreadPulse {
     pub status: Option<ThreadStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+}
+
+/// Checks a prompt's text: neither empty nor too long.
+pub fn check_prompt(text: String) -> Result<String, crate::error::ApiError> {
+    use crate::error::ApiError;
+    let text = text.trim_end().to_string();
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request("The message is empty."));
+    }
+    let chars = text.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "The message is {chars} characters long; the limit is {MAX_PROMPT_CHARS}."
+        )));
+    }
+    Ok(text)
 }
 
 /// Answer of `POST /api/workspace/prompt`.

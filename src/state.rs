@@ -54,6 +54,12 @@ const FOLDS_KEPT: usize = 32;
 type Folds =
     quick_cache::sync::Cache<String, Arc<tokio::sync::Mutex<(i64, crate::timeline::Fold)>>>;
 
+impl FromRef<AppState> for Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.auth.clone()
+    }
+}
+
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.0.leptos_options.clone()
@@ -260,7 +266,7 @@ impl AppState {
         id: &str,
         thread: Option<&str>,
         latest: bool,
-    ) -> Result<crate::model::RoomPage, ApiError> {
+    ) -> Result<crate::timeline::RoomPage, ApiError> {
         let recent = match (thread, latest) {
             (None, true) => {
                 self.auth().require(caller, id, Need::View).await?;
@@ -285,7 +291,7 @@ impl AppState {
         let rendered = render_finished(fold.items());
         let fold = fold.without_finished_text();
         let threads = self.threads(caller, id).await?;
-        Ok(crate::model::RoomPage {
+        Ok(crate::timeline::RoomPage {
             me,
             access: crate::model::Access {
                 role: grant.role,
@@ -338,7 +344,7 @@ impl AppState {
         id: &str,
         thread: Option<&str>,
         before: usize,
-    ) -> Result<crate::model::HistoryPage, ApiError> {
+    ) -> Result<crate::timeline::HistoryPage, ApiError> {
         let grant = self.auth().require(caller, id, Need::View).await?;
         let key = self.room_key(id, thread).await?;
         let head = store::room_log::head(self.pool(), &key.thread).await?;
@@ -357,7 +363,7 @@ impl AppState {
         }
         let rendered = render_finished(&items);
         crate::timeline::clear_finished_text(&mut items);
-        Ok(crate::model::HistoryPage {
+        Ok(crate::timeline::HistoryPage {
             start,
             items,
             rendered,
@@ -612,7 +618,7 @@ impl AppState {
         team_only: bool,
         images: Vec<crate::model::ImageUpload>,
     ) -> Result<i64, ApiError> {
-        let text = crate::api::check_prompt(text)?;
+        let text = crate::model::check_prompt(text)?;
         let images = check_images(images)?;
         let grant = self.auth().require(caller, workspace_id, Need::Act).await?;
         let key = self.room_key(workspace_id, thread).await?;

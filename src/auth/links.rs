@@ -6,9 +6,8 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use tower_sessions::Session;
 
-use super::Caller;
+use super::{Auth, Caller};
 use crate::error::ApiError;
-use crate::state::{AppState, status_of};
 
 /// A small page for a link that did not work (people open these, scripts do not).
 fn refusal(err: ApiError) -> Response {
@@ -28,18 +27,20 @@ fn refusal(err: ApiError) -> Response {
         axum::http::header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'",
     );
-    (status_of(err.code), [csp], Html(page)).into_response()
+    let status = axum::http::StatusCode::from_u16(err.code.http_status())
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [csp], Html(page)).into_response()
 }
 
 /// `GET /join/{secret}`: joins a workspace with the invite's role (or may create workspaces).
 pub async fn join(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     Extension(caller): Extension<Caller>,
     session: Option<Extension<Session>>,
     Path(secret): Path<String>,
 ) -> Response {
     let session = session.map(|Extension(s)| s);
-    match state.auth().join(&caller, session.as_ref(), &secret).await {
+    match auth.join(&caller, session.as_ref(), &secret).await {
         Ok(to) => Redirect::to(&to).into_response(),
         Err(e) => refusal(e),
     }
@@ -47,17 +48,13 @@ pub async fn join(
 
 /// `GET /sign-in/{secret}`: the browser that opens this run's link becomes the instance owner.
 pub async fn sign_in(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     Extension(caller): Extension<Caller>,
     session: Option<Extension<Session>>,
     Path(secret): Path<String>,
 ) -> Response {
     let session = session.map(|Extension(s)| s);
-    match state
-        .auth()
-        .sign_in(&caller, session.as_ref(), &secret)
-        .await
-    {
+    match auth.sign_in(&caller, session.as_ref(), &secret).await {
         Ok(()) => Redirect::to("/").into_response(),
         Err(e) => refusal(e),
     }

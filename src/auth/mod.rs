@@ -25,7 +25,6 @@ use sha2::{Digest, Sha256};
 pub use service::{Auth, AuthOptions, Grant, Kick, Need};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::state::AppState;
 
 /// Session keys.
 const PERSON_KEY: &str = "person";
@@ -94,11 +93,7 @@ fn is_page(path: &str) -> bool {
 }
 
 /// Resolves who sent the request (for pages, the API and the forms; static files skip it).
-pub async fn identify(
-    State(state): State<AppState>,
-    mut req: Request<Body>,
-    next: Next,
-) -> Response {
+pub async fn identify(State(auth): State<Auth>, mut req: Request<Body>, next: Next) -> Response {
     let path = req.uri().path();
     let page = req.method() == Method::GET && is_page(path);
     if !(page || path.starts_with("/api/") || path == "/new" || path.ends_with("/send")) {
@@ -107,7 +102,6 @@ pub async fn identify(
     // Nobody gets an identity for looking: only a person naming themselves does here (opening a
     // valid link makes one in its handler). Anonymous traffic stores nothing.
     let create = req.method() == Method::POST && path == "/api/me/name";
-    let auth = state.auth();
     let caller = match req.headers().get(header::AUTHORIZATION) {
         Some(value) => {
             let token = value

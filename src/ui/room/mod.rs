@@ -16,7 +16,8 @@ use leptos::task::spawn_local;
 use leptos_meta::Title;
 
 use crate::browser;
-use crate::model::{Access, Member, RoomPage};
+use crate::model::{Access, Member};
+use crate::timeline::RoomPage;
 use crate::ui::hydrated;
 use std::collections::HashMap;
 
