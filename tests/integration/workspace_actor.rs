@@ -382,7 +382,7 @@ async fn history_pages_follow_the_log_as_it_grows() {
             .post("history", json!({"workspaceId": ws, "before": rows}))
             .await;
         assert_eq!(status, 200, "{page}");
-        let page: huddle::model::HistoryPage = serde_json::from_value(page).unwrap();
+        let page: huddle::timeline::HistoryPage = serde_json::from_value(page).unwrap();
         let keys = |items: &[huddle::timeline::Item]| {
             items.iter().map(|i| i.key.clone()).collect::<Vec<_>>()
         };
