@@ -7,18 +7,19 @@
 //! - `handle`: the cheap handle, mailbox commands, errors, subscriptions.
 //! - `actor`: the select loop; it never awaits the network or the database itself.
 //! - `writer`: the room-log writer task (seqs, persist, then broadcast; idempotent retries).
-//! - `turns`: prompts, the queue, the turn state machine, the agent session.
-//! - `permissions`: the agent's permission requests, first answer wins.
+//! - `messages`: what the actor's tasks and its writer report back to it.
+//! - `actor/turns`: prompts, the queue, the turn state machine, the agent session.
+//! - `actor/permissions`: the agent's permission requests, first answer wins.
 //! - `presence`: who is in the room, ephemeral and coalesced.
-//! - `recover`: what a previous run left in flight.
+//! - `actor/recover`: what a previous run left in flight.
+//!
+//! The actor's parts are its children: they extend it without importing it back.
 
 mod actor;
 mod handle;
-mod permissions;
+mod messages;
 mod presence;
-mod recover;
 mod registry;
-mod turns;
 mod writer;
 
 pub use handle::{Live, LiveEntry, RoomError, RoomHandle, Subscription};

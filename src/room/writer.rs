@@ -14,8 +14,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::actor::{Internal, Then};
 use super::handle::Live;
+use super::messages::{Internal, Then};
 use crate::model::{RoomEntry, RoomEvent};
 use crate::sandbox_agent::now_ms;
 use crate::store::StoreError;

@@ -5,9 +5,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::actor::{Actor, Internal, Then};
-use super::handle::{Reply, RoomError};
+use super::{Actor, Internal, Then};
 use crate::model::{ImageRef, Member, NoticeLevel, QueuedPrompt, RoomEvent};
+use crate::room::handle::{Reply, RoomError};
 use crate::sandbox_agent::{
     AcpError, ChosenOptions, CreateSessionRequest, PromptBlock, Session, TurnEnd, now_ms,
 };

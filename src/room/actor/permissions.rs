@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::actor::{Actor, Internal};
-use super::handle::{Reply, RoomError};
 use super::turns::SessionSlot;
+use super::{Actor, Internal};
 use crate::model::{Member, RoomEvent};
+use crate::room::handle::{Reply, RoomError};
 use crate::sandbox_agent::AcpError;
 use crate::store::room_state::OpenPermission;
 

@@ -8,16 +8,21 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
+mod permissions;
+mod recover;
+mod turns;
+
+use self::permissions::Permissions;
+use self::recover::Boot;
+use self::turns::{SessionSlot, Turns};
 use super::handle::{Command, Live, Reply, RoomError, RoomHandle, Subscription};
-use super::permissions::Permissions;
+use super::messages::{Internal, Then};
 use super::presence::Presence;
-use super::recover::Boot;
 use super::registry::{Registry, WorkspaceAwake};
-use super::turns::{SessionSlot, Turns};
 use super::writer::{Job, LogWriter};
-use crate::model::{ImageRef, Member, NoticeLevel, RoomEvent, WorkspaceInfo};
+use crate::model::{Member, NoticeLevel, RoomEvent, WorkspaceInfo};
 use crate::sandbox::{SandboxEvent, WorkspaceSandbox};
-use crate::sandbox_agent::{AcpError, Session, SessionNotice, TurnEnd};
+use crate::sandbox_agent::SessionNotice;
 use crate::store::WorkspaceRow;
 use crate::store::room_state::RoomState;
 use crate::store::threads::ThreadRow;
@@ -29,80 +34,23 @@ const NOTICE_BATCH: usize = 256;
 /// flushing the writer, releasing the lease).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// What the actor does once a write it asked for is in Postgres (or could not be made).
-pub(crate) enum Then {
-    Prompt {
-        member: Member,
-        text: String,
-        team_only: bool,
-        images: Vec<ImageRef>,
-        reply: Reply<i64>,
-    },
-    Cancel {
-        reply: Reply<()>,
-    },
-}
-
-/// Results of the actor's tasks and of its writer.
-pub(crate) enum Internal {
-    Written {
-        first_seq: i64,
-        then: Then,
-    },
-    WriteFailed {
-        then: Then,
-    },
-    SessionReady(Result<Arc<Session>, AcpError>),
-    TurnDone {
-        prompt_seq: i64,
-        result: Result<TurnEnd, AcpError>,
-    },
-    /// A turn's prompt went out on this connection with this request id.
-    PromptSent {
-        prompt_seq: i64,
-        connection: String,
-        rpc_id: u64,
-    },
-    /// Re-attaching to the connection of a turn that was running before a restart.
-    Reattached {
-        prompt_seq: i64,
-        result: Result<Arc<Session>, AcpError>,
-    },
-    PermissionSent {
-        request_id: String,
-        option_id: String,
-        member: Member,
-        reply: Reply<()>,
-        result: Result<(), AcpError>,
-    },
-    OptionSet {
-        member: Member,
-        config_id: String,
-        value: String,
-        reply: Reply<()>,
-        result: Result<(), AcpError>,
-    },
-    /// The writer found the workspace's lease taken by another process.
-    LeaseLost,
-}
-
 pub(super) struct Actor {
-    pub(super) row: WorkspaceRow,
+    row: WorkspaceRow,
     /// The thread this actor is the room of.
-    pub(super) thread: ThreadRow,
-    pub(super) registry: Registry,
+    thread: ThreadRow,
+    registry: Registry,
     me: RoomHandle,
-    pub(super) log: LogWriter,
-    pub(super) live: broadcast::Sender<Live>,
-    pub(super) internal: mpsc::UnboundedSender<Internal>,
-    pub(super) notices: mpsc::Sender<SessionNotice>,
-    pub(super) session: SessionSlot,
-    pub(super) turns: Turns,
-    pub(super) permissions: Permissions,
+    log: LogWriter,
+    live: broadcast::Sender<Live>,
+    internal: mpsc::UnboundedSender<Internal>,
+    notices: mpsc::Sender<SessionNotice>,
+    session: SessionSlot,
+    turns: Turns,
+    permissions: Permissions,
     presence: Presence,
     /// Where the agent runs: the workspace's sandbox, started on first need, stopped when the
     /// workspace's last awake thread sleeps.
-    pub(super) sandbox: Arc<WorkspaceSandbox>,
+    sandbox: Arc<WorkspaceSandbox>,
     /// The status the thread list was last told.
     pulsed: (crate::model::ThreadStatus, Option<String>),
 }
@@ -693,7 +641,7 @@ impl Actor {
                         level: NoticeLevel::Warning,
                         message: format!(
                             "The agent's new session did not take the room's {} ({value}): it uses its default.",
-                            super::turns::option_name(&config_id)
+                            turns::option_name(&config_id)
                         ),
                     });
                 }

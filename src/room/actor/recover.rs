@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use super::actor::{Actor, Internal};
 use super::turns::{Running, SessionSlot};
+use super::{Actor, Internal};
 use crate::model::{NoticeLevel, QueuedPrompt, RoomEvent};
 use crate::sandbox_agent::{AcpError, Session};
 use crate::store::room_state::{self, RoomState};
