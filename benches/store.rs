@@ -58,6 +58,7 @@ async fn main() {
         cwd: Some("/tmp".into()),
         sandbox_id: None,
         options: Default::default(),
+        fork_of: None,
     };
     let s = client.create_session(request, tx).await.unwrap();
     let chunk_count = |pool: sqlx::PgPool| async move {

@@ -117,15 +117,15 @@ impl AppState {
         };
         // A fork starts with the conversation up to the row it was made from.
         let fork = match fork {
-            Some(f) => Some(self.fork_source(ws, f).await?),
+            Some(f) => Some(self.fork_source(ws, f, &agent).await?),
             None => None,
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let session_id = crate::room::session_id_of(ws, &id);
-        let forked_from = fork.as_ref().map(|(from, seq, _)| ForkedFrom {
-            thread_id: from.id.clone(),
-            seq: *seq,
-            method: ForkMethod::Transcript,
+        let forked_from = fork.as_ref().map(|f| ForkedFrom {
+            thread_id: f.from.id.clone(),
+            seq: f.seq,
+            method: f.method(),
         });
         let mut tx = self.pool().begin().await.map_err(store::StoreError::from)?;
         store::threads::insert(
@@ -142,7 +142,14 @@ impl AppState {
         )
         .await?;
         tx.commit().await.map_err(store::StoreError::from)?;
-        if let Some((from, seq, transcript)) = fork {
+        if let Some(fork) = fork {
+            let method = fork.method();
+            let Fork {
+                from,
+                seq,
+                transcript,
+                agent_session,
+            } = fork;
             // Its first entry says where it came from; its state carries the conversation to the
             // first prompt. Nobody else writes a thread that nobody has opened yet.
             let entry = RoomEntry {
@@ -154,11 +161,14 @@ impl AppState {
                     from_thread_id: from.id.clone(),
                     from_title: title_of(&from),
                     seq,
-                    method: ForkMethod::Transcript,
+                    method,
                 },
             };
+            // The transcript is kept either way: it goes with the first prompt should the
+            // agent not fork its session after all.
             let state = RoomState {
                 fork_context: Some(transcript),
+                fork_session: agent_session,
                 ..RoomState::default()
             };
             let written =
@@ -187,13 +197,11 @@ impl AppState {
         })
     }
 
-    /// The thread a fork is made from, the row, and the conversation up to it as the new
-    /// thread's agent reads it.
-    async fn fork_source(
-        &self,
-        ws: &str,
-        f: ForkFrom,
-    ) -> Result<(ThreadRow, i64, String), ApiError> {
+    /// The thread a fork is made from, the row, the conversation up to it as the new thread's
+    /// agent reads it, and the agent's own session to fork where that is how it goes: the same
+    /// agent, forked at the end of the conversation (nobody spoke since), and an agent that offers
+    /// `session/fork`.
+    async fn fork_source(&self, ws: &str, f: ForkFrom, agent: &str) -> Result<Fork, ApiError> {
         let key = self.room_key(ws, Some(&f.thread_id)).await?;
         let from = store::threads::find(self.pool(), &key.thread)
             .await?
@@ -206,7 +214,28 @@ impl AppState {
         }
         let entries = store::room_log::list(self.pool(), &key.thread, 0, f.seq, i64::MAX).await?;
         let transcript = transcript(&title_of(&from), &entries);
-        Ok((from, f.seq, transcript))
+        let at_end = store::room_log::prompts_after(self.pool(), &key.thread, f.seq)
+            .await?
+            .is_empty();
+        let agent_session =
+            if from.agent == agent && at_end && self.registry().can_fork(agent) == Some(true) {
+                crate::sandbox_agent::SessionPersistDriver::get_session(
+                    &crate::sandbox_agent::PostgresPersist::new(self.pool().clone()),
+                    &from.session_id,
+                )
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.agent_session_id)
+            } else {
+                None
+            };
+        Ok(Fork {
+            from,
+            seq: f.seq,
+            transcript,
+            agent_session,
+        })
     }
 
     /// Names a thread (members); an empty name goes back to the agent's title.
@@ -336,6 +365,24 @@ impl AppState {
                 started_by: None,
             },
         );
+    }
+}
+
+/// Where a new thread is forked from, and how its agent gets the conversation.
+struct Fork {
+    from: ThreadRow,
+    seq: i64,
+    transcript: String,
+    /// The agent's own session to fork (`None`: the transcript goes with the first prompt).
+    agent_session: Option<String>,
+}
+
+impl Fork {
+    fn method(&self) -> ForkMethod {
+        match self.agent_session {
+            Some(_) => ForkMethod::Session,
+            None => ForkMethod::Transcript,
+        }
     }
 }
 

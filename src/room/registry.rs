@@ -83,6 +83,8 @@ struct Inner {
     workspaces: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Gate>>>>,
     /// Thread-list changes of each workspace, for its streams.
     pulses: Mutex<HashMap<String, broadcast::Sender<ThreadPulse>>>,
+    /// Whether each agent offers to fork its sessions, as its last session said.
+    forks: Mutex<HashMap<String, bool>>,
     /// The status of each awake thread, as its actor last said it.
     statuses: Mutex<HashMap<String, (ThreadStatus, Option<String>)>>,
     /// Workspaces being deleted or moved: they do not wake meanwhile.
@@ -104,6 +106,7 @@ impl Registry {
                 workspaces: Mutex::new(HashMap::new()),
                 pulses: Mutex::new(HashMap::new()),
                 statuses: Mutex::new(HashMap::new()),
+                forks: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -296,6 +299,25 @@ impl Registry {
     /// The thread-list changes of a workspace, live.
     pub fn thread_pulses(&self, workspace: &str) -> broadcast::Receiver<ThreadPulse> {
         self.pulse_sender(workspace).subscribe()
+    }
+
+    /// An agent's session said whether it can fork sessions.
+    pub(super) fn learn_fork(&self, agent: &str, can: bool) {
+        self.inner
+            .forks
+            .lock()
+            .expect("registry lock")
+            .insert(agent.to_string(), can);
+    }
+
+    /// Whether an agent forks its sessions (`None`: no session of it was opened yet).
+    pub fn can_fork(&self, agent: &str) -> Option<bool> {
+        self.inner
+            .forks
+            .lock()
+            .expect("registry lock")
+            .get(agent)
+            .copied()
     }
 
     /// What a thread is doing (`idle` when it sleeps).

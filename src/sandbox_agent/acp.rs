@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use agent_client_protocol_schema::ProtocolVersion;
 use agent_client_protocol_schema::v1::{
-    AGENT_METHOD_NAMES, CancelNotification, ClientCapabilities, ContentBlock, ImageContent,
-    Implementation, InitializeRequest, InitializeResponse, LoadSessionRequest, NewSessionRequest,
-    NewSessionResponse, PromptRequest, PromptResponse, RequestPermissionOutcome,
+    AGENT_METHOD_NAMES, CancelNotification, ClientCapabilities, ContentBlock, ForkSessionRequest,
+    ImageContent, Implementation, InitializeRequest, InitializeResponse, LoadSessionRequest,
+    NewSessionRequest, NewSessionResponse, PromptRequest, PromptResponse, RequestPermissionOutcome,
     RequestPermissionRequest, RequestPermissionResponse, SelectedPermissionOutcome,
     SetSessionConfigOptionRequest, SetSessionModeRequest, TextContent,
 };
@@ -64,6 +64,32 @@ pub(crate) fn can_load_session(initialized: &Value) -> bool {
     serde_json::from_value::<InitializeResponse>(initialized.clone())
         .map(|r| r.agent_capabilities.load_session)
         .unwrap_or(false)
+}
+
+/// Whether the agent's `initialize` answer says it can fork a session (`session/fork`).
+pub(crate) fn can_fork_session(initialized: &Value) -> bool {
+    serde_json::from_value::<InitializeResponse>(initialized.clone())
+        .map(|r| r.agent_capabilities.session_capabilities.fork.is_some())
+        .unwrap_or(false)
+}
+
+pub(crate) fn method_fork_session() -> &'static str {
+    AGENT_METHOD_NAMES.session_fork
+}
+
+/// `session/fork` of the agent's own session `session_id`, with what `session/new` would have
+/// been given (`cwd`, MCP servers): a new session that starts with that one's conversation.
+pub(crate) fn fork_session(session_id: &str, new_session: &Value) -> Value {
+    let cwd = new_session
+        .get("cwd")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    let mut request = to_value(ForkSessionRequest::new(session_id.to_string(), cwd));
+    if let Some(servers) = new_session.get("mcpServers") {
+        request["mcpServers"] = servers.clone();
+    }
+    request
 }
 
 /// `session/load` of the agent's own session, with what `session/new` was given (`cwd`, MCP

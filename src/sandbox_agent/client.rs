@@ -40,6 +40,9 @@ pub struct CreateSessionRequest {
     pub cwd: Option<String>,
     pub sandbox_id: Option<String>,
     pub options: ChosenOptions,
+    /// The agent's own session to fork this new one from (`session/fork`), where the agent
+    /// offers it; else (or when it refuses) the session starts new.
+    pub fork_of: Option<String>,
 }
 
 /// The options the room chose (config id -> value; [`acp::LEGACY_MODE`] for a mode list), shared
@@ -292,6 +295,7 @@ impl SandboxAgent {
             sandbox_id: request.sandbox_id.clone(),
         };
         let session = Session::new(self.clone(), record, notices, request.options);
+        session.state.lock().await.fork_of = request.fork_of;
         session.connect(false).await?;
         Ok(session)
     }
@@ -348,6 +352,9 @@ pub struct Session {
     permissions: Permissions,
     /// The agent takes images in prompts (as its `initialize` answer said).
     takes_images: std::sync::atomic::AtomicBool,
+    /// The agent can fork sessions; this one was forked.
+    forks: std::sync::atomic::AtomicBool,
+    forked: std::sync::atomic::AtomicBool,
     options: ChosenOptions,
     /// The next event index, shared by all of the session's connections (see [`Binding`]).
     next_index: Arc<std::sync::atomic::AtomicI64>,
@@ -362,6 +369,10 @@ struct SessionState {
     /// The next connection reopens the session after a stopped turn: the room is not told, as
     /// nothing was lost.
     quiet_reopen: bool,
+    /// The agent's session a new one is forked from (taken by the first connection).
+    fork_of: Option<String>,
+    /// The agent can fork a session (`session/fork`, as its `initialize` answer said).
+    can_fork: bool,
 }
 
 impl Session {
@@ -379,11 +390,15 @@ impl Session {
                 replay: None,
                 can_load: false,
                 quiet_reopen: false,
+                fork_of: None,
+                can_fork: false,
             }),
             attached_turn: Mutex::new(None),
             notices,
             permissions: Arc::new(Mutex::new(HashMap::new())),
             takes_images: std::sync::atomic::AtomicBool::new(false),
+            forks: std::sync::atomic::AtomicBool::new(false),
+            forked: std::sync::atomic::AtomicBool::new(false),
             options,
             next_index: Arc::new(std::sync::atomic::AtomicI64::new(1)),
         }
@@ -396,6 +411,19 @@ impl Session {
             std::sync::atomic::Ordering::Relaxed,
         );
         state.can_load = acp::can_load_session(initialized);
+        state.can_fork = acp::can_fork_session(initialized);
+        self.forks
+            .store(state.can_fork, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the agent can fork a session (known once the session is open).
+    pub fn can_fork(&self) -> bool {
+        self.forks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this session was forked from another by the agent itself.
+    pub fn forked(&self) -> bool {
+        self.forked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the agent takes images in prompts (known once the session is open).
@@ -500,7 +528,32 @@ impl Session {
         } else {
             (None, 0)
         };
-        if !loaded {
+        // A new session forked from another, when asked and the agent offers it.
+        let mut forked = false;
+        if !loaded && let Some(source) = state.fork_of.take().filter(|_| state.can_fork) {
+            let params = acp::fork_session(&source, &init);
+            match conn
+                .request(
+                    acp::method_fork_session(),
+                    params,
+                    Some(Duration::from_secs(120)),
+                )
+                .await
+            {
+                Ok(created) => {
+                    state.record.agent_session_id = acp::new_session_id(created.clone());
+                    opened = created;
+                    forked = true;
+                }
+                Err(e) if e.is_gone() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(session = %state.record.id, error = %e, "session/fork failed; starting a new session")
+                }
+            }
+        }
+        self.forked
+            .store(forked, std::sync::atomic::Ordering::Relaxed);
+        if !loaded && !forked {
             let created = conn
                 .request(
                     acp::method_new_session(),

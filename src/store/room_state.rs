@@ -29,6 +29,10 @@ pub struct RoomState {
     /// A forked thread's conversation so far, for its first prompt to carry to the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork_context: Option<String>,
+    /// The agent's own session a forked thread's first session is forked from (`session/fork`);
+    /// where that fails, `fork_context` goes with the first prompt instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_session: Option<String>,
     /// The agent's options as the room chose them (config id -> value): every session opened
     /// later gets them again.
     #[serde(default)]

@@ -710,6 +710,7 @@ pub async fn scripted_session(id: &str) -> Scripted {
         cwd: Some("/tmp".into()),
         sandbox_id: None,
         options: Default::default(),
+        fork_of: None,
     };
     let session = Arc::new(client.create_session(request, tx).await.unwrap());
     Scripted {

@@ -15,6 +15,7 @@ fn request(id: &str, agent: &str) -> CreateSessionRequest {
         cwd: Some("/tmp".into()),
         sandbox_id: None,
         options: Default::default(),
+        fork_of: None,
     }
 }
 

@@ -342,6 +342,39 @@ async fn a_fork_carries_the_conversation_and_exports_hold_the_whole_thread() {
         .collect();
     assert!(!original.contains("hello"), "{original}");
 
+    // Forked at the end of the conversation, with the same agent, which offers session/fork:
+    // the agent forks its own session, and no transcript goes with the first prompt.
+    let end = huddle::store::room_log::head(&pool, &first).await.unwrap();
+    let whole = create_thread(
+        &app,
+        &ws,
+        "bob",
+        json!({"forkFrom": {"threadId": first, "seq": end}}),
+    )
+    .await;
+    let mut whole_events = thread_events(&app, &ws, &whole, "bob").await;
+    match &whole_events.next().await.event {
+        RoomEvent::ThreadForked { method, .. } => {
+            assert_eq!(*method, huddle::model::ForkMethod::Session)
+        }
+        other => panic!("a fork opens with where it came from: {other:?}"),
+    }
+    prompt_in(&app, &ws, &whole, "bob", "recall").await;
+    let recalled: String = whole_events
+        .until(is_turn_end)
+        .await
+        .iter()
+        .filter_map(agent_said)
+        .collect();
+    assert!(
+        recalled.contains("remember pelican") && recalled.contains("remember walrus"),
+        "{recalled}"
+    );
+    assert!(
+        !recalled.contains("This thread continues"),
+        "no transcript: {recalled}"
+    );
+
     // Exports: Markdown and JSONL of the first thread hold every message, tool call, diff and
     // answer, in order.
     let viewer = {
@@ -425,7 +458,7 @@ async fn a_fork_carries_the_conversation_and_exports_hold_the_whole_thread() {
         .post_as(&viewer, "threads", json!({"workspaceId": ws}))
         .await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(body["threads"].as_array().unwrap().len(), 2);
+    assert_eq!(body["threads"].as_array().unwrap().len(), 3);
     let res = app
         .http
         .get(format!(

@@ -537,6 +537,7 @@ impl Actor {
             last_prompt_seq: self.turns.last_prompt_seq,
             team_notes: self.turns.team_notes.clone(),
             fork_context: self.turns.fork_context.clone(),
+            fork_session: self.turns.fork_session.clone(),
             options: self.turns.options.lock().expect("options lock").clone(),
         }
     }

@@ -140,6 +140,7 @@ impl Actor {
         self.turns.queue = state.queue.into_iter().chain(late).collect();
         self.turns.team_notes = state.team_notes;
         self.turns.fork_context = state.fork_context;
+        self.turns.fork_session = state.fork_session;
         *self.turns.options.lock().expect("options lock") = state.options;
         let carried = self.turns.queue.len();
         if carried > 0 {

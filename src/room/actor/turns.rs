@@ -47,6 +47,8 @@ pub(super) struct Turns {
     pub team_notes: Vec<String>,
     /// A forked thread's conversation up to where it was continued: its first prompt carries it.
     pub fork_context: Option<String>,
+    /// The agent's session to fork this thread's first one from (see [`RoomState::fork_session`]).
+    pub fork_session: Option<String>,
     /// The agent's options as the room chose them, shared with the session that applies them.
     pub options: ChosenOptions,
 }
@@ -72,6 +74,7 @@ impl Actor {
             cwd: Some(cwd.display().to_string()),
             sandbox_id: Some(self.row.sandbox_id.clone()),
             options: self.turns.options.clone(),
+            fork_of: self.turns.fork_session.clone(),
         };
         let sandbox = self.sandbox.clone();
         let notices = self.notices.clone();
@@ -107,6 +110,21 @@ impl Actor {
     pub(super) fn session_ready(&mut self, result: Result<Arc<Session>, AcpError>) {
         match result {
             Ok(session) => {
+                self.registry
+                    .learn_fork(&self.thread.agent, session.can_fork());
+                // A forked thread's first session: the agent has the conversation itself, or it
+                // goes with the first prompt as context.
+                if self.turns.fork_session.take().is_some() {
+                    if session.forked() {
+                        self.turns.fork_context = None;
+                    } else {
+                        self.notice(
+                            NoticeLevel::Warning,
+                            "The agent could not fork its own session: it gets the conversation as context with the first prompt instead.",
+                        );
+                    }
+                    self.write(Vec::new(), true);
+                }
                 self.session = SessionSlot::Ready(session);
                 self.send_running_prompt();
             }
