@@ -123,7 +123,9 @@ pub fn markdown(workspace: &str, thread: &str, entries: &[RoomEntry]) -> String 
                 let _ = writeln!(
                     out,
                     "#### Tool: {} ({}, {})\n",
-                    tool.title, tool.kind, tool.status
+                    tool.title,
+                    tool.kind,
+                    tool.status.label()
                 );
                 for diff in &tool.diffs {
                     let created = if diff.created { " (new file)" } else { "" };
@@ -154,8 +156,12 @@ pub fn markdown(workspace: &str, thread: &str, entries: &[RoomEntry]) -> String 
             View::Plan { entries } => {
                 out.push_str("#### Plan\n\n");
                 for e in entries {
-                    let mark = if e.status == "completed" { "x" } else { " " };
-                    let _ = writeln!(out, "- [{mark}] {} ({})", e.content, e.status);
+                    let mark = if e.status == crate::timeline::PlanStatus::Completed {
+                        "x"
+                    } else {
+                        " "
+                    };
+                    let _ = writeln!(out, "- [{mark}] {} ({})", e.content, e.status.as_str());
                 }
                 out.push('\n');
             }

@@ -405,7 +405,11 @@ fn transcript(from_title: &str, entries: &[RoomEntry]) -> String {
             View::Agent { text, .. } if !text.trim().is_empty() => {
                 lines.push(format!("Agent: {text}"))
             }
-            View::Tool(tool) => lines.push(format!("Agent ran: {} ({})", tool.title, tool.status)),
+            View::Tool(tool) => lines.push(format!(
+                "Agent ran: {} ({})",
+                tool.title,
+                tool.status.label()
+            )),
             _ => {}
         }
     }

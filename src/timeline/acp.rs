@@ -3,8 +3,8 @@
 
 use agent_client_protocol_schema::MaybeUndefined;
 use agent_client_protocol_schema::v1::{
-    AgentNotification, ContentBlock, RequestPermissionRequest, SessionUpdate, ToolCallContent,
-    ToolCallStatus, ToolKind,
+    AgentNotification, ContentBlock, PermissionOptionKind, PlanEntryStatus,
+    RequestPermissionRequest, SessionUpdate, ToolCallContent, ToolCallStatus, ToolKind,
 };
 use serde_json::Value;
 
@@ -135,7 +135,7 @@ impl Fold {
                             id: id.clone(),
                             title: id.clone(),
                             kind: "other".into(),
-                            status: "pending".into(),
+                            status: ToolStatus::Pending,
                             diffs: Vec::new(),
                             text: Vec::new(),
                             terminal: None,
@@ -176,10 +176,7 @@ impl Fold {
                     .into_iter()
                     .map(|p| PlanEntryView {
                         content: p.content,
-                        status: serde_json::to_value(&p.status)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
+                        status: plan_status(&p.status),
                     })
                     .collect();
                 match self.plan {
@@ -311,11 +308,30 @@ pub(super) fn kind_name(kind: &ToolKind) -> String {
         .unwrap_or_else(|| "other".into())
 }
 
-pub(super) fn status_name(status: &ToolCallStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+pub(super) fn status_name(status: &ToolCallStatus) -> ToolStatus {
+    match status {
+        ToolCallStatus::InProgress => ToolStatus::InProgress,
+        ToolCallStatus::Completed => ToolStatus::Completed,
+        ToolCallStatus::Failed => ToolStatus::Failed,
+        _ => ToolStatus::Pending,
+    }
+}
+
+fn plan_status(status: &PlanEntryStatus) -> PlanStatus {
+    match status {
+        PlanEntryStatus::InProgress => PlanStatus::InProgress,
+        PlanEntryStatus::Completed => PlanStatus::Completed,
+        _ => PlanStatus::Pending,
+    }
+}
+
+fn choice_kind(kind: PermissionOptionKind) -> ChoiceKind {
+    match kind {
+        PermissionOptionKind::AllowAlways => ChoiceKind::AllowAlways,
+        PermissionOptionKind::RejectOnce => ChoiceKind::RejectOnce,
+        PermissionOptionKind::RejectAlways => ChoiceKind::RejectAlways,
+        _ => ChoiceKind::AllowOnce,
+    }
 }
 
 pub(super) fn permission_view(request_id: &str, request: &Value) -> PermissionView {
@@ -349,10 +365,7 @@ pub(super) fn permission_view(request_id: &str, request: &Value) -> PermissionVi
                 .map(|o| ChoiceView {
                     id: o.option_id.0.to_string(),
                     name: o.name,
-                    kind: serde_json::to_value(o.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    kind: choice_kind(o.kind),
                 })
                 .collect(),
             answered: None,

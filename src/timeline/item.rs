@@ -53,7 +53,7 @@ pub struct ToolView {
     pub id: String,
     pub title: String,
     pub kind: String,
-    pub status: String,
+    pub status: ToolStatus,
     pub diffs: Vec<DiffView>,
     /// Text content (often markdown: Claude fences command output); rendered once the call ends.
     pub text: Vec<String>,
@@ -71,7 +71,7 @@ pub struct TerminalView {
 impl ToolView {
     /// Whether the call is over: its text is then rendered as markdown, once.
     pub fn finished(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed")
+        matches!(self.status, ToolStatus::Completed | ToolStatus::Failed)
     }
 
     /// The key its `i`th text is rendered under.
@@ -143,19 +143,90 @@ impl ToolView {
     }
 }
 
-/// A choice of a permission request: its id, its name, and its kind (`allow_once`,
-/// `allow_always`, `reject_once`, `reject_always`).
+/// A choice of a permission request: its id, its name, and its kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChoiceView {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    pub kind: ChoiceKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanEntryView {
     pub content: String,
-    pub status: String,
+    pub status: PlanStatus,
+}
+
+/// Where a tool call is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolStatus {
+    #[default]
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl ToolStatus {
+    /// As in ACP (`in_progress`): for attributes and classes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolStatus::Pending => "pending",
+            ToolStatus::InProgress => "in_progress",
+            ToolStatus::Completed => "completed",
+            ToolStatus::Failed => "failed",
+        }
+    }
+
+    /// As people read it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ToolStatus::InProgress => "in progress",
+            other => other.as_str(),
+        }
+    }
+}
+
+/// Where an entry of the agent's plan is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    #[default]
+    Pending,
+    InProgress,
+    Completed,
+}
+
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Pending => "pending",
+            PlanStatus::InProgress => "in_progress",
+            PlanStatus::Completed => "completed",
+        }
+    }
+}
+
+/// What choosing an option of a permission request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChoiceKind {
+    AllowOnce,
+    AllowAlways,
+    RejectOnce,
+    RejectAlways,
+}
+
+impl ChoiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChoiceKind::AllowOnce => "allow_once",
+            ChoiceKind::AllowAlways => "allow_always",
+            ChoiceKind::RejectOnce => "reject_once",
+            ChoiceKind::RejectAlways => "reject_always",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -108,7 +108,7 @@ fn a_turn_shows_what_the_agent_did_in_the_order_it_did_it() {
     }
     assert!(matches!(views[4], View::Thought { text } if text == "ok"));
     assert!(matches!(views[5], View::Agent { text, done: true } if text == "world"));
-    assert!(matches!(views[6], View::Plan { entries } if entries[0].status == "pending"));
+    assert!(matches!(views[6], View::Plan { entries } if entries[0].status == PlanStatus::Pending));
     assert_eq!(views.len(), 7, "the command list is no row: {views:?}");
     assert_eq!(t.items[5].rev, 9, "the segment was closed by seq 9");
 

@@ -216,7 +216,7 @@ async fn claude_and_codex_shaped_permissions_and_terminal_output_show_as_the_age
         .iter()
         .filter_map(|i| match &i.view {
             huddle::timeline::View::Permission(p) => {
-                Some(p.options.iter().map(|o| o.kind.clone()).collect())
+                Some(p.options.iter().map(|o| o.kind.as_str().to_string()).collect())
             }
             _ => None,
         })
@@ -503,7 +503,7 @@ async fn the_real_claude_code_streams_asks_edits_and_remembers_across_a_restart(
     let timeline = room_timeline(&app, &ws).await;
     let bash = tool_card(&timeline, |t| t.kind == "execute").expect("the Bash call's card");
     assert!(bash.title.contains("notes.md"), "{bash:?}");
-    assert_eq!(bash.status, "completed", "{bash:?}");
+    assert_eq!(bash.status.as_str(), "completed", "{bash:?}");
     let notes = cwd.join("notes.md");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "Teh plan\n");
 

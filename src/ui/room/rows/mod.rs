@@ -6,7 +6,7 @@ pub mod tool_card;
 use leptos::prelude::*;
 
 use crate::model::NoticeLevel;
-use crate::timeline::{Item, ToolView, View};
+use crate::timeline::{Item, PlanStatus, ToolView, View};
 use crate::ui::components::Clock;
 use crate::ui::room::RoomCtx;
 
@@ -149,13 +149,13 @@ pub(crate) fn Row(item: Item) -> impl IntoView {
                     {entries
                         .into_iter()
                         .map(|e| {
-                            let mark = match e.status.as_str() {
-                                "completed" => "☑",
-                                "in_progress" => "◐",
-                                _ => "☐",
+                            let mark = match e.status {
+                                PlanStatus::Completed => "☑",
+                                PlanStatus::InProgress => "◐",
+                                PlanStatus::Pending => "☐",
                             };
                             view! {
-                                <li class=e.status.clone() data-status=e.status>
+                                <li class=e.status.as_str() data-status=e.status.as_str()>
                                     <span aria-hidden="true">{mark}</span>
                                     " "
                                     {e.content}

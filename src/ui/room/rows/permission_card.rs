@@ -72,7 +72,7 @@ pub(crate) fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
                             <button
                                 type="button"
                                 class=format!("choice {class}")
-                                data-kind=o.kind.clone()
+                                data-kind=o.kind.as_str()
                                 data-testid="permission-option"
                                 on:click=on_click
                             >

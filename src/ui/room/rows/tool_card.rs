@@ -31,11 +31,11 @@ pub(crate) fn ToolCard(tool: ToolView, key: String) -> impl IntoView {
         }
     });
     view! {
-        <section class="card tool" data-testid="tool-call" data-status=status.clone()>
+        <section class="card tool" data-testid="tool-call" data-status=status.as_str()>
             <header>
                 <h3>{title}</h3>
                 <span class="badge">{kind}</span>
-                <span class=format!("badge status-{status}")>{status.replace('_', " ")}</span>
+                <span class=format!("badge status-{}", status.as_str())>{status.label()}</span>
             </header>
             {diffs.into_iter().map(|d| view! { <Diff d /> }).collect_view()}
             {terminal}
