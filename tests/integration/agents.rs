@@ -215,9 +215,12 @@ async fn claude_and_codex_shaped_permissions_and_terminal_output_show_as_the_age
         .items
         .iter()
         .filter_map(|i| match &i.view {
-            huddle::timeline::View::Permission(p) => {
-                Some(p.options.iter().map(|o| o.kind.as_str().to_string()).collect())
-            }
+            huddle::timeline::View::Permission(p) => Some(
+                p.options
+                    .iter()
+                    .map(|o| o.kind.as_str().to_string())
+                    .collect(),
+            ),
             _ => None,
         })
         .collect();

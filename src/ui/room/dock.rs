@@ -62,8 +62,13 @@ fn TurnStatus(live: LiveRoom, can_act: bool) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
     let running = Memo::new(move |_| live.running.get());
     let has_queue = Memo::new(move |_| live.queue.with(|q| !q.is_empty()));
-    let stop = move |_| ctx.act(|ws, th, _| cancel(ws, th, false));
-    let stop_and_clear = move |_| ctx.act(|ws, th, _| cancel(ws, th, true));
+    let cancel = ctx.action(|ws, th, clear: &bool| cancel(ws, th, *clear));
+    let stop = move |_| {
+        cancel.dispatch(false);
+    };
+    let stop_and_clear = move |_| {
+        cancel.dispatch(true);
+    };
     move || {
         running.get().map(|turn| {
             let started = turn.started_at as f64;
@@ -106,6 +111,7 @@ fn Queue(live: LiveRoom, my_id: String) -> impl IntoView {
     let is_owner = ctx.access.role == crate::model::Role::Owner;
     let my_id = StoredValue::new(my_id);
     let queue = Memo::new(move |_| live.queue.get());
+    let remove = ctx.action(|ws, th, seq: &i64| remove_queued(ws, th, *seq));
     view! {
         <Show when=move || queue.with(|q| !q.is_empty())>
             <div class="queue" data-testid="queue">
@@ -130,7 +136,9 @@ fn Queue(live: LiveRoom, my_id: String) -> impl IntoView {
                                                     type="button"
                                                     class="link"
                                                     data-testid="remove-queued"
-                                                    on:click=move |_| ctx.act(move |ws, th, _| remove_queued(ws, th, seq))
+                                                    on:click=move |_| {
+                                                        remove.dispatch(seq);
+                                                    }
                                                 >
                                                     "Remove"
                                                 </button>

@@ -15,16 +15,20 @@ pub(crate) fn WorkspaceName(name: RwSignal<String>, id: String, is_owner: bool) 
     let ctx = expect_context::<RoomCtx>();
     let editing = RwSignal::new(false);
     let input = NodeRef::<leptos::html::Input>::new();
-    let save = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        let Some(el) = input.get() else { return };
-        let value = el.value();
-        ctx.act(move |ws, _, _| async move {
+    let rename = ctx.action(move |ws, _, value: &String| {
+        let value = value.clone();
+        async move {
             let renamed = rename_workspace(ws, value).await?;
             name.set(renamed.name);
             editing.set(false);
             Ok(())
-        });
+        }
+    });
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if let Some(el) = input.get() {
+            rename.dispatch(el.value());
+        }
     };
     view! {
         <Show

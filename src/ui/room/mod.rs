@@ -12,7 +12,6 @@ pub mod threads;
 pub mod timeline;
 
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use leptos_meta::Title;
 
 use crate::browser;
@@ -39,24 +38,23 @@ pub struct RoomCtx {
 }
 
 impl RoomCtx {
-    /// Runs an action as the current user; its error is shown to them.
-    pub(crate) fn act<F, Fut>(self, f: F)
+    /// A Leptos action of the room as the visitor: `f` gets the workspace, the thread and the
+    /// action's input; its error shows on the room's error line (and a success clears it).
+    pub(crate) fn action<I, F, Fut>(self, f: F) -> Action<I, Result<(), crate::api::ApiError>>
     where
-        F: FnOnce(String, Option<String>, Member) -> Fut + 'static,
+        I: Send + Sync + 'static,
+        F: Fn(String, Option<String>, &I) -> Fut + 'static,
         Fut: std::future::Future<Output = Result<(), crate::api::ApiError>> + 'static,
     {
-        let Some(me) = self.me.get_untracked() else {
-            return;
-        };
-        let ws = self.ws.get_value();
-        let thread = Some(self.thread.get_value());
-        let error = self.error;
-        spawn_local(async move {
-            match f(ws, thread, me).await {
-                Ok(()) => error.set(None),
-                Err(e) => error.set(Some(e.message)),
-            }
+        let action = Action::new_unsync(move |input: &I| {
+            f(self.ws.get_value(), Some(self.thread.get_value()), input)
         });
+        Effect::new(move |_| match action.value().get() {
+            Some(Ok(())) => self.error.set(None),
+            Some(Err(e)) => self.error.set(Some(e.message)),
+            None => {}
+        });
+        action
     }
 }
 

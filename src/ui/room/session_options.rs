@@ -3,13 +3,16 @@
 use leptos::prelude::*;
 
 use crate::api::set_option;
-use crate::timeline::{self};
+use crate::timeline;
 use crate::ui::room::RoomCtx;
 
 /// The agent's session options (its mode, its model), shared by the room: members change them.
 #[component]
 pub(crate) fn SessionOptions(facts: Memo<timeline::SessionFacts>, can_act: bool) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
+    let set = ctx.action(|ws, th, (config_id, value): &(String, String)| {
+        set_option(ws, th, config_id.clone(), value.clone())
+    });
     view! {
         <Show when=move || facts.with(|f| !f.options.is_empty())>
             <div class="session-options" data-testid="session-options">
@@ -19,8 +22,7 @@ pub(crate) fn SessionOptions(facts: Memo<timeline::SessionFacts>, can_act: bool)
                     children=move |o| {
                         let id = o.id.clone();
                         let on_change = move |ev: leptos::ev::Event| {
-                            let (config_id, value) = (id.clone(), event_target_value(&ev));
-                            ctx.act(move |ws, th, _| set_option(ws, th, config_id, value));
+                            set.dispatch((id.clone(), event_target_value(&ev)));
                         };
                         let current = o.current.clone();
                         view! {

@@ -11,6 +11,9 @@ use crate::ui::room::rows::rendered_texts;
 #[component]
 pub(crate) fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
     let ctx = expect_context::<RoomCtx>();
+    let answer = ctx.action(|ws, th, (request_id, option_id): &(String, String)| {
+        answer_permission(ws, th, request_id.clone(), option_id.clone())
+    });
     let PermissionView {
         request_id,
         title,
@@ -55,8 +58,7 @@ pub(crate) fn PermissionCard(p: PermissionView, key: String) -> impl IntoView {
                         let request_id = request_id.clone();
                         let option_id = o.id.clone();
                         let on_click = move |_| {
-                            let (request_id, option_id) = (request_id.clone(), option_id.clone());
-                            ctx.act(move |ws, th, _| answer_permission(ws, th, request_id, option_id));
+                            answer.dispatch((request_id.clone(), option_id.clone()));
                         };
                         // Allow once, allow always and reject look different: an "always" is a
                         // standing rule for the whole session.
