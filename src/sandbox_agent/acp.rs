@@ -80,12 +80,26 @@ pub(crate) fn method_fork_session() -> &'static str {
 /// `session/fork` of the agent's own session `session_id`, with what `session/new` would have
 /// been given (`cwd`, MCP servers): a new session that starts with that one's conversation.
 pub(crate) fn fork_session(session_id: &str, new_session: &Value) -> Value {
-    let cwd = new_session
+    with_servers(
+        to_value(ForkSessionRequest::new(
+            session_id.to_string(),
+            cwd_of(new_session),
+        )),
+        new_session,
+    )
+}
+
+/// The working directory `session/new` was given.
+fn cwd_of(new_session: &Value) -> String {
+    new_session
         .get("cwd")
         .and_then(Value::as_str)
         .unwrap_or("/")
-        .to_string();
-    let mut request = to_value(ForkSessionRequest::new(session_id.to_string(), cwd));
+        .to_string()
+}
+
+/// A request with the MCP servers `session/new` was given.
+fn with_servers(mut request: Value, new_session: &Value) -> Value {
     if let Some(servers) = new_session.get("mcpServers") {
         request["mcpServers"] = servers.clone();
     }
@@ -95,16 +109,13 @@ pub(crate) fn fork_session(session_id: &str, new_session: &Value) -> Value {
 /// `session/load` of the agent's own session, with what `session/new` was given (`cwd`, MCP
 /// servers).
 pub(crate) fn load_session(session_id: &str, new_session: &Value) -> Value {
-    let cwd = new_session
-        .get("cwd")
-        .and_then(Value::as_str)
-        .unwrap_or("/")
-        .to_string();
-    let mut request = to_value(LoadSessionRequest::new(session_id.to_string(), cwd));
-    if let Some(servers) = new_session.get("mcpServers") {
-        request["mcpServers"] = servers.clone();
-    }
-    request
+    with_servers(
+        to_value(LoadSessionRequest::new(
+            session_id.to_string(),
+            cwd_of(new_session),
+        )),
+        new_session,
+    )
 }
 
 /// `session/set_config_option` of a select option.

@@ -85,6 +85,39 @@ async fn create_thread(app: &TestApp, ws: &str, user: &str, body: serde_json::Va
     id
 }
 
+/// Bob forks `from` at row `seq`; the new thread's stream, read past its first entry, which says
+/// where it came from and how.
+async fn fork_thread(
+    app: &TestApp,
+    ws: &str,
+    from: &str,
+    seq: i64,
+    expected: huddle::model::ForkMethod,
+) -> (String, Sse) {
+    let fork = create_thread(
+        app,
+        ws,
+        "bob",
+        json!({"forkFrom": {"threadId": from, "seq": seq}}),
+    )
+    .await;
+    let mut events = thread_events(app, ws, &fork, "bob").await;
+    match events.next().await.event {
+        RoomEvent::ThreadForked {
+            from_thread_id,
+            seq: at,
+            method,
+            ..
+        } => {
+            assert_eq!(from_thread_id, from);
+            assert_eq!(at, seq);
+            assert_eq!(method, expected);
+        }
+        other => panic!("a fork opens with where it came from: {other:?}"),
+    }
+    (fork, events)
+}
+
 #[tokio::test]
 async fn threads_run_at_once_with_live_statuses_permissions_and_unread_counts() {
     let (pool, _) = fresh_db().await;
@@ -292,29 +325,15 @@ async fn a_fork_carries_the_conversation_and_exports_hold_the_whole_thread() {
     prompt_in(&app, &ws, &first, "ada", "remember walrus").await;
     events.until(is_turn_end).await;
 
-    // Fork from the end of the permission turn.
-    let fork = create_thread(
+    // Fork from the end of the permission turn: someone spoke since, so the transcript goes.
+    let (fork, mut forked) = fork_thread(
         &app,
         &ws,
-        "bob",
-        json!({"forkFrom": {"threadId": first, "seq": last}}),
+        &first,
+        last,
+        huddle::model::ForkMethod::Transcript,
     )
     .await;
-    let mut forked = thread_events(&app, &ws, &fork, "bob").await;
-    let opening = forked.next().await;
-    match &opening.event {
-        RoomEvent::ThreadForked {
-            from_thread_id,
-            seq,
-            method,
-            ..
-        } => {
-            assert_eq!(from_thread_id, &first);
-            assert_eq!(*seq, last);
-            assert_eq!(*method, huddle::model::ForkMethod::Transcript);
-        }
-        other => panic!("a fork opens with where it came from: {other:?}"),
-    }
     let l = list(&app, &ws, "bob").await;
     assert_eq!(find(&l, &fork)["forkedFrom"]["threadId"], first.as_str());
     prompt_in(&app, &ws, &fork, "bob", "hello").await;
@@ -345,20 +364,8 @@ async fn a_fork_carries_the_conversation_and_exports_hold_the_whole_thread() {
     // Forked at the end of the conversation, with the same agent, which offers session/fork:
     // the agent forks its own session, and no transcript goes with the first prompt.
     let end = huddle::store::room_log::head(&pool, &first).await.unwrap();
-    let whole = create_thread(
-        &app,
-        &ws,
-        "bob",
-        json!({"forkFrom": {"threadId": first, "seq": end}}),
-    )
-    .await;
-    let mut whole_events = thread_events(&app, &ws, &whole, "bob").await;
-    match &whole_events.next().await.event {
-        RoomEvent::ThreadForked { method, .. } => {
-            assert_eq!(*method, huddle::model::ForkMethod::Session)
-        }
-        other => panic!("a fork opens with where it came from: {other:?}"),
-    }
+    let (whole, mut whole_events) =
+        fork_thread(&app, &ws, &first, end, huddle::model::ForkMethod::Session).await;
     prompt_in(&app, &ws, &whole, "bob", "recall").await;
     let recalled: String = whole_events
         .until(is_turn_end)

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use super::RoomCtx;
 use super::live::LiveRoom;
 use crate::api::rename_workspace;
-use crate::ui::components::NameTag;
+use crate::ui::components::{NameTag, Toggle};
 use crate::ui::sandbox;
 
 /// The workspace's name in the room's header; its owner can change it.
@@ -94,15 +94,12 @@ pub(crate) fn RoomHeader(
             <a class="brand" href="/">
                 "Huddle"
             </a>
-            <button
-                type="button"
+            <Toggle
+                open=threads_open
+                label="Threads"
+                testid="threads-toggle"
                 class="secondary threads-toggle"
-                data-testid="threads-toggle"
-                aria-expanded=move || threads_open.get().to_string()
-                on:click=move |_| threads_open.update(|o| *o = !*o)
-            >
-                "Threads"
-            </button>
+            />
             <div class="room-title">
                 <WorkspaceName name=live.name id=info.workspace_id.clone() is_owner />
                 <p class="session-facts">
@@ -159,19 +156,7 @@ pub(crate) fn RoomHeader(
                 <Online online=live.online />
                 <NameTag name />
                 {is_owner
-                    .then(|| {
-                        view! {
-                            <button
-                                type="button"
-                                class="secondary"
-                                data-testid="manage"
-                                aria-expanded=move || managing.get().to_string()
-                                on:click=move |_| managing.update(|m| *m = !*m)
-                            >
-                                "People & invites"
-                            </button>
-                        }
-                    })}
+                    .then(|| view! { <Toggle open=managing label="People & invites" testid="manage" /> })}
             </div>
         </header>
     }
