@@ -33,7 +33,8 @@ test("two threads work at once, live in every list, with unread counts, a fork a
 
   // Turns in both threads at once: Bob's in the first, Ada's (the agent in its Claude shape)
   // in the second, which asks permission.
-  await send(bob, "slow");
+  // It streams until Bob stops it, however slow the machine.
+  await send(bob, "pace 100000 20");
   await expect(row(ada, "Plan the release").getByTestId("thread-status")).toHaveText("working for Bob");
   await send(ada, "claude permission");
   await expect(row(bob, "Fix the login").getByTestId("thread-status")).toHaveText("needs an answer");

@@ -143,7 +143,8 @@ async fn threads_run_at_once_with_live_statuses_permissions_and_unread_counts() 
     let mut b_events = thread_events(&app, &ws, &b, "bob").await;
     // A long turn in A; meanwhile B's turn runs and ends: turns of different threads do not wait
     // for each other.
-    let slow = prompt_in(&app, &ws, &first, "ada", "slow").await;
+    // It streams until it is stopped, however slow the machine.
+    prompt_in(&app, &ws, &first, "ada", "pace 100000 20").await;
     let working = until_listed(&app, &ws, "bob", &first, |t| t["status"] == "working").await;
     assert_eq!(working["startedBy"], "ada");
     prompt_in(&app, &ws, &b, "bob", "stream 5").await;
@@ -209,7 +210,6 @@ async fn threads_run_at_once_with_live_statuses_permissions_and_unread_counts() 
             .any(|e| agent_said(e).as_deref() == Some("permission: allow"))
     );
     until_listed(&app, &ws, "ada", &b, |t| t["status"] == "idle").await;
-    let _ = slow;
 
     // Unread counts are per person and kept in Postgres: Bob read B to its head, Ada did not.
     let head = find(&list(&app, &ws, "bob").await, &b)["head"]
