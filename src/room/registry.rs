@@ -204,6 +204,15 @@ impl Registry {
             if let Err(e) = result {
                 tracing::error!(workspace = %workspace, thread = %id, error = %e, "thread actor crashed");
                 registry.leave_workspace(&workspace, false).await;
+                // Its lists show it asleep, not stuck at what it was doing.
+                registry.pulse(
+                    &workspace,
+                    ThreadPulse {
+                        thread_id: id.clone(),
+                        status: Some(ThreadStatus::Idle),
+                        started_by: None,
+                    },
+                );
             }
             registry.forget(&id, &me);
         });
