@@ -555,6 +555,34 @@ async fn cross_site_guard(
     next.run(req).await
 }
 
+/// How long open HTTP connections may take to finish once shutdown began.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves the app until `shutdown`, then lets open requests finish within [`DRAIN_DEADLINE`]: a
+/// request that never ends (a stuck client, a stream) cannot keep the process from stopping.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let serving = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_DEADLINE).await;
+    };
+    tokio::select! {
+        served = serving => served,
+        _ = deadline => {
+            tracing::warn!("HTTP connections were still open {} s after shutdown began; closing them", DRAIN_DEADLINE.as_secs());
+            Ok(())
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -889,12 +917,7 @@ async fn serve(
         tracing::info!("shutting down");
         token.cancel();
     });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(state.shutdown().clone().cancelled_owned())
-    .await?;
+    serve_http(listener, router, state.shutdown().clone()).await?;
     expired_sessions.abort();
     state.registry().shutdown().await;
     pool.close().await;

@@ -438,14 +438,9 @@ pub async fn spawn_app_on(
     let app = huddle::server::build_app(pool.clone(), options, sandboxes, app_options);
     let shutdown = app.state.shutdown().clone();
     let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .unwrap();
+        huddle::server::serve_http(listener, app.router, shutdown)
+            .await
+            .unwrap();
     });
     TestApp {
         base,
