@@ -20,7 +20,13 @@ cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warn
 source scripts/lib/throwaway-postgres.sh
 
 log "cargo test (unit and integration)"
-cargo test --features ssr
+cargo test --features ssr --no-run
+# A test that hangs fails the run here, with the output so far (libtest names a test that runs
+# over 60 s), long before CI's own limit would end it with nothing said. The suite takes ~3 min.
+if ! timeout --kill-after=30s 30m cargo test --features ssr; then
+  log "cargo test failed or ran over 30 minutes (a test running over 60 s is named above)"
+  exit 1
+fi
 
 log "cargo leptos build"
 cargo leptos build

@@ -318,6 +318,14 @@ pub struct Members {
     pub approvers_only: bool,
 }
 
+/// A person a message mentions: stored by id, so that a rename or a namesake changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mention {
+    pub person_id: String,
+    pub display_name: String,
+}
+
 /// A prompt waiting for the running turn to end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -347,6 +355,9 @@ pub enum RoomEvent {
         team_only: bool,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         images: Vec<ImageRef>,
+        /// The people the message mentions, by person id (their name as it was then).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<Mention>,
     },
     #[serde(rename = "session.event")]
     SessionEvent(SessionEvent),
@@ -634,6 +645,125 @@ pub fn thread_url(workspace_id: &str, thread_id: &str) -> String {
     format!("/w/{workspace_id}/t/{thread_id}")
 }
 
+/// A row of a thread: the inbox and notifications link here.
+pub fn row_url(workspace_id: &str, thread_id: &str, seq: i64) -> String {
+    format!("{}#seq-{seq}", thread_url(workspace_id, thread_id))
+}
+
+/// Why something is in a person's inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxKind {
+    /// The agent asks a permission this person may give.
+    Permission,
+    /// A turn this person started has ended.
+    TurnEnded,
+    /// A message mentions this person.
+    Mention,
+}
+
+impl InboxKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "permission" => Some(Self::Permission),
+            "turn_ended" => Some(Self::TurnEnded),
+            "mention" => Some(Self::Mention),
+            _ => None,
+        }
+    }
+}
+
+/// One thing that needs a person now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxItem {
+    pub kind: InboxKind,
+    pub workspace_id: String,
+    pub workspace_name: String,
+    pub thread_id: String,
+    pub thread_title: String,
+    pub seq: i64,
+    pub created_at: i64,
+    /// The permission request to answer (`kind: permission`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The tool asking, how the turn ended, or the message's start.
+    pub summary: String,
+    /// Who mentioned this person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The row in its thread.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inbox {
+    pub items: Vec<InboxItem>,
+}
+
+/// When Huddle pushes to a person's devices with no tab open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyLevel {
+    /// Permission requests, mentions and ended turns.
+    #[default]
+    All,
+    /// Permission requests and mentions only.
+    Important,
+    /// Nothing.
+    None,
+}
+
+impl NotifyLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Important => "important",
+            Self::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(Self::All),
+            "important" => Some(Self::Important),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    /// Whether an item of this kind is pushed at this level.
+    pub fn pushes(self, kind: InboxKind) -> bool {
+        match self {
+            Self::All => true,
+            Self::Important => kind != InboxKind::TurnEnded,
+            Self::None => false,
+        }
+    }
+}
+
+/// A person's notification settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySettings {
+    pub level: NotifyLevel,
+    /// Workspaces that push nothing.
+    pub muted: Vec<String>,
+    /// The instance's VAPID public key (base64url), for `pushManager.subscribe`.
+    pub vapid_public_key: String,
+    /// How many browsers of this person get pushes.
+    pub subscriptions: usize,
+}
+
+/// A person of a workspace that a message can mention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mentionable {
+    pub person_id: String,
+    pub display_name: String,
+}
+
 /// Longest thread name.
 pub const MAX_THREAD_NAME_CHARS: usize = 120;
 
@@ -788,6 +918,7 @@ mod tests {
                 created_at: 9,
                 team_only: false,
                 images: Vec::new(),
+                mentions: Vec::new(),
             },
         };
         let json = serde_json::to_value(&entry).unwrap();

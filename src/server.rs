@@ -155,6 +155,9 @@ pub fn router(state: AppState) -> Router {
             crate::auth::identify,
         ))
         .layer(sessions(&state))
+        // No request waits forever for its answer (a stuck handler would hold the browser's
+        // connection); streams answer at once and are not held to it.
+        .layer(middleware::from_fn(answer_deadline))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -400,6 +403,20 @@ async fn send_form(
 /// Errors of the API and the forms leave as JSON with the right status: server functions answer
 /// every error with 500 (their code says which), and the framework's own refusals (a body too
 /// large, a form that does not parse) come as text.
+/// How long a request may take to get its response's head.
+const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn answer_deadline(req: Request<Body>, next: Next) -> Response {
+    let what = format!("{} {}", req.method(), req.uri().path());
+    match tokio::time::timeout(ANSWER_DEADLINE, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(request = %what, "no answer within {} s; the request is ended", ANSWER_DEADLINE.as_secs());
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
 async fn json_errors(req: Request<Body>, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let json_route = path.starts_with("/api/") || path == "/new" || path.ends_with("/send");

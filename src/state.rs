@@ -639,7 +639,7 @@ impl AppState {
         self.registry().sandboxes().recheck_unreachable().await;
         match self
             .registry()
-            .prompt(&key, grant.member, text, team_only, refs)
+            .prompt(&key, grant.member, text, team_only, refs, Vec::new())
             .await
         {
             Ok(seq) => Ok(seq),

@@ -83,6 +83,7 @@ pub(super) enum Command {
         text: String,
         team_only: bool,
         images: Vec<crate::model::ImageRef>,
+        mentions: Vec<crate::model::Mention>,
         reply: Reply<i64>,
     },
     Cancel {

@@ -532,12 +532,14 @@ impl Registry {
         text: String,
         team_only: bool,
         images: Vec<crate::model::ImageRef>,
+        mentions: Vec<crate::model::Mention>,
     ) -> Result<i64, RoomError> {
         self.call(key, |reply| Command::Prompt {
             member: member.clone(),
             text: text.clone(),
             team_only,
             images: images.clone(),
+            mentions: mentions.clone(),
             reply,
         })
         .await

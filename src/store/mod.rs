@@ -2,6 +2,7 @@
 //! (their log, their recoverable state, who owns each one).
 
 pub mod images;
+pub mod inbox;
 pub mod jsonb;
 pub mod leases;
 pub mod room_log;

@@ -46,7 +46,7 @@ pub async fn append(
     if entries.is_empty() && state.is_none() {
         return Ok(0);
     }
-    let mut seqs = Vec::with_capacity(entries.len());
+    let mut seqs: Vec<i64> = Vec::with_capacity(entries.len());
     let mut kinds = Vec::with_capacity(entries.len());
     let mut datas = Vec::with_capacity(entries.len());
     let mut created = Vec::with_capacity(entries.len());
@@ -84,6 +84,10 @@ pub async fn append(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if written > 0 && super::inbox::concerns(entries) {
+        let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+        super::inbox::derive(&mut tx, workspace_id, thread_id, &seqs).await?;
+    }
     if let Some(state) = state {
         room_state::save(&mut tx, workspace_id, thread_id, state).await?;
     }

@@ -57,6 +57,7 @@ fn a_turn_shows_what_the_agent_did_in_the_order_it_did_it() {
                 created_at: 1,
                 team_only: false,
                 images: Vec::new(),
+                mentions: Vec::new(),
             },
         ),
         entry(
@@ -370,6 +371,7 @@ fn a_long_room_ships_its_tail_and_pages_older_rows_in() {
                 created_at: 0,
                 team_only: false,
                 images: Vec::new(),
+                mentions: Vec::new(),
             },
         ));
         entries.push(entry(
@@ -498,6 +500,7 @@ fn permissions_queue_presence_and_unknown_envelopes() {
                 created_at: 1,
                 team_only: false,
                 images: Vec::new(),
+                mentions: Vec::new(),
             },
         ),
         entry(
@@ -517,6 +520,7 @@ fn permissions_queue_presence_and_unknown_envelopes() {
                 created_at: 3,
                 team_only: false,
                 images: Vec::new(),
+                mentions: Vec::new(),
             },
         ),
         entry(

@@ -282,6 +282,19 @@ pub fn operator_client() -> reqwest::Client {
     );
     reqwest::Client::builder()
         .default_headers(headers)
+        .read_timeout(READ_TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// A test's request fails, naming itself, rather than hang the suite (streams send a keep-alive
+/// every 15 s).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A client with no identity.
+pub fn anon_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .read_timeout(READ_TIMEOUT)
         .build()
         .unwrap()
 }
@@ -446,7 +459,7 @@ pub async fn spawn_app_on(
         base,
         state: app.state,
         http: operator_client(),
-        anon: reqwest::Client::new(),
+        anon: anon_client(),
         server,
         tokens: Default::default(),
     }

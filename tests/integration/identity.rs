@@ -21,6 +21,7 @@ impl Browser {
             http: reqwest::Client::builder()
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
+                .read_timeout(READ_TIMEOUT)
                 .build()
                 .unwrap(),
             base: app.base.clone(),
@@ -698,3 +699,4 @@ async fn a_new_name_shows_in_the_rooms_its_person_is_in_at_once() {
     app.stop().await;
     sa.stop().await;
 }
+

@@ -117,9 +117,15 @@ impl Huddle {
             .post(format!("{}/api/workspace/{endpoint}", self.base))
             .bearer_auth(crate::common::ADMIN_TOKEN)
             .json(&body)
+            .timeout(Duration::from_secs(60))
             .send()
             .await
-            .unwrap();
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{endpoint}: {e}; the server's log:\n{}",
+                    log_tail(&self.log)
+                )
+            });
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(serde_json::Value::Null))
     }
@@ -133,8 +139,16 @@ impl Huddle {
                 .get(format!("{}/api/workspace/{ws}/events", self.base))
                 .bearer_auth(crate::common::ADMIN_TOKEN)
                 .header("last-event-id", after.to_string())
-                .send()
+                .send();
+            // The stream itself stays open; its answer must come.
+            let res = tokio::time::timeout(Duration::from_secs(60), res)
                 .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no answer to the stream's request in 60 s; the server's log:\n{}",
+                        log_tail(&self.log)
+                    )
+                })
                 .unwrap();
             if res.status() == 200 {
                 return Sse::from_response(res);
@@ -154,6 +168,13 @@ impl Huddle {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         assert!(!log.contains("panicked"), "the server panicked:\n{log}");
     }
+}
+
+/// The last lines of a server's log, for a failure message.
+pub(crate) fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 fn port_and_time(port: u16) -> String {
@@ -706,13 +727,24 @@ async fn fifty_kills_mid_stream_lose_and_double_nothing() {
         let prompt_seq = sent["seq"].as_i64().unwrap();
         turns.push(prompt_seq);
         let mut ended = false;
+        // A turn of 16 s takes far longer on a busy machine, but never forever: a room that stops
+        // moving fails here with what it was doing, rather than hanging the suite.
+        let mut moved_at = Instant::now();
         while !ended {
+            assert!(
+                moved_at.elapsed() < Duration::from_secs(180),
+                "the turn of prompt {prompt_seq} stopped moving at seq {head} after {kills} kills; \
+                 the server's log ({}):\n{}",
+                huddle.log.display(),
+                log_tail(&huddle.log)
+            );
             let mut sse = huddle.events(&ws, head).await;
             // A moment of the turn: from a fifth of a second to a second and a half.
             let moment = Duration::from_millis(200 + (kills as u64 * 137) % 1300);
             let until = tokio::time::Instant::now() + moment;
             while let Ok(e) = tokio::time::timeout_at(until, sse.next()).await {
                 head = e.seq;
+                moved_at = Instant::now();
                 if matches!(&e.event, RoomEvent::TurnEnded { prompt_seq: p, .. } if *p == prompt_seq)
                 {
                     ended = true;

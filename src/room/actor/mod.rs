@@ -290,8 +290,9 @@ impl Actor {
                 text,
                 team_only,
                 images,
+                mentions,
                 reply,
-            } => self.prompt(member, text, team_only, images, reply),
+            } => self.prompt(member, text, team_only, images, mentions, reply),
             Command::Cancel {
                 member,
                 clear_queue,

@@ -165,6 +165,7 @@ impl Actor {
         text: String,
         team_only: bool,
         images: Vec<ImageRef>,
+        mentions: Vec<crate::model::Mention>,
         reply: Reply<i64>,
     ) {
         if !team_only && let Some(host) = self.host_down() {
@@ -196,6 +197,7 @@ impl Actor {
             created_at: now_ms(),
             team_only,
             images: images.clone(),
+            mentions,
         };
         self.write_for(
             chat,

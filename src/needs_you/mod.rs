@@ -1,0 +1,385 @@
+//! Needs you: what waits on whom. The inbox rows and the outbox are written with the room-log
+//! entries they come from (`store::inbox`); this service reads them for the person asking, tells
+//! their open pages when their workspaces' inboxes change (Postgres `NOTIFY`, so every node
+//! hears it), keeps notification settings and push subscriptions, and runs the sender of webhook
+//! posts and pushes (`sender`).
+
+mod sender;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use sqlx::PgPool;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use web_push_native::jwt_simple::algorithms::ES256KeyPair;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::model::{Inbox, Mentionable, NotifyLevel, NotifySettings};
+use crate::store::StoreError;
+use crate::store::inbox;
+
+/// The most items an inbox shows.
+const MAX_ITEMS: i64 = 200;
+/// The most push subscriptions one person keeps (their browsers and devices).
+const MAX_SUBSCRIPTIONS: i64 = 20;
+
+#[derive(Clone)]
+pub struct NeedsYou(Arc<Inner>);
+
+struct Inner {
+    pool: PgPool,
+    /// Workspaces whose inbox rows changed (from any node).
+    changes: broadcast::Sender<String>,
+    /// Wakes the sender: new outbox rows.
+    outbox: Notify,
+    vapid: ES256KeyPair,
+    vapid_public: String,
+    /// Where links in pushes and webhook posts point.
+    base_url: String,
+    /// Open inbox streams per person on this node: a person with a tab open gets no push.
+    tabs: Mutex<HashMap<String, usize>>,
+    http: reqwest::Client,
+}
+
+/// A person's open inbox stream: counted while it lives.
+pub struct Tab {
+    service: NeedsYou,
+    person: String,
+}
+
+impl Drop for Tab {
+    fn drop(&mut self) {
+        let mut tabs = self.service.0.tabs.lock().expect("tabs lock");
+        if let Some(n) = tabs.get_mut(&self.person) {
+            *n -= 1;
+            if *n == 0 {
+                tabs.remove(&self.person);
+            }
+        }
+    }
+}
+
+impl NeedsYou {
+    /// Loads (or makes, on first start) the VAPID key pair, then listens for inbox changes and
+    /// runs the sender until `shutdown`.
+    pub async fn start(
+        pool: PgPool,
+        base_url: String,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StoreError> {
+        let vapid = vapid_key(&pool).await?;
+        let vapid_public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(vapid.public_key().public_key().to_bytes_uncompressed());
+        let http = reqwest::Client::builder()
+            .timeout(sender::SEND_TIMEOUT)
+            .connect_timeout(sender::SEND_TIMEOUT)
+            .build()
+            .map_err(|e| StoreError::Corrupt(format!("http client: {e}")))?;
+        let service = Self(Arc::new(Inner {
+            pool,
+            changes: broadcast::channel(1024).0,
+            outbox: Notify::new(),
+            vapid,
+            vapid_public,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            tabs: Mutex::new(HashMap::new()),
+            http,
+        }));
+        tokio::spawn(service.clone().listen(shutdown.clone()));
+        tokio::spawn(sender::run(service.clone(), shutdown));
+        Ok(service)
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+
+    /// Relays `NOTIFY`s of inbox changes to this node's streams and wakes the sender. The
+    /// listener reconnects by itself after losing Postgres; a change missed meanwhile is caught up
+    /// by the pages (they fetch the inbox when their stream opens again) and by the sender's poll.
+    async fn listen(self, shutdown: CancellationToken) {
+        loop {
+            let mut listener = loop {
+                match sqlx::postgres::PgListener::connect_with(self.pool()).await {
+                    Ok(mut l) => match l.listen(inbox::CHANNEL).await {
+                        Ok(()) => break l,
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for inbox changes"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for inbox changes"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+            };
+            loop {
+                let note = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = listener.try_recv() => n,
+                };
+                match note {
+                    Ok(Some(n)) => {
+                        let _ = self.0.changes.send(n.payload().to_string());
+                        self.0.outbox.notify_one();
+                    }
+                    // The connection was lost: tell every page to fetch again once it is back.
+                    Ok(None) => {
+                        let _ = self.0.changes.send(String::new());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inbox listener failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Changes of workspaces' inboxes (workspace ids; empty: maybe any).
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.0.changes.subscribe()
+    }
+
+    /// Counts a person's open page until the returned guard drops.
+    pub fn open_tab(&self, person: &str) -> Tab {
+        *self
+            .0
+            .tabs
+            .lock()
+            .expect("tabs lock")
+            .entry(person.to_string())
+            .or_default() += 1;
+        Tab {
+            service: self.clone(),
+            person: person.to_string(),
+        }
+    }
+
+    pub(crate) fn has_tab(&self, person: &str) -> bool {
+        self.0.tabs.lock().expect("tabs lock").contains_key(person)
+    }
+
+    pub async fn inbox(&self, person: &str) -> Result<Inbox, ApiError> {
+        Ok(Inbox {
+            items: inbox::items(self.pool(), person, MAX_ITEMS).await?,
+        })
+    }
+
+    /// Marks an item read: a mention or ended turn by moving the person's read mark of the
+    /// thread, a permission request by taking it off this person's inbox (others still see it).
+    pub async fn mark_read(
+        &self,
+        person: &str,
+        workspace_id: &str,
+        thread_id: &str,
+        seq: i64,
+    ) -> Result<(), ApiError> {
+        inbox::dismiss(self.pool(), person, thread_id, seq).await?;
+        crate::store::threads::mark_read(self.pool(), thread_id, person, seq).await?;
+        self.changed(workspace_id).await;
+        Ok(())
+    }
+
+    /// Tells every node's streams that a workspace's inbox rows changed outside a log write.
+    pub(crate) async fn changed(&self, workspace_id: &str) {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(inbox::CHANNEL)
+            .bind(workspace_id)
+            .execute(self.pool())
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce an inbox change");
+        }
+    }
+
+    pub async fn settings(&self, person: &str) -> Result<NotifySettings, ApiError> {
+        let level: Option<String> =
+            sqlx::query_scalar("SELECT level FROM notify_settings WHERE person_id = $1")
+                .bind(person)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(StoreError::from)?;
+        let muted: Vec<String> = sqlx::query_scalar(
+            "SELECT workspace_id FROM notify_mutes WHERE person_id = $1 ORDER BY workspace_id",
+        )
+        .bind(person)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        let subscriptions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM push_subscriptions WHERE person_id = $1")
+                .bind(person)
+                .fetch_one(self.pool())
+                .await
+                .map_err(StoreError::from)?;
+        Ok(NotifySettings {
+            level: level
+                .as_deref()
+                .and_then(NotifyLevel::parse)
+                .unwrap_or_default(),
+            muted,
+            vapid_public_key: self.0.vapid_public.clone(),
+            subscriptions: subscriptions as usize,
+        })
+    }
+
+    pub async fn set_level(&self, person: &str, level: NotifyLevel) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO notify_settings (person_id, level) VALUES ($1, $2) \
+             ON CONFLICT (person_id) DO UPDATE SET level = EXCLUDED.level",
+        )
+        .bind(person)
+        .bind(level.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Mutes or unmutes a workspace for a person (they must be in it).
+    pub async fn set_muted(&self, person: &str, workspace_id: &str, muted: bool) -> Result<(), ApiError> {
+        let sql = if muted {
+            "INSERT INTO notify_mutes (person_id, workspace_id) \
+             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM memberships WHERE person_id = $1 AND workspace_id = $2) \
+             ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM notify_mutes WHERE person_id = $1 AND workspace_id = $2"
+        };
+        sqlx::query(sql)
+            .bind(person)
+            .bind(workspace_id)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Keeps a browser's push subscription for a person (the same endpoint again replaces it).
+    pub async fn subscribe(
+        &self,
+        person: &str,
+        endpoint: &str,
+        p256dh: &str,
+        auth: &str,
+    ) -> Result<(), ApiError> {
+        let url = url::Url::parse(endpoint)
+            .map_err(|_| ApiError::bad_request("`endpoint` must be a URL."))?;
+        if !matches!(url.scheme(), "https" | "http") || endpoint.len() > 2048 {
+            return Err(ApiError::bad_request(
+                "`endpoint` must be an http(s) URL of at most 2,048 characters.",
+            ));
+        }
+        sender::subscription_keys(p256dh, auth).map_err(|_| {
+            ApiError::bad_request(
+                "`keys.p256dh` must be a P-256 public key and `keys.auth` 16 bytes, both base64url.",
+            )
+        })?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM push_subscriptions WHERE person_id = $1 AND endpoint <> $2")
+                .bind(person)
+                .bind(endpoint)
+                .fetch_one(self.pool())
+                .await
+                .map_err(StoreError::from)?;
+        if count >= MAX_SUBSCRIPTIONS {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("At most {MAX_SUBSCRIPTIONS} browsers get pushes; turn one off first."),
+            ));
+        }
+        sqlx::query(
+            "INSERT INTO push_subscriptions (endpoint, person_id, p256dh, auth) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (endpoint) DO UPDATE SET person_id = EXCLUDED.person_id, \
+               p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth",
+        )
+        .bind(endpoint)
+        .bind(person)
+        .bind(p256dh)
+        .bind(auth)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    pub async fn unsubscribe(&self, person: &str, endpoint: &str) -> Result<(), ApiError> {
+        sqlx::query("DELETE FROM push_subscriptions WHERE person_id = $1 AND endpoint = $2")
+            .bind(person)
+            .bind(endpoint)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Sets (or with no URL removes) a workspace's team webhook; returns its new signing secret.
+    pub async fn set_webhook(
+        &self,
+        workspace_id: &str,
+        url: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            sqlx::query("UPDATE workspaces SET webhook_url = NULL, webhook_secret = NULL WHERE id = $1")
+                .bind(workspace_id)
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::from)?;
+            return Ok(None);
+        };
+        let parsed = url::Url::parse(url).map_err(|_| ApiError::bad_request("`url` must be a URL."))?;
+        if !matches!(parsed.scheme(), "https" | "http") || url.len() > 2048 {
+            return Err(ApiError::bad_request(
+                "`url` must be an http(s) URL of at most 2,048 characters.",
+            ));
+        }
+        let secret = crate::auth::new_secret(32);
+        sqlx::query("UPDATE workspaces SET webhook_url = $2, webhook_secret = $3 WHERE id = $1")
+            .bind(workspace_id)
+            .bind(url)
+            .bind(&secret)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Some(secret))
+    }
+
+    /// The people of a workspace a message can mention.
+    pub async fn mentionable(&self, workspace_id: &str) -> Result<Vec<Mentionable>, ApiError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT p.id, p.display_name FROM memberships m JOIN people p ON p.id = m.person_id \
+             WHERE m.workspace_id = $1 AND NOT p.is_bot ORDER BY lower(p.display_name)",
+        )
+        .bind(workspace_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::from)?;
+        Ok(rows
+            .into_iter()
+            .map(|(person_id, display_name)| Mentionable {
+                person_id,
+                display_name,
+            })
+            .collect())
+    }
+}
+
+/// The instance's VAPID key pair: made on first start, kept in Postgres (every node signs with
+/// the same key, and subscriptions outlive restarts).
+async fn vapid_key(pool: &PgPool) -> Result<ES256KeyPair, StoreError> {
+    let made = base64::engine::general_purpose::STANDARD.encode(ES256KeyPair::generate().to_bytes());
+    // The first node to start wins; every other reads what it stored.
+    sqlx::query("INSERT INTO instance_keys (name, value) VALUES ('vapid', $1) ON CONFLICT DO NOTHING")
+        .bind(&made)
+        .execute(pool)
+        .await?;
+    let stored: String = sqlx::query_scalar("SELECT value FROM instance_keys WHERE name = 'vapid'")
+        .fetch_one(pool)
+        .await?;
+    base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .ok()
+        .and_then(|b| ES256KeyPair::from_bytes(&b).ok())
+        .ok_or_else(|| StoreError::Corrupt("the stored VAPID key is not a P-256 key".into()))
+}
