@@ -114,6 +114,7 @@ pub async fn prompt(
     #[server(rename = "teamOnly")]
     team_only: bool,
     #[server(default)] images: Vec<crate::model::ImageUpload>,
+    #[server(default)] mentions: Vec<String>,
 ) -> Result<crate::model::PromptAccepted, ApiError> {
     let (state, caller) = service()?;
     let seq = state
@@ -124,6 +125,7 @@ pub async fn prompt(
             text,
             team_only,
             images,
+            mentions,
         )
         .await?;
     Ok(crate::model::PromptAccepted { seq })
@@ -516,6 +518,96 @@ pub async fn list_agents() -> Result<Vec<crate::model::AgentChoice>, ApiError> {
     let (state, caller) = service()?;
     state.auth().creator(&caller)?;
     Ok(state.agents().await)
+}
+
+/// What needs the caller now, across their workspaces: permission requests they may answer,
+/// turns they started that ended since they last looked, messages that mention them.
+#[server(prefix = "/api", endpoint = "inbox", input = Json, output = Json)]
+pub async fn inbox() -> Result<crate::model::Inbox, ApiError> {
+    let (state, caller) = service()?;
+    state.inbox(&caller).await
+}
+
+/// Marks an inbox item read (the caller's read mark of the thread moves past it; a permission
+/// request leaves only the caller's inbox).
+#[server(prefix = "/api", endpoint = "inbox/read", input = Json, output = Json)]
+pub async fn inbox_read(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(rename = "threadId")] thread_id: String,
+    seq: i64,
+) -> Result<(), ApiError> {
+    let (state, caller) = service()?;
+    state
+        .inbox_read(&caller, &workspace_id, &thread_id, seq)
+        .await
+}
+
+/// The caller's notification settings (and the instance's VAPID public key).
+#[server(prefix = "/api", endpoint = "notify/settings", input = Json, output = Json)]
+pub async fn notify_settings() -> Result<crate::model::NotifySettings, ApiError> {
+    let (state, caller) = service()?;
+    state.notify_settings(&caller).await
+}
+
+/// What is pushed to the caller's browsers: `all`, `important` (permission requests and
+/// mentions) or `none`.
+#[server(prefix = "/api", endpoint = "notify/level", input = Json, output = Json)]
+pub async fn set_notify_level(level: String) -> Result<crate::model::NotifySettings, ApiError> {
+    let (state, caller) = service()?;
+    state.set_notify_level(&caller, &level).await
+}
+
+/// Mutes (or unmutes) pushes from one workspace for the caller.
+#[server(prefix = "/api", endpoint = "notify/mute", input = Json, output = Json)]
+pub async fn mute_workspace(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    muted: bool,
+) -> Result<crate::model::NotifySettings, ApiError> {
+    let (state, caller) = service()?;
+    state.mute_workspace(&caller, &workspace_id, muted).await
+}
+
+/// A browser's push subscription (`PushSubscription.toJSON()`'s endpoint and keys).
+#[server(prefix = "/api", endpoint = "push/subscribe", input = Json, output = Json)]
+pub async fn push_subscribe(
+    endpoint: String,
+    keys: crate::model::PushKeys,
+) -> Result<crate::model::NotifySettings, ApiError> {
+    let (state, caller) = service()?;
+    state
+        .push_subscribe(&caller, &endpoint, &keys.p256dh, &keys.auth)
+        .await
+}
+
+#[server(prefix = "/api", endpoint = "push/unsubscribe", input = Json, output = Json)]
+pub async fn push_unsubscribe(endpoint: String) -> Result<crate::model::NotifySettings, ApiError> {
+    let (state, caller) = service()?;
+    state.push_unsubscribe(&caller, &endpoint).await
+}
+
+/// Sets the workspace's team webhook (owners); an empty `url` removes it. The signing secret is
+/// answered this once.
+#[server(prefix = "/api", endpoint = "workspace/webhook", input = Json, output = Json)]
+pub async fn set_webhook(
+    #[server(rename = "workspaceId")] workspace_id: String,
+    #[server(default)] url: Option<String>,
+) -> Result<crate::model::WebhookSecret, ApiError> {
+    let (state, caller) = service()?;
+    let secret = state
+        .set_webhook(&caller, &workspace_id, url.as_deref())
+        .await?;
+    Ok(crate::model::WebhookSecret { secret })
+}
+
+/// The people of a workspace a message can mention.
+#[server(prefix = "/api", endpoint = "workspace/people", input = Json, output = Json)]
+pub async fn workspace_people(
+    #[server(rename = "workspaceId")] workspace_id: String,
+) -> Result<crate::model::MentionablePeople, ApiError> {
+    let (state, caller) = service()?;
+    Ok(crate::model::MentionablePeople {
+        people: state.mentionable(&caller, &workspace_id).await?,
+    })
 }
 
 /// The server's state and who is calling, from the context every server function runs in.

@@ -26,6 +26,8 @@ pub mod limits;
 #[cfg(feature = "ssr")]
 pub mod markdown;
 #[cfg(feature = "ssr")]
+pub mod needs_you;
+#[cfg(feature = "ssr")]
 pub mod retry;
 #[cfg(feature = "ssr")]
 pub mod room;

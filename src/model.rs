@@ -764,6 +764,25 @@ pub struct Mentionable {
     pub display_name: String,
 }
 
+/// The people a message can mention.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MentionablePeople {
+    pub people: Vec<Mentionable>,
+}
+
+/// A browser's push keys, as `PushSubscription.toJSON()` gives them (base64url).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushKeys {
+    pub p256dh: String,
+    pub auth: String,
+}
+
+/// A team webhook's signing secret (none once removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecret {
+    pub secret: Option<String>,
+}
+
 /// Longest thread name.
 pub const MAX_THREAD_NAME_CHARS: usize = 120;
 

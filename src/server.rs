@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
             "/api/workspace/{id}/threads/{thread}/{file}",
             get(thread_export),
         )
+        .route("/api/inbox/events", get(crate::needs_you::inbox_events))
         .route("/join/{secret}", get(crate::auth::links::join))
         .route("/sign-in/{secret}", get(crate::auth::links::sign_in))
         .route("/new", post(create_workspace_form))
@@ -382,6 +383,7 @@ async fn send_form(
                     form.thread.as_deref(),
                     form.text,
                     team_only,
+                    Vec::new(),
                     Vec::new(),
                 )
                 .await
@@ -806,6 +808,8 @@ pub fn build_app(
         max_queue: options.limits.max_queue,
         projects_root: options.projects_root.clone(),
     });
+    let needs_you =
+        crate::needs_you::NeedsYou::start(pool.clone(), options.base_url.clone(), shutdown.clone());
     let auth = Auth::new(
         pool.clone(),
         AuthOptions {
@@ -815,6 +819,7 @@ pub fn build_app(
         },
     );
     let state = AppState::new(crate::state::Parts {
+        needs_you,
         pool,
         leptos_options,
         registry,

@@ -43,6 +43,7 @@ struct Inner {
     /// Which workspace each thread is in, and each workspace's first thread (neither changes).
     thread_workspace: quick_cache::sync::Cache<String, String>,
     first_thread: quick_cache::sync::Cache<String, String>,
+    needs_you: crate::needs_you::NeedsYou,
 }
 
 /// How many rooms' folded timelines are kept.
@@ -179,6 +180,7 @@ pub struct Parts {
     pub limits: Limits,
     pub auth: Auth,
     pub projects_root: Option<std::path::PathBuf>,
+    pub needs_you: crate::needs_you::NeedsYou,
 }
 
 impl AppState {
@@ -195,6 +197,7 @@ impl AppState {
             streams_per_person: StreamCounts::new(p.limits.max_streams_per_person),
             auth: p.auth,
             projects_root: p.projects_root,
+            needs_you: p.needs_you,
             secure_cookies,
             folds: Folds::new(FOLDS_KEPT),
             thread_workspace: quick_cache::sync::Cache::new(10_000),
@@ -226,6 +229,10 @@ impl AppState {
 
     pub fn auth(&self) -> &Auth {
         &self.0.auth
+    }
+
+    pub fn needs_you(&self) -> &crate::needs_you::NeedsYou {
+        &self.0.needs_you
     }
 
     /// Cancelled when the server shuts down: long-lived streams end on it.
@@ -617,11 +624,15 @@ impl AppState {
         text: String,
         team_only: bool,
         images: Vec<crate::model::ImageUpload>,
+        mentions: Vec<String>,
     ) -> Result<i64, ApiError> {
         let text = crate::model::check_prompt(text)?;
         let images = check_images(images)?;
         let grant = self.auth().require(caller, workspace_id, Need::Act).await?;
         let key = self.room_key(workspace_id, thread).await?;
+        let mentions = self
+            .resolve_mentions(&key, &grant.member.user_id, mentions)
+            .await?;
         if let Err(wait) = self.0.prompt_rate.check(&grant.member.user_id) {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
@@ -639,7 +650,7 @@ impl AppState {
         self.registry().sandboxes().recheck_unreachable().await;
         match self
             .registry()
-            .prompt(&key, grant.member, text, team_only, refs, Vec::new())
+            .prompt(&key, grant.member, text, team_only, refs, mentions)
             .await
         {
             Ok(seq) => Ok(seq),

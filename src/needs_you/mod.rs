@@ -4,7 +4,14 @@
 //! hears it), keeps notification settings and push subscriptions, and runs the sender of webhook
 //! posts and pushes (`sender`).
 
+mod actions;
 mod sender;
+mod stream;
+
+pub use stream::inbox_events;
+
+pub use actions::HERE;
+pub use sender::signature;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +20,7 @@ use base64::Engine;
 use sqlx::PgPool;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
-use web_push_native::jwt_simple::algorithms::ES256KeyPair;
+use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike, ES256KeyPair};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Inbox, Mentionable, NotifyLevel, NotifySettings};
@@ -34,8 +41,8 @@ struct Inner {
     changes: broadcast::Sender<String>,
     /// Wakes the sender: new outbox rows.
     outbox: Notify,
-    vapid: ES256KeyPair,
-    vapid_public: String,
+    /// The VAPID key pair and its public key (base64url), read or made on first use.
+    vapid: tokio::sync::OnceCell<(ES256KeyPair, String)>,
     /// Where links in pushes and webhook posts point.
     base_url: String,
     /// Open inbox streams per person on this node: a person with a tab open gets no push.
@@ -62,34 +69,38 @@ impl Drop for Tab {
 }
 
 impl NeedsYou {
-    /// Loads (or makes, on first start) the VAPID key pair, then listens for inbox changes and
-    /// runs the sender until `shutdown`.
-    pub async fn start(
-        pool: PgPool,
-        base_url: String,
-        shutdown: CancellationToken,
-    ) -> Result<Self, StoreError> {
-        let vapid = vapid_key(&pool).await?;
-        let vapid_public = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(vapid.public_key().public_key().to_bytes_uncompressed());
+    /// Listens for inbox changes and runs the sender until `shutdown`.
+    pub fn start(pool: PgPool, base_url: String, shutdown: CancellationToken) -> Self {
         let http = reqwest::Client::builder()
             .timeout(sender::SEND_TIMEOUT)
             .connect_timeout(sender::SEND_TIMEOUT)
             .build()
-            .map_err(|e| StoreError::Corrupt(format!("http client: {e}")))?;
+            .expect("an HTTP client");
         let service = Self(Arc::new(Inner {
             pool,
             changes: broadcast::channel(1024).0,
             outbox: Notify::new(),
-            vapid,
-            vapid_public,
+            vapid: tokio::sync::OnceCell::new(),
             base_url: base_url.trim_end_matches('/').to_string(),
             tabs: Mutex::new(HashMap::new()),
             http,
         }));
         tokio::spawn(service.clone().listen(shutdown.clone()));
         tokio::spawn(sender::run(service.clone(), shutdown));
-        Ok(service)
+        service
+    }
+
+    /// The instance's VAPID key pair and its public key.
+    pub(crate) async fn vapid(&self) -> Result<&(ES256KeyPair, String), StoreError> {
+        self.0
+            .vapid
+            .get_or_try_init(|| async {
+                let key = vapid_key(self.pool()).await?;
+                let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(key.public_key().public_key().to_bytes_uncompressed());
+                Ok((key, public))
+            })
+            .await
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -220,7 +231,7 @@ impl NeedsYou {
                 .and_then(NotifyLevel::parse)
                 .unwrap_or_default(),
             muted,
-            vapid_public_key: self.0.vapid_public.clone(),
+            vapid_public_key: self.vapid().await?.1.clone(),
             subscriptions: subscriptions as usize,
         })
     }

@@ -402,10 +402,14 @@ async fn push_one(
     let Ok(uri) = endpoint.parse() else {
         return PushOutcome::Gone;
     };
+    let vapid = match service.vapid().await {
+        Ok((key, _)) => key,
+        Err(e) => return PushOutcome::Failed(format!("no VAPID key: {e}")),
+    };
     let contact = format!("{}/", service.0.base_url);
     let request = WebPushBuilder::new(uri, key, auth)
         .with_valid_duration(Duration::from_secs(12 * 3600))
-        .with_vapid(&service.0.vapid, &contact)
+        .with_vapid(vapid, &contact)
         .build(payload.to_vec());
     let request = match request {
         Ok(r) => r,

@@ -98,7 +98,7 @@ pub(crate) fn Composer(
                 .into_iter()
                 .map(|(mime_type, data)| crate::model::ImageUpload { mime_type, data })
                 .collect();
-            match prompt(ws, thread, value, team, images).await {
+            match prompt(ws, thread, value, team, images, Vec::new()).await {
                 Ok(_) => {
                     el.set_value("");
                     attachments.set(Vec::new());
