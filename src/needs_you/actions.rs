@@ -25,7 +25,10 @@ impl AppState {
         thread_id: &str,
         seq: i64,
     ) -> Result<(), ApiError> {
-        let grant = self.auth().require(caller, workspace_id, Need::View).await?;
+        let grant = self
+            .auth()
+            .require(caller, workspace_id, Need::View)
+            .await?;
         // The thread must be the workspace's.
         let key = self.room_key(workspace_id, Some(thread_id)).await?;
         self.needs_you()
@@ -57,7 +60,10 @@ impl AppState {
         workspace_id: &str,
         muted: bool,
     ) -> Result<NotifySettings, ApiError> {
-        let grant = self.auth().require(caller, workspace_id, Need::View).await?;
+        let grant = self
+            .auth()
+            .require(caller, workspace_id, Need::View)
+            .await?;
         let person = &grant.member.user_id;
         self.needs_you()
             .set_muted(person, workspace_id, muted)
@@ -106,7 +112,9 @@ impl AppState {
         caller: &Caller,
         workspace_id: &str,
     ) -> Result<Vec<Mentionable>, ApiError> {
-        self.auth().require(caller, workspace_id, Need::View).await?;
+        self.auth()
+            .require(caller, workspace_id, Need::View)
+            .await?;
         self.needs_you().mentionable(workspace_id).await
     }
 

@@ -250,7 +250,12 @@ impl NeedsYou {
     }
 
     /// Mutes or unmutes a workspace for a person (they must be in it).
-    pub async fn set_muted(&self, person: &str, workspace_id: &str, muted: bool) -> Result<(), ApiError> {
+    pub async fn set_muted(
+        &self,
+        person: &str,
+        workspace_id: &str,
+        muted: bool,
+    ) -> Result<(), ApiError> {
         let sql = if muted {
             "INSERT INTO notify_mutes (person_id, workspace_id) \
              SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM memberships WHERE person_id = $1 AND workspace_id = $2) \
@@ -287,13 +292,14 @@ impl NeedsYou {
                 "`keys.p256dh` must be a P-256 public key and `keys.auth` 16 bytes, both base64url.",
             )
         })?;
-        let count: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM push_subscriptions WHERE person_id = $1 AND endpoint <> $2")
-                .bind(person)
-                .bind(endpoint)
-                .fetch_one(self.pool())
-                .await
-                .map_err(StoreError::from)?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM push_subscriptions WHERE person_id = $1 AND endpoint <> $2",
+        )
+        .bind(person)
+        .bind(endpoint)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::from)?;
         if count >= MAX_SUBSCRIPTIONS {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
@@ -332,14 +338,17 @@ impl NeedsYou {
         url: Option<&str>,
     ) -> Result<Option<String>, ApiError> {
         let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
-            sqlx::query("UPDATE workspaces SET webhook_url = NULL, webhook_secret = NULL WHERE id = $1")
-                .bind(workspace_id)
-                .execute(self.pool())
-                .await
-                .map_err(StoreError::from)?;
+            sqlx::query(
+                "UPDATE workspaces SET webhook_url = NULL, webhook_secret = NULL WHERE id = $1",
+            )
+            .bind(workspace_id)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::from)?;
             return Ok(None);
         };
-        let parsed = url::Url::parse(url).map_err(|_| ApiError::bad_request("`url` must be a URL."))?;
+        let parsed =
+            url::Url::parse(url).map_err(|_| ApiError::bad_request("`url` must be a URL."))?;
         if !matches!(parsed.scheme(), "https" | "http") || url.len() > 2048 {
             return Err(ApiError::bad_request(
                 "`url` must be an http(s) URL of at most 2,048 characters.",
@@ -360,7 +369,7 @@ impl NeedsYou {
     pub async fn mentionable(&self, workspace_id: &str) -> Result<Vec<Mentionable>, ApiError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT p.id, p.display_name FROM memberships m JOIN people p ON p.id = m.person_id \
-             WHERE m.workspace_id = $1 AND NOT p.is_bot ORDER BY lower(p.display_name)",
+             WHERE m.workspace_id = $1 ORDER BY lower(p.display_name)",
         )
         .bind(workspace_id)
         .fetch_all(self.pool())
@@ -379,12 +388,15 @@ impl NeedsYou {
 /// The instance's VAPID key pair: made on first start, kept in Postgres (every node signs with
 /// the same key, and subscriptions outlive restarts).
 async fn vapid_key(pool: &PgPool) -> Result<ES256KeyPair, StoreError> {
-    let made = base64::engine::general_purpose::STANDARD.encode(ES256KeyPair::generate().to_bytes());
+    let made =
+        base64::engine::general_purpose::STANDARD.encode(ES256KeyPair::generate().to_bytes());
     // The first node to start wins; every other reads what it stored.
-    sqlx::query("INSERT INTO instance_keys (name, value) VALUES ('vapid', $1) ON CONFLICT DO NOTHING")
-        .bind(&made)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO instance_keys (name, value) VALUES ('vapid', $1) ON CONFLICT DO NOTHING",
+    )
+    .bind(&made)
+    .execute(pool)
+    .await?;
     let stored: String = sqlx::query_scalar("SELECT value FROM instance_keys WHERE name = 'vapid'")
         .fetch_one(pool)
         .await?;

@@ -110,11 +110,13 @@ async fn deliver(service: &NeedsYou, row: Due) {
             tracing::info!(kind = %row.kind, workspace = %row.workspace_id, reason = %why, attempt = row.attempts, "outbox row will be sent again");
             // 2, 4, 8 … seconds, at most five minutes.
             let wait = 2f64.powi(row.attempts).min(300.0);
-            sqlx::query("UPDATE outbox SET next_at = now() + make_interval(secs => $2) WHERE id = $1")
-                .bind(row.id)
-                .bind(wait)
-                .execute(service.pool())
-                .await
+            sqlx::query(
+                "UPDATE outbox SET next_at = now() + make_interval(secs => $2) WHERE id = $1",
+            )
+            .bind(row.id)
+            .bind(wait)
+            .execute(service.pool())
+            .await
         }
     };
     if let Err(e) = outcome {
@@ -214,7 +216,9 @@ async fn about(service: &NeedsYou, row: &Due) -> Result<Option<About>, SendError
             fields["stopReason"] = data["stopReason"].clone();
             fields["error"] = data["error"].clone();
             fields["promptedBy"] = json!(by);
-            let whose = by.map(|b| format!("{b}'s turn")).unwrap_or("The turn".into());
+            let whose = by
+                .map(|b| format!("{b}'s turn"))
+                .unwrap_or("The turn".into());
             (
                 "turn_ended",
                 format!("Turn {how} · {place}"),
@@ -222,13 +226,17 @@ async fn about(service: &NeedsYou, row: &Due) -> Result<Option<About>, SendError
             )
         }
         "chat.user" => {
-            let by = data["displayName"].as_str().unwrap_or("Someone").to_string();
-            let said: String = data["text"].as_str().unwrap_or("").chars().take(200).collect();
-            (
-                "mention",
-                format!("{by} mentioned you · {place}"),
-                said,
-            )
+            let by = data["displayName"]
+                .as_str()
+                .unwrap_or("Someone")
+                .to_string();
+            let said: String = data["text"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            ("mention", format!("{by} mentioned you · {place}"), said)
         }
         _ => return Ok(None),
     };
@@ -274,7 +282,10 @@ async fn webhook(service: &NeedsYou, row: &Due) -> Result<Sent, SendError> {
         .post(&url)
         .header("content-type", "application/json")
         .header("x-huddle-event", about.event)
-        .header("x-huddle-delivery", format!("{}:{}", row.thread_id, row.seq))
+        .header(
+            "x-huddle-delivery",
+            format!("{}:{}", row.thread_id, row.seq),
+        )
         .header("x-huddle-signature-256", signature(&secret, &body))
         .body(body)
         .send()

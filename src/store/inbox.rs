@@ -138,7 +138,11 @@ struct ItemRow {
 
 /// What needs a person now, newest first: open permission requests, and ended turns and
 /// mentions past where they read the thread.
-pub async fn items(pool: &PgPool, person_id: &str, limit: i64) -> Result<Vec<InboxItem>, StoreError> {
+pub async fn items(
+    pool: &PgPool,
+    person_id: &str,
+    limit: i64,
+) -> Result<Vec<InboxItem>, StoreError> {
     let rows: Vec<ItemRow> = sqlx::query_as(
         "SELECT i.kind, i.workspace_id, w.name AS workspace_name, i.thread_id, \
            COALESCE(t.name, t.agent_title, '') AS thread_title, i.seq, i.created_at, i.request_id, \

@@ -632,6 +632,22 @@ impl Sse {
         }
     }
 
+    /// The data of the first event named `event` whose data satisfies `pred`.
+    pub async fn raw_until(&mut self, event: &str, pred: impl Fn(&str) -> bool) -> String {
+        use futures::StreamExt;
+        loop {
+            let ev = self
+                .stream
+                .next()
+                .await
+                .expect("the stream is open")
+                .expect("a well-formed SSE event");
+            if ev.event == event && pred(&ev.data) {
+                return ev.data;
+            }
+        }
+    }
+
     /// Waits for the stream to end (entries meanwhile are skipped).
     pub async fn closed(&mut self) {
         use futures::StreamExt;

@@ -699,4 +699,3 @@ async fn a_new_name_shows_in_the_rooms_its_person_is_in_at_once() {
     app.stop().await;
     sa.stop().await;
 }
-

@@ -12,6 +12,7 @@ mod openai_api;
 mod agents;
 mod faults;
 mod identity;
+mod needs_you;
 mod persist;
 mod process;
 mod resilience;
