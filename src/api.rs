@@ -122,10 +122,12 @@ pub async fn prompt(
             &caller,
             &workspace_id,
             thread_id.as_deref(),
-            text,
-            team_only,
-            images,
-            mentions,
+            crate::state::NewMessage {
+                text,
+                team_only,
+                images,
+                mentions,
+            },
         )
         .await?;
     Ok(crate::model::PromptAccepted { seq })

@@ -2,6 +2,8 @@
 //! the clipboard, page visibility. On the server every call is a no-op, so components can call them
 //! from effects and event handlers without caring where they run.
 
+pub mod notify;
+
 pub use imp::*;
 
 /// Called with each image a paste or drop carries (its type, its bytes in base64), or with why

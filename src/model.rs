@@ -674,7 +674,7 @@ impl InboxKind {
 }
 
 /// One thing that needs a person now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboxItem {
     pub kind: InboxKind,
@@ -692,11 +692,14 @@ pub struct InboxItem {
     /// Who mentioned this person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// The question and its choices (`kind: permission`), to answer from the inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<crate::timeline::PermissionView>,
     /// The row in its thread.
     pub url: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Inbox {
     pub items: Vec<InboxItem>,

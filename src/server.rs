@@ -381,10 +381,11 @@ async fn send_form(
                     &caller,
                     &id,
                     form.thread.as_deref(),
-                    form.text,
-                    team_only,
-                    Vec::new(),
-                    Vec::new(),
+                    crate::state::NewMessage {
+                        text: form.text,
+                        team_only,
+                        ..Default::default()
+                    },
                 )
                 .await
         }

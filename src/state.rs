@@ -183,6 +183,16 @@ pub struct Parts {
     pub needs_you: crate::needs_you::NeedsYou,
 }
 
+/// A message someone sends to a thread: a prompt, or with `team_only` a note for the team.
+#[derive(Debug, Default)]
+pub struct NewMessage {
+    pub text: String,
+    pub team_only: bool,
+    pub images: Vec<crate::model::ImageUpload>,
+    /// Person ids (or `here`) the composer says the message mentions.
+    pub mentions: Vec<String>,
+}
+
 impl AppState {
     pub fn new(p: Parts) -> Self {
         let secure_cookies = p.auth.base_url().starts_with("https://");
@@ -621,11 +631,14 @@ impl AppState {
         caller: &Caller,
         workspace_id: &str,
         thread: Option<&str>,
-        text: String,
-        team_only: bool,
-        images: Vec<crate::model::ImageUpload>,
-        mentions: Vec<String>,
+        message: NewMessage,
     ) -> Result<i64, ApiError> {
+        let NewMessage {
+            text,
+            team_only,
+            images,
+            mentions,
+        } = message;
         let text = crate::model::check_prompt(text)?;
         let images = check_images(images)?;
         let grant = self.auth().require(caller, workspace_id, Need::Act).await?;

@@ -134,6 +134,7 @@ struct ItemRow {
     request_id: Option<String>,
     summary: Option<String>,
     author: Option<String>,
+    request: Option<sqlx::types::Json<serde_json::Value>>,
 }
 
 /// What needs a person now, newest first: open permission requests, and ended turns and
@@ -150,7 +151,8 @@ pub async fn items(
              WHEN 'permission' THEN COALESCE(r.data#>>'{request,toolCall,title}', 'The agent asks permission') \
              WHEN 'turn_ended' THEN COALESCE(r.data->>'stopReason', r.data->>'error') \
              ELSE left(r.data->>'text', 200) END AS summary, \
-           CASE WHEN i.kind = 'mention' THEN r.data->>'displayName' END AS author \
+           CASE WHEN i.kind = 'mention' THEN r.data->>'displayName' END AS author, \
+           CASE WHEN i.kind = 'permission' THEN r.data->'request' END AS request \
          FROM inbox i \
          JOIN workspaces w ON w.id = i.workspace_id \
          JOIN threads t ON t.id = i.thread_id \
@@ -177,6 +179,10 @@ pub async fn items(
                 thread_title: r.thread_title,
                 seq: r.seq,
                 created_at: r.created_at,
+                permission: match (&r.request_id, r.request) {
+                    (Some(id), Some(req)) => Some(crate::timeline::permission_of(id, &req.0)),
+                    _ => None,
+                },
                 request_id: r.request_id,
                 summary: r.summary.unwrap_or_default(),
                 author: r.author,

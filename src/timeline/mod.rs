@@ -157,3 +157,8 @@ pub fn fold(entries: &[RoomEntry]) -> Fold {
     fold.changed.clear();
     fold
 }
+
+/// A permission request as the room shows it (its question and choices), from its log entry.
+pub fn permission_of(request_id: &str, request: &serde_json::Value) -> PermissionView {
+    acp::permission_view(request_id, request)
+}

@@ -6,8 +6,10 @@
 //!   manage panel) and its live state.
 //! - `components`: small pieces every page uses (clock, name tag, error line).
 //! - `sandbox`: where a workspace's agent runs, as the UI shows and manages it.
+//! - `inbox`: what needs you (the inbox, browser notifications, "notify me").
 
 pub mod components;
+pub mod inbox;
 pub mod pages;
 pub mod room;
 pub mod sandbox;

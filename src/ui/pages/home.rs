@@ -75,8 +75,19 @@ pub(crate) fn Home(view: HomeView) -> impl IntoView {
         }
     });
     let has_workspaces = !workspaces.is_empty();
+    let needs_you = crate::ui::inbox::InboxState::new(None);
+    needs_you.start();
+    // The count of what waits on you leads the tab's title.
+    Effect::new(move |_| {
+        crate::browser::set_title(&match needs_you.count() {
+            0 => "Huddle".to_string(),
+            n => format!("({n}) Huddle"),
+        })
+    });
     view! {
         <NameTag name />
+        <crate::ui::inbox::NotifySwitch />
+        <crate::ui::inbox::InboxPanel state=needs_you />
         {create}
         <ErrorLine error />
         {instance}

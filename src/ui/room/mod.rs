@@ -100,6 +100,8 @@ pub(crate) fn Room(
         ctx.rendered,
     );
     let threads = threads::ThreadsState::new(info.workspace_id.clone(), thread_list);
+    let needs_you = crate::ui::inbox::InboxState::new(Some(info.thread_id.clone()));
+    needs_you.start();
     let threads_open = RwSignal::new(false);
 
     // Your name is kept on the server; a change shows on your own messages from now on.
@@ -162,6 +164,7 @@ pub(crate) fn Room(
         <Title text=title />
         <threads::ThreadListPanel
             state=threads
+            needs_you
             current=thread_id.clone()
             can_act=access.role.can_act()
             open=threads_open

@@ -89,6 +89,7 @@ fn status_text(t: &ThreadSummary) -> String {
 #[component]
 pub fn ThreadListPanel(
     state: ThreadsState,
+    needs_you: crate::ui::inbox::InboxState,
     current: String,
     can_act: bool,
     open: RwSignal<bool>,
@@ -147,6 +148,9 @@ pub fn ThreadListPanel(
                     "×"
                 </button>
             </header>
+            <Show when=move || { needs_you.count() > 0 }>
+                <crate::ui::inbox::InboxPanel state=needs_you />
+            </Show>
             {can_act
                 .then(|| {
                     view! {
