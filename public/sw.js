@@ -11,7 +11,7 @@ self.addEventListener("push", (event) => {
     self.registration.showNotification(data.title || "Huddle", {
       body: data.body || "",
       tag: data.tag || undefined,
-      icon: "/favicon.ico",
+      icon: "/favicon.svg",
       data: { url: data.url || "/" },
     }),
   );

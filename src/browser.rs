@@ -198,6 +198,37 @@ mod imp {
         }
     }
 
+    /// The row a link's `#seq-<n>` names: that row, or the last one before it (an ended turn
+    /// ends the row before it). False when the address names none.
+    pub fn reveal_linked_row() -> bool {
+        let Some(n) = web_sys::window()
+            .and_then(|w| w.location().hash().ok())
+            .and_then(|h| h.strip_prefix("#seq-").and_then(|n| n.parse::<i64>().ok()))
+        else {
+            return false;
+        };
+        let Some(rows) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.query_selector_all(".timeline .row[id^='seq-']").ok())
+        else {
+            return false;
+        };
+        let mut best = None;
+        for i in 0..rows.length() {
+            let Some(el) = rows.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) else {
+                continue;
+            };
+            let seq = el.id()[4..].parse::<i64>().unwrap_or(i64::MAX);
+            if seq <= n {
+                best = Some(el);
+            }
+        }
+        let Some(el) = best else { return false };
+        el.scroll_into_view_with_bool(true);
+        let _ = el.class_list().add_1("linked");
+        true
+    }
+
     /// Scrolls the element with this id into view, when it is not (the palette's chosen command).
     pub fn reveal(id: &str) {
         if let Some(el) = web_sys::window()
@@ -451,6 +482,9 @@ mod imp {
     pub fn every(_ms: i32, _f: impl Fn() + 'static) {}
     pub fn follow_bottom() {}
     pub fn reveal(_id: &str) {}
+    pub fn reveal_linked_row() -> bool {
+        false
+    }
     pub fn on_scroll_near_top(_f: impl Fn() + 'static) {}
     pub fn scroll_height() -> f64 {
         0.0

@@ -82,7 +82,7 @@ mod imp {
         let options = NotificationOptions::new();
         options.set_body(body);
         options.set_tag(tag);
-        options.set_icon("/favicon.ico");
+        options.set_icon("/favicon.svg");
         let Ok(n) = Notification::new_with_options(title, &options) else {
             return;
         };
@@ -152,7 +152,7 @@ mod imp {
             return;
         };
         let href = if count == 0 {
-            "/favicon.ico".to_string()
+            "/favicon.svg".to_string()
         } else {
             let label = if count > 9 { "9+".into() } else { count.to_string() };
             let svg = format!(

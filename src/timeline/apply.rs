@@ -28,7 +28,7 @@ impl Fold {
 
     pub(super) fn entry(&mut self, e: &RoomEntry) {
         match &e.event {
-            RoomEvent::ChatUser { user_id, display_name, text, team_only, images, .. } => {
+            RoomEvent::ChatUser { user_id, display_name, text, team_only, images, mentions, .. } => {
                 self.chats.insert(e.seq, (display_name.clone(), text.clone()));
                 let view = View::Chat {
                     user_id: user_id.clone(),
@@ -36,6 +36,7 @@ impl Fold {
                     text: text.clone(),
                     team_only: *team_only,
                     images: images.clone(),
+                    mentions: mentions.clone(),
                 };
                 self.push(format!("c{}", e.seq), e, view);
             }

@@ -24,6 +24,9 @@ pub enum View {
         /// For the team, not a prompt.
         team_only: bool,
         images: Vec<crate::model::ImageRef>,
+        /// The people it mentions (highlighted where their `@Name` is).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<crate::model::Mention>,
     },
     /// The agent's reply in one turn; `done` once the turn ended (then it is rendered as markdown).
     Agent {

@@ -45,6 +45,7 @@ pub(crate) fn Composer(
         }
     };
     let team_only = NodeRef::<leptos::html::Input>::new();
+    let mentions = super::mentions::MentionPicker::new(ctx.ws.get_value());
     let sending = RwSignal::new(false);
     // Images pasted or dropped into the composer: (type, base64), sent with the next message.
     let attachments = RwSignal::new(Vec::<(String, String)>::new());
@@ -98,10 +99,12 @@ pub(crate) fn Composer(
                 .into_iter()
                 .map(|(mime_type, data)| crate::model::ImageUpload { mime_type, data })
                 .collect();
-            match prompt(ws, thread, value, team, images, Vec::new()).await {
+            let mentioned = mentions.ids_in(&value);
+            match prompt(ws, thread, value, team, images, mentioned).await {
                 Ok(_) => {
                     el.set_value("");
                     attachments.set(Vec::new());
+                    mentions.clear();
                     ctx.error.set(None);
                 }
                 // The text stays in the box: nothing typed is lost.
@@ -115,6 +118,9 @@ pub(crate) fn Composer(
         send();
     };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        if mentions.key(&ev, text) {
+            return;
+        }
         let open = matching();
         if !open.is_empty() && !ev.is_composing() {
             let n = open.len();
@@ -151,6 +157,7 @@ pub(crate) fn Composer(
     };
     let on_input = move |ev: leptos::ev::Event| {
         draft.set(event_target_value(&ev));
+        mentions.typed(&draft.get_untracked());
         chosen.set(0);
         let now = browser::now_ms();
         if now - last_typing.get_value() < 2500.0 {
@@ -210,6 +217,7 @@ pub(crate) fn Composer(
                     }}
                 </ul>
             </Show>
+            <super::mentions::MentionList picker=mentions text />
             <Show when=move || attachments.with(|a| !a.is_empty())>
                 <ul class="attachments pending" data-testid="attachments">
                     {move || {

@@ -6,6 +6,7 @@ pub mod dock;
 pub mod header;
 pub mod live;
 pub mod manage;
+pub mod mentions;
 pub mod rows;
 pub mod session_options;
 pub mod threads;
@@ -115,7 +116,10 @@ pub(crate) fn Room(
         });
     });
     Effect::new(move |_| {
-        browser::scroll_to_bottom();
+        // A link to a row (from the inbox or a notification) opens at that row.
+        if !browser::reveal_linked_row() {
+            browser::scroll_to_bottom();
+        }
         browser::on_scroll_near_top(move || live.load_older(ctx));
         browser::every(1000, move || live.tick());
         browser::on_visibility_change(move |hidden| {

@@ -25,7 +25,10 @@ pub(crate) fn Timeline(live: LiveRoom) -> impl IntoView {
             <For
                 each=move || live.older_rows.get()
                 key=|item| item.key.clone()
-                children=move |item| view! { <Row item /> }
+                children=move |item| {
+                    let id = anchor(&item.key);
+                    view! { <div class="row" id=id><Row item /></div> }
+                }
             />
             <Show when=move || live.rows.with(|r| r.is_empty()) && live.older.get() == 0>
                 <p class="empty">"Nothing here yet. Say hello to the agent below."</p>
@@ -33,8 +36,14 @@ pub(crate) fn Timeline(live: LiveRoom) -> impl IntoView {
             <For
                 each=move || live.rows.get()
                 key=|row| row.key.clone()
-                children=move |row| view! { <LiveRow item=row.item /> }
+                children=move |row| view! { <div class="row" id=anchor(&row.key)><LiveRow item=row.item /></div> }
             />
         </main>
     }
+}
+
+/// A row's anchor, `seq-<n>` for the room-log seq it starts at (its key is a letter and that
+/// seq): the inbox and notifications link to rows by seq.
+fn anchor(key: &str) -> String {
+    format!("seq-{}", key.trim_start_matches(|c: char| c.is_ascii_alphabetic()))
 }

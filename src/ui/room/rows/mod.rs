@@ -69,13 +69,20 @@ pub(crate) fn Row(item: Item) -> impl IntoView {
             text,
             team_only,
             images,
+            mentions,
         } => {
             let mine = move || {
                 ctx.me
                     .with(|m| m.as_ref().is_some_and(|m| m.user_id == user_id))
             };
+            let ids: Vec<String> = mentions.iter().map(|m| m.person_id.clone()).collect();
+            let mentions_me = move || {
+                ctx.me
+                    .with(|m| m.as_ref().is_some_and(|m| ids.contains(&m.user_id)))
+            };
+            let text = mentioned_text(&text, &mentions);
             view! {
-                <article class="msg chat" class:mine=mine class:team-only=team_only data-testid="chat">
+                <article class="msg chat" class:mine=mine class:mentions-me=mentions_me class:team-only=team_only data-testid="chat">
                     <header>
                         <span class="author" data-testid="author">{display_name}</span>
                         <Clock at />
@@ -213,4 +220,29 @@ pub(crate) fn rendered_texts(
             }
         })
         .collect_view()
+}
+
+/// A message's text with the `@Name` of each person it mentions highlighted.
+fn mentioned_text(text: &str, mentions: &[crate::model::Mention]) -> Vec<AnyView> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    loop {
+        let next = mentions
+            .iter()
+            .filter_map(|m| {
+                let tag = format!("@{}", m.display_name);
+                rest.find(&tag).map(|at| (at, tag, m.person_id.clone()))
+            })
+            .min_by_key(|(at, tag, _)| (*at, std::cmp::Reverse(tag.len())));
+        let Some((at, tag, person)) = next else {
+            parts.push(rest.to_string().into_any());
+            return parts;
+        };
+        parts.push(rest[..at].to_string().into_any());
+        parts.push(
+            view! { <mark class="mention" data-testid="mention" data-person=person>{tag.clone()}</mark> }
+                .into_any(),
+        );
+        rest = &rest[at + tag.len()..];
+    }
 }
