@@ -215,7 +215,10 @@ mod imp {
         };
         let mut best = None;
         for i in 0..rows.length() {
-            let Some(el) = rows.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) else {
+            let Some(el) = rows
+                .item(i)
+                .and_then(|n| n.dyn_into::<web_sys::Element>().ok())
+            else {
                 continue;
             };
             let seq = el.id()[4..].parse::<i64>().unwrap_or(i64::MAX);

@@ -290,6 +290,17 @@ impl AppState {
             seq.min(head),
         )
         .await?;
+        // What they have now seen leaves their inbox, on every page of theirs.
+        if store::inbox::seen(
+            self.pool(),
+            &grant.member.user_id,
+            &key.thread,
+            seq.min(head),
+        )
+        .await?
+        {
+            self.needs_you().changed(ws).await;
+        }
         Ok(())
     }
 

@@ -74,7 +74,7 @@ test("the agent's controls, its true turn order, and talk for the team only", as
   await send(ada, "tools");
   await expect(ada.getByTestId("tool-call").last()).toHaveAttribute("data-status", "completed");
   await expect(ada.getByTestId("agent-message").last().locator(".markdown strong")).toHaveText("the bug");
-  const order = await ada.locator('[data-testid="timeline"] > *').evaluateAll((rows) =>
+  const order = await ada.locator('[data-testid="timeline"] > .row > *').evaluateAll((rows) =>
     rows.map((r) => r.getAttribute("data-testid")).filter((t) => ["thought", "plan", "tool-call", "agent-message"].includes(t ?? "")),
   );
   expect(order.slice(-4)).toEqual(["thought", "plan", "tool-call", "agent-message"]);

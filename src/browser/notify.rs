@@ -118,8 +118,10 @@ mod imp {
     async fn subscribe(vapid_key: &str) -> Result<super::Subscription, JsValue> {
         let window = web_sys::window().ok_or("no window")?;
         let container = window.navigator().service_worker();
+        JsFuture::from(container.register("/sw.js")).await?;
+        // Subscribing needs the worker active: `ready` waits for it.
         let registration: web_sys::ServiceWorkerRegistration =
-            JsFuture::from(container.register("/sw.js")).await?.dyn_into()?;
+            JsFuture::from(container.ready()?).await?.dyn_into()?;
         let manager = registration.push_manager()?;
         let key = base64_url_bytes(vapid_key).ok_or("a bad VAPID key")?;
         let options = web_sys::PushSubscriptionOptionsInit::new();
@@ -154,7 +156,11 @@ mod imp {
         let href = if count == 0 {
             "/favicon.svg".to_string()
         } else {
-            let label = if count > 9 { "9+".into() } else { count.to_string() };
+            let label = if count > 9 {
+                "9+".into()
+            } else {
+                count.to_string()
+            };
             let svg = format!(
                 "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><circle cx='16' cy='16' r='16' fill='%23d33'/><text x='16' y='22' font-size='18' text-anchor='middle' fill='white' font-family='sans-serif'>{label}</text></svg>"
             );
@@ -163,7 +169,9 @@ mod imp {
         let link = match doc.query_selector("link[rel='icon']").ok().flatten() {
             Some(l) => l,
             None => {
-                let Ok(l) = doc.create_element("link") else { return };
+                let Ok(l) = doc.create_element("link") else {
+                    return;
+                };
                 let _ = l.set_attribute("rel", "icon");
                 if let Some(head) = doc.head() {
                     let _ = head.append_child(&l);

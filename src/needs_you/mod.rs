@@ -189,6 +189,7 @@ impl NeedsYou {
     ) -> Result<(), ApiError> {
         inbox::dismiss(self.pool(), person, thread_id, seq).await?;
         crate::store::threads::mark_read(self.pool(), thread_id, person, seq).await?;
+        inbox::seen(self.pool(), person, thread_id, seq).await?;
         self.changed(workspace_id).await;
         Ok(())
     }

@@ -211,6 +211,26 @@ pub async fn dismiss(
     Ok(done > 0)
 }
 
+/// A person read a thread up to `seq`: their ended turns and mentions up to there are done.
+/// True when that took something out of their inbox.
+pub async fn seen(
+    pool: &PgPool,
+    person_id: &str,
+    thread_id: &str,
+    seq: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE inbox SET done = true WHERE person_id = $1 AND thread_id = $2          AND kind <> 'permission' AND NOT done AND seq <= $3",
+    )
+    .bind(person_id)
+    .bind(thread_id)
+    .bind(seq)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done > 0)
+}
+
 /// Every workspace id of a person (the inbox stream listens for these).
 pub async fn workspaces_of(pool: &PgPool, person_id: &str) -> Result<Vec<String>, StoreError> {
     Ok(

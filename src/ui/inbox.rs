@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api::{answer_permission, inbox, inbox_read, notify_settings, push_subscribe, set_notify_level};
+use crate::api::{
+    answer_permission, inbox, inbox_read, notify_settings, push_subscribe, set_notify_level,
+};
 use crate::browser::notify as browser;
 use crate::model::{InboxItem, InboxKind};
 
@@ -31,7 +33,6 @@ pub struct InboxState {
     notified: StoredValue<HashMap<String, f64>>,
     refetching: StoredValue<bool>,
     dirty: StoredValue<bool>,
-    stream: StoredValue<Option<browser::InboxStream>, LocalStorage>,
 }
 
 impl InboxState {
@@ -43,18 +44,17 @@ impl InboxState {
             notified: StoredValue::new(HashMap::new()),
             refetching: StoredValue::new(false),
             dirty: StoredValue::new(false),
-            stream: StoredValue::new_local(None),
         }
     }
 
     /// Opens the stream (in the browser only) and keeps the count in the tab's icon.
     pub fn start(self) {
-        Effect::new(move |_| {
-            if self.stream.with_value(Option::is_some) {
-                return;
+        // The effect owns the stream (effects run in the browser only) and closes it with the page.
+        Effect::new(move |open: Option<Option<browser::InboxStream>>| {
+            if let Some(Some(stream)) = open {
+                return Some(stream);
             }
-            let stream = browser::open_inbox_stream(move |_| self.refetch());
-            self.stream.set_value(stream);
+            browser::open_inbox_stream(move |_| self.refetch())
         });
         Effect::new(move |_| browser::favicon_badge(self.items.with(Vec::len)));
     }
@@ -87,10 +87,8 @@ impl InboxState {
     }
 
     fn arrived(self, items: Vec<InboxItem>) {
-        let keys: HashSet<(String, i64)> = items
-            .iter()
-            .map(|i| (i.thread_id.clone(), i.seq))
-            .collect();
+        let keys: HashSet<(String, i64)> =
+            items.iter().map(|i| (i.thread_id.clone(), i.seq)).collect();
         let new: Vec<InboxItem> = match self.seen.get_value() {
             // The first answer is what was waiting already: nothing to announce.
             None => Vec::new(),
@@ -106,10 +104,10 @@ impl InboxState {
             match item.kind {
                 InboxKind::TurnEnded => browser::after(TURN_SETTLE_MS, move || {
                     // Still there (nobody looked, no new turn took over): now it is news.
-                    if self
-                        .items
-                        .try_with(|l| l.iter().any(|i| i.thread_id == item.thread_id && i.seq == item.seq))
-                        == Some(true)
+                    if self.items.try_with(|l| {
+                        l.iter()
+                            .any(|i| i.thread_id == item.thread_id && i.seq == item.seq)
+                    }) == Some(true)
                     {
                         self.notify(&item);
                     }
@@ -135,15 +133,17 @@ impl InboxState {
         let last = crate::browser::local_get(&shared_key)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
-            .max(self.notified.with_value(|n| n.get(&item.thread_id).copied().unwrap_or(0.0)));
+            .max(
+                self.notified
+                    .with_value(|n| n.get(&item.thread_id).copied().unwrap_or(0.0)),
+            );
         if now - last < PER_THREAD_MS {
             return;
         }
         crate::browser::local_set(&shared_key, &now.to_string());
-        self.notified
-            .update_value(|n| {
-                n.insert(item.thread_id.clone(), now);
-            });
+        self.notified.update_value(|n| {
+            n.insert(item.thread_id.clone(), now);
+        });
         let (title, body) = describe(item);
         browser::show(&title, &body, &item.thread_id, &item.url);
     }
@@ -213,7 +213,11 @@ fn InboxRow(item: InboxItem, state: InboxState, error: RwSignal<Option<String>>)
                 view! {
                     <button
                         type="button"
-                        class=format!("choice {}", o.kind.as_str())
+                        class=format!(
+                            "choice {}{}",
+                            o.kind.as_str(),
+                            if o.kind.as_str().starts_with("reject") { " secondary" } else { "" },
+                        )
                         data-testid="inbox-choice"
                         on:click=move |_| {
                             let (ws, thread, request, id) = (ws.clone(), thread.clone(), request.clone(), id.clone());
@@ -252,8 +256,15 @@ fn InboxRow(item: InboxItem, state: InboxState, error: RwSignal<Option<String>>)
             </button>
         }
     });
+    let label = match item.kind {
+        InboxKind::Permission => "approval",
+        InboxKind::TurnEnded => "turn ended",
+        InboxKind::Mention => "mention",
+    };
     view! {
         <li class=format!("inbox-item {kind}") data-testid="inbox-item" data-kind=kind>
+            <span class=format!("badge kind-{kind}")>{label}</span>
+            " "
             <a href=item.url.clone() rel="external">
                 <strong>{title}</strong>
             </a>
@@ -286,7 +297,9 @@ pub fn NotifySwitch() -> impl IntoView {
                 return;
             }
             spawn_local(async move {
-                let Ok(settings) = notify_settings().await else { return };
+                let Ok(settings) = notify_settings().await else {
+                    return;
+                };
                 browser::subscribe_push(settings.vapid_public_key, move |sub| match sub {
                     Ok((endpoint, p256dh, auth)) => spawn_local(async move {
                         let keys = crate::model::PushKeys { p256dh, auth };
@@ -295,7 +308,13 @@ pub fn NotifySwitch() -> impl IntoView {
                             Err(e) => note.set(Some(e.message)),
                         }
                     }),
-                    Err(why) => note.set(Some(format!("On while a Huddle tab is open ({why})."))),
+                    Err(why) => {
+                        leptos::logging::log!("push subscription failed: {why}");
+                        note.set(Some(
+                            "On while a Huddle tab is open (this browser cannot receive pushes)."
+                                .into(),
+                        ))
+                    }
                 });
             });
         });

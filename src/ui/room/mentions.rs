@@ -74,7 +74,11 @@ impl MentionPicker {
     }
 
     /// Keys while offering: ↑ ↓ choose, Enter or Tab pick, Esc closes. True when handled.
-    pub fn key(self, ev: &leptos::ev::KeyboardEvent, text: NodeRef<leptos::html::Textarea>) -> bool {
+    pub fn key(
+        self,
+        ev: &leptos::ev::KeyboardEvent,
+        text: NodeRef<leptos::html::Textarea>,
+    ) -> bool {
         let offered = self.offered();
         if offered.is_empty() || ev.is_composing() {
             return false;

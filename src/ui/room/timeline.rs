@@ -45,5 +45,8 @@ pub(crate) fn Timeline(live: LiveRoom) -> impl IntoView {
 /// A row's anchor, `seq-<n>` for the room-log seq it starts at (its key is a letter and that
 /// seq): the inbox and notifications link to rows by seq.
 fn anchor(key: &str) -> String {
-    format!("seq-{}", key.trim_start_matches(|c: char| c.is_ascii_alphabetic()))
+    format!(
+        "seq-{}",
+        key.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+    )
 }
