@@ -85,6 +85,13 @@ impl NeedsYou {
             tabs: Mutex::new(HashMap::new()),
             http,
         }));
+        // The VAPID key pair is made on the first start (and read on every later one).
+        let first = service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = first.vapid().await {
+                tracing::warn!(error = %e, "cannot read or make the VAPID key; pushes wait for it");
+            }
+        });
         tokio::spawn(service.clone().listen(shutdown.clone()));
         tokio::spawn(sender::run(service.clone(), shutdown));
         service

@@ -353,3 +353,73 @@ pub fn NotifySwitch() -> impl IntoView {
         </div>
     }
 }
+
+/// Mutes pushes from one workspace for this person (any role).
+#[component]
+pub fn MuteToggle(ws: String) -> impl IntoView {
+    let muted = RwSignal::new(false);
+    let ws = StoredValue::new(ws);
+    Effect::new(move |_| {
+        spawn_local(async move {
+            if let Ok(s) = notify_settings().await {
+                muted.set(s.muted.contains(&ws.get_value()));
+            }
+        });
+    });
+    let on_change = move |ev: leptos::ev::Event| {
+        let on = event_target_checked(&ev);
+        spawn_local(async move {
+            if let Ok(s) = crate::api::mute_workspace(ws.get_value(), on).await {
+                muted.set(s.muted.contains(&ws.get_value()));
+            }
+        });
+    };
+    view! {
+        <label class="mute" title="Pushes to your devices when no Huddle tab is open">
+            <input type="checkbox" data-testid="mute-workspace" prop:checked=move || muted.get() on:change=on_change />
+            " Mute pushes from this workspace"
+        </label>
+    }
+}
+
+/// The owner sets the workspace's team webhook; its signing secret is shown once.
+#[component]
+pub fn WebhookForm(ws: String) -> impl IntoView {
+    let url = NodeRef::<leptos::html::Input>::new();
+    let secret = RwSignal::new(None::<String>);
+    let error = RwSignal::new(None::<String>);
+    let ws = StoredValue::new(ws);
+    let save = move |remove: bool| {
+        let value = if remove {
+            None
+        } else {
+            url.get().map(|u| u.value())
+        };
+        spawn_local(async move {
+            match crate::api::set_webhook(ws.get_value(), value).await {
+                Ok(s) => {
+                    error.set(None);
+                    secret.set(Some(s.secret.unwrap_or_else(|| "(removed)".into())));
+                }
+                Err(e) => error.set(Some(e.message)),
+            }
+        });
+    };
+    view! {
+        <form class="manage-block webhook" on:submit=move |ev: leptos::ev::SubmitEvent| { ev.prevent_default(); save(false) }>
+            <h2>"Team webhook"</h2>
+            <p>"A signed JSON POST (Slack-compatible) on each permission request and each ended turn."</p>
+            <input type="url" node_ref=url data-testid="webhook-url" placeholder="https://hooks.example/…" required />
+            <button type="submit" data-testid="save-webhook">"Save"</button>
+            " "
+            <button type="button" class="secondary" on:click=move |_| save(true)>"Remove"</button>
+            <Show when=move || secret.get().is_some()>
+                <p class="link-out">
+                    "Signing secret, shown this once: "
+                    <input readonly data-testid="webhook-secret" prop:value=move || secret.get().unwrap_or_default() />
+                </p>
+            </Show>
+            <crate::ui::components::ErrorLine error />
+        </form>
+    }
+}

@@ -235,6 +235,7 @@ pub(crate) fn ManagePanel(
                 </p>
             </Show>
             <ErrorLine error testid="manage-error" />
+            <crate::ui::inbox::WebhookForm ws=ctx.ws.get_value() />
             {(instance_owner && sandbox.provider == crate::model::SandboxProvider::Remote)
                 .then(|| view! { <sandbox::MoveWorkspace ws=ctx.ws.get_value() sandbox=sandbox.clone() /> })}
             <sandbox::DeleteWorkspace ws=ctx.ws.get_value() name />

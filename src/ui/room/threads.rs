@@ -151,6 +151,7 @@ pub fn ThreadListPanel(
             <Show when=move || { needs_you.count() > 0 }>
                 <crate::ui::inbox::InboxPanel state=needs_you />
             </Show>
+            <crate::ui::inbox::MuteToggle ws=ws.clone() />
             {can_act
                 .then(|| {
                     view! {
