@@ -108,6 +108,7 @@ async fn main() {
             std::env::temp_dir().join(format!("huddle-bench-needs-you-{port}")),
         )
         .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
+        .env("HUDDLE_PUSH_ALLOW_HTTP", "true")
         .env("LEPTOS_OUTPUT_NAME", "huddle")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -102,6 +102,11 @@ pub struct Config {
     /// Where workspace owners may pick an existing directory for the agent (unset: nowhere).
     #[arg(long, env = "HUDDLE_PROJECTS_ROOT")]
     pub projects_root: Option<PathBuf>,
+
+    /// Take push subscriptions whose endpoint is plain `http://` (a local push service under
+    /// test); real push services are all `https://`.
+    #[arg(long, env = "HUDDLE_PUSH_ALLOW_HTTP", default_value_t = false)]
+    pub push_allow_http: bool,
 }
 
 /// `HUDDLE_SANDBOX`.

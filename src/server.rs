@@ -784,6 +784,8 @@ pub struct AppOptions {
     pub sign_in_secret: Option<String>,
     /// `HUDDLE_PROJECTS_ROOT`.
     pub projects_root: Option<std::path::PathBuf>,
+    /// `HUDDLE_PUSH_ALLOW_HTTP`.
+    pub push_allow_http: bool,
 }
 
 /// Builds the app on a migrated pool and where agents run.
@@ -809,8 +811,12 @@ pub fn build_app(
         max_queue: options.limits.max_queue,
         projects_root: options.projects_root.clone(),
     });
-    let needs_you =
-        crate::needs_you::NeedsYou::start(pool.clone(), options.base_url.clone(), shutdown.clone());
+    let needs_you = crate::needs_you::NeedsYou::start(
+        pool.clone(),
+        options.base_url.clone(),
+        options.push_allow_http,
+        shutdown.clone(),
+    );
     let auth = Auth::new(
         pool.clone(),
         AuthOptions {
@@ -862,6 +868,7 @@ async fn serve(
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         sign_in_secret: Some(sign_in_secret),
         projects_root: config.projects_root.clone(),
+        push_allow_http: config.push_allow_http,
         // Absolute: the agent's `session/new` needs an absolute `cwd`.
         workspaces_dir: std::path::absolute(config.data_dir.join("workspaces"))?,
         limits: Limits {

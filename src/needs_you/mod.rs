@@ -45,6 +45,8 @@ struct Inner {
     vapid: tokio::sync::OnceCell<(ES256KeyPair, String)>,
     /// Where links in pushes and webhook posts point.
     base_url: String,
+    /// Push endpoints may be plain http (tests); else https only, as every push service is.
+    push_allow_http: bool,
     /// Open inbox streams per person on this node: a person with a tab open gets no push.
     tabs: Mutex<HashMap<String, usize>>,
     http: reqwest::Client,
@@ -70,7 +72,12 @@ impl Drop for Tab {
 
 impl NeedsYou {
     /// Listens for inbox changes and runs the sender until `shutdown`.
-    pub fn start(pool: PgPool, base_url: String, shutdown: CancellationToken) -> Self {
+    pub fn start(
+        pool: PgPool,
+        base_url: String,
+        push_allow_http: bool,
+        shutdown: CancellationToken,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(sender::SEND_TIMEOUT)
             .connect_timeout(sender::SEND_TIMEOUT)
@@ -82,6 +89,7 @@ impl NeedsYou {
             outbox: Notify::new(),
             vapid: tokio::sync::OnceCell::new(),
             base_url: base_url.trim_end_matches('/').to_string(),
+            push_allow_http,
             tabs: Mutex::new(HashMap::new()),
             http,
         }));
@@ -290,9 +298,13 @@ impl NeedsYou {
     ) -> Result<(), ApiError> {
         let url = url::Url::parse(endpoint)
             .map_err(|_| ApiError::bad_request("`endpoint` must be a URL."))?;
-        if !matches!(url.scheme(), "https" | "http") || endpoint.len() > 2048 {
+        // Push services are https: anything else would let a person make Huddle post to
+        // whatever plain-http service it can reach.
+        let scheme_ok =
+            url.scheme() == "https" || (self.0.push_allow_http && url.scheme() == "http");
+        if !scheme_ok || endpoint.len() > 2048 {
             return Err(ApiError::bad_request(
-                "`endpoint` must be an http(s) URL of at most 2,048 characters.",
+                "`endpoint` must be a push service's https URL of at most 2,048 characters.",
             ));
         }
         sender::subscription_keys(p256dh, auth).map_err(|_| {

@@ -162,9 +162,7 @@ impl SandboxAgent {
         options: ChosenOptions,
     ) -> Result<Session, AcpError> {
         let inner = &self.inner;
-        let record = inner
-            .persist
-            .get_session(id)
+        let record = super::watched("attach: read the session", inner.persist.get_session(id))
             .await
             .map_err(persist_err)?
             .ok_or_else(|| AcpError::Invalid(format!("session '{id}' not found")))?;
@@ -172,11 +170,14 @@ impl SandboxAgent {
             .strip_prefix(&format!("huddle-{}-", record.agent))
             .ok_or_else(|| AcpError::Invalid(format!("`{server_connection}` is not ours")))?
             .to_string();
-        if !Connection::probe(
-            inner.http.clone(),
-            &inner.endpoint,
-            &record.agent,
-            &local_id,
+        if !super::watched(
+            "attach: probe the connection",
+            Connection::probe(
+                inner.http.clone(),
+                &inner.endpoint,
+                &record.agent,
+                &local_id,
+            ),
         )
         .await?
         {
@@ -184,25 +185,36 @@ impl SandboxAgent {
                 "sandbox-agent no longer has the connection".into(),
             ));
         }
-        let last_stream_id = inner
-            .persist
-            .stream_cursor(&local_id)
-            .await
-            .map_err(persist_err)?
-            .unwrap_or(0);
-        let next_index = inner
-            .persist
-            .max_event_index(&record.id)
-            .await
-            .map_err(persist_err)?
-            .unwrap_or(0)
+        let last_stream_id = super::watched(
+            "attach: read the stream cursor",
+            inner.persist.stream_cursor(&local_id),
+        )
+        .await
+        .map_err(persist_err)?
+        .unwrap_or(0);
+        let next_index = super::watched(
+            "attach: read the last event index",
+            inner.persist.max_event_index(&record.id),
+        )
+        .await
+        .map_err(persist_err)?
+        .unwrap_or(0)
             + 1;
         // What the agent said it can do, when the connection opened (images, `session/load`).
-        let initialized = inner
-            .persist
-            .initialized(&record.id, &local_id)
-            .await
-            .map_err(persist_err)?;
+        let initialized = super::watched(
+            "attach: read the connection's capabilities",
+            inner.persist.initialized(&record.id, &local_id),
+        )
+        .await
+        .map_err(persist_err)?;
+        // The turn may have ended already: its answer read and recorded by a process that stopped
+        // before the room heard of it. The stream resumes after it, so it is taken from the record.
+        let answered = super::watched(
+            "attach: look for the turn's recorded answer",
+            inner.persist.reply_to(&record.id, &local_id, prompt_rpc_id),
+        )
+        .await
+        .map_err(persist_err)?;
         let agent = record.agent.clone();
         let session = Session::new(self.clone(), record, notices, options);
         session
@@ -222,9 +234,18 @@ impl SandboxAgent {
             session.permissions.clone(),
             binding,
             last_stream_id,
-            Some(prompt_rpc_id),
+            answered.is_none().then_some(prompt_rpc_id),
         );
         let conn = Arc::new(conn);
+        let reply = match answered {
+            Some(envelope) => {
+                tracing::info!(connection = %local_id, "the turn's answer was recorded before the restart");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(super::connection::reply_of(&envelope));
+                Some(rx)
+            }
+            None => reply,
+        };
         *session.attached_turn.lock().expect("attached turn lock") = reply;
         {
             let mut open = session.permissions.lock().expect("permissions lock");

@@ -447,19 +447,7 @@ async fn pump(
                 let id = envelope_id(&envelope);
                 match (envelope_method(&envelope), id) {
                     (None, Some(id)) if is_response(&envelope) => {
-                        let reply = match envelope.get("error") {
-                            Some(err) => Err(AcpError::Rpc {
-                                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                                message: err
-                                    .get("message")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_string(),
-                                data: err.get("data").cloned(),
-                            }),
-                            None => Ok(envelope.get("result").cloned().unwrap_or(Value::Null)),
-                        };
-                        actions.push(Action::Reply(id, reply));
+                        actions.push(Action::Reply(id, reply_of(&envelope)));
                     }
                     // sandbox-agent says so when the agent's process ends, and answers no request
                     // of the connection after it: they would wait forever.
@@ -557,6 +545,22 @@ async fn pump(
         }
     }
     fail_pending(&shared);
+}
+
+/// A JSON-RPC response as the request's reply.
+pub(crate) fn reply_of(envelope: &Value) -> Reply {
+    match envelope.get("error") {
+        Some(err) => Err(AcpError::Rpc {
+            code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+            message: err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            data: err.get("data").cloned(),
+        }),
+        None => Ok(envelope.get("result").cloned().unwrap_or(Value::Null)),
+    }
 }
 
 fn fail_pending(shared: &ConnectionShared) {

@@ -85,6 +85,18 @@ pub trait SessionPersistDriver: Send + Sync + 'static {
         let _ = (session_id, connection_id);
         Ok(None)
     }
+    /// The agent's answer to request `rpc_id` of a connection, when it was recorded: a process
+    /// that re-attaches to a turn whose answer was read (and the stream's cursor moved past it)
+    /// by a process that stopped before it ended the turn must not wait for it on the stream.
+    async fn reply_to(
+        &self,
+        session_id: &str,
+        connection_id: &str,
+        rpc_id: u64,
+    ) -> Result<Option<Value>, PersistError> {
+        let _ = (session_id, connection_id, rpc_id);
+        Ok(None)
+    }
     /// The last `limit` events of a session, oldest first.
     async fn last_events(
         &self,
@@ -393,6 +405,26 @@ impl SessionPersistDriver for PostgresPersist {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| r.0.0["result"].clone()))
+    }
+
+    async fn reply_to(
+        &self,
+        session_id: &str,
+        connection_id: &str,
+        rpc_id: u64,
+    ) -> Result<Option<Value>, PersistError> {
+        let row: Option<(Json<Value>,)> = sqlx::query_as(
+            "SELECT payload_json FROM sandbox_agent.events WHERE session_id = $1 \
+             AND connection_id = $2 AND sender = 'agent' AND payload_json -> 'id' = to_jsonb($3::bigint) \
+             AND NOT payload_json ? 'method' AND (payload_json ? 'result' OR payload_json ? 'error') \
+             ORDER BY event_index DESC LIMIT 1",
+        )
+        .bind(session_id)
+        .bind(connection_id)
+        .bind(rpc_id as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0.0))
     }
 
     async fn last_events(

@@ -424,6 +424,27 @@ pub async fn spawn_sandboxed(
 }
 
 /// The app with agents where `sandboxes` says.
+/// With `HUDDLE_TEST_LOG=<file>`, the in-process servers of the tests log there (all tests of the
+/// binary into one file, each line naming its thread): for finding what a stuck test waits on.
+fn test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(path) = std::env::var("HUDDLE_TEST_LOG") else {
+            return;
+        };
+        let file = std::fs::File::create(path).expect("the test log");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,tower_http=debug".into()),
+            )
+            .with_thread_names(true)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    });
+}
+
 pub async fn spawn_app_on(
     pool: &PgPool,
     sandboxes: huddle::server::SandboxConfig,
@@ -432,6 +453,7 @@ pub async fn spawn_app_on(
     projects_root: Option<PathBuf>,
     workspaces_dir: PathBuf,
 ) -> TestApp {
+    test_log();
     let options = leptos::config::LeptosOptions::builder()
         .output_name("huddle")
         .build();
@@ -447,6 +469,8 @@ pub async fn spawn_app_on(
         admin_token: Some(ADMIN_TOKEN.into()),
         sign_in_secret: Some(SIGN_IN_SECRET.into()),
         projects_root,
+        // The tests' push service is a local one.
+        push_allow_http: true,
     };
     let app = huddle::server::build_app(pool.clone(), options, sandboxes, app_options);
     let shutdown = app.state.shutdown().clone();

@@ -602,6 +602,195 @@ async fn a_turn_that_finished_while_huddle_was_down_ends_complete_after_the_rest
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// kill -9 of Huddle at the worst moment of a turn's end: its connection pump had read the agent's
+/// answer and recorded it (and moved the stream's cursor past it), but the room had not yet ended
+/// the turn. The next Huddle re-attaches after the cursor, where the answer will never come again:
+/// it must take it from the record. (Before, the room waited for it for ever.)
+#[tokio::test]
+async fn a_turn_whose_answer_was_recorded_but_not_logged_ends_after_the_restart() {
+    use futures::StreamExt;
+    use huddle::sandbox_agent::{PostgresPersist, SessionEvent, SessionPersistDriver};
+    let (pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-recorded-end");
+    let port = free_port();
+    let mut first = Huddle::start(&url, &data, port).await;
+    let (_, created) = first.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let mut sse = first.events(&ws, 0).await;
+    let body =
+        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "pace 40 20"});
+    let (_, sent) = first.post("prompt", body).await;
+    let prompt_seq = sent["seq"].as_i64().unwrap();
+    sse.until(|e| entry_text(e).is_some_and(|t| t.starts_with("3 ")))
+        .await;
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    drop(sse);
+
+    // Where the turn was: its connection, its prompt's request id, how far the pump had read.
+    let state: serde_json::Value =
+        sqlx::query_scalar("SELECT state FROM room_state WHERE workspace_id = $1")
+            .bind(&ws)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let server_id = state["connection"].as_str().unwrap().to_string();
+    let rpc_id = state["promptRpcId"]
+        .as_u64()
+        .or_else(|| state["prompt_rpc_id"].as_u64())
+        .unwrap_or_else(|| panic!("the prompt's request id in {state}"));
+    let local_id = server_id.strip_prefix("huddle-pi-").unwrap().to_string();
+    let persist = PostgresPersist::new(pool.clone());
+    let cursor = persist.stream_cursor(&local_id).await.unwrap().unwrap_or(0);
+    // The pump of the killed Huddle, in the test's hands: it reads on until the agent's answer and
+    // records everything, cursor included, as the pump does; the room is never told.
+    let trace = sandbox_trace(&data).expect("the sandbox runs on");
+    let res = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/v1/acp/{server_id}",
+            trace["port"].as_u64().unwrap()
+        ))
+        .bearer_auth(trace["token"].as_str().unwrap())
+        .header("accept", "text/event-stream")
+        .header("last-event-id", cursor.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let mut stream = Box::pin(eventsource_stream::Eventsource::eventsource(
+        res.bytes_stream(),
+    ));
+    let session = huddle::room::first_session_id(&ws);
+    let mut next = persist
+        .max_event_index(&session)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+        + 1;
+    let mut events = Vec::new();
+    let last: u64 = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("the agent goes on")
+            .unwrap()
+            .unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+        events.push(SessionEvent {
+            id: huddle::sandbox_agent::random_id(),
+            event_index: next,
+            session_id: session.clone(),
+            created_at: huddle::sandbox_agent::now_ms(),
+            connection_id: local_id.clone(),
+            sender: huddle::sandbox_agent::Sender::Agent,
+            payload: payload.clone(),
+        });
+        next += 1;
+        if payload["id"].as_u64() == Some(rpc_id) && payload.get("method").is_none() {
+            break ev.id.parse().unwrap();
+        }
+    };
+    drop(stream);
+    persist
+        .insert_events_at(&events, Some((local_id.as_str(), last)))
+        .await
+        .unwrap();
+
+    let second = Huddle::start(&url, &data, port).await;
+    let mut sse = second.events(&ws, 0).await;
+    let all = sse
+        .until(
+            |e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq: p, .. } if *p == prompt_seq),
+        )
+        .await;
+    assert!(
+        matches!(&all.last().unwrap().event, RoomEvent::TurnEnded { stop_reason: Some(r), error: None, .. } if r == "end_turn"),
+        "the turn ends as the agent ended it: {:?}",
+        all.last()
+    );
+    let chunks: Vec<String> = all.iter().filter_map(entry_text).collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("{i} ")).collect();
+    assert_eq!(chunks, expected, "every chunk once, in order");
+    stop(second, &data).await;
+    first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// kill -9 of Huddle just after its connection pump recorded the agent's permission request, before
+/// the room logged it: the next Huddle finds the question among the recorded events nobody answered,
+/// asks it in the room, and the answer reaches the agent. (Before, the turn waited for an answer
+/// nobody could give.)
+#[tokio::test]
+async fn a_question_recorded_but_not_logged_is_asked_after_the_restart() {
+    let (pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-recorded-question");
+    let port = free_port();
+    let mut first = Huddle::start(&url, &data, port).await;
+    let (_, created) = first.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let mut sse = first.events(&ws, 0).await;
+    let body =
+        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "permission"});
+    let (_, sent) = first.post("prompt", body).await;
+    let prompt_seq = sent["seq"].as_i64().unwrap();
+    sse.until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
+        .await;
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    drop(sse);
+    // The room as it was a moment earlier: the request recorded with the session's events, not
+    // in the room log, not among the room's open requests.
+    let asked: i64 = sqlx::query_scalar(
+        "SELECT min(seq) FROM room_log WHERE workspace_id = $1 AND kind = 'session.event' \
+         AND data->'payload'->>'method' = 'session/request_permission'",
+    )
+    .bind(&ws)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM room_log WHERE workspace_id = $1 AND seq >= $2")
+        .bind(&ws)
+        .bind(asked)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE room_state SET state = jsonb_set(state, '{openPermissions}', '[]') WHERE workspace_id = $1",
+    )
+    .bind(&ws)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let second = Huddle::start(&url, &data, port).await;
+    let mut sse = second.events(&ws, 0).await;
+    let got = sse
+        .until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
+        .await;
+    let request_id = match &got.last().unwrap().event {
+        RoomEvent::PermissionRequested { request_id, .. } => request_id.clone(),
+        _ => unreachable!(),
+    };
+    let body = json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "requestId": request_id, "optionId": "allow"});
+    let (status, answer) = second.post("permission", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let rest = sse
+        .until(
+            |e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq: p, .. } if *p == prompt_seq),
+        )
+        .await;
+    assert!(
+        rest.iter()
+            .any(|e| entry_text(e).is_some_and(|t| t.contains("permission: allow"))),
+        "the agent got the answer: {rest:#?}"
+    );
+    assert!(
+        matches!(&rest.last().unwrap().event, RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn")
+    );
+    stop(second, &data).await;
+    first.assert_no_panic();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// kill -9 of Huddle while a room is awake but idle: its sandbox runs on, and the next Huddle
 /// adopts it and stops it when the room falls asleep. None is left running for ever.
 #[tokio::test]

@@ -127,10 +127,26 @@ impl Actor {
             unlogged,
             ..
         } = boot;
+        // The agent's questions among them, that nobody answered: the running turn waits on
+        // them, so the room asks them (a question only recorded would be lost, and the turn with it).
+        let mut state = state;
+        let mut asked = Vec::new();
         if !unlogged.is_empty() {
             tracing::warn!(thread = %self.thread.id, events = unlogged.len(), "logging what the agent sent before the last run stopped");
+            let unanswered = unanswered_questions(&unlogged, &state, &self.thread.agent);
+            for p in &unanswered {
+                asked.push(RoomEvent::PermissionRequested {
+                    request_id: p.id.clone(),
+                    request: p.params.clone(),
+                });
+            }
+            state.open_permissions.extend(unanswered);
             self.write(
-                unlogged.into_iter().map(RoomEvent::SessionEvent).collect(),
+                unlogged
+                    .into_iter()
+                    .map(RoomEvent::SessionEvent)
+                    .chain(asked)
+                    .collect(),
                 false,
             );
         }
@@ -171,20 +187,24 @@ impl Actor {
                     .map(|p| (p.id, p.rpc_id, p.params))
                     .collect();
                 tokio::spawn(async move {
-                    let result = match sandbox.client().await {
-                        Ok(client) => client
-                            .attach_session(
+                    use crate::sandbox_agent::watched;
+                    let result = match watched("re-attach: the sandbox", sandbox.client()).await {
+                        Ok(client) => watched(
+                            "re-attach: the session",
+                            client.attach_session(
                                 &session_id,
                                 &connection,
                                 rpc_id,
                                 open,
                                 notices,
                                 options,
-                            )
-                            .await
-                            .map(Arc::new),
+                            ),
+                        )
+                        .await
+                        .map(Arc::new),
                         Err(e) => Err(e),
                     };
+                    tracing::info!(prompt = prompt.seq, ok = result.is_ok(), "re-attach done");
                     let _ = internal.send(Internal::Reattached {
                         prompt_seq: prompt.seq,
                         result,
@@ -267,4 +287,45 @@ impl Actor {
         }
         self.write(events, true);
     }
+}
+
+/// The agent's permission requests among events recorded but never logged, on the running turn's
+/// connection, with no answer recorded after them: what the turn still waits on.
+fn unanswered_questions(
+    unlogged: &[crate::sandbox_agent::SessionEvent],
+    state: &crate::store::room_state::RoomState,
+    agent: &str,
+) -> Vec<crate::store::room_state::OpenPermission> {
+    use crate::sandbox_agent::Sender;
+    let Some(local) = state
+        .connection
+        .as_deref()
+        .and_then(|c| c.strip_prefix(&format!("huddle-{agent}-")))
+    else {
+        return Vec::new();
+    };
+    let key = |id: &serde_json::Value| match id {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    unlogged
+        .iter()
+        .filter(|e| e.sender == Sender::Agent && e.connection_id == local)
+        .filter(|e| e.payload["method"].as_str() == Some("session/request_permission"))
+        .filter(|e| !e.payload["id"].is_null())
+        .filter(|e| {
+            !unlogged.iter().any(|a| {
+                a.sender == Sender::Client
+                    && a.payload.get("method").is_none()
+                    && a.payload["id"] == e.payload["id"]
+            })
+        })
+        .map(|e| crate::store::room_state::OpenPermission {
+            // As the connection's pump names them: the connection makes the agent's ids unique.
+            id: format!("{local}/{}", key(&e.payload["id"])),
+            rpc_id: e.payload["id"].clone(),
+            params: e.payload["params"].clone(),
+        })
+        .filter(|p| !state.open_permissions.iter().any(|o| o.id == p.id))
+        .collect()
 }
