@@ -561,24 +561,61 @@ async fn a_reader_that_stops_reading_the_log_cannot_stall_the_server() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-#[tokio::test]
-async fn a_turn_that_finished_while_huddle_was_down_ends_complete_after_the_restart() {
-    let (_pool, url) = fresh_db().await;
-    let data = temp_dir("huddle-finished");
+/// A turn of `text` in a new workspace, interrupted by kill -9 of its Huddle once an entry matches
+/// `until`: the sandbox (and its agent) runs on.
+struct KilledTurn {
+    pool: sqlx::PgPool,
+    url: String,
+    data: PathBuf,
+    port: u16,
+    ws: String,
+    prompt_seq: i64,
+    first: Huddle,
+}
+
+async fn kill_9_during(
+    name: &str,
+    text: &str,
+    until: impl FnMut(&RoomEntry) -> bool,
+) -> KilledTurn {
+    let (pool, url) = fresh_db().await;
+    let data = temp_dir(name);
     let port = free_port();
     let mut first = Huddle::start(&url, &data, port).await;
     let (_, created) = first.post("create", json!({"agent": "pi"})).await;
     let ws = created["workspaceId"].as_str().unwrap().to_string();
     let mut sse = first.events(&ws, 0).await;
-    let body =
-        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "pace 40 20"});
+    let body = json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": text});
     let (_, sent) = first.post("prompt", body).await;
     let prompt_seq = sent["seq"].as_i64().unwrap();
-    sse.until(|e| entry_text(e).is_some_and(|t| t.starts_with("3 ")))
-        .await;
+    sse.until(until).await;
     first.child.start_kill().unwrap();
     first.child.wait().await.unwrap();
-    drop(sse);
+    KilledTurn {
+        pool,
+        url,
+        data,
+        port,
+        ws,
+        prompt_seq,
+        first,
+    }
+}
+
+#[tokio::test]
+async fn a_turn_that_finished_while_huddle_was_down_ends_complete_after_the_restart() {
+    let KilledTurn {
+        url,
+        data,
+        port,
+        ws,
+        prompt_seq,
+        first,
+        ..
+    } = kill_9_during("huddle-finished", "pace 40 20", |e| {
+        entry_text(e).is_some_and(|t| t.starts_with("3 "))
+    })
+    .await;
     // The agent finishes its 2 s turn while no Huddle is listening.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -610,22 +647,18 @@ async fn a_turn_that_finished_while_huddle_was_down_ends_complete_after_the_rest
 async fn a_turn_whose_answer_was_recorded_but_not_logged_ends_after_the_restart() {
     use futures::StreamExt;
     use huddle::sandbox_agent::{PostgresPersist, SessionEvent, SessionPersistDriver};
-    let (pool, url) = fresh_db().await;
-    let data = temp_dir("huddle-recorded-end");
-    let port = free_port();
-    let mut first = Huddle::start(&url, &data, port).await;
-    let (_, created) = first.post("create", json!({"agent": "pi"})).await;
-    let ws = created["workspaceId"].as_str().unwrap().to_string();
-    let mut sse = first.events(&ws, 0).await;
-    let body =
-        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "pace 40 20"});
-    let (_, sent) = first.post("prompt", body).await;
-    let prompt_seq = sent["seq"].as_i64().unwrap();
-    sse.until(|e| entry_text(e).is_some_and(|t| t.starts_with("3 ")))
-        .await;
-    first.child.start_kill().unwrap();
-    first.child.wait().await.unwrap();
-    drop(sse);
+    let KilledTurn {
+        pool,
+        url,
+        data,
+        port,
+        ws,
+        prompt_seq,
+        first,
+    } = kill_9_during("huddle-recorded-end", "pace 40 20", |e| {
+        entry_text(e).is_some_and(|t| t.starts_with("3 "))
+    })
+    .await;
 
     // Where the turn was: its connection, its prompt's request id, how far the pump had read.
     let state: serde_json::Value =
@@ -721,22 +754,18 @@ async fn a_turn_whose_answer_was_recorded_but_not_logged_ends_after_the_restart(
 /// nobody could give.)
 #[tokio::test]
 async fn a_question_recorded_but_not_logged_is_asked_after_the_restart() {
-    let (pool, url) = fresh_db().await;
-    let data = temp_dir("huddle-recorded-question");
-    let port = free_port();
-    let mut first = Huddle::start(&url, &data, port).await;
-    let (_, created) = first.post("create", json!({"agent": "pi"})).await;
-    let ws = created["workspaceId"].as_str().unwrap().to_string();
-    let mut sse = first.events(&ws, 0).await;
-    let body =
-        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "permission"});
-    let (_, sent) = first.post("prompt", body).await;
-    let prompt_seq = sent["seq"].as_i64().unwrap();
-    sse.until(|e| matches!(e.event, RoomEvent::PermissionRequested { .. }))
-        .await;
-    first.child.start_kill().unwrap();
-    first.child.wait().await.unwrap();
-    drop(sse);
+    let KilledTurn {
+        pool,
+        url,
+        data,
+        port,
+        ws,
+        prompt_seq,
+        first,
+    } = kill_9_during("huddle-recorded-question", "permission", |e| {
+        matches!(e.event, RoomEvent::PermissionRequested { .. })
+    })
+    .await;
     // The room as it was a moment earlier: the request recorded with the session's events, not
     // in the room log, not among the room's open requests.
     let asked: i64 = sqlx::query_scalar(
