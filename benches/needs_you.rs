@@ -109,6 +109,7 @@ async fn main() {
         )
         .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
         .env("HUDDLE_PUSH_ALLOW_HTTP", "true")
+        .env("HUDDLE_OUTBOUND_ALLOW_PRIVATE", "true")
         .env("LEPTOS_OUTPUT_NAME", "huddle")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

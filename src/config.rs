@@ -107,6 +107,11 @@ pub struct Config {
     /// test); real push services are all `https://`.
     #[arg(long, env = "HUDDLE_PUSH_ALLOW_HTTP", default_value_t = false)]
     pub push_allow_http: bool,
+
+    /// Let webhook posts and pushes go to loopback, private and link-local addresses (a receiver
+    /// on this machine or an intranet); otherwise only public ones.
+    #[arg(long, env = "HUDDLE_OUTBOUND_ALLOW_PRIVATE", default_value_t = false)]
+    pub outbound_allow_private: bool,
 }
 
 /// `HUDDLE_SANDBOX`.

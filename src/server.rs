@@ -786,6 +786,8 @@ pub struct AppOptions {
     pub projects_root: Option<std::path::PathBuf>,
     /// `HUDDLE_PUSH_ALLOW_HTTP`.
     pub push_allow_http: bool,
+    /// `HUDDLE_OUTBOUND_ALLOW_PRIVATE`.
+    pub outbound_allow_private: bool,
 }
 
 /// Builds the app on a migrated pool and where agents run.
@@ -814,7 +816,10 @@ pub fn build_app(
     let needs_you = crate::needs_you::NeedsYou::start(
         pool.clone(),
         options.base_url.clone(),
-        options.push_allow_http,
+        crate::needs_you::Outbound {
+            push_allow_http: options.push_allow_http,
+            allow_private: options.outbound_allow_private,
+        },
         shutdown.clone(),
     );
     let auth = Auth::new(
@@ -869,6 +874,7 @@ async fn serve(
         sign_in_secret: Some(sign_in_secret),
         projects_root: config.projects_root.clone(),
         push_allow_http: config.push_allow_http,
+        outbound_allow_private: config.outbound_allow_private,
         // Absolute: the agent's `session/new` needs an absolute `cwd`.
         workspaces_dir: std::path::absolute(config.data_dir.join("workspaces"))?,
         limits: Limits {

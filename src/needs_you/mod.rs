@@ -5,6 +5,7 @@
 //! posts and pushes (`sender`).
 
 mod actions;
+pub mod outbound;
 mod sender;
 mod stream;
 
@@ -45,11 +46,21 @@ struct Inner {
     vapid: tokio::sync::OnceCell<(ES256KeyPair, String)>,
     /// Where links in pushes and webhook posts point.
     base_url: String,
-    /// Push endpoints may be plain http (tests); else https only, as every push service is.
-    push_allow_http: bool,
+    /// Where posts and pushes may go.
+    outbound: Outbound,
     /// Open inbox streams per person on this node: a person with a tab open gets no push.
     tabs: Mutex<HashMap<String, usize>>,
     http: reqwest::Client,
+}
+
+/// Where webhook posts and pushes may go (`HUDDLE_PUSH_ALLOW_HTTP`,
+/// `HUDDLE_OUTBOUND_ALLOW_PRIVATE`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outbound {
+    /// Push endpoints may be plain http (a local push service under test).
+    pub push_allow_http: bool,
+    /// Posts and pushes may go to loopback and private addresses.
+    pub allow_private: bool,
 }
 
 /// A person's open inbox stream: counted while it lives.
@@ -75,21 +86,25 @@ impl NeedsYou {
     pub fn start(
         pool: PgPool,
         base_url: String,
-        push_allow_http: bool,
+        outbound: Outbound,
         shutdown: CancellationToken,
     ) -> Self {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(sender::SEND_TIMEOUT)
             .connect_timeout(sender::SEND_TIMEOUT)
-            .build()
-            .expect("an HTTP client");
+            // A receiver's redirect could point anywhere: not followed.
+            .redirect(reqwest::redirect::Policy::none());
+        if !outbound.allow_private {
+            http = http.dns_resolver(Arc::new(outbound::PublicOnly));
+        }
+        let http = http.build().expect("an HTTP client");
         let service = Self(Arc::new(Inner {
             pool,
             changes: broadcast::channel(1024).0,
             outbox: Notify::new(),
             vapid: tokio::sync::OnceCell::new(),
             base_url: base_url.trim_end_matches('/').to_string(),
-            push_allow_http,
+            outbound,
             tabs: Mutex::new(HashMap::new()),
             http,
         }));
@@ -301,11 +316,14 @@ impl NeedsYou {
         // Push services are https: anything else would let a person make Huddle post to
         // whatever plain-http service it can reach.
         let scheme_ok =
-            url.scheme() == "https" || (self.0.push_allow_http && url.scheme() == "http");
+            url.scheme() == "https" || (self.0.outbound.push_allow_http && url.scheme() == "http");
         if !scheme_ok || endpoint.len() > 2048 {
             return Err(ApiError::bad_request(
                 "`endpoint` must be a push service's https URL of at most 2,048 characters.",
             ));
+        }
+        if let Some(why) = outbound::refused_literal(&url, self.0.outbound.allow_private) {
+            return Err(ApiError::bad_request(format!("`endpoint`: {why}.")));
         }
         sender::subscription_keys(p256dh, auth).map_err(|_| {
             ApiError::bad_request(
@@ -373,6 +391,9 @@ impl NeedsYou {
             return Err(ApiError::bad_request(
                 "`url` must be an http(s) URL of at most 2,048 characters.",
             ));
+        }
+        if let Some(why) = outbound::refused_literal(&parsed, self.0.outbound.allow_private) {
+            return Err(ApiError::bad_request(format!("`url`: {why}.")));
         }
         let secret = crate::auth::new_secret(32);
         sqlx::query("UPDATE workspaces SET webhook_url = $2, webhook_secret = $3 WHERE id = $1")

@@ -268,6 +268,12 @@ async fn webhook(service: &NeedsYou, row: &Due) -> Result<Sent, SendError> {
     let Some((Some(url), Some(secret))) = target else {
         return Ok(Sent::Skipped);
     };
+    if let Some(why) = url::Url::parse(&url)
+        .ok()
+        .and_then(|u| super::outbound::refused_literal(&u, service.0.outbound.allow_private))
+    {
+        return Err(SendError(format!("the webhook is not posted to: {why}")));
+    }
     let Some(about) = about(service, row).await? else {
         return Ok(Sent::Skipped);
     };
@@ -413,6 +419,13 @@ async fn push_one(
     let Ok(uri) = endpoint.parse() else {
         return PushOutcome::Gone;
     };
+    if url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| super::outbound::refused_literal(&u, service.0.outbound.allow_private))
+        .is_some()
+    {
+        return PushOutcome::Gone;
+    }
     let vapid = match service.vapid().await {
         Ok((key, _)) => key,
         Err(e) => return PushOutcome::Failed(format!("no VAPID key: {e}")),

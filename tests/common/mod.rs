@@ -469,8 +469,9 @@ pub async fn spawn_app_on(
         admin_token: Some(ADMIN_TOKEN.into()),
         sign_in_secret: Some(SIGN_IN_SECRET.into()),
         projects_root,
-        // The tests' push service is a local one.
+        // The tests' push service and webhook receivers are local ones.
         push_allow_http: true,
+        outbound_allow_private: true,
     };
     let app = huddle::server::build_app(pool.clone(), options, sandboxes, app_options);
     let shutdown = app.state.shutdown().clone();

@@ -595,3 +595,75 @@ async fn the_webhook_sends_each_event_once_across_a_restart() {
     app.stop().await;
     sa.stop().await;
 }
+
+/// Attack: an owner's webhook or a person's push endpoint aimed at the machines beside Huddle
+/// (loopback, private networks, the cloud metadata address). The real binary, on its defaults,
+/// refuses them with a clear error.
+#[tokio::test]
+async fn webhooks_and_pushes_cannot_reach_private_addresses() {
+    use crate::process::{Huddle, free_port, stop, temp_dir};
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-outbound");
+    let huddle = Huddle::start(&url, &data, free_port()).await;
+    let (_, created) = huddle.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    for target in [
+        "http://127.0.0.1:5432/",
+        "http://localhost/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.8/",
+        "http://[::1]/",
+    ] {
+        let (status, body) = huddle
+            .post("webhook", json!({"workspaceId": ws, "url": target}))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{target}: {body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a public address"),
+            "{body}"
+        );
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
+    let secret = web_push_native::p256::SecretKey::random(
+        &mut web_push_native::p256::elliptic_curve::rand_core::OsRng,
+    );
+    let keys = json!({"p256dh": b64.encode(secret.public_key().to_encoded_point(false).as_bytes()), "auth": b64.encode([7u8; 16])});
+    for endpoint in [
+        "https://127.0.0.1/push",
+        "https://192.168.1.1/push",
+        "http://push.example/x",
+    ] {
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/push/subscribe", huddle.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"endpoint": endpoint, "keys": keys}))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{endpoint}: {body}"
+        );
+    }
+    // A public one is taken.
+    let (status, body) = huddle
+        .post(
+            "webhook",
+            json!({"workspaceId": ws, "url": "https://hooks.example/huddle"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    stop(huddle, &data).await;
+    let _ = std::fs::remove_dir_all(&data);
+}
