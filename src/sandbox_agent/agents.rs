@@ -169,13 +169,15 @@ mod tests {
             .unwrap();
         let me = std::process::id() as i32;
         let agents = AgentProcesses::new(me);
+        let server_pid = server.id().unwrap() as i32;
         let ((), started) = agents
             .starting(async {
                 // Started "by the POST": this test process is the server here.
             })
             .await;
-        assert!(started.is_empty());
-        let server_pid = server.id().unwrap() as i32;
+        // What was running before is not "started" (other tests of this binary may start
+        // processes meanwhile: only ours is asserted on).
+        assert!(!started.contains(&server_pid), "{started:?}");
         assert!(agents.agents().contains(&server_pid));
         let mut stubborn = tokio::process::Command::new("sh")
             .args(["-c", "trap '' TERM; sleep 60 & wait"])
