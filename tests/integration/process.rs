@@ -799,6 +799,9 @@ async fn a_question_recorded_but_not_logged_is_asked_after_the_restart() {
         RoomEvent::PermissionRequested { request_id, .. } => request_id.clone(),
         _ => unreachable!(),
     };
+    // Answered once the room is back with the agent (an answer before that gets 409 "expired").
+    sse.until(|e| matches!(&e.event, RoomEvent::Notice { message, .. } if message.contains("reconnected to the agent")))
+        .await;
     let body = json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "requestId": request_id, "optionId": "allow"});
     let (status, answer) = second.post("permission", body).await;
     assert_eq!(status, 200, "{answer}");
