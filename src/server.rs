@@ -586,8 +586,8 @@ pub async fn serve_http(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let serving = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        crate::listener::Listener(listener),
+        router.into_make_service_with_connect_info::<crate::listener::Peer>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let deadline = async {

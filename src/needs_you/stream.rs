@@ -21,7 +21,7 @@ const REFRESH: Duration = Duration::from_secs(30);
 
 pub async fn inbox_events(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ConnectInfo(crate::listener::Peer(peer)): ConnectInfo<crate::listener::Peer>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
     let person = match Auth::person(&caller) {

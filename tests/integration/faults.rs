@@ -446,6 +446,42 @@ async fn errors_quote_at_most_a_short_prefix_of_what_was_sent() {
         let error: serde_json::Value = res.json().await.unwrap();
         assert_eq!(error["code"], "bad_request");
     }
+    // What hyper refuses before any handler (a 100 KB URL, a request line that is not HTTP, a
+    // head over its buffer) is answered with a body that says why, too.
+    let addr = base.trim_start_matches("http://").to_string();
+    let raw = |request: Vec<u8>| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            // The server may answer (and close) before it has read all of it.
+            let _ = conn.write_all(&request).await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(READ_TIMEOUT, conn.read_to_end(&mut answer)).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let huge_url = format!(
+        "GET /w/{} HTTP/1.1\r\nhost: {addr}\r\n\r\n",
+        "u".repeat(100_000)
+    );
+    let huge_head = format!(
+        "GET / HTTP/1.1\r\nhost: {addr}\r\nx-big: {}\r\n\r\n",
+        "h".repeat(500_000)
+    );
+    for (request, status) in [
+        (huge_url.into_bytes(), "414"),
+        (b"\x16\x03\x01 not http at all\r\n\r\n".to_vec(), "400"),
+        (huge_head.into_bytes(), "431"),
+    ] {
+        let answer = raw(request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        let error: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{status}: a JSON body ({e}): {head}\n{body}"));
+        assert_eq!(error["code"], "bad_request", "{body}");
+        assert!(!echoed(body), "{body}");
+    }
     app.stop().await;
     sa.stop().await;
 }
