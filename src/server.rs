@@ -603,6 +603,41 @@ pub async fn serve_http(
     }
 }
 
+/// What a killed Huddle left running wakes its rooms: local sandboxes (adopted, so a running turn
+/// goes on, or stopped when their room sleeps) and connections on sandbox hosts (a running turn is
+/// re-attached, an idle one closed: nothing else would end its agent there).
+async fn wake_leftovers(registry: crate::room::Registry) {
+    let mut rooms = Vec::new();
+    for ws in registry.sandboxes().leftovers().await {
+        match crate::store::threads::to_wake(registry.pool(), &ws).await {
+            Ok(threads) => rooms.extend(threads.into_iter().map(|t| (ws.clone(), t))),
+            Err(e) => {
+                tracing::warn!(workspace = %ws, error = %e, "cannot read the threads of a sandbox left running")
+            }
+        }
+    }
+    rooms.extend(registry.sandboxes().host_leftovers().await);
+    for (workspace, thread) in rooms {
+        let registry = registry.clone();
+        let key = crate::room::RoomKey { workspace, thread };
+        tokio::spawn(async move {
+            // The killed process's lease on the workspace expires within seconds.
+            for _ in 0..30 {
+                match registry.info(&key).await {
+                    Err(RoomError::OwnedElsewhere) => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace = %key.workspace, error = %e, "cannot wake a room left running");
+                        return;
+                    }
+                    Ok(_) => return,
+                }
+            }
+        });
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -885,44 +920,7 @@ async fn serve(
         },
     };
     let App { router, state } = build_app(pool.clone(), leptos_options, sandboxes, options);
-    // Sandboxes a killed Huddle left running: their rooms wake to adopt them (a turn that was
-    // running goes on) or stop them when they sleep.
-    {
-        let registry = state.registry().clone();
-        tokio::spawn(async move {
-            for ws in registry.sandboxes().leftovers().await {
-                let threads = match crate::store::threads::to_wake(registry.pool(), &ws).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::warn!(workspace = %ws, error = %e, "cannot read the threads of a sandbox left running");
-                        continue;
-                    }
-                };
-                for thread in threads {
-                    let registry = registry.clone();
-                    let key = crate::room::RoomKey {
-                        workspace: ws.clone(),
-                        thread,
-                    };
-                    tokio::spawn(async move {
-                        // The killed process's lease on the workspace expires within seconds.
-                        for _ in 0..30 {
-                            match registry.info(&key).await {
-                                Err(RoomError::OwnedElsewhere) => {
-                                    tokio::time::sleep(std::time::Duration::from_secs(1)).await
-                                }
-                                Err(e) => {
-                                    tracing::warn!(workspace = %key.workspace, error = %e, "cannot wake the room of a sandbox left running");
-                                    return;
-                                }
-                                Ok(_) => return,
-                            }
-                        }
-                    });
-                }
-            }
-        });
-    }
+    tokio::spawn(wake_leftovers(state.registry().clone()));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;

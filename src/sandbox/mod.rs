@@ -431,6 +431,54 @@ impl Sandboxes {
         }
         rooms
     }
+
+    /// Connections a killed Huddle left on the sandbox hosts, with their agents running: the
+    /// threads whose session they are (to wake, re-attach a running turn, or close them), as
+    /// `(workspace, thread)`. A connection no session holds any more is closed here.
+    pub async fn host_leftovers(&self) -> Vec<(String, String)> {
+        if let Err(e) = self.loaded().await {
+            tracing::warn!(error = %e, "cannot read the sandbox hosts");
+            return Vec::new();
+        }
+        let mut rooms = Vec::new();
+        for host in self.0.hosts.all().into_iter().filter(|h| h.healthy()) {
+            let client = SandboxAgent::new(host.endpoint.clone(), self.0.persist.clone());
+            let ids: Vec<String> = match client.list_connections().await {
+                Ok(ids) => ids
+                    .into_iter()
+                    .filter(|i| i.starts_with("huddle-"))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(host = %host.row.id, error = %e, "cannot list the connections on a sandbox host");
+                    continue;
+                }
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            let held = match store::threads_of_connections(&self.0.pool, &ids).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(host = %host.row.id, error = %e, "cannot tell whose connections a sandbox host holds");
+                    continue;
+                }
+            };
+            for id in &ids {
+                match held.iter().find(|(c, _, _)| c == id) {
+                    Some((_, ws, thread)) => rooms.push((ws.clone(), thread.clone())),
+                    None => {
+                        tracing::info!(host = %host.row.id, connection = %id, "closing a connection no session holds");
+                        if let Err(e) = client.close_connection(id).await {
+                            tracing::warn!(connection = %id, error = %e, "could not close a connection left on a sandbox host");
+                        }
+                    }
+                }
+            }
+        }
+        rooms.sort();
+        rooms.dedup();
+        rooms
+    }
 }
 
 /// Where a new workspace goes.
@@ -629,6 +677,25 @@ impl WorkspaceSandbox {
                 })
             }
         }
+    }
+
+    /// Closes, in the background, a connection a previous run left on this workspace's sandbox
+    /// host (a local sandbox left running is stopped with everything in it instead).
+    pub fn close_left_connection(&self, server_id: String) {
+        let Some(host) = self.host() else {
+            return;
+        };
+        let client = SandboxAgent::new(host.endpoint.clone(), self.sandboxes.0.persist.clone());
+        tokio::spawn(async move {
+            match client.close_connection(&server_id).await {
+                Ok(()) => {
+                    tracing::debug!(connection = %server_id, "closed a connection left on the sandbox host")
+                }
+                Err(e) => {
+                    tracing::warn!(connection = %server_id, error = %e, "could not close a connection left on the sandbox host")
+                }
+            }
+        });
     }
 
     /// Stops the sandbox (the room sleeps): a local one with everything in it, also one a killed

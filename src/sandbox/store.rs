@@ -105,3 +105,19 @@ pub async fn workspace_of(pool: &PgPool, sandbox_id: &str) -> Result<Option<Stri
             .await?,
     )
 }
+
+/// The threads whose session's live connection is one of `server_ids` (`huddle-<agent>-<id>`), as
+/// `(server id, workspace, thread)`.
+pub async fn threads_of_connections(
+    pool: &PgPool,
+    server_ids: &[String],
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT 'huddle-' || s.agent || '-' || s.last_connection_id, t.workspace_id, t.id \
+         FROM sandbox_agent.sessions s JOIN threads t ON t.session_id = s.id \
+         WHERE 'huddle-' || s.agent || '-' || s.last_connection_id = ANY($1)",
+    )
+    .bind(server_ids)
+    .fetch_all(pool)
+    .await?)
+}

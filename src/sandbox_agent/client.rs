@@ -130,8 +130,35 @@ impl SandboxAgent {
         Ok(agents.agents)
     }
 
+    /// The server ids of the connections the server holds (each with its agent running).
+    pub async fn list_connections(&self) -> Result<Vec<String>, AcpError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Server {
+            server_id: String,
+        }
+        #[derive(Deserialize)]
+        struct Servers {
+            servers: Vec<Server>,
+        }
+        let res = check_status(
+            self.get("/v1/acp")
+                .send()
+                .await
+                .map_err(AcpError::from_reqwest)?,
+        )
+        .await?;
+        let servers: Servers = res
+            .json()
+            .await
+            .map_err(|e| AcpError::Malformed(e.to_string()))?;
+        Ok(servers.servers.into_iter().map(|s| s.server_id).collect())
+    }
+
     /// Closes a connection by its server id, as one left over by a crashed process (a 404 means it
-    /// is gone already). Bounded: sandbox-agent's DELETE can hang while the agent lives.
+    /// is gone already). sandbox-agent 0.4.2's DELETE forgets the connection at once, then waits
+    /// for the agent to exit, which it does not while its stdin is open: the wait is given up
+    /// after 3 s, and giving it up drops the agent's stdin, so the agent ends (a timeout is done).
     pub async fn close_connection(&self, server_id: &str) -> Result<(), AcpError> {
         let url = format!(
             "{}/v1/acp/{server_id}",
@@ -141,7 +168,10 @@ impl SandboxAgent {
         if let Some(t) = &self.inner.endpoint.token {
             req = req.bearer_auth(t);
         }
-        let res = req.send().await.map_err(AcpError::from_reqwest)?;
+        let res = match req.send().await {
+            Err(e) if e.is_timeout() => return Ok(()),
+            other => other.map_err(AcpError::from_reqwest)?,
+        };
         if res.status().is_success() || res.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(());
         }

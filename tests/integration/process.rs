@@ -1075,3 +1075,168 @@ async fn fifty_kills_mid_stream_lose_and_double_nothing() {
     stop(huddle, &data).await;
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// The `pi-acp` agents running on a sandbox host the test started (its process group).
+fn agents_on(host: &huddle::sandbox_agent::process::SandboxAgentProcess) -> usize {
+    agents_in(host.pgid().expect("the host's process group"))
+}
+
+/// The `pi-acp` agents running in a process group.
+fn agents_in(group: i32) -> usize {
+    let group = group.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|d| {
+            let stat = std::fs::read_to_string(d.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().collect())
+                .unwrap_or_default();
+            fields.len() > 3
+                && fields[0] != "Z"
+                && fields[2] == group
+                && std::fs::read(d.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pi-acp"))
+        })
+        .count()
+}
+
+/// Waits until the host runs `n` agents.
+async fn until_agents(
+    host: &huddle::sandbox_agent::process::SandboxAgentProcess,
+    n: usize,
+    why: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agents_on(host) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{why}: {} agent(s) on the host, not {n}",
+            agents_on(host)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// kill -9 of Huddle with rooms on a sandbox host: a sandbox-agent Huddle did not start and
+/// cannot signal, where an agent lives for as long as its connection is open. Counted on the
+/// host: an idle room's agent, left by the killed Huddle, is ended by the next one without anyone
+/// visiting the room; a turn killed mid-stream is carried on by the next Huddle (started 3 s
+/// later) and its agent ends when the room sleeps; the host killed with its agents (and Huddle
+/// with it) leaves nothing either, and the room goes on when both are back.
+#[tokio::test]
+async fn kill_9_with_rooms_on_a_sandbox_host_leaves_no_agent_there() {
+    use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
+    let (_pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-host-kill");
+    let state = temp_dir("huddle-host-kill-agent");
+    let start_host = |port: Option<u16>| {
+        SandboxAgentProcess::start(ProcessOptions {
+            bin: Some(sandbox_agent_bin()),
+            port,
+            token: Some("host-token".into()),
+            extra_path: vec![fixtures_bin()],
+            env: vec![("PI_ACP_STATE".into(), state.display().to_string())],
+            ..Default::default()
+        })
+    };
+    let host = start_host(None).await.unwrap();
+    let hosts = format!("{}#host-token", host.endpoint().base_url);
+    let env = [
+        ("HUDDLE_SANDBOX", "remote"),
+        ("HUDDLE_SANDBOX_HOSTS", hosts.as_str()),
+        ("HUDDLE_IDLE_SLEEP_SECS", "2"),
+    ];
+    let port = free_port();
+    let mut first = Huddle::start_env(&url, &data, port, &env).await;
+    let (_, created) = first.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let prompt = |text: &str| json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": text});
+
+    // 1. Idle: the room is awake with its agent when Huddle is killed.
+    let mut sse = first.events(&ws, 0).await;
+    assert_eq!(first.post("prompt", prompt("hello")).await.0, 200);
+    sse.until(is_turn_end).await;
+    assert_eq!(agents_on(&host), 1);
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    drop(sse);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(agents_on(&host), 1, "the agent outlives the killed Huddle");
+    let second = Huddle::start_env(&url, &data, port, &env).await;
+    until_agents(
+        &host,
+        0,
+        "the next Huddle ends the agent the killed one left",
+    )
+    .await;
+    first.assert_no_panic();
+
+    // 2. Mid-turn, restarted 3 s later: the turn goes on, then its agent ends with the room.
+    let mut sse = second.events(&ws, 0).await;
+    let (status, body) = second.post("prompt", prompt("pace 120 20")).await;
+    assert_eq!(status, 200, "{body}");
+    let seq = body["seq"].as_i64().unwrap();
+    let seen = sse.until(|e| entry_text(e).as_deref() == Some("20 ")).await;
+    let last_seen = seen.last().unwrap().seq;
+    let mut second = second;
+    second.child.start_kill().unwrap();
+    second.child.wait().await.unwrap();
+    drop(sse);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        agents_on(&host),
+        1,
+        "the turn's agent runs on without Huddle"
+    );
+    let third = Huddle::start_env(&url, &data, port, &env).await;
+    let mut sse = third.events(&ws, last_seen).await;
+    let rest = sse
+        .until(
+            |e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, .. } if *prompt_seq == seq),
+        )
+        .await;
+    assert!(
+        matches!(&rest.last().unwrap().event, RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn"),
+        "the turn went on: {:?}",
+        rest.last()
+    );
+    drop(sse);
+    until_agents(&host, 0, "the turn's agent ends when the room sleeps").await;
+    second.assert_no_panic();
+
+    // 3. The host and Huddle killed together mid-turn, both back at once.
+    let mut sse = third.events(&ws, 0).await;
+    let (status, body) = third.post("prompt", prompt("slow")).await;
+    assert_eq!(status, 200, "{body}");
+    let seq = body["seq"].as_i64().unwrap();
+    sse.until(|e| entry_text(e).is_some_and(|t| t.starts_with("working 3 ")))
+        .await;
+    let mut third = third;
+    let (host_port, host_group) = (host.port(), host.pgid().unwrap());
+    third.child.start_kill().unwrap();
+    host.kill().await;
+    third.child.wait().await.unwrap();
+    drop(sse);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agents_in(host_group) > 0 {
+        assert!(Instant::now() < deadline, "the host's agents end with it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let host = start_host(Some(host_port)).await.unwrap();
+    let fourth = Huddle::start_env(&url, &data, port, &env).await;
+    let mut sse = fourth.events(&ws, 0).await;
+    sse.until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, error: Some(_), .. } if *prompt_seq == seq))
+        .await;
+    assert_eq!(fourth.post("prompt", prompt("hello")).await.0, 200);
+    sse.until(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq > seq && r == "end_turn"))
+        .await;
+    drop(sse);
+    until_agents(&host, 0, "after the host came back").await;
+    stop(fourth, &data).await;
+    third.assert_no_panic();
+    host.stop().await;
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(&state);
+}

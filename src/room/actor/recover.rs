@@ -30,6 +30,9 @@ pub(super) struct Boot {
     /// What the agent sent that was persisted with its session but not yet in the room log when
     /// the last run stopped (a crash between the two writes): logged first, so nothing is lost.
     unlogged: Vec<crate::sandbox_agent::SessionEvent>,
+    /// The session's connection when the last run stopped (`huddle-<agent>-<id>`): on a sandbox
+    /// host, where nothing else would end its agent, a room that does not re-attach to it closes it.
+    left_connection: Option<String>,
 }
 
 /// At most this many unlogged events are carried over at once (a crash leaves a handful).
@@ -108,11 +111,21 @@ impl Boot {
             other => StoreError::Corrupt(other.to_string()),
         })?
         .items;
+        let left_connection =
+            crate::sandbox_agent::SessionPersistDriver::get_session(&persist, session_id)
+                .await
+                .map_err(|e| match e {
+                    crate::sandbox_agent::PersistError::Db(e) => StoreError::Db(e),
+                    other => StoreError::Corrupt(other.to_string()),
+                })?
+                .filter(|r| !r.last_connection_id.is_empty())
+                .map(|r| format!("huddle-{}-{}", r.agent, r.last_connection_id));
         Ok(Self {
             head,
             state,
             late,
             unlogged,
+            left_connection,
         })
     }
 }
@@ -125,6 +138,7 @@ impl Actor {
             state,
             late,
             unlogged,
+            left_connection,
             ..
         } = boot;
         // The agent's questions among them, that nobody answered: the running turn waits on
@@ -212,6 +226,11 @@ impl Actor {
                 });
             }
             (running, connection, _) => {
+                if connection.is_none()
+                    && let Some(left) = left_connection
+                {
+                    self.sandbox.close_left_connection(left);
+                }
                 let open: Vec<String> = state.open_permissions.into_iter().map(|p| p.id).collect();
                 if running.is_some() || !open.is_empty() {
                     self.interrupted(running.map(|p| p.seq), connection, open);
