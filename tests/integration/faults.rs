@@ -538,9 +538,10 @@ async fn an_event_persisted_but_not_logged_when_huddle_stopped_is_logged_once_at
     sa.stop().await;
 }
 
-/// sandbox-agent killed mid-turn, again and again: the room's next prompt opens a new connection
-/// while the dead one's last envelopes are still being recorded. No event index is given twice,
-/// and every event the room shows is one its session holds.
+/// sandbox-agent killed with SIGKILL at 50 moments of streaming turns (as soon as the prompt is
+/// taken, or after its 1st to 9th chunk), restarted each time: the room's next prompt opens a new
+/// connection while the dead one's last envelopes may still be being recorded. No event index is
+/// given twice, and every event the room shows is one its session holds.
 #[tokio::test]
 async fn sandbox_agent_killed_mid_turn_leaves_no_event_index_twice() {
     use huddle::sandbox_agent::SessionPersistDriver;
@@ -551,10 +552,14 @@ async fn sandbox_agent_killed_mid_turn_leaves_no_event_index_twice() {
     let app = spawn_app(&pool, &sa, LONG).await;
     let ws = app.create("pi").await;
     let mut sse = app.events(&ws, "ada", None).await;
-    for _ in 0..6 {
+    const KILLS: usize = 50;
+    for kill in 0..KILLS {
         app.prompt(&ws, "ada", "slow").await;
-        sse.until(|e| chunk(e).is_some_and(|t| t.starts_with("working 3 ")))
-            .await;
+        if kill % 10 > 0 {
+            let after = format!("working {} ", kill % 10 - 1);
+            sse.until(|e| chunk(e).is_some_and(|t| t.starts_with(&after)))
+                .await;
+        }
         sa.kill().await;
         sa = SandboxAgentProcess::start(ProcessOptions {
             bin: Some(sandbox_agent_bin()),
@@ -604,6 +609,11 @@ async fn sandbox_agent_killed_mid_turn_leaves_no_event_index_twice() {
     assert!(
         missing.is_empty(),
         "shown but not held by the session: {missing:?}"
+    );
+    eprintln!(
+        "{KILLS} sandbox-agent kills: {} events shown, {} held by the session; 0 indexes twice, 0 shown but not held",
+        logged.len(),
+        held.len()
     );
     drop(sse);
     app.stop().await;
