@@ -22,6 +22,12 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Where the other Huddle nodes on the same database reach this one (such as
+    /// `http://10.0.0.7:3000`): they forward actions for the rooms it owns there. Default: the
+    /// serve address (127.0.0.1 for an unspecified one).
+    #[arg(long, env = "HUDDLE_NODE_URL")]
+    pub node_url: Option<String>,
+
     /// Postgres to use. When unset, Huddle runs its own private cluster in `<data-dir>/postgres`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,

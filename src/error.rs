@@ -86,6 +86,24 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
+    /// Said no, having recorded nothing (unlike an unavailable agent or database, or a timeout).
+    pub fn refused(&self) -> bool {
+        matches!(
+            self.code,
+            ErrorCode::BadRequest
+                | ErrorCode::Unauthorized
+                | ErrorCode::Forbidden
+                | ErrorCode::NotFound
+                | ErrorCode::MethodNotAllowed
+                | ErrorCode::Conflict
+                | ErrorCode::PayloadTooLarge
+                | ErrorCode::UnsupportedMediaType
+                | ErrorCode::RateLimited
+                | ErrorCode::QueueFull
+                | ErrorCode::OwnedElsewhere
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             ErrorCode::Internal,

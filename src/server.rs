@@ -164,8 +164,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             cross_site_guard,
         ))
+        .with_state(state.clone())
+        // Other nodes' forwarded actions: authenticated by the cluster secret, not by the host
+        // name, the origin or a person (they come as the owner's own callers' actions).
+        .merge(
+            Router::new()
+                .route("/internal/room", post(crate::cluster::forward::serve))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    MAX_PROMPT_BODY_BYTES * 2,
+                ))
+                .with_state(state),
+        )
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// The Content-Security-Policy of a page: scripts only with this render's nonce (Leptos puts it on
@@ -823,6 +833,8 @@ pub struct AppOptions {
     pub push_allow_http: bool,
     /// `HUDDLE_OUTBOUND_ALLOW_PRIVATE`.
     pub outbound_allow_private: bool,
+    /// Where the other nodes reach this one (`HUDDLE_NODE_URL`).
+    pub node_url: Option<String>,
 }
 
 /// Builds the app on a migrated pool and where agents run.
@@ -847,6 +859,7 @@ pub fn build_app(
         workspaces_dir: options.workspaces_dir,
         max_queue: options.limits.max_queue,
         projects_root: options.projects_root.clone(),
+        node_url: options.node_url.clone(),
     });
     let needs_you = crate::needs_you::NeedsYou::start(
         pool.clone(),
@@ -910,6 +923,13 @@ async fn serve(
         projects_root: config.projects_root.clone(),
         push_allow_http: config.push_allow_http,
         outbound_allow_private: config.outbound_allow_private,
+        node_url: Some(config.node_url.clone().unwrap_or_else(|| {
+            let mut here = addr;
+            if here.ip().is_unspecified() {
+                here.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{here}")
+        })),
         // Absolute: the agent's `session/new` needs an absolute `cwd`.
         workspaces_dir: std::path::absolute(config.data_dir.join("workspaces"))?,
         limits: Limits {
@@ -921,6 +941,7 @@ async fn serve(
     };
     let App { router, state } = build_app(pool.clone(), leptos_options, sandboxes, options);
     tokio::spawn(wake_leftovers(state.registry().clone()));
+    state.registry().spawn_takeover();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;

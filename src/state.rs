@@ -130,6 +130,7 @@ impl From<RoomError> for ApiError {
                     "The sandbox host {host} is unreachable; nothing was sent. Try again when it is back."
                 ),
             ),
+            RoomError::Remote(e) => e,
             RoomError::Deleting => ApiError::new(
                 ErrorCode::Conflict,
                 "This workspace is being deleted or moved right now.",

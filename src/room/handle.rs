@@ -49,6 +49,9 @@ pub enum RoomError {
     /// The workspace is being deleted.
     #[error("the workspace is being deleted")]
     Deleting,
+    /// What the node that owns the workspace answered a forwarded action.
+    #[error("{0}")]
+    Remote(crate::error::ApiError),
 }
 
 impl RoomError {
@@ -65,7 +68,7 @@ impl RoomError {
                 | RoomError::QueueFull(_)
                 | RoomError::HostUnreachable(_)
                 | RoomError::Deleting
-        )
+        ) || matches!(self, RoomError::Remote(e) if e.refused())
     }
 }
 
@@ -230,11 +233,21 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Live>,
     /// Who was in the room when it was taken.
     pub online: Arc<Vec<Member>>,
-    pub(super) handle: RoomHandle,
+    pub(super) leave: Leave,
+}
+
+/// How a subscription leaves its room.
+pub(super) enum Leave {
+    /// It is the owner's actor's.
+    Actor(RoomHandle),
+    /// This node follows the room's log (another node owns it).
+    Follower(#[allow(dead_code)] crate::cluster::follow::Guard),
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.handle.disconnect(self.conn_id);
+        if let Leave::Actor(handle) = &self.leave {
+            handle.disconnect(self.conn_id);
+        }
     }
 }

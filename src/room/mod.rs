@@ -15,6 +15,7 @@
 //!
 //! The actor's parts are its children: they extend it without importing it back.
 
+mod action;
 mod actor;
 mod handle;
 mod messages;
@@ -22,6 +23,7 @@ mod presence;
 mod registry;
 mod writer;
 
+pub use action::Action;
 pub use handle::{Live, LiveEntry, RoomError, RoomHandle, Subscription};
 pub use registry::{CALL_DEADLINE, Registry, RoomDeps};
 

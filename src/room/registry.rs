@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tokio::sync::broadcast;
 
 use super::RoomKey;
+use super::action::Action;
 use super::actor::Actor;
 use super::handle::{Command, Reply, RoomError, RoomHandle, Subscription};
 use crate::model::{
@@ -26,6 +27,9 @@ use crate::store::{self, WorkspaceRow, leases};
 const MAILBOX: usize = 256;
 /// How long a caller waits for an actor's answer.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an action may look for the workspace's owner (one that died frees its lease within
+/// [`leases::LEASE_TTL`]), and wait for its answer there.
+const FORWARD_DEADLINE: Duration = Duration::from_secs(8);
 /// How long shutdown waits for the actors to close their sessions and flush their logs.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 /// How long stopping a workspace's sandbox may take (SIGTERM, a grace period, SIGKILL).
@@ -38,6 +42,8 @@ pub(super) struct WorkspaceAwake {
     pub(super) events: broadcast::Sender<SandboxEvent>,
     /// Cancelled when another process took the lease.
     pub(super) lease_lost: CancellationToken,
+    /// The lease, as this awake period holds it (its writes are fenced with it).
+    pub(super) held: leases::Held,
     /// Ends the heartbeat and the sandbox's watchdog.
     stop: CancellationToken,
 }
@@ -57,6 +63,9 @@ pub struct RoomDeps {
     pub sandboxes: Sandboxes,
     /// How long a room with nobody in it and nothing running stays awake.
     pub idle_sleep: Duration,
+    /// Where other nodes reach this one (`HUDDLE_NODE_URL`): the actions they forward to the
+    /// rooms it owns.
+    pub node_url: Option<String>,
     /// Where each workspace's working directory is (`<dir>/<workspace id>`): the agent's `cwd`.
     pub workspaces_dir: std::path::PathBuf,
     /// Prompts that may wait behind a running turn.
@@ -73,6 +82,10 @@ pub struct Registry {
 
 struct Inner {
     deps: RoomDeps,
+    /// The way to the owners of rooms this node does not own.
+    forwarder: crate::cluster::forward::Forwarder,
+    /// The rooms this node follows (their streams here; another node owns them).
+    followers: crate::cluster::follow::Followers,
     /// This process, as the owner of leases.
     owner: String,
     /// The awake threads, by thread id.
@@ -96,8 +109,14 @@ struct Inner {
 impl Registry {
     pub fn new(deps: RoomDeps) -> Self {
         let owner = leases::owner_id();
+        let shutdown = CancellationToken::new();
         Self {
             inner: Arc::new(Inner {
+                followers: crate::cluster::follow::Followers::new(
+                    deps.pool.clone(),
+                    shutdown.clone(),
+                ),
+                forwarder: crate::cluster::forward::Forwarder::new(deps.pool.clone()),
                 deps,
                 owner,
                 actors: Mutex::new(HashMap::new()),
@@ -107,7 +126,7 @@ impl Registry {
                 pulses: Mutex::new(HashMap::new()),
                 statuses: Mutex::new(HashMap::new()),
                 forks: Mutex::new(HashMap::new()),
-                shutdown: CancellationToken::new(),
+                shutdown,
                 tasks: TaskTracker::new(),
             }),
         }
@@ -177,8 +196,13 @@ impl Registry {
             .ok_or_else(|| {
                 RoomError::NotFound("There is no such thread in this workspace.".into())
             })?;
-        if !leases::acquire(pool, &row.id, &self.inner.owner).await?
-            && !leases::take_from_dead(pool, &row.id, &self.inner.owner).await?
+        let url = self.inner.deps.node_url.as_deref();
+        if leases::acquire(pool, &row.id, &self.inner.owner, url)
+            .await?
+            .is_none()
+            && leases::take_from_dead(pool, &row.id, &self.inner.owner, url)
+                .await?
+                .is_none()
         {
             return Err(RoomError::OwnedElsewhere);
         }
@@ -230,20 +254,24 @@ impl Registry {
 
     /// A thread of the workspace woke: it shares the workspace's lease and sandbox, made for the
     /// first awake thread. None when another process holds the lease.
-    pub(super) async fn join_workspace(&self, row: &WorkspaceRow) -> Option<Arc<WorkspaceAwake>> {
+    pub(super) async fn join_workspace(
+        &self,
+        row: &WorkspaceRow,
+    ) -> Result<Arc<WorkspaceAwake>, RoomError> {
         let gate = self.gate(&row.id);
         let mut gate = gate.lock().await;
         if let Some(awake) = gate.awake.clone() {
             gate.threads += 1;
-            return Some(awake);
+            return Ok(awake);
         }
         // The previous awake period may have released the lease on its way out.
-        if !self.reacquire_lease(&row.id).await {
-            return None;
-        }
+        let held = leases::Held {
+            owner: self.inner.owner.clone(),
+            epoch: self.reacquire_lease(&row.id).await?,
+        };
         let stop = CancellationToken::new();
         let lease_lost = CancellationToken::new();
-        self.spawn_heartbeat(&row.id, lease_lost.clone(), stop.clone());
+        self.spawn_heartbeat(&row.id, held.epoch, lease_lost.clone(), stop.clone());
         let (events, _) = broadcast::channel(64);
         let (sandbox_tx, mut sandbox_rx) = mpsc::unbounded_channel();
         let here = match &row.working_dir {
@@ -263,11 +291,12 @@ impl Registry {
             sandbox,
             events,
             lease_lost,
+            held,
             stop,
         });
         gate.awake = Some(awake.clone());
         gate.threads = 1;
-        Some(awake)
+        Ok(awake)
     }
 
     /// A thread of the workspace fell asleep: the last one stops the sandbox and releases the
@@ -395,9 +424,16 @@ impl Registry {
     }
 
     /// Renews the workspace's lease until `stop`; tells its threads when it is lost.
-    fn spawn_heartbeat(&self, id: &str, lease_lost: CancellationToken, stop: CancellationToken) {
+    fn spawn_heartbeat(
+        &self,
+        id: &str,
+        epoch: i64,
+        lease_lost: CancellationToken,
+        stop: CancellationToken,
+    ) {
         let pool = self.pool().clone();
         let owner = self.inner.owner.clone();
+        let url = self.inner.deps.node_url.clone();
         let id = id.to_string();
         tokio::spawn(async move {
             let mut renewed = tokio::time::Instant::now();
@@ -406,11 +442,13 @@ impl Registry {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(leases::HEARTBEAT) => {}
                 }
-                let renew =
-                    tokio::time::timeout(leases::HEARTBEAT, leases::acquire(&pool, &id, &owner));
+                let renew = tokio::time::timeout(
+                    leases::HEARTBEAT,
+                    leases::acquire(&pool, &id, &owner, url.as_deref()),
+                );
                 match renew.await {
-                    Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
-                    Ok(Ok(false)) => {
+                    Ok(Ok(Some(e))) if e == epoch => renewed = tokio::time::Instant::now(),
+                    Ok(Ok(_)) => {
                         tracing::error!(workspace = %id, "another Huddle process took this workspace");
                         lease_lost.cancel();
                         return;
@@ -425,11 +463,6 @@ impl Registry {
                 }
             }
         });
-    }
-
-    /// This process, as the owner of leases (writes are fenced with it).
-    pub(super) fn owner(&self) -> &str {
-        &self.inner.owner
     }
 
     pub(super) async fn release_lease(&self, id: &str) {
@@ -472,7 +505,154 @@ impl Registry {
     }
 
     pub async fn info(&self, key: &RoomKey) -> Result<WorkspaceInfo, RoomError> {
-        self.call(key, Command::Info).await
+        self.run(key, Action::Info).await
+    }
+
+    pub fn forwarder(&self) -> &crate::cluster::forward::Forwarder {
+        &self.inner.forwarder
+    }
+
+    /// Carries an action out here when this node owns (or can take) the workspace, else at the
+    /// node that owns it; while nobody can (an owner that died, before its lease expires), tries
+    /// again until the forwarding deadline.
+    async fn run<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &RoomKey,
+        action: Action,
+    ) -> Result<T, RoomError> {
+        let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE;
+        loop {
+            let result = match self.act(key, action.clone()).await {
+                Err(RoomError::OwnedElsewhere) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.inner
+                        .forwarder
+                        .send(key, &action, left.max(Duration::from_millis(100)))
+                        .await
+                }
+                other => other,
+            };
+            match result {
+                Err(RoomError::OwnedElsewhere) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => {
+                    return other.and_then(|v| {
+                        serde_json::from_value(v).map_err(|e| {
+                            tracing::error!(error = %e, "an action's answer has another shape");
+                            RoomError::Stopped
+                        })
+                    });
+                }
+            }
+        }
+    }
+
+    /// Carries an action out on this node: [`RoomError::OwnedElsewhere`] when another node owns
+    /// the workspace. Its answer as JSON (what a forwarded call returns).
+    pub async fn act(&self, key: &RoomKey, action: Action) -> Result<serde_json::Value, RoomError> {
+        fn json<T: serde::Serialize>(v: T) -> Result<serde_json::Value, RoomError> {
+            serde_json::to_value(v).map_err(|_| RoomError::Stopped)
+        }
+        match action {
+            Action::Info => json(self.call(key, Command::Info).await?),
+            Action::WorkspaceRenamed { member, name } => {
+                let make = |reply| Command::WorkspaceRenamed {
+                    member: member.clone(),
+                    name: name.clone(),
+                    reply,
+                };
+                for handle in self.handles_of(&key.workspace) {
+                    let (tx, _) = oneshot::channel();
+                    let _ = handle.tx.try_send(make(tx));
+                }
+                if self.live_handle(&key.thread).is_some() {
+                    return json(());
+                }
+                json(self.call(key, make).await?)
+            }
+            Action::Prompt {
+                member,
+                text,
+                team_only,
+                images,
+                mentions,
+            } => json(
+                self.call(key, |reply| Command::Prompt {
+                    member: member.clone(),
+                    text: text.clone(),
+                    team_only,
+                    images: images.clone(),
+                    mentions: mentions.clone(),
+                    reply,
+                })
+                .await?,
+            ),
+            Action::Cancel {
+                member,
+                clear_queue,
+            } => json(
+                self.call(key, |reply| Command::Cancel {
+                    member: member.clone(),
+                    clear_queue,
+                    reply,
+                })
+                .await?,
+            ),
+            Action::SetOption {
+                member,
+                config_id,
+                value,
+            } => json(
+                self.call(key, |reply| Command::SetOption {
+                    member: member.clone(),
+                    config_id: config_id.clone(),
+                    value: value.clone(),
+                    reply,
+                })
+                .await?,
+            ),
+            Action::RemoveQueued {
+                member,
+                prompt_seq,
+                any,
+            } => json(
+                self.call(key, |reply| Command::RemoveQueued {
+                    member: member.clone(),
+                    prompt_seq,
+                    any,
+                    reply,
+                })
+                .await?,
+            ),
+            Action::Permission {
+                member,
+                request_id,
+                option_id,
+            } => json(
+                self.call(key, |reply| Command::Permission {
+                    member: member.clone(),
+                    request_id: request_id.clone(),
+                    option_id: option_id.clone(),
+                    reply,
+                })
+                .await?,
+            ),
+            Action::Typing { member } => {
+                let handle = self.handle(key).await?;
+                let _ = handle.tx.try_send(Command::Typing { member });
+                json(())
+            }
+            Action::Notice { level, message } => {
+                let handle = self.handle(key).await?;
+                handle
+                    .tx
+                    .send(Command::Notice { level, message })
+                    .await
+                    .map_err(|_| RoomError::Stopped)?;
+                json(())
+            }
+        }
     }
 
     /// The facts of each awake thread of a workspace, without waking any.
@@ -508,19 +688,8 @@ impl Registry {
         member: Member,
         name: String,
     ) -> Result<(), RoomError> {
-        let make = |reply| Command::WorkspaceRenamed {
-            member: member.clone(),
-            name: name.clone(),
-            reply,
-        };
-        for handle in self.handles_of(&key.workspace) {
-            let (tx, _) = oneshot::channel();
-            let _ = handle.tx.try_send(make(tx));
-        }
-        if self.live_handle(&key.thread).is_some() {
-            return Ok(());
-        }
-        self.call(key, make).await
+        self.run(key, Action::WorkspaceRenamed { member, name })
+            .await
     }
 
     /// A person's message: a prompt for the agent, or with `team_only` for the team (the agent
@@ -534,15 +703,14 @@ impl Registry {
         images: Vec<crate::model::ImageRef>,
         mentions: Vec<crate::model::Mention>,
     ) -> Result<i64, RoomError> {
-        self.call(key, |reply| Command::Prompt {
-            member: member.clone(),
-            text: text.clone(),
+        let action = Action::Prompt {
+            member,
+            text,
             team_only,
-            images: images.clone(),
-            mentions: mentions.clone(),
-            reply,
-        })
-        .await
+            images,
+            mentions,
+        };
+        self.run(key, action).await
     }
 
     /// Stops the running turn; with `clear_queue`, the prompts waiting behind it go too.
@@ -552,11 +720,13 @@ impl Registry {
         member: Member,
         clear_queue: bool,
     ) -> Result<(), RoomError> {
-        self.call(key, |reply| Command::Cancel {
-            member: member.clone(),
-            clear_queue,
-            reply,
-        })
+        self.run(
+            key,
+            Action::Cancel {
+                member,
+                clear_queue,
+            },
+        )
         .await
     }
 
@@ -568,13 +738,12 @@ impl Registry {
         config_id: String,
         value: String,
     ) -> Result<(), RoomError> {
-        self.call(key, |reply| Command::SetOption {
-            member: member.clone(),
-            config_id: config_id.clone(),
-            value: value.clone(),
-            reply,
-        })
-        .await
+        let action = Action::SetOption {
+            member,
+            config_id,
+            value,
+        };
+        self.run(key, action).await
     }
 
     /// Takes a waiting prompt off the queue: its author may, and with `any` (the owner) anyone's.
@@ -585,13 +754,12 @@ impl Registry {
         prompt_seq: i64,
         any: bool,
     ) -> Result<(), RoomError> {
-        self.call(key, |reply| Command::RemoveQueued {
-            member: member.clone(),
+        let action = Action::RemoveQueued {
+            member,
             prompt_seq,
             any,
-            reply,
-        })
-        .await
+        };
+        self.run(key, action).await
     }
 
     pub async fn answer_permission(
@@ -601,13 +769,12 @@ impl Registry {
         request_id: String,
         option_id: String,
     ) -> Result<(), RoomError> {
-        self.call(key, |reply| Command::Permission {
-            member: member.clone(),
-            request_id: request_id.clone(),
-            option_id: option_id.clone(),
-            reply,
-        })
-        .await
+        let action = Action::Permission {
+            member,
+            request_id,
+            option_id,
+        };
+        self.run(key, action).await
     }
 
     /// Joins the room's live stream (anonymously with `None`: counted, not listed).
@@ -616,17 +783,28 @@ impl Registry {
         key: &RoomKey,
         member: Option<Member>,
     ) -> Result<Subscription, RoomError> {
-        self.call(key, |reply| Command::Connect {
-            member: member.clone(),
-            reply,
+        let own = self
+            .call(key, |reply| Command::Connect {
+                member: member.clone(),
+                reply,
+            })
+            .await;
+        if !matches!(own, Err(RoomError::OwnedElsewhere)) {
+            return own;
+        }
+        // Another node owns the workspace: this one follows the room's log.
+        let following = self.inner.followers.follow(&key.thread).await?;
+        Ok(Subscription {
+            conn_id: 0,
+            head: following.head,
+            live: following.live,
+            online: following.online,
+            leave: super::handle::Leave::Follower(following.guard),
         })
-        .await
     }
 
     pub async fn typing(&self, key: &RoomKey, member: Member) -> Result<(), RoomError> {
-        let handle = self.handle(key).await?;
-        let _ = handle.tx.try_send(Command::Typing { member });
-        Ok(())
+        self.run(key, Action::Typing { member }).await
     }
 
     /// Someone changed their name: the rooms they are in show it (best effort: a full mailbox
@@ -655,13 +833,15 @@ impl Registry {
     }
 
     /// Takes the lease again, since the previous awake period may have released it on its way
-    /// out; false when another process holds it.
-    pub(super) async fn reacquire_lease(&self, id: &str) -> bool {
-        let acquire = leases::acquire(self.pool(), id, &self.inner.owner);
-        match tokio::time::timeout(leases::HEARTBEAT, acquire).await {
-            Ok(Ok(held)) => held,
-            // The database is slow or down: the heartbeat tells the actor if the lease is lost.
-            _ => true,
+    /// out: its epoch.
+    pub(super) async fn reacquire_lease(&self, id: &str) -> Result<i64, RoomError> {
+        let url = self.inner.deps.node_url.as_deref();
+        let acquire = leases::acquire(self.pool(), id, &self.inner.owner, url);
+        match tokio::time::timeout(leases::LEASE_TTL, acquire).await {
+            Ok(Ok(Some(epoch))) => Ok(epoch),
+            Ok(Ok(None)) => Err(RoomError::OwnedElsewhere),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(RoomError::DatabaseDown),
         }
     }
 
@@ -703,12 +883,7 @@ impl Registry {
         level: crate::model::NoticeLevel,
         message: String,
     ) -> Result<(), RoomError> {
-        let handle = self.handle(key).await?;
-        handle
-            .tx
-            .send(Command::Notice { level, message })
-            .await
-            .map_err(|_| RoomError::Stopped)
+        self.run(key, Action::Notice { level, message }).await
     }
 
     /// Makes a thread's actor panic (tests of crash isolation).
@@ -717,6 +892,70 @@ impl Registry {
         let handle = self.handle(key).await?;
         let _ = handle.tx.send(Command::Crash).await;
         Ok(())
+    }
+
+    /// Takes over, every [`leases::SWEEP`], the workspaces whose owner stopped renewing its lease
+    /// (another node died, or lost Postgres): their threads with something in flight wake here
+    /// (one node wins each lease), re-attach a running turn through the workspace's sandbox host
+    /// and run the queue. Until shutdown.
+    pub fn spawn_takeover(&self) {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let shutdown = registry.inner.shutdown.clone();
+            let waking = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(leases::SWEEP) => {}
+                }
+                let expired = match leases::expired(registry.pool(), 50).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot look for expired leases");
+                        continue;
+                    }
+                };
+                for workspace in expired {
+                    if !waking
+                        .lock()
+                        .expect("takeover lock")
+                        .insert(workspace.clone())
+                    {
+                        continue;
+                    }
+                    let registry = registry.clone();
+                    let waking = waking.clone();
+                    tokio::spawn(async move {
+                        registry.take_over(&workspace).await;
+                        waking.lock().expect("takeover lock").remove(&workspace);
+                    });
+                }
+            }
+        });
+    }
+
+    async fn take_over(&self, workspace: &str) {
+        let threads = match store::threads::to_wake(self.pool(), workspace).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(workspace, error = %e, "cannot read the threads of a workspace to take over");
+                return;
+            }
+        };
+        for thread in threads {
+            let key = RoomKey {
+                workspace: workspace.to_string(),
+                thread,
+            };
+            match self.info(&key).await {
+                Ok(_) => {
+                    tracing::info!(workspace, thread = %key.thread, "took over a workspace whose owner stopped renewing its lease")
+                }
+                // Another node was first.
+                Err(RoomError::OwnedElsewhere) => return,
+                Err(e) => tracing::warn!(workspace, error = %e, "cannot take over a workspace"),
+            }
+        }
     }
 
     /// Stops every actor (closing their sessions, flushing their logs) and waits for them, within

@@ -46,7 +46,7 @@ impl LogWriter {
     pub(super) fn spawn(
         pool: PgPool,
         key: super::RoomKey,
-        owner: String,
+        held: crate::store::leases::Held,
         head: i64,
         live: broadcast::Sender<Live>,
         done: mpsc::UnboundedSender<Internal>,
@@ -59,7 +59,7 @@ impl LogWriter {
             pool,
             workspace_id: key.workspace,
             thread_id: key.thread,
-            owner,
+            held,
             fenced_out: false,
             next: head + 1,
             synced: true,
@@ -106,8 +106,8 @@ struct Task {
     pool: PgPool,
     workspace_id: String,
     thread_id: String,
-    /// The lease holder this writer writes for.
-    owner: String,
+    /// The lease this writer writes under.
+    held: crate::store::leases::Held,
     /// Another process owns the workspace now: nothing more is written.
     fenced_out: bool,
     next: i64,
@@ -230,7 +230,6 @@ impl Task {
                     event: event.clone(),
                 })
                 .collect();
-            let owner = Some(self.owner.as_str());
             let written = room_log::append(
                 &self.pool,
                 &self.workspace_id,
@@ -238,7 +237,7 @@ impl Task {
                 &entries,
                 state,
                 wrap_all,
-                owner,
+                Some(&self.held),
             );
             match written.await {
                 Err(StoreError::NotOwner) => {

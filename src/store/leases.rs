@@ -9,43 +9,86 @@ use sqlx::PgPool;
 
 use super::StoreError;
 
-/// How long a lease lasts without renewal: a dead owner's workspaces free up within this.
-pub const LEASE_TTL: Duration = Duration::from_secs(8);
+/// How long a lease lasts without renewal: a dead owner's workspaces free up within this, and
+/// another node takes them over (it sweeps for expired leases every [`SWEEP`]).
+pub const LEASE_TTL: Duration = Duration::from_secs(2);
 /// How often a live owner renews.
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often each node looks for leases whose owner stopped renewing them.
+pub const SWEEP: Duration = Duration::from_millis(250);
 
-/// Takes the lease of a workspace for `owner`, or renews it; false when another live owner has it.
-pub async fn acquire(pool: &PgPool, workspace_id: &str, owner: &str) -> Result<bool, StoreError> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "INSERT INTO workspace_leases (workspace_id, owner, expires_at) \
-         VALUES ($1, $2, now() + make_interval(secs => $3)) \
-         ON CONFLICT (workspace_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at \
+/// Who holds a lease, and which time: `epoch` goes up each time the workspace changes hands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// Takes the lease of a workspace for `owner` (reached at `node_url` by other nodes), or renews
+/// it; its epoch, or None when another live owner has it.
+pub async fn acquire(
+    pool: &PgPool,
+    workspace_id: &str,
+    owner: &str,
+    node_url: Option<&str>,
+) -> Result<Option<i64>, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO workspace_leases (workspace_id, owner, expires_at, node_url) \
+         VALUES ($1, $2, now() + make_interval(secs => $3), $4) \
+         ON CONFLICT (workspace_id) DO UPDATE SET owner = EXCLUDED.owner, \
+           expires_at = EXCLUDED.expires_at, node_url = EXCLUDED.node_url, \
+           epoch = CASE WHEN workspace_leases.owner = EXCLUDED.owner \
+                   THEN workspace_leases.epoch ELSE workspace_leases.epoch + 1 END \
          WHERE workspace_leases.owner = EXCLUDED.owner OR workspace_leases.expires_at < now() \
-         RETURNING owner",
+         RETURNING epoch",
     )
     .bind(workspace_id)
     .bind(owner)
     .bind(LEASE_TTL.as_secs_f64())
+    .bind(node_url)
     .fetch_optional(pool)
     .await?;
-    Ok(row.is_some())
+    Ok(row.map(|r| r.0))
+}
+
+/// Where the live owner of a workspace is reached: `None` when nobody holds it, or its lease
+/// expired (its owner stopped renewing), or its owner cannot be reached.
+pub async fn owner_url(pool: &PgPool, workspace_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT node_url FROM workspace_leases WHERE workspace_id = $1 AND expires_at >= now()",
+    )
+    .bind(workspace_id)
+    .fetch_optional(pool)
+    .await?
+    .flatten())
+}
+
+/// Workspaces whose owner stopped renewing its lease (it died, or lost Postgres), at most `limit`.
+pub async fn expired(pool: &PgPool, limit: i64) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT workspace_id FROM workspace_leases WHERE expires_at < now() ORDER BY expires_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Inside a transaction: holds the lease row (so it cannot change hands before the commit) and
-/// checks that `owner` has it. A process that lost its lease while cut off from Postgres finds out
-/// here, before it writes anything.
+/// checks that `held` is still who holds it, at the same epoch. A node that lost its lease while
+/// cut off from Postgres finds out here, before it writes anything.
 pub async fn fence(
     tx: &mut sqlx::PgConnection,
     workspace_id: &str,
-    owner: &str,
+    held: &Held,
 ) -> Result<(), StoreError> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT owner FROM workspace_leases WHERE workspace_id = $1 FOR SHARE")
-            .bind(workspace_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT owner, epoch FROM workspace_leases WHERE workspace_id = $1 FOR SHARE",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     match row {
-        Some((holder,)) if holder == owner => Ok(()),
+        Some((owner, epoch)) if owner == held.owner && epoch == held.epoch => Ok(()),
         _ => Err(StoreError::NotOwner),
     }
 }
@@ -83,33 +126,35 @@ fn dead_here(owner: &str, me: &str) -> bool {
         .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
-/// Takes the lease of a workspace whose owner died on this machine (a crash, then a restart);
-/// false when its owner may be alive.
+/// Takes the lease of a workspace whose owner died on this machine (a crash, then a restart): its
+/// epoch, or None when its owner may be alive.
 pub async fn take_from_dead(
     pool: &PgPool,
     workspace_id: &str,
     owner: &str,
-) -> Result<bool, StoreError> {
+    node_url: Option<&str>,
+) -> Result<Option<i64>, StoreError> {
     let holder: Option<String> =
         sqlx::query_scalar("SELECT owner FROM workspace_leases WHERE workspace_id = $1")
             .bind(workspace_id)
             .fetch_optional(pool)
             .await?;
     let Some(holder) = holder.filter(|h| dead_here(h, owner)) else {
-        return Ok(false);
+        return Ok(None);
     };
     tracing::info!(workspace = workspace_id, dead = %holder, "taking the lease of a process that died on this machine");
-    let done = sqlx::query(
-        "UPDATE workspace_leases SET owner = $3, expires_at = now() + make_interval(secs => $4) \
-         WHERE workspace_id = $1 AND owner = $2",
+    let epoch: Option<i64> = sqlx::query_scalar(
+        "UPDATE workspace_leases SET owner = $3, expires_at = now() + make_interval(secs => $4), \
+         node_url = $5, epoch = epoch + 1 WHERE workspace_id = $1 AND owner = $2 RETURNING epoch",
     )
     .bind(workspace_id)
     .bind(&holder)
     .bind(owner)
     .bind(LEASE_TTL.as_secs_f64())
-    .execute(pool)
+    .bind(node_url)
+    .fetch_optional(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(epoch)
 }
 
 /// Gives the lease up (an actor going to sleep or shutting down).

@@ -32,8 +32,11 @@ fn decode(row: Row) -> Result<RoomEntry, StoreError> {
 /// room's state when given. A seq already taken is left alone (`ON CONFLICT DO NOTHING`), so a
 /// batch whose commit was not acknowledged can be written again safely; the rows written are
 /// returned. `wrap_all` stores every entry in the lossless wrapper (a retry after Postgres refused
-/// a value). With `owner`, the write is fenced: it happens only while that owner holds the
-/// workspace's lease (held for the transaction), else [`StoreError::NotOwner`].
+/// a value). With `held`, the write is fenced: it happens only while that owner holds the
+/// workspace's lease at that epoch (held for the transaction), else [`StoreError::NotOwner`].
+/// Each batch that adds entries notifies [`CHANNEL`] at commit with `<thread> <last seq>` (ids
+/// only: the other nodes read the entries from the log, so a missed or doubled notification loses
+/// or doubles nothing).
 pub async fn append(
     pool: &PgPool,
     workspace_id: &str,
@@ -41,7 +44,7 @@ pub async fn append(
     entries: &[RoomEntry],
     state: Option<&RoomState>,
     wrap_all: bool,
-    owner: Option<&str>,
+    held: Option<&super::leases::Held>,
 ) -> Result<u64, StoreError> {
     if entries.is_empty() && state.is_none() {
         return Ok(0);
@@ -67,8 +70,8 @@ pub async fn append(
         created.push(e.created_at);
     }
     let mut tx = pool.begin().await?;
-    if let Some(owner) = owner {
-        super::leases::fence(&mut tx, workspace_id, owner).await?;
+    if let Some(held) = held {
+        super::leases::fence(&mut tx, workspace_id, held).await?;
     }
     let written = sqlx::query(
         "INSERT INTO room_log (workspace_id, thread_id, seq, kind, data, created_at) \
@@ -91,9 +94,19 @@ pub async fn append(
     if let Some(state) = state {
         room_state::save(&mut tx, workspace_id, thread_id, state).await?;
     }
+    if let Some(last) = entries.last().filter(|_| written > 0) {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!("{thread_id} {}", last.seq))
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(written)
 }
+
+/// Where each committed batch of entries is announced to every node.
+pub const CHANNEL: &str = "huddle_room_log";
 
 /// Entries with `after < seq <= upto`, oldest first, at most `limit`.
 pub async fn list(

@@ -472,6 +472,7 @@ pub async fn spawn_app_on(
         // The tests' push service and webhook receivers are local ones.
         push_allow_http: true,
         outbound_allow_private: true,
+        node_url: Some(base.clone()),
     };
     let app = huddle::server::build_app(pool.clone(), options, sandboxes, app_options);
     let shutdown = app.state.shutdown().clone();

@@ -206,12 +206,14 @@ fn process_alive(pid: i32) -> bool {
         .is_some_and(|(_, r)| r.split_whitespace().next() != Some("Z"))
 }
 
-/// The traces of the sandboxes running under a data directory.
+/// The traces of the workspaces' sandboxes running under a data directory (not the short-lived
+/// one that lists the agents, which a slow first request can still find running).
 fn sandbox_traces(data_dir: &Path) -> Vec<serde_json::Value> {
     let Ok(dir) = std::fs::read_dir(data_dir.join("sandboxes")) else {
         return Vec::new();
     };
     dir.flatten()
+        .filter(|d| d.file_name() != "probe")
         .filter_map(|d| std::fs::read_to_string(d.path().join("server.json")).ok())
         .map(|t| serde_json::from_str(&t).unwrap())
         .collect()
@@ -480,9 +482,16 @@ pub(crate) async fn stop(mut huddle: Huddle, data: &Path) -> Duration {
         !groups.iter().any(|g| group_alive(*g)),
         "no process of its sandbox is left"
     );
+    let running: Vec<_> = std::fs::read_dir(data.join("sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|d| d.path().join("server.json").exists())
+        .map(|d| d.file_name())
+        .collect();
     assert!(
-        sandbox_traces(data).is_empty(),
-        "no sandbox is recorded as running"
+        running.is_empty(),
+        "sandboxes recorded as running: {running:?}"
     );
     huddle.assert_no_panic();
     took

@@ -78,14 +78,21 @@ impl Actor {
         // The thread's previous awake period may still be closing (its agent, its writer): this
         // one starts once it has.
         let _awake = registry.awake_period(&thread.id).await;
-        let Some(workspace) = registry.join_workspace(&row).await else {
-            tracing::warn!(workspace = %row.id, "the workspace's lease went elsewhere while it woke");
-            mailbox.close();
-            while let Ok(cmd) = mailbox.try_recv() {
-                cmd.reject(|| RoomError::OwnedElsewhere);
+        let workspace = match registry.join_workspace(&row).await {
+            Ok(workspace) => workspace,
+            Err(e) => {
+                tracing::warn!(workspace = %row.id, error = %e, "the workspace could not be taken while it woke");
+                let owned_elsewhere = matches!(e, RoomError::OwnedElsewhere);
+                mailbox.close();
+                while let Ok(cmd) = mailbox.try_recv() {
+                    cmd.reject(|| match owned_elsewhere {
+                        true => RoomError::OwnedElsewhere,
+                        false => RoomError::DatabaseDown,
+                    });
+                }
+                registry.forget(&thread.id, &me);
+                return;
             }
-            registry.forget(&thread.id, &me);
-            return;
         };
         let boot = match Boot::load(registry.pool(), &thread, &shutdown).await {
             Ok(boot) => boot,
@@ -109,7 +116,7 @@ impl Actor {
                 workspace: row.id.clone(),
                 thread: thread.id.clone(),
             },
-            registry.owner().to_string(),
+            workspace.held.clone(),
             boot.head,
             live.clone(),
             internal.clone(),
@@ -186,6 +193,12 @@ impl Actor {
                 }
                 _ = sleep_until_some(flush_at) => {
                     let online = actor.presence.flush();
+                    // The nodes that follow this room show it too.
+                    crate::cluster::follow::announce(
+                        actor.registry.pool(),
+                        &actor.thread.id,
+                        crate::cluster::follow::LiveWhat::Online(online.clone()),
+                    );
                     let _ = actor.live.send(Live::Online(Arc::new(online)));
                 }
                 _ = sleep_until_some(sweep_at) => {
@@ -319,6 +332,11 @@ impl Actor {
             Command::Connect { member, reply } => self.connect(member, reply),
             Command::Disconnect { conn_id } => self.presence.disconnect(conn_id),
             Command::Typing { member } => {
+                crate::cluster::follow::announce(
+                    self.registry.pool(),
+                    &self.thread.id,
+                    crate::cluster::follow::LiveWhat::Typing(member.clone()),
+                );
                 let _ = self.live.send(Live::Typing(member));
             }
             Command::Renamed { user_id, name } => self.presence.renamed(&user_id, &name),
@@ -613,7 +631,7 @@ impl Actor {
             head: self.log.head(),
             live,
             online: Arc::new(self.presence.online()),
-            handle: self.me.clone(),
+            leave: super::handle::Leave::Actor(self.me.clone()),
         };
         // A caller that gave up drops the reply, and with it the subscription: it leaves at once.
         let _ = reply.send(Ok(sub));
