@@ -14,6 +14,8 @@ apt_needed=()
 command -v chromium >/dev/null 2>&1 || apt_needed+=(chromium)
 # bubblewrap: Codex runs commands and reads files for its edits through it (its own sandbox).
 command -v bwrap >/dev/null 2>&1 || apt_needed+=(bubblewrap)
+# haproxy: the load balancer the several-nodes tests put in front of three Huddle nodes.
+command -v haproxy >/dev/null 2>&1 || apt_needed+=(haproxy)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || apt_needed+=(postgresql)
 if [ ${#apt_needed[@]} -gt 0 ]; then
   log "apt-get install ${apt_needed[*]}"

@@ -113,7 +113,6 @@ pub fn router(state: AppState) -> Router {
         .route("/sign-in/{secret}", get(crate::auth::links::sign_in))
         .route("/new", post(create_workspace_form))
         .route("/w/{id}/send", post(send_form))
-        .route("/healthz", get(healthz))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -166,9 +165,11 @@ pub fn router(state: AppState) -> Router {
         ))
         .with_state(state.clone())
         // Other nodes' forwarded actions: authenticated by the cluster secret, not by the host
-        // name, the origin or a person (they come as the owner's own callers' actions).
+        // name, the origin or a person (they come as the owner's own callers' actions). The
+        // health check is asked by load balancers at the node's own address; it says nothing.
         .merge(
             Router::new()
+                .route("/healthz", get(healthz))
                 .route("/internal/room", post(crate::cluster::forward::serve))
                 .layer(axum::extract::DefaultBodyLimit::max(
                     MAX_PROMPT_BODY_BYTES * 2,
@@ -258,6 +259,10 @@ async fn body_limits(req: Request<Body>, next: Next) -> Response {
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 
 async fn healthz(State(state): State<AppState>) -> Response {
+    // Stopping: a load balancer sends nobody new here while the node hands its rooms over.
+    if state.shutdown().is_cancelled() {
+        return ApiError::new(ErrorCode::Unavailable, "This node is stopping.").into_response();
+    }
     let unavailable =
         || ApiError::new(ErrorCode::Unavailable, "The database is unavailable.").into_response();
     match tokio::time::timeout(HEALTH_TIMEOUT, store::ping(state.pool())).await {

@@ -10,6 +10,7 @@ mod common;
 mod openai_api;
 
 mod agents;
+mod cluster;
 mod faults;
 mod identity;
 mod needs_you;

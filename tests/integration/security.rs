@@ -120,8 +120,31 @@ async fn other_sites_cannot_drive_huddle() {
         (415, Some("unsupported_media_type"))
     );
 
-    // DNS rebinding: a foreign host name pointed at 127.0.0.1 gets nothing, not even a page.
-    for path in ["/", "/healthz", &format!("/w/{ws}")] {
+    // DNS rebinding: a foreign host name pointed at 127.0.0.1 gets nothing, not even a page
+    // (the health check, which load balancers ask at a node's own address, says only "ok").
+    let health = http
+        .get(format!("{base}/healthz"))
+        .header("host", "rebind.evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+    // Nodes' internal calls need the cluster secret: a forged one does nothing.
+    let forged = json!({"workspaceId": ws, "threadId": "t", "action": {"action": "prompt",
+        "member": {"userId": "operator", "displayName": "Mallory"}, "text": "rm -rf /",
+        "teamOnly": false, "images": [], "mentions": []}});
+    for secret in [None, Some("guess")] {
+        let mut req = http
+            .post(format!("{base}/internal/room"))
+            .header("host", "rebind.evil.example")
+            .json(&forged);
+        if let Some(s) = secret {
+            req = req.header("x-huddle-node-secret", s);
+        }
+        let (status, body) = send(req).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    }
+    for path in ["/", &format!("/w/{ws}")] {
         let res = http
             .get(format!("{base}{path}"))
             .header("host", "rebind.evil.example")

@@ -1,0 +1,406 @@
+//! Several Huddle nodes (the real binary) on one Postgres, behind a real load balancer (HAProxy
+//! from Debian, started by the test as Postgres is), with their agents on two sandbox hosts. What
+//! must hold: any node serves any room, an action sent to any node lands once in the room that
+//! runs on one, and a node killed mid-turn loses and doubles nothing for anyone watching.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::process::{Huddle, free_port, log_tail, temp_dir};
+use huddle::model::{RoomEntry, RoomEvent};
+use serde_json::json;
+
+/// HAProxy in front of the nodes: round robin, health-checked every 250 ms, SSE unbuffered, a
+/// request whose connection is refused tried at another node.
+pub(crate) struct Lb {
+    pub(crate) base: String,
+    child: std::process::Child,
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Lb {
+    pub(crate) async fn start(port: u16, nodes: &[u16], dir: &std::path::Path) -> Self {
+        let servers: String = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("  server n{i} 127.0.0.1:{p} check inter 250ms fall 2 rise 1\n"))
+            .collect();
+        let config = format!(
+            "global\n  maxconn 4000\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
+             \x20 option redispatch\n  retries 3\n  retry-on conn-failure\n\
+             frontend huddle\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
+             backend nodes\n  balance roundrobin\n  option httpchk\n  http-check send meth GET uri /healthz\n{servers}"
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
+        let child = std::process::Command::new(haproxy_bin())
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start haproxy (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "haproxy did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+fn haproxy_bin() -> PathBuf {
+    std::env::var_os("HAPROXY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/haproxy"))
+}
+
+/// A request to one node (as the load balancer would send it: for the public host name).
+async fn post_to(
+    node: &str,
+    public_host: &str,
+    endpoint: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{node}/api/workspace/{endpoint}"))
+        .header("host", public_host)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{endpoint} at {node}: {e}"));
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A client of the room through the load balancer that, like a browser's EventSource, reconnects
+/// with `Last-Event-ID` whenever its stream ends (its node died): every entry it got, in order.
+struct Watcher {
+    seen: Arc<Mutex<Vec<RoomEntry>>>,
+    reconnects: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(lb: &str, ws: &str) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::<RoomEntry>::new()));
+        let reconnects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let url = format!("{lb}/api/workspace/{ws}/events");
+        let (into, count) = (seen.clone(), reconnects.clone());
+        let task = tokio::spawn(async move {
+            use futures::StreamExt;
+            let http = anon_client();
+            loop {
+                let last = into.lock().unwrap().last().map(|e| e.seq).unwrap_or(0);
+                let res = http
+                    .get(&url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .header("last-event-id", last.to_string())
+                    .send()
+                    .await;
+                if let Ok(res) = res.and_then(|r| r.error_for_status()) {
+                    let mut events =
+                        eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+                    while let Some(Ok(ev)) = events.next().await {
+                        if ev.id.parse::<i64>().is_ok()
+                            && let Ok(entry) = serde_json::from_str::<RoomEntry>(&ev.data)
+                        {
+                            into.lock().unwrap().push(entry);
+                        }
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self {
+            seen,
+            reconnects,
+            task,
+        }
+    }
+
+    fn has(&self, pred: impl Fn(&RoomEntry) -> bool) -> bool {
+        self.seen.lock().unwrap().iter().any(pred)
+    }
+
+    fn seqs(&self) -> Vec<i64> {
+        self.seen.lock().unwrap().iter().map(|e| e.seq).collect()
+    }
+
+    /// Panics unless the entries so far are 1, 2, 3, …: each once, none skipped, in order.
+    fn assert_each_once(&self, who: usize) {
+        let seqs = self.seqs();
+        if let Some((i, s)) = seqs.iter().enumerate().find(|(i, s)| **s != *i as i64 + 1) {
+            panic!(
+                "client {who}: entry {} is seq {s} (around it: {:?})",
+                i + 1,
+                &seqs[i.saturating_sub(3)..(i + 3).min(seqs.len())]
+            );
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits until every watcher has seen what `pred` matches.
+async fn all_see(watchers: &[Watcher], what: &str, pred: impl Fn(&RoomEntry) -> bool + Copy) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let behind = watchers.iter().filter(|w| !w.has(pred)).count();
+        if behind == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{behind} of {} clients never saw {what}",
+            watchers.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The node that owns the workspace now (by its address), once a live one does.
+async fn owner(pool: &sqlx::PgPool, ws: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT node_url FROM workspace_leases WHERE workspace_id = $1 AND expires_at > now()",
+    )
+    .bind(ws)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .flatten()
+}
+
+/// Three nodes behind HAProxy, two sandbox hosts, 100 clients spread over the nodes. A prompt sent
+/// to each node lands once. A turn streams 2,000 chunks and its owner is killed with SIGKILL in
+/// the middle: another node owns the workspace, re-attaches to the agent on its host, and every
+/// client sees every chunk once and in order. A permission asked before another owner's kill is
+/// answered after it, through the load balancer.
+#[tokio::test]
+async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_die() {
+    use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
+    let (pool, url) = fresh_db().await;
+    let dir = temp_dir("huddle-cluster");
+    let state = dir.join("agent-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        hosts.push(
+            SandboxAgentProcess::start(ProcessOptions {
+                bin: Some(sandbox_agent_bin()),
+                token: Some("host-token".into()),
+                extra_path: vec![fixtures_bin()],
+                env: vec![("PI_ACP_STATE".into(), state.display().to_string())],
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let host_list = hosts
+        .iter()
+        .map(|h| format!("{}#host-token", h.endpoint().base_url))
+        .collect::<Vec<_>>()
+        .join(",");
+    let lb_port = free_port();
+    let public = format!("127.0.0.1:{lb_port}");
+    let public_url = format!("http://{public}");
+    let env = [
+        ("HUDDLE_SANDBOX", "remote"),
+        ("HUDDLE_SANDBOX_HOSTS", host_list.as_str()),
+        ("HUDDLE_PUBLIC_URL", public_url.as_str()),
+        ("HUDDLE_MAX_STREAMS_PER_PERSON", "10000"),
+        ("HUDDLE_MAX_STREAMS_PER_IP", "10000"),
+        ("HUDDLE_PROMPTS_PER_MINUTE", "10000"),
+    ];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Option<Huddle>> = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let data = dir.join(format!("node{i}"));
+        nodes.push(Some(Huddle::start_env(&url, &data, *port, &env).await));
+    }
+    let node_base = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
+    let lb = Lb::start(lb_port, &ports, &dir).await;
+
+    let (status, created) = post_to(&lb.base, &public, "create", json!({"agent": "pi"})).await;
+    assert_eq!(status, 200, "{created}");
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let watchers: Vec<Watcher> = (0..100).map(|_| Watcher::start(&lb.base, &ws)).collect();
+
+    // A prompt sent to each node lands once, in the one room.
+    let mut landed = Vec::new();
+    for (i, who) in ["ada", "bob", "carol"].iter().enumerate() {
+        let body =
+            json!({"workspaceId": ws, "userId": who, "displayName": who, "text": "stream 3"});
+        let (status, answer) = post_to(&node_base(i), &public, "prompt", body).await;
+        assert_eq!(status, 200, "node {i}: {answer}");
+        landed.push(answer["seq"].as_i64().unwrap());
+    }
+    let last = *landed.last().unwrap();
+    all_see(
+        &watchers,
+        "the three turns",
+        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == last),
+    )
+    .await;
+    let prompts: Vec<i64> = watchers[0]
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.event, RoomEvent::ChatUser { .. }))
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(prompts, landed, "each prompt once");
+
+    // 2,000 chunks; the owner killed in the middle.
+    let body =
+        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "pace 2000 200"});
+    let (status, answer) = post_to(&lb.base, &public, "prompt", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let streaming = answer["seq"].as_i64().unwrap();
+    all_see(&watchers[..1], "chunk 600", |e| {
+        entry_text(e).as_deref() == Some("600 ")
+    })
+    .await;
+    let killed = owner(&pool, &ws).await.expect("an owner");
+    let victim = (0..3).find(|i| node_base(*i) == killed).unwrap();
+    let mut dead = nodes[victim].take().unwrap();
+    dead.child.start_kill().unwrap();
+    dead.child.wait().await.unwrap();
+    let killed_at = Instant::now();
+    let new_owner = loop {
+        if let Some(o) = owner(&pool, &ws).await.filter(|o| *o != killed) {
+            break o;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no node took the workspace over; the last log:\n{}",
+            log_tail(&dead.log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let failover = killed_at.elapsed();
+    all_see(
+        &watchers,
+        "the end of the 2,000-chunk turn",
+        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == streaming),
+    )
+    .await;
+    for (i, w) in watchers.iter().enumerate() {
+        w.assert_each_once(i);
+        let chunks: Vec<String> = w
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.seq > streaming)
+            .filter_map(agent_said)
+            .collect();
+        let expected: Vec<String> = (0..2000).map(|n| format!("{n} ")).collect();
+        if chunks != expected {
+            let at = chunks.iter().zip(&expected).position(|(x, y)| x != y);
+            panic!(
+                "client {i}: {} chunks, not 2,000 once each in order (first difference at {at:?})",
+                chunks.len()
+            );
+        }
+    }
+    assert!(
+        watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == streaming && r == "end_turn")),
+        "the turn went on at the new owner"
+    );
+    let reconnected: usize = watchers
+        .iter()
+        .map(|w| w.reconnects.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    eprintln!(
+        "owner killed at chunk 600: {new_owner} owned the workspace {:.2} s later; 100 clients saw 2,000 chunks each, once and in order ({reconnected} reconnects)",
+        failover.as_secs_f64()
+    );
+
+    // A question asked before its owner is killed is answered after, through the balancer.
+    let body =
+        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "permission"});
+    let (status, answer) = post_to(&lb.base, &public, "prompt", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let asking = answer["seq"].as_i64().unwrap();
+    all_see(&watchers[..1], "the question", |e| {
+        matches!(e.event, RoomEvent::PermissionRequested { .. })
+    })
+    .await;
+    let request_id = watchers[0]
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|e| match &e.event {
+            RoomEvent::PermissionRequested { request_id, .. } => Some(request_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let victim = (0..3).find(|i| node_base(*i) == new_owner).unwrap();
+    let mut dead2 = nodes[victim].take().unwrap();
+    dead2.child.start_kill().unwrap();
+    dead2.child.wait().await.unwrap();
+    // Answered once the new owner has the agent again (an answer before that gets 409).
+    all_see(&watchers[..1], "the re-attach", |e| {
+        e.seq > asking
+            && matches!(&e.event, RoomEvent::Notice { message, .. } if message.contains("reconnected to the agent"))
+    })
+    .await;
+    let body = json!({"workspaceId": ws, "userId": "bob", "displayName": "Bob",
+        "requestId": request_id, "optionId": "allow"});
+    let (status, answer) = post_to(&lb.base, &public, "permission", body).await;
+    assert_eq!(status, 200, "{answer}");
+    all_see(
+        &watchers,
+        "the answered turn's end",
+        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == asking),
+    )
+    .await;
+    assert!(
+        watchers[0].has(|e| entry_text(e).is_some_and(|t| t.contains("permission: allow"))),
+        "the agent got the answer given after the kill"
+    );
+    for (i, w) in watchers.iter().enumerate() {
+        w.assert_each_once(i);
+    }
+    drop(watchers);
+    for node in nodes.into_iter().flatten() {
+        node.assert_no_panic();
+        crate::process::stop(node, &dir).await;
+    }
+    dead.assert_no_panic();
+    dead2.assert_no_panic();
+    drop(lb);
+    for h in hosts {
+        h.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
