@@ -54,6 +54,8 @@ pub(super) struct WorkspaceAwake {
 struct Gate {
     awake: Option<Arc<WorkspaceAwake>>,
     threads: usize,
+    /// A thread left with work in flight as the node stops: the lease is handed over.
+    hand_over: bool,
 }
 
 /// What the actors need from the server.
@@ -227,7 +229,7 @@ impl Registry {
                 tokio::spawn(Actor::run(row, thread, registry.clone(), me.clone(), rx)).await;
             if let Err(e) = result {
                 tracing::error!(workspace = %workspace, thread = %id, error = %e, "thread actor crashed");
-                registry.leave_workspace(&workspace, false).await;
+                registry.leave_workspace(&workspace, false, false).await;
                 // Its lists show it asleep, not stuck at what it was doing.
                 registry.pulse(
                     &workspace,
@@ -300,14 +302,17 @@ impl Registry {
     }
 
     /// A thread of the workspace fell asleep: the last one stops the sandbox and releases the
-    /// lease (unless it was lost). A thread waking meanwhile waits for that.
-    pub(super) async fn leave_workspace(&self, workspace: &str, lease_lost: bool) {
+    /// lease (unless it was lost; handed over when a thread had work in flight as this node
+    /// stopped). A thread waking meanwhile waits for that.
+    pub(super) async fn leave_workspace(&self, workspace: &str, lease_lost: bool, hand_over: bool) {
         let gate = self.gate(workspace);
         let mut gate = gate.lock().await;
         gate.threads = gate.threads.saturating_sub(1);
+        gate.hand_over |= hand_over;
         if gate.threads > 0 {
             return;
         }
+        let hand_over = std::mem::take(&mut gate.hand_over);
         let Some(awake) = gate.awake.take() else {
             return;
         };
@@ -320,7 +325,7 @@ impl Registry {
             tracing::warn!(workspace = %workspace, "the sandbox did not stop in time");
         }
         if !lease_lost && !awake.lease_lost.is_cancelled() {
-            self.release_lease(workspace).await;
+            self.release_lease(workspace, hand_over).await;
         }
     }
 
@@ -465,8 +470,13 @@ impl Registry {
         });
     }
 
-    pub(super) async fn release_lease(&self, id: &str) {
-        let release = leases::release(self.pool(), id, &self.inner.owner);
+    pub(super) async fn release_lease(&self, id: &str, hand_over: bool) {
+        let release = async {
+            match hand_over {
+                true => leases::hand_over(self.pool(), id, &self.inner.owner).await,
+                false => leases::release(self.pool(), id, &self.inner.owner).await,
+            }
+        };
         match tokio::time::timeout(Duration::from_secs(1), release).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -906,6 +906,15 @@ impl Session {
         Ok(())
     }
 
+    /// Lets go of the live connection and leaves it open, its agent and turn running, for the
+    /// node the workspace is handed over to (it re-attaches to it).
+    pub async fn detach(&self) {
+        self.permissions.lock().expect("permissions lock").clear();
+        if let Some(conn) = self.state.lock().await.live.take() {
+            conn.detach();
+        }
+    }
+
     /// Closes the live connection but keeps the session (an actor going to sleep).
     pub async fn close(&self) {
         self.permissions.lock().expect("permissions lock").clear();

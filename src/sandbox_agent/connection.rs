@@ -306,6 +306,12 @@ impl Connection {
         self.shared.gone.cancel();
         self.shared.transport.close().await;
     }
+
+    /// Lets go of the connection and leaves it open on the server (see [`Transport::detach`]).
+    pub(crate) fn detach(&self) {
+        self.shared.transport.detach();
+        self.shared.gone.cancel();
+    }
 }
 
 impl ConnectionShared {

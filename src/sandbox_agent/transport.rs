@@ -452,6 +452,12 @@ impl Transport {
     }
 
     /// Stops the SSE loop and DELETEs the connection on the server (a 404 is fine: it is gone).
+    /// Stops reading and sending without closing the connection on the server: its agent goes
+    /// on for the node that takes the session over.
+    pub(crate) fn detach(&self) {
+        self.cancel.cancel();
+    }
+
     pub(crate) async fn close(&self) {
         if self.cancel.is_cancelled() {
             return;

@@ -157,6 +157,20 @@ pub async fn take_from_dead(
     Ok(epoch)
 }
 
+/// Gives the lease up with work in flight (this node stops): it counts as expired at once, so
+/// another node's sweep takes the workspace over and carries the work on.
+pub async fn hand_over(pool: &PgPool, workspace_id: &str, owner: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE workspace_leases SET expires_at = now() - interval '1 second' \
+         WHERE workspace_id = $1 AND owner = $2",
+    )
+    .bind(workspace_id)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Gives the lease up (an actor going to sleep or shutting down).
 pub async fn release(pool: &PgPool, workspace_id: &str, owner: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM workspace_leases WHERE workspace_id = $1 AND owner = $2")

@@ -103,7 +103,7 @@ impl Actor {
                     cmd.reject(|| RoomError::DatabaseDown);
                 }
                 registry.forget(&thread.id, &me);
-                registry.leave_workspace(&row.id, false).await;
+                registry.leave_workspace(&row.id, false, false).await;
                 return;
             }
         };
@@ -230,6 +230,19 @@ impl Actor {
             let left = actor.presence.sweep(true);
             actor.write(left, false);
         }
+        // Work in flight on a sandbox host when this node stops, or a lease another node took:
+        // the agent and its turn go on for the node that takes the workspace over (it re-attaches
+        // to the connection), so the connection is left open, not closed.
+        let hand_over = match exit {
+            Exit::LeaseLost => true,
+            Exit::Shutdown => {
+                actor.sandbox.summary().provider == crate::model::SandboxProvider::Remote
+                    && (actor.turns.running.is_some()
+                        || !actor.turns.queue.is_empty()
+                        || !actor.permissions.open().is_empty())
+            }
+            _ => false,
+        };
         let Actor {
             row,
             thread,
@@ -239,8 +252,12 @@ impl Actor {
             ..
         } = actor;
         if let SessionSlot::Ready(session) = session {
-            // Closing the connection stops the agent process; its DELETE is bounded.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+            if hand_over {
+                session.detach().await;
+            } else {
+                // Closing the connection stops the agent process; its DELETE is bounded.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close()).await;
+            }
         }
         drop(log);
         if tokio::time::timeout(CLOSE_TIMEOUT, writer).await.is_err() {
@@ -249,7 +266,7 @@ impl Actor {
         drop(sandbox);
         // The workspace's last awake thread stops its sandbox and releases its lease.
         registry
-            .leave_workspace(&row.id, matches!(exit, Exit::LeaseLost))
+            .leave_workspace(&row.id, matches!(exit, Exit::LeaseLost), hand_over)
             .await;
         registry.pulse(
             &row.id,
