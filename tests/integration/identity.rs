@@ -1,7 +1,7 @@
 //! Identity, roles, invites and tokens, through the real HTTP API: browsers are cookie jars that
 //! open the links Huddle hands out, bots send API tokens.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use huddle::model::RoomEvent;
@@ -123,10 +123,16 @@ async fn a_browser_gets_an_identity_and_the_sign_in_link_makes_it_the_owner() {
         .map(|i| {
             let url = format!("{}{}", app.base, paths[i % paths.len()]);
             let anon = app.anon.clone();
-            async move { anon.get(url).send().await.unwrap().status().as_u16() }
+            async move {
+                let started = Instant::now();
+                let status = anon.get(&url).send().await.unwrap().status().as_u16();
+                (status, url, started.elapsed())
+            }
         })
         .buffer_unordered(4)
-        .for_each(|status| async move { assert!(status < 500, "{status}") })
+        .for_each(|(status, url, took)| async move {
+            assert!(status < 500, "{status} for {url} after {took:?}")
+        })
         .await;
     assert_eq!(counts().await, before, "people and sessions");
     let (status, _, page) = b.open("/sign-in/not-the-secret").await;
