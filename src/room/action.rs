@@ -48,6 +48,14 @@ pub enum Action {
     Typing {
         member: Member,
     },
+    /// Someone connected to another node that follows the room, present here (refreshed).
+    Join {
+        member: Member,
+        token: String,
+    },
+    Leave {
+        token: String,
+    },
     Notice {
         level: NoticeLevel,
         message: String,

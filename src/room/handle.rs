@@ -122,6 +122,16 @@ pub(super) enum Command {
     Typing {
         member: Member,
     },
+    /// Someone connected to another node that follows the room (or that node saying they still
+    /// are).
+    RemoteJoin {
+        member: Member,
+        token: String,
+        reply: Reply<()>,
+    },
+    RemoteLeave {
+        token: String,
+    },
     Renamed {
         user_id: String,
         name: String,
@@ -150,7 +160,9 @@ impl Command {
             Command::RemoveQueued { reply, .. } => drop(reply.send(Err(err()))),
             Command::SetOption { reply, .. } => drop(reply.send(Err(err()))),
             Command::Connect { reply, .. } => drop(reply.send(Err(err()))),
+            Command::RemoteJoin { reply, .. } => drop(reply.send(Err(err()))),
             Command::Disconnect { .. }
+            | Command::RemoteLeave { .. }
             | Command::Typing { .. }
             | Command::Renamed { .. }
             | Command::Retire { .. }
@@ -240,8 +252,12 @@ pub struct Subscription {
 pub(super) enum Leave {
     /// It is the owner's actor's.
     Actor(RoomHandle),
-    /// This node follows the room's log (another node owns it).
-    Follower(#[allow(dead_code)] crate::cluster::follow::Guard),
+    /// This node follows the room's log (another node owns it); the person, if any, is present
+    /// at the owner until it is dropped.
+    Follower(
+        #[allow(dead_code)] crate::cluster::follow::Guard,
+        #[allow(dead_code)] Option<super::registry::RemotePresence>,
+    ),
 }
 
 impl Drop for Subscription {

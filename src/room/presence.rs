@@ -20,8 +20,14 @@ struct Person {
     gone_since: Option<Instant>,
 }
 
+/// How long another node's connection counts without that node saying it is still there.
+pub(super) const REMOTE_TTL: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 pub(super) struct Presence {
+    /// Connections to other nodes that follow this room, by their token: the local connection
+    /// standing for each, and when its node last said it is still there.
+    remote: HashMap<String, (u64, Instant)>,
     connections: HashMap<u64, Option<String>>,
     people: HashMap<String, Person>,
     next_conn: u64,
@@ -71,6 +77,45 @@ impl Presence {
                 self.changed();
             }
         }
+    }
+
+    /// A person connected to another node that follows the room (again: it is still there).
+    pub(super) fn join_remote(&mut self, token: String, member: Member) -> Option<RoomEvent> {
+        if let Some((_, seen)) = self.remote.get_mut(&token) {
+            *seen = Instant::now();
+            return None;
+        }
+        let (conn, joined) = self.connect(Some(member));
+        self.remote.insert(token, (conn, Instant::now()));
+        joined
+    }
+
+    pub(super) fn leave_remote(&mut self, token: &str) {
+        if let Some((conn, _)) = self.remote.remove(token) {
+            self.disconnect(conn);
+        }
+    }
+
+    /// Other nodes' connections not confirmed within [`REMOTE_TTL`] (their node died) leave.
+    pub(super) fn expire_remote(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<String> = self
+            .remote
+            .iter()
+            .filter(|(_, (_, seen))| now.duration_since(*seen) >= REMOTE_TTL)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for token in stale {
+            self.leave_remote(&token);
+        }
+    }
+
+    /// When the next remote connection expires.
+    pub(super) fn next_remote_expiry(&self) -> Option<Instant> {
+        self.remote
+            .values()
+            .map(|(_, seen)| *seen + REMOTE_TTL)
+            .min()
     }
 
     /// Someone changed their name: the online list says so.

@@ -35,6 +35,37 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 /// How long stopping a workspace's sandbox may take (SIGTERM, a grace period, SIGKILL).
 const SANDBOX_STOP_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// How often a node says again that the people streaming rooms it follows are there (the owner
+/// forgets them after `presence::REMOTE_TTL` without it, as when the node died).
+const REMOTE_PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+use REMOTE_PRESENCE_REFRESH as REMOTE_REFRESH;
+
+/// A person present at the owner of a room this node follows; leaves when dropped.
+pub(crate) struct RemotePresence {
+    registry: Registry,
+    key: RoomKey,
+    token: String,
+}
+
+impl Drop for RemotePresence {
+    fn drop(&mut self) {
+        self.registry
+            .inner
+            .remote_present
+            .lock()
+            .expect("registry lock")
+            .remove(&self.token);
+        let registry = self.registry.clone();
+        let key = self.key.clone();
+        let token = std::mem::take(&mut self.token);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _: Result<(), _> = registry.run(&key, Action::Leave { token }).await;
+            });
+        }
+    }
+}
+
 /// What the awake threads of one workspace share: its sandbox and its lease.
 pub(super) struct WorkspaceAwake {
     pub(super) sandbox: Arc<WorkspaceSandbox>,
@@ -88,6 +119,10 @@ struct Inner {
     forwarder: crate::cluster::forward::Forwarder,
     /// The rooms this node follows (their streams here; another node owns them).
     followers: crate::cluster::follow::Followers,
+    /// People streaming here rooms that other nodes own, present there: by token.
+    remote_present: Mutex<HashMap<String, (RoomKey, Member)>>,
+    /// Whether the task that keeps them present runs.
+    refreshing: std::sync::atomic::AtomicBool,
     /// This process, as the owner of leases.
     owner: String,
     /// The awake threads, by thread id.
@@ -128,6 +163,8 @@ impl Registry {
                 pulses: Mutex::new(HashMap::new()),
                 statuses: Mutex::new(HashMap::new()),
                 forks: Mutex::new(HashMap::new()),
+                remote_present: Mutex::new(HashMap::new()),
+                refreshing: Default::default(),
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -653,6 +690,20 @@ impl Registry {
                 let _ = handle.tx.try_send(Command::Typing { member });
                 json(())
             }
+            Action::Join { member, token } => json(
+                self.call(key, |reply| Command::RemoteJoin {
+                    member: member.clone(),
+                    token: token.clone(),
+                    reply,
+                })
+                .await?,
+            ),
+            Action::Leave { token } => {
+                if let Some(handle) = self.live_handle(&key.thread) {
+                    let _ = handle.tx.try_send(Command::RemoteLeave { token });
+                }
+                json(())
+            }
             Action::Notice { level, message } => {
                 let handle = self.handle(key).await?;
                 handle
@@ -802,15 +853,87 @@ impl Registry {
         if !matches!(own, Err(RoomError::OwnedElsewhere)) {
             return own;
         }
-        // Another node owns the workspace: this one follows the room's log.
+        // Another node owns the workspace: this one follows the room's log, and its person is
+        // present at the owner.
         let following = self.inner.followers.follow(&key.thread).await?;
+        let present = member.map(|member| self.present_remotely(key, member));
         Ok(Subscription {
             conn_id: 0,
             head: following.head,
             live: following.live,
             online: following.online,
-            leave: super::handle::Leave::Follower(following.guard),
+            leave: super::handle::Leave::Follower(following.guard, present),
         })
+    }
+
+    /// Makes a person streaming here a room another node owns present there, and keeps saying
+    /// so every [`REMOTE_REFRESH`] (to whichever node owns it then) until the stream ends.
+    fn present_remotely(&self, key: &RoomKey, member: Member) -> RemotePresence {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let token = format!(
+            "{}#{}",
+            self.inner.owner,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.inner
+            .remote_present
+            .lock()
+            .expect("registry lock")
+            .insert(token.clone(), (key.clone(), member.clone()));
+        if !self
+            .inner
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.spawn_presence_refresh();
+        }
+        let registry = self.clone();
+        let (key2, token2) = (key.clone(), token.clone());
+        tokio::spawn(async move {
+            let _: Result<(), _> = registry
+                .run(
+                    &key2,
+                    Action::Join {
+                        member,
+                        token: token2,
+                    },
+                )
+                .await;
+        });
+        RemotePresence {
+            registry: self.clone(),
+            key: key.clone(),
+            token,
+        }
+    }
+
+    fn spawn_presence_refresh(&self) {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let shutdown = registry.inner.shutdown.clone();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(REMOTE_REFRESH) => {}
+                }
+                let present: Vec<(String, RoomKey, Member)> = registry
+                    .inner
+                    .remote_present
+                    .lock()
+                    .expect("registry lock")
+                    .iter()
+                    .map(|(t, (k, m))| (t.clone(), k.clone(), m.clone()))
+                    .collect();
+                for (token, key, member) in present {
+                    let registry = registry.clone();
+                    tokio::spawn(async move {
+                        let _: Result<(), _> =
+                            registry.run(&key, Action::Join { member, token }).await;
+                    });
+                }
+            }
+        });
     }
 
     pub async fn typing(&self, key: &RoomKey, member: Member) -> Result<(), RoomError> {

@@ -251,6 +251,50 @@ async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_
     let ws = created["workspaceId"].as_str().unwrap().to_string();
     let watchers: Vec<Watcher> = (0..100).map(|_| Watcher::start(&lb.base, &ws)).collect();
 
+    // Presence: Ada, Bob and Carol each stream the room at another node, and every node says
+    // all three are online.
+    let mut people = Vec::new();
+    for name in ["Ada", "Bob", "Carol"] {
+        let body = json!({"workspaceId": ws, "name": name, "role": "member"});
+        let (status, made) = post_to(&lb.base, &public, "tokens/create", body).await;
+        assert_eq!(status, 200, "{made}");
+        people.push(made["token"].as_str().unwrap().to_string());
+    }
+    let mut streams = Vec::new();
+    for (i, token) in people.iter().enumerate() {
+        let res = anon_client()
+            .get(format!("{}/api/workspace/{ws}/events", node_base(i)))
+            .header("host", &public)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        streams.push(eventsource_stream::Eventsource::eventsource(
+            res.bytes_stream(),
+        ));
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("node {i} never listed all three online"))
+                .unwrap()
+                .unwrap();
+            if ev.event != "online" {
+                continue;
+            }
+            let online: Vec<huddle::model::Member> = serde_json::from_str(&ev.data).unwrap();
+            let names: Vec<&str> = online.iter().map(|m| m.display_name.as_str()).collect();
+            if ["Ada", "Bob", "Carol"].iter().all(|n| names.contains(n)) {
+                break;
+            }
+        }
+    }
+    drop(streams);
+
     // A prompt sent to each node lands once, in the one room.
     let mut landed = Vec::new();
     for (i, who) in ["ada", "bob", "carol"].iter().enumerate() {

@@ -158,6 +158,7 @@ impl Actor {
             let idle_now = actor.presence.is_empty() && actor.turns.is_quiet();
             let flush_at = actor.presence.flush_at();
             let sweep_at = actor.presence.next_sweep();
+            let remote_at = actor.presence.next_remote_expiry();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Exit::Shutdown,
@@ -201,6 +202,7 @@ impl Actor {
                     );
                     let _ = actor.live.send(Live::Online(Arc::new(online)));
                 }
+                _ = sleep_until_some(remote_at) => actor.presence.expire_remote(),
                 _ = sleep_until_some(sweep_at) => {
                     let left = actor.presence.sweep(false);
                     actor.write(left, false);
@@ -348,6 +350,17 @@ impl Actor {
             } => self.answer_permission(member, request_id, option_id, reply),
             Command::Connect { member, reply } => self.connect(member, reply),
             Command::Disconnect { conn_id } => self.presence.disconnect(conn_id),
+            Command::RemoteJoin {
+                member,
+                token,
+                reply,
+            } => {
+                if let Some(joined) = self.presence.join_remote(token, member) {
+                    self.write(vec![joined], false);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::RemoteLeave { token } => self.presence.leave_remote(&token),
             Command::Typing { member } => {
                 crate::cluster::follow::announce(
                     self.registry.pool(),
