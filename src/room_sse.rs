@@ -260,6 +260,7 @@ async fn feed(
                     }
                 }
                 last = entry.seq;
+                crate::cluster::metrics::FAN_OUT.record(live.born.elapsed());
                 match ends.hidden_dir.as_deref() {
                     Some(dir) => entry_event(entry, Some(dir)),
                     // Members get what everyone gets: serialised once for all of them.

@@ -171,6 +171,7 @@ pub fn router(state: AppState) -> Router {
             Router::new()
                 .route("/healthz", get(healthz))
                 .route("/internal/room", post(crate::cluster::forward::serve))
+                .route("/internal/metrics", get(crate::cluster::forward::metrics))
                 .layer(axum::extract::DefaultBodyLimit::max(
                     MAX_PROMPT_BODY_BYTES * 2,
                 ))

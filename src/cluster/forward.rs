@@ -133,17 +133,8 @@ pub async fn serve(
     headers: HeaderMap,
     Json(forwarded): Json<Forwarded>,
 ) -> Response {
-    use subtle::ConstantTimeEq;
-    let secret = match state.registry().forwarder().secret().await {
-        Ok(s) => s,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let given = headers
-        .get(SECRET_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if !bool::from(given.ct_eq(secret.as_bytes())) {
-        return ApiError::new(ErrorCode::Unauthorized, "Not a Huddle node.").into_response();
+    if let Err(refused) = from_a_node(&state, &headers).await {
+        return refused;
     }
     let key = RoomKey {
         workspace: forwarded.workspace_id,
@@ -152,5 +143,45 @@ pub async fn serve(
     match state.registry().act(&key, forwarded.action).await {
         Ok(value) => Json(value).into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `GET /internal/metrics` (with the cluster secret): this node's fan-out delays so far, in
+/// microseconds; `?reset=1` starts over.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(refused) = from_a_node(&state, &headers).await {
+        return refused;
+    }
+    let fan_out = &crate::cluster::metrics::FAN_OUT;
+    let (count, q99) = fan_out.quantiles(&[0.5, 0.99, 1.0]);
+    if q.contains_key("reset") {
+        fan_out.reset();
+    }
+    Json(serde_json::json!({
+        "fanOut": {"count": count, "p50Us": q99[0], "p99Us": q99[1], "maxUs": q99[2]},
+    }))
+    .into_response()
+}
+
+/// Whether a request carries the cluster secret (another node, or the operator's tools).
+async fn from_a_node(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    use subtle::ConstantTimeEq;
+    let secret = state
+        .registry()
+        .forwarder()
+        .secret()
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    match bool::from(given.ct_eq(secret.as_bytes())) {
+        true => Ok(()),
+        false => Err(ApiError::new(ErrorCode::Unauthorized, "Not a Huddle node.").into_response()),
     }
 }

@@ -11,3 +11,4 @@
 
 pub mod follow;
 pub mod forward;
+pub mod metrics;

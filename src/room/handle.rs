@@ -220,6 +220,8 @@ pub enum Live {
 pub struct LiveEntry {
     pub entry: RoomEntry,
     json: std::sync::OnceLock<String>,
+    /// When it was broadcast (the fan-out delay is measured from it).
+    pub born: std::time::Instant,
 }
 
 impl LiveEntry {
@@ -227,6 +229,7 @@ impl LiveEntry {
         Self {
             entry,
             json: std::sync::OnceLock::new(),
+            born: std::time::Instant::now(),
         }
     }
 
