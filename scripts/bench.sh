@@ -8,12 +8,12 @@ export SANDBOX_AGENT_BIN="$PWD/tools/node_modules/@sandbox-agent/cli-linux-x64/b
 # A thousand SSE clients and their server need more than the default 1024 open files.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 source scripts/lib/throwaway-postgres.sh
-# `BENCH_ONLY=sandboxes`, `crash` or `needs_you` runs those figures alone.
-if [ "${BENCH_ONLY:-}" = sandboxes ] || [ "${BENCH_ONLY:-}" = crash ] || [ "${BENCH_ONLY:-}" = needs_you ]; then
+# `BENCH_ONLY=sandboxes`, `crash`, `needs_you` or `cluster` runs those figures alone.
+if [ "${BENCH_ONLY:-}" = sandboxes ] || [ "${BENCH_ONLY:-}" = crash ] || [ "${BENCH_ONLY:-}" = needs_you ] || [ "${BENCH_ONLY:-}" = cluster ]; then
   cargo bench --features ssr --bench "$BENCH_ONLY"
   exit 0
 fi
-cargo bench --features ssr --bench store --bench room --bench cycles --bench sandboxes --bench needs_you
+cargo bench --features ssr --bench store --bench room --bench cycles --bench sandboxes --bench needs_you --bench cluster
 
 # A long room in Chromium (release build): page bytes, time to interactive, script per chunk.
 export PATH="$PWD/tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"

@@ -25,6 +25,8 @@ use crate::sandbox::{SandboxEvent, Sandboxes, WorkspaceSandbox};
 use crate::store::{self, WorkspaceRow, leases};
 
 const MAILBOX: usize = 256;
+/// How long a workspace found owned by another node is taken to be so without asking again.
+const ELSEWHERE_KEPT: Duration = Duration::from_millis(250);
 /// How long a caller waits for an actor's answer.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
 /// How long an action may look for the workspace's owner (one that died frees its lease within
@@ -49,12 +51,22 @@ pub(crate) struct RemotePresence {
 
 impl Drop for RemotePresence {
     fn drop(&mut self) {
-        self.registry
-            .inner
-            .remote_present
-            .lock()
-            .expect("registry lock")
-            .remove(&self.token);
+        {
+            let mut present = self
+                .registry
+                .inner
+                .remote_present
+                .lock()
+                .expect("registry lock");
+            let Some(entry) = present.get_mut(&self.token) else {
+                return;
+            };
+            entry.2 -= 1;
+            if entry.2 > 0 {
+                return;
+            }
+            present.remove(&self.token);
+        }
         let registry = self.registry.clone();
         let key = self.key.clone();
         let token = std::mem::take(&mut self.token);
@@ -119,8 +131,11 @@ struct Inner {
     forwarder: crate::cluster::forward::Forwarder,
     /// The rooms this node follows (their streams here; another node owns them).
     followers: crate::cluster::follow::Followers,
-    /// People streaming here rooms that other nodes own, present there: by token.
-    remote_present: Mutex<HashMap<String, (RoomKey, Member)>>,
+    /// People streaming here rooms that other nodes own, present there: by token (one per room
+    /// and person), with how many of their streams are open here.
+    remote_present: Mutex<HashMap<String, (RoomKey, Member, usize)>>,
+    /// Workspaces found owned by another live node, and when.
+    elsewhere: quick_cache::sync::Cache<String, std::time::Instant>,
     /// Whether the task that keeps them present runs.
     refreshing: std::sync::atomic::AtomicBool,
     /// This process, as the owner of leases.
@@ -164,6 +179,7 @@ impl Registry {
                 statuses: Mutex::new(HashMap::new()),
                 forks: Mutex::new(HashMap::new()),
                 remote_present: Mutex::new(HashMap::new()),
+                elsewhere: quick_cache::sync::Cache::new(10_000),
                 refreshing: Default::default(),
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -225,6 +241,16 @@ impl Registry {
         if self.inner.shutdown.is_cancelled() {
             return Err(RoomError::Stopped);
         }
+        // Just found owned by another live node: no need to ask Postgres again for each of a
+        // burst of requests (a thousand streams opening here).
+        if self
+            .inner
+            .elsewhere
+            .get(&key.workspace)
+            .is_some_and(|at| at.elapsed() < ELSEWHERE_KEPT)
+        {
+            return Err(RoomError::OwnedElsewhere);
+        }
         let pool = self.pool();
         let row = store::find_workspace(pool, &key.workspace)
             .await?
@@ -243,6 +269,9 @@ impl Registry {
                 .await?
                 .is_none()
         {
+            self.inner
+                .elsewhere
+                .insert(key.workspace.clone(), std::time::Instant::now());
             return Err(RoomError::OwnedElsewhere);
         }
         let mut actors = self.actors();
@@ -869,18 +898,16 @@ impl Registry {
     /// Makes a person streaming here a room another node owns present there, and keeps saying
     /// so every [`REMOTE_REFRESH`] (to whichever node owns it then) until the stream ends.
     fn present_remotely(&self, key: &RoomKey, member: Member) -> RemotePresence {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let token = format!(
-            "{}#{}",
-            self.inner.owner,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        self.inner
-            .remote_present
-            .lock()
-            .expect("registry lock")
-            .insert(token.clone(), (key.clone(), member.clone()));
+        // One presence per room and person, however many of their streams are open here.
+        let token = format!("{}#{}#{}", self.inner.owner, key.thread, member.user_id);
+        let first = {
+            let mut present = self.inner.remote_present.lock().expect("registry lock");
+            let entry = present
+                .entry(token.clone())
+                .or_insert_with(|| (key.clone(), member.clone(), 0));
+            entry.2 += 1;
+            entry.2 == 1
+        };
         if !self
             .inner
             .refreshing
@@ -888,19 +915,21 @@ impl Registry {
         {
             self.spawn_presence_refresh();
         }
-        let registry = self.clone();
-        let (key2, token2) = (key.clone(), token.clone());
-        tokio::spawn(async move {
-            let _: Result<(), _> = registry
-                .run(
-                    &key2,
-                    Action::Join {
-                        member,
-                        token: token2,
-                    },
-                )
-                .await;
-        });
+        if first {
+            let registry = self.clone();
+            let (key2, token2) = (key.clone(), token.clone());
+            tokio::spawn(async move {
+                let _: Result<(), _> = registry
+                    .run(
+                        &key2,
+                        Action::Join {
+                            member,
+                            token: token2,
+                        },
+                    )
+                    .await;
+            });
+        }
         RemotePresence {
             registry: self.clone(),
             key: key.clone(),
@@ -923,7 +952,7 @@ impl Registry {
                     .lock()
                     .expect("registry lock")
                     .iter()
-                    .map(|(t, (k, m))| (t.clone(), k.clone(), m.clone()))
+                    .map(|(t, (k, m, _))| (t.clone(), k.clone(), m.clone()))
                     .collect();
                 for (token, key, member) in present {
                     let registry = registry.clone();

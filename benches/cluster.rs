@@ -1,0 +1,466 @@
+//! The load generator for several nodes: one process (tokio + reqwest) that opens many SSE
+//! clients against real `huddle` nodes (each in its own process, so its memory can be read) on a
+//! throw-away Postgres, with their agents on a real sandbox-agent host, and prints figures:
+//! idle clients one node holds and memory per idle client; fan-out at 1,000 and 10,000 clients,
+//! measured on the server (`/internal/metrics`) and by the clients; delivery from the owner to
+//! clients of another node; failover time over 20 kills of the owner; and turns per second through
+//! HAProxy in front of three nodes against one node. Run with `BENCH_ONLY=cluster scripts/bench.sh`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use huddle::model::{RoomEntry, RoomEvent};
+use serde_json::{Value, json};
+
+struct Node {
+    child: tokio::process::Child,
+    port: u16,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_node(db_url: &str, port: u16, hosts: &str) -> Node {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+    cmd.env("DATABASE_URL", db_url)
+        .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
+        .env("HUDDLE_SANDBOX", "remote")
+        .env("HUDDLE_SANDBOX_HOSTS", hosts)
+        .env("HUDDLE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .env(
+            "HUDDLE_DATA_DIR",
+            std::env::temp_dir().join(format!("huddle-bench-node-{port}")),
+        )
+        .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
+        .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
+        .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
+        .env("HUDDLE_MAX_QUEUE", "100000")
+        .env("LEPTOS_OUTPUT_NAME", "huddle")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let node = Node {
+        child: cmd.spawn().unwrap(),
+        port,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    while http
+        .get(format!("{}/healthz", node.base))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "a node did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node
+}
+
+impl Node {
+    fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    async fn post(&self, endpoint: &str, body: Value) -> Value {
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{endpoint}: {}", res.status());
+        res.json().await.unwrap()
+    }
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The fan-out a node measured since the last reset (and resets it).
+async fn server_fan_out(pool: &sqlx::PgPool, node: &str) -> Value {
+    let secret: String =
+        sqlx::query_scalar("SELECT value FROM instance_keys WHERE name = 'cluster_secret'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    reqwest::Client::new()
+        .get(format!("{node}/internal/metrics?reset=1"))
+        .header("x-huddle-node-secret", secret)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["fanOut"]
+        .clone()
+}
+
+/// SSE clients of one room: each notes, for every agent chunk, how long after Huddle took it
+/// from the agent the client had it.
+struct Clients {
+    connected: Arc<AtomicUsize>,
+    latencies: Arc<std::sync::Mutex<Vec<f64>>>,
+    /// How many clients have seen the end of each prompt's turn.
+    ended: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+    /// Chunks made before this (ms since the epoch) are history, not measured.
+    since: Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Clients {
+    /// How many clients have seen the end of the turn of prompt `seq`.
+    fn seen_end(&self, seq: i64) -> usize {
+        self.ended.lock().unwrap().get(&seq).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn open_clients(http: &reqwest::Client, url: &str, n: usize) -> Clients {
+    let mut clients = Clients {
+        connected: Arc::new(AtomicUsize::new(0)),
+        latencies: Arc::new(std::sync::Mutex::new(Vec::new())),
+        ended: Default::default(),
+        since: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        tasks: Vec::new(),
+    };
+    for _ in 0..n {
+        let (http, url) = (http.clone(), url.to_string());
+        let (connected, latencies, ended, since) = (
+            clients.connected.clone(),
+            clients.latencies.clone(),
+            clients.ended.clone(),
+            clients.since.clone(),
+        );
+        clients.tasks.push(tokio::spawn(async move {
+            // Refused (the node is busy): tried again, as a browser's EventSource does.
+            let res = loop {
+                match http.get(&url).bearer_auth(common::ADMIN_TOKEN).send().await {
+                    Ok(res) if res.status().is_success() => break res,
+                    Ok(res) => eprintln!("a client was refused: {}", res.status()),
+                    Err(e) => eprintln!("a client could not connect: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            connected.fetch_add(1, Ordering::SeqCst);
+            let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+            let mut mine = Vec::new();
+            while let Some(Ok(ev)) = events.next().await {
+                if ev.event != "session.event" && ev.event != "turn.ended" {
+                    continue;
+                }
+                let at = now_ms();
+                let Ok(entry) = serde_json::from_str::<RoomEntry>(&ev.data) else {
+                    continue;
+                };
+                match entry.event {
+                    // Only chunks made after the measured prompt was sent count (not history).
+                    RoomEvent::SessionEvent(e)
+                        if e.payload.pointer("/params/update/sessionUpdate")
+                            == Some(&json!("agent_message_chunk"))
+                            && e.created_at as u64 >= since.load(Ordering::SeqCst) =>
+                    {
+                        mine.push(at - e.created_at as f64)
+                    }
+                    RoomEvent::TurnEnded { prompt_seq, .. } => {
+                        latencies.lock().unwrap().append(&mut mine);
+                        *ended.lock().unwrap().entry(prompt_seq).or_default() += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }));
+        // Not all at once: the listen backlog is finite.
+        if clients.tasks.len() % 200 == 0 {
+            while clients.connected.load(Ordering::SeqCst) + 50 < clients.tasks.len() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    while clients.connected.load(Ordering::SeqCst) < n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clients
+}
+
+/// One paced turn (chunks at `rate`/s) to the clients: their latencies and the server's.
+async fn paced_turn(
+    pool: &sqlx::PgPool,
+    owner: &Node,
+    measured: &[&Node],
+    ws: &str,
+    clients: &Clients,
+    chunks: u32,
+    rate: u32,
+) -> (Vec<f64>, Vec<Value>) {
+    for n in measured {
+        server_fan_out(pool, &n.base).await;
+    }
+    clients.latencies.lock().unwrap().clear();
+    let n = clients.tasks.len();
+    clients.since.store(now_ms() as u64, Ordering::SeqCst);
+    let answer = owner
+        .post(
+            "prompt",
+            json!({"workspaceId": ws, "text": format!("pace {chunks} {rate}")}),
+        )
+        .await;
+    let seq = answer["seq"].as_i64().unwrap();
+    let t = Instant::now();
+    while clients.seen_end(seq) < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "the turn did not reach every client"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut l = clients.latencies.lock().unwrap().clone();
+    l.sort_by(f64::total_cmp);
+    let mut server = Vec::new();
+    for node in measured {
+        server.push(server_fan_out(pool, &node.base).await);
+    }
+    (l, server)
+}
+
+#[tokio::main]
+async fn main() {
+    let (pool, db_url) = common::fresh_db().await;
+    let state = std::env::temp_dir().join(format!("huddle-bench-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&state).unwrap();
+    let host = huddle::sandbox_agent::process::SandboxAgentProcess::start(
+        huddle::sandbox_agent::process::ProcessOptions {
+            bin: Some(common::sandbox_agent_bin()),
+            token: Some("host-token".into()),
+            extra_path: vec![common::fixtures_bin()],
+            env: vec![("PI_ACP_STATE".into(), state.display().to_string())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let hosts = format!("{}#host-token", host.endpoint().base_url);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+
+    // One node: idle clients, memory per idle client, fan-out at 1,000 and 10,000.
+    let a = start_node(&db_url, free_port(), &hosts).await;
+    let ws = a.post("create", json!({"agent": "pi"})).await["workspaceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/api/workspace/{ws}/events", a.base);
+    // A first turn, not measured: the room and the agent's session are up.
+    let warm = open_clients(&http, &url, 1).await;
+    paced_turn(&pool, &a, &[], &ws, &warm, 10, 100).await;
+    let rss0 = a.rss_kib();
+    let mut all = vec![warm];
+    for total in [1_000usize, 10_000] {
+        let have: usize = all.iter().map(|c| c.tasks.len()).sum();
+        all.push(open_clients(&http, &url, total - have).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = a.rss_kib();
+        println!(
+            "{total:>6} idle SSE clients on one node: RSS {} MiB, {:.1} KB per idle client",
+            rss / 1024,
+            (rss - rss0) as f64 / total as f64
+        );
+        let mut latencies = Vec::new();
+        let mut server = Vec::new();
+        for clients in &all {
+            let (l, s) = paced_turn(&pool, &a, &[&a], &ws, clients, 100, 50).await;
+            latencies.extend(l);
+            server.extend(s);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let s = &server[server.len() - 1];
+        println!(
+            "  fan-out to {total} clients at 50 chunks/s: server (broadcast to stream) p50 {:.2} ms, p99 {:.2} ms; clients (taken from the agent to received) p50 {:.1} ms, p99 {:.1} ms",
+            s["p50Us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            s["p99Us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+        );
+    }
+    drop(all);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Two more nodes: 1,000 clients on a node that does not own the room.
+    let b = start_node(&db_url, free_port(), &hosts).await;
+    let c = start_node(&db_url, free_port(), &hosts).await;
+    let remote = open_clients(
+        &http,
+        &format!("{}/api/workspace/{ws}/events", b.base),
+        1_000,
+    )
+    .await;
+    let (l, s) = paced_turn(&pool, &a, &[&b], &ws, &remote, 200, 50).await;
+    println!(
+        "cross-node delivery (written on the owner, 1,000 clients on another node): clients p50 {:.1} ms, p99 {:.1} ms; that node's fan-out p99 {:.2} ms",
+        percentile(&l, 0.5),
+        percentile(&l, 0.99),
+        s[0]["p99Us"].as_f64().unwrap_or(f64::NAN) / 1000.0
+    );
+    drop(remote);
+
+    // Failover: the owner killed 20 times; how long until another node holds the workspace.
+    let mut nodes = vec![a, b, c];
+    let watcher = open_clients(
+        &http,
+        &format!("{}/api/workspace/{ws}/events", nodes[1].base),
+        1,
+    )
+    .await;
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let owner: String = loop {
+            let o: Option<String> = sqlx::query_scalar(
+                "SELECT node_url FROM workspace_leases WHERE workspace_id = $1 AND expires_at > now()",
+            )
+            .bind(&ws)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            if let Some(o) = o {
+                break o;
+            }
+            // Asleep: wake it.
+            let _ = reqwest::Client::new()
+                .post(format!("{}/api/workspace/info", nodes[0].base))
+                .bearer_auth(common::ADMIN_TOKEN)
+                .json(&json!({"workspaceId": ws}))
+                .send()
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let i = nodes.iter().position(|n| n.base == owner).unwrap();
+        let port = nodes[i].port;
+        nodes[i].child.start_kill().unwrap();
+        nodes[i].child.wait().await.unwrap();
+        let killed = Instant::now();
+        loop {
+            let o: Option<String> = sqlx::query_scalar(
+                "SELECT node_url FROM workspace_leases WHERE workspace_id = $1 AND expires_at > now()",
+            )
+            .bind(&ws)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            if o.is_some_and(|o| o != owner) {
+                break;
+            }
+            assert!(killed.elapsed() < Duration::from_secs(30), "no takeover");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        times.push(killed.elapsed().as_secs_f64() * 1000.0);
+        nodes[i] = start_node(&db_url, port, &hosts).await;
+    }
+    drop(watcher);
+    times.sort_by(f64::total_cmp);
+    println!(
+        "failover over 20 kills -9 of the owner (3 nodes): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().unwrap()
+    );
+
+    // Throughput: 30 rooms, each prompting turns one after another, for 10 s; against one node,
+    // then spread over three (each room's actions and stream at a node chosen in turn).
+    for spread in [1usize, 3] {
+        let done = Arc::new(AtomicUsize::new(0));
+        let stop = Instant::now() + Duration::from_secs(10);
+        let mut workers = Vec::new();
+        for r in 0..30 {
+            let node = nodes[r % spread].base.clone();
+            let owner_node = nodes[0].base.clone();
+            let (http, done) = (http.clone(), done.clone());
+            workers.push(tokio::spawn(async move {
+                let created: Value = reqwest::Client::new()
+                    .post(format!("{owner_node}/api/workspace/create"))
+                    .bearer_auth(common::ADMIN_TOKEN)
+                    .json(&json!({"agent": "mock"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let ws = created["workspaceId"].as_str().unwrap().to_string();
+                let clients =
+                    open_clients(&http, &format!("{node}/api/workspace/{ws}/events"), 1).await;
+                while Instant::now() < stop {
+                    let res = reqwest::Client::new()
+                        .post(format!("{node}/api/workspace/prompt"))
+                        .bearer_auth(common::ADMIN_TOKEN)
+                        .json(&json!({"workspaceId": ws, "text": "hi"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(res.status().is_success(), "{}", res.status());
+                    let answer: Value = res.json().await.unwrap();
+                    let seq = answer["seq"].as_i64().unwrap();
+                    while clients.seen_end(seq) < 1 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        let t = Instant::now();
+        for w in workers {
+            w.await.unwrap();
+        }
+        println!(
+            "throughput, 30 rooms prompting one turn after another ({} node(s) serving them): {:.0} turns/s",
+            spread,
+            done.load(Ordering::SeqCst) as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+    drop(nodes);
+    host.stop().await;
+}
