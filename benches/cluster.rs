@@ -214,7 +214,7 @@ async fn open_clients(http: &reqwest::Client, url: &str, n: usize) -> Clients {
             }
         }));
         // Not all at once: the listen backlog is finite.
-        if clients.tasks.len() % 200 == 0 {
+        if clients.tasks.len().is_multiple_of(200) {
             while clients.connected.load(Ordering::SeqCst) + 50 < clients.tasks.len() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
