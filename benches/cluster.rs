@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{now_ms, percentile};
 use futures::StreamExt;
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::{Value, json};
@@ -76,13 +77,7 @@ async fn start_node(db_url: &str, port: u16, hosts: &str) -> Node {
 
 impl Node {
     fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        common::rss_kib_of(self.child.id().unwrap())
     }
 
     async fn post(&self, endpoint: &str, body: Value) -> Value {
@@ -96,21 +91,6 @@ impl Node {
         assert!(res.status().is_success(), "{endpoint}: {}", res.status());
         res.json().await.unwrap()
     }
-}
-
-fn now_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        * 1000.0
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// The fan-out a node measured since the last reset (and resets it).

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use base64::Engine;
+use common::percentile;
 use futures::StreamExt;
 use huddle::model::RoomEvent;
 use serde_json::{Value, json};
@@ -44,10 +45,6 @@ fn rss(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 struct Api {

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{now_ms, percentile};
 use futures::StreamExt;
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::{Value, json};
@@ -24,13 +25,7 @@ struct Server {
 
 impl Server {
     fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        common::rss_kib_of(self.child.id().unwrap())
     }
 
     async fn post(&self, endpoint: &str, body: Value) -> Value {
@@ -70,21 +65,6 @@ impl Server {
         assert!(res.status().is_success());
         res
     }
-}
-
-fn now_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        * 1000.0
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 async fn wait_online(server: &Server, ws: &str, n: usize) {
