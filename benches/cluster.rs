@@ -93,6 +93,18 @@ impl Node {
     }
 }
 
+/// The node that holds the workspace's live lease.
+async fn owner_of(pool: &sqlx::PgPool, ws: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT node_url FROM workspace_leases WHERE workspace_id = $1 AND expires_at > now()",
+    )
+    .bind(ws)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .flatten()
+}
+
 /// The fan-out a node measured since the last reset (and resets it).
 async fn server_fan_out(pool: &sqlx::PgPool, node: &str) -> Value {
     let secret: String =
@@ -339,13 +351,7 @@ async fn main() {
     let mut times = Vec::new();
     for _ in 0..20 {
         let owner: String = loop {
-            let o: Option<String> = sqlx::query_scalar(
-                "SELECT node_url FROM workspace_leases WHERE workspace_id = $1 AND expires_at > now()",
-            )
-            .bind(&ws)
-            .fetch_optional(&pool)
-            .await
-            .unwrap();
+            let o = owner_of(&pool, &ws).await;
             if let Some(o) = o {
                 break o;
             }
@@ -364,13 +370,7 @@ async fn main() {
         nodes[i].child.wait().await.unwrap();
         let killed = Instant::now();
         loop {
-            let o: Option<String> = sqlx::query_scalar(
-                "SELECT node_url FROM workspace_leases WHERE workspace_id = $1 AND expires_at > now()",
-            )
-            .bind(&ws)
-            .fetch_optional(&pool)
-            .await
-            .unwrap();
+            let o = owner_of(&pool, &ws).await;
             if o.is_some_and(|o| o != owner) {
                 break;
             }

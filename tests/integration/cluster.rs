@@ -147,6 +147,28 @@ impl Watcher {
         self.seen.lock().unwrap().iter().map(|e| e.seq).collect()
     }
 
+    /// Panics unless the entries so far are each there once, and the agent's chunks after
+    /// `after` are `0 ` … `n-1 `, each once and in order.
+    fn assert_chunks(&self, who: usize, after: i64, n: usize) {
+        self.assert_each_once(who);
+        let chunks: Vec<String> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.seq > after)
+            .filter_map(agent_said)
+            .collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("{i} ")).collect();
+        if chunks != expected {
+            let at = chunks.iter().zip(&expected).position(|(x, y)| x != y);
+            panic!(
+                "client {who}: {} chunks, not {n} once each in order (first difference at {at:?})",
+                chunks.len()
+            );
+        }
+    }
+
     /// Panics unless the entries so far are 1, 2, 3, …: each once, none skipped, in order.
     fn assert_each_once(&self, who: usize) {
         let seqs = self.seqs();
@@ -356,23 +378,7 @@ async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_
     )
     .await;
     for (i, w) in watchers.iter().enumerate() {
-        w.assert_each_once(i);
-        let chunks: Vec<String> = w
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.seq > streaming)
-            .filter_map(agent_said)
-            .collect();
-        let expected: Vec<String> = (0..2000).map(|n| format!("{n} ")).collect();
-        if chunks != expected {
-            let at = chunks.iter().zip(&expected).position(|(x, y)| x != y);
-            panic!(
-                "client {i}: {} chunks, not 2,000 once each in order (first difference at {at:?})",
-                chunks.len()
-            );
-        }
+        w.assert_chunks(i, streaming, 2000);
     }
     assert!(
         watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == streaming && r == "end_turn")),
@@ -476,23 +482,7 @@ async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_
     )
     .await;
     for (i, w) in watchers.iter().enumerate() {
-        w.assert_each_once(i);
-        let chunks: Vec<String> = w
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.seq > rolling)
-            .filter_map(agent_said)
-            .collect();
-        assert_eq!(chunks.len(), 2000, "client {i}: every chunk");
-        assert!(
-            chunks
-                .iter()
-                .enumerate()
-                .all(|(n, c)| *c == format!("{n} ")),
-            "client {i}: once each, in order"
-        );
+        w.assert_chunks(i, rolling, 2000);
     }
     assert!(
         watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == rolling && r == "end_turn")),
