@@ -7,3 +7,10 @@ ALTER TABLE workspace_leases
 
 -- Expired leases are what the nodes sweep for (an owner that died mid-turn).
 CREATE INDEX workspace_leases_expires_at ON workspace_leases (expires_at);
+
+-- The sign-in link of each running node (its secret's hash), renewed while the node runs: any
+-- node accepts the link any running node printed; a stopped node's link ends with it.
+CREATE TABLE sign_in_links (
+    hash       TEXT PRIMARY KEY,
+    expires_at TIMESTAMPTZ NOT NULL
+);

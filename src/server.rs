@@ -948,6 +948,8 @@ async fn serve(
     let App { router, state } = build_app(pool.clone(), leptos_options, sandboxes, options);
     // The nodes' shared secret exists before this node answers anyone (made by the first node).
     state.registry().forwarder().secret().await?;
+    // Every node accepts this node's sign-in link while it runs.
+    state.auth().spawn_sign_in_link(state.shutdown().clone());
     tokio::spawn(wake_leftovers(state.registry().clone()));
     state.registry().spawn_takeover();
     let listener = tokio::net::TcpListener::bind(addr)

@@ -621,11 +621,14 @@ impl Auth {
         session: Option<&Session>,
         secret: &str,
     ) -> Result<(), ApiError> {
-        let valid = self
+        let hash = hash_secret(secret);
+        let here = self
             .0
             .sign_in_hash
             .as_ref()
-            .is_some_and(|h| bool::from(hash_secret(secret).as_bytes().ct_eq(h.as_bytes())));
+            .is_some_and(|h| bool::from(hash.as_bytes().ct_eq(h.as_bytes())));
+        // Another running node's link (several nodes behind one address).
+        let valid = here || store::sign_in_link_live(self.pool(), &hash).await?;
         if !valid {
             return Err(ApiError::forbidden(
                 "This sign-in link is not valid: Huddle prints a new one each time it starts.",
@@ -639,6 +642,26 @@ impl Auth {
         }
         tracing::info!(person = %p.id, "signed in as the instance owner");
         Ok(())
+    }
+
+    /// Keeps this node's sign-in link valid on every node until `stop` (then it ends).
+    pub fn spawn_sign_in_link(&self, stop: tokio_util::sync::CancellationToken) {
+        let Some(hash) = self.0.sign_in_hash.clone() else {
+            return;
+        };
+        let pool = self.pool().clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = store::renew_sign_in_link(&pool, &hash).await {
+                    tracing::debug!(error = %e, "could not renew the sign-in link");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+                }
+            }
+            let _ = store::end_sign_in_link(&pool, &hash).await;
+        });
     }
 
     /// Checks the token a no-JS form carries.

@@ -459,3 +459,37 @@ pub async fn revoke_token(
     }
     Ok(person)
 }
+
+/// Whether a running node's sign-in link has this hash.
+pub async fn sign_in_link_live(pool: &PgPool, hash: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sign_in_links WHERE hash = $1 AND expires_at > now())",
+    )
+    .bind(hash)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Keeps a running node's sign-in link valid for 30 s more (renewed every 10 s).
+pub async fn renew_sign_in_link(pool: &PgPool, hash: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sign_in_links (hash, expires_at) VALUES ($1, now() + interval '30 seconds') \
+         ON CONFLICT (hash) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+    )
+    .bind(hash)
+    .execute(pool)
+    .await?;
+    sqlx::query("DELETE FROM sign_in_links WHERE expires_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A stopping node's link ends.
+pub async fn end_sign_in_link(pool: &PgPool, hash: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM sign_in_links WHERE hash = $1")
+        .bind(hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -17,6 +17,17 @@ const MAX_KEPT: usize = 1024;
 pub(super) struct Permissions {
     /// Requests seen while awake, with who answered them (None: still open).
     open: HashMap<String, Request>,
+    /// Answers given while the room re-attaches to the agent (after a restart or a takeover):
+    /// sent once it is back.
+    deferred: Vec<Deferred>,
+}
+
+/// An answer waiting for the agent's connection.
+pub(super) struct Deferred {
+    member: Member,
+    request_id: String,
+    option_id: String,
+    reply: Reply<()>,
 }
 
 struct Request {
@@ -106,13 +117,68 @@ impl Actor {
             let _ = reply.send(Err(RoomError::Conflict(message)));
             return;
         }
-        let SessionSlot::Ready(session) = &self.session else {
-            let _ = reply.send(Err(RoomError::Conflict("The request has expired.".into())));
-            return;
+        let reattaching = matches!(self.session, SessionSlot::Connecting)
+            && self
+                .turns
+                .running
+                .as_ref()
+                .is_some_and(|r| r.connection.is_some());
+        let session = match &self.session {
+            SessionSlot::Ready(session) => Some(session.clone()),
+            _ if reattaching => None,
+            _ => {
+                let _ = reply.send(Err(RoomError::Conflict("The request has expired.".into())));
+                return;
+            }
         };
         // Taken now, so a second answer meanwhile hears who was first.
         *answered = Some(member.clone());
-        let session = session.clone();
+        let deferred = Deferred {
+            member,
+            request_id,
+            option_id,
+            reply,
+        };
+        match session {
+            Some(session) => self.send_answer(session, deferred),
+            // Sent once the agent is back.
+            None => self.permissions.deferred.push(deferred),
+        }
+    }
+
+    /// The room has the agent again: the answers given meanwhile go to it.
+    pub(super) fn send_deferred_answers(
+        &mut self,
+        session: &std::sync::Arc<crate::sandbox_agent::Session>,
+    ) {
+        for deferred in std::mem::take(&mut self.permissions.deferred) {
+            self.send_answer(session.clone(), deferred);
+        }
+    }
+
+    /// The agent could not be re-attached: the answers given meanwhile come to nothing.
+    pub(super) fn expire_deferred_answers(&mut self) {
+        for d in std::mem::take(&mut self.permissions.deferred) {
+            if let Some(r) = self.permissions.open.get_mut(&d.request_id) {
+                r.answered_by = None;
+            }
+            let _ = d
+                .reply
+                .send(Err(RoomError::Conflict("The request has expired.".into())));
+        }
+    }
+
+    fn send_answer(
+        &mut self,
+        session: std::sync::Arc<crate::sandbox_agent::Session>,
+        deferred: Deferred,
+    ) {
+        let Deferred {
+            member,
+            request_id,
+            option_id,
+            reply,
+        } = deferred;
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let result = session.respond_permission(&request_id, &option_id).await;

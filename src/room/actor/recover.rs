@@ -248,6 +248,7 @@ impl Actor {
         match result {
             Ok(session) => {
                 self.session = SessionSlot::Ready(session.clone());
+                self.send_deferred_answers(&session);
                 self.notice(
                     NoticeLevel::Info,
                     "Huddle restarted and reconnected to the agent: the turn goes on.",
@@ -261,6 +262,7 @@ impl Actor {
             Err(e) => {
                 tracing::warn!(thread = %self.thread.id, error = %e, "cannot re-attach to the interrupted turn");
                 self.session = SessionSlot::Idle { failed: false };
+                self.expire_deferred_answers();
                 let connection = self.turns.running.take().and_then(|r| r.connection);
                 let open = self.permissions.open().into_iter().map(|p| p.id).collect();
                 let open = self.permissions.cancelled(open);
