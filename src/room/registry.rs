@@ -347,7 +347,9 @@ impl Registry {
             None => self.working_dir(&row.id),
         };
         let cwd = self.sandboxes().working_dir(row, here);
-        let sandbox = self.sandboxes().open(row, cwd, sandbox_tx, stop.clone());
+        let sandbox = self
+            .sandboxes()
+            .open(row, cwd, sandbox_tx, stop.clone(), &held);
         // Every awake thread hears what happens to the sandbox.
         let fan_out = events.clone();
         tokio::spawn(async move {
@@ -507,30 +509,47 @@ impl Registry {
         let url = self.inner.deps.node_url.clone();
         let id = id.to_string();
         tokio::spawn(async move {
+            // When the last renewal that held was sent: the lease lasts at least LEASE_TTL from
+            // then, as Postgres stamped it after.
             let mut renewed = tokio::time::Instant::now();
+            // Cut off from Postgres (or too slow to reach it): before the lease can expire and
+            // another node take the workspace over, this one lets go of it and stops writing,
+            // so two never carry one turn on.
+            let fence = |renewed: tokio::time::Instant| {
+                tracing::warn!(
+                    workspace = %id,
+                    unrenewed_ms = renewed.elapsed().as_millis() as u64,
+                    "could not renew the workspace lease in time; letting the workspace go"
+                );
+                lease_lost.cancel();
+            };
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(renewed + leases::SELF_FENCE) => return fence(renewed),
                     _ = tokio::time::sleep(leases::HEARTBEAT) => {}
                 }
+                let sent = tokio::time::Instant::now();
                 let renew = tokio::time::timeout(
                     leases::HEARTBEAT,
                     leases::acquire(&pool, &id, &owner, url.as_deref()),
                 );
-                match renew.await {
-                    Ok(Ok(Some(e))) if e == epoch => renewed = tokio::time::Instant::now(),
-                    Ok(Ok(_)) => {
-                        tracing::error!(workspace = %id, "another Huddle process took this workspace");
-                        lease_lost.cancel();
-                        return;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(renewed + leases::SELF_FENCE) => return fence(renewed),
+                    r = renew => match r {
+                        Ok(Ok(Some(e))) if e == epoch => renewed = sent,
+                        Ok(Ok(_)) => {
+                            tracing::error!(workspace = %id, "another Huddle process took this workspace");
+                            lease_lost.cancel();
+                            return;
+                        }
+                        _ => tracing::warn!(
+                            workspace = %id,
+                            unrenewed_ms = renewed.elapsed().as_millis() as u64,
+                            "could not renew the workspace lease; retrying"
+                        ),
                     }
-                    // Postgres is unreachable: nobody else can take the lease meanwhile, and
-                    // the room-log writes are fenced should someone take it once it is back.
-                    _ => tracing::warn!(
-                        workspace = %id,
-                        unrenewed_ms = renewed.elapsed().as_millis() as u64,
-                        "could not renew the workspace lease; retrying"
-                    ),
                 }
             }
         });

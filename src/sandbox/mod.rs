@@ -367,9 +367,15 @@ impl Sandboxes {
         cwd: PathBuf,
         events: mpsc::UnboundedSender<SandboxEvent>,
         stop: CancellationToken,
+        held: &crate::store::leases::Held,
     ) -> Arc<WorkspaceSandbox> {
+        let persist = self.0.persist.fenced(crate::sandbox_agent::Fence {
+            workspace_id: row.id.clone(),
+            held: held.clone(),
+        });
         let sandbox = Arc::new(WorkspaceSandbox {
             sandboxes: self.clone(),
+            persist,
             summary: row.sandbox(),
             cwd,
             slot: tokio::sync::Mutex::new(None),
@@ -512,6 +518,8 @@ fn host_row(h: &HostConfig) -> Result<HostRow, SandboxError> {
 /// The sandbox of one awake room: started on first need, stopped when the room sleeps.
 pub struct WorkspaceSandbox {
     sandboxes: Sandboxes,
+    /// The session store, its writes fenced by the workspace's lease.
+    persist: Arc<dyn SessionPersistDriver>,
     summary: SandboxSummary,
     cwd: PathBuf,
     slot: tokio::sync::Mutex<Option<Live>>,
@@ -621,7 +629,7 @@ impl WorkspaceSandbox {
     }
 
     async fn start(&self) -> Result<Live, SandboxError> {
-        let persist = self.sandboxes.0.persist.clone();
+        let persist = self.persist.clone();
         let watchdog = self.stop.child_token();
         match self.summary.provider {
             SandboxProvider::Local | SandboxProvider::None => {
@@ -685,7 +693,7 @@ impl WorkspaceSandbox {
         let Some(host) = self.host() else {
             return;
         };
-        let client = SandboxAgent::new(host.endpoint.clone(), self.sandboxes.0.persist.clone());
+        let client = SandboxAgent::new(host.endpoint.clone(), self.persist.clone());
         tokio::spawn(async move {
             match client.close_connection(&server_id).await {
                 Ok(()) => {

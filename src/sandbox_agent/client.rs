@@ -911,7 +911,7 @@ impl Session {
     pub async fn detach(&self) {
         self.permissions.lock().expect("permissions lock").clear();
         if let Some(conn) = self.state.lock().await.live.take() {
-            conn.detach();
+            conn.detach().await;
         }
     }
 

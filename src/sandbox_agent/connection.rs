@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::AcpError;
 use super::notice::SessionNotice;
-use super::persist::SessionPersistDriver;
+use super::persist::{PersistError, SessionPersistDriver};
 use super::records::{
     Sender, SessionEvent, envelope_id, envelope_method, is_response, now_ms, random_id,
 };
@@ -24,6 +24,10 @@ type Reply = Result<Value, AcpError>;
 /// Envelopes taken at once from the stream and written in one statement when they arrive fast.
 const MAX_BATCH: usize = 256;
 const INBOUND_CAPACITY: usize = 16_384;
+/// How long letting go of a connection waits for its pump to write what it had read.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a write in flight when the connection is let go may still take.
+const LAST_WRITE_GRACE: Duration = Duration::from_millis(250);
 
 /// Which local session the envelopes of a connection belong to, and its next event index:
 /// shared by every connection of the session, so that a closing connection's last envelopes and
@@ -48,6 +52,8 @@ pub(crate) struct ConnectionShared {
     transport: Arc<Transport>,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     gone: CancellationToken,
+    /// Cancelled when the pump has ended: nothing of this connection is written after it.
+    pumped: CancellationToken,
     binding: Mutex<Option<Binding>>,
     /// The id of a `session/load` in flight: the agent replays the conversation as
     /// `session/update`s before answering it. That is history the room already has, so those
@@ -90,6 +96,7 @@ impl Connection {
             transport,
             pending: Mutex::new(HashMap::new()),
             gone: CancellationToken::new(),
+            pumped: CancellationToken::new(),
             binding: Mutex::new(None),
             replaying: Mutex::new(None),
         });
@@ -125,6 +132,7 @@ impl Connection {
             transport: transport.clone(),
             pending: Mutex::new(HashMap::new()),
             gone: CancellationToken::new(),
+            pumped: CancellationToken::new(),
             binding: Mutex::new(Some(binding)),
             replaying: Mutex::new(None),
         });
@@ -307,10 +315,18 @@ impl Connection {
         self.shared.transport.close().await;
     }
 
-    /// Lets go of the connection and leaves it open on the server (see [`Transport::detach`]).
-    pub(crate) fn detach(&self) {
+    /// Lets go of the connection and leaves it open on the server (see [`Transport::detach`]),
+    /// once the pump has written what it had read: the node that re-attaches reads the session's
+    /// events and stream cursor, and anything written after that would be lost to the room.
+    pub(crate) async fn detach(&self) {
         self.shared.transport.detach();
         self.shared.gone.cancel();
+        if tokio::time::timeout(DETACH_TIMEOUT, self.shared.pumped.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(connection = %self.shared.id, "the event pump did not end in time");
+        }
     }
 }
 
@@ -362,6 +378,7 @@ async fn pump(
     notices: mpsc::Sender<SessionNotice>,
     permissions: Permissions,
 ) {
+    let _pumped = shared.pumped.clone().drop_guard();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut lost_reported = false;
     loop {
@@ -479,6 +496,8 @@ async fn pump(
                 for event in events {
                     let _ = notices.send(SessionNotice::Event(event)).await;
                 }
+            } else if shared.gone.is_cancelled() {
+                break;
             }
         }
         for action in actions {
@@ -590,8 +609,27 @@ async fn persist_with_retry(
     let mut delays = crate::retry::delays();
     let mut told = false;
     loop {
-        match persist.insert_events_at(events, cursor).await {
+        // Once the connection is let go, a write that does not land at once is given up: what it
+        // held stays on sandbox-agent after the persisted cursor, for the next owner to replay.
+        let attempt = persist.insert_events_at(events, cursor);
+        let given_up = async {
+            gone.cancelled().await;
+            tokio::time::sleep(LAST_WRITE_GRACE).await;
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = given_up => return false,
+        };
+        match result {
             Ok(()) => return true,
+            // This node lost the workspace: the one that has it now carries the session on.
+            Err(PersistError::NotOwner) => {
+                tracing::warn!(
+                    events = events.len(),
+                    "session events not written: the workspace is another node's now"
+                );
+                return false;
+            }
             Err(e) if !e.is_transient() => {
                 tracing::error!(error = %e, events = events.len(), "session events refused by the database");
                 return false;

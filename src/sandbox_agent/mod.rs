@@ -18,7 +18,7 @@ pub use client::{
     AgentInfo, ChosenOptions, CreateSessionRequest, SandboxAgent, Session, SessionNotice, TurnEnd,
 };
 pub use error::{AcpError, Problem};
-pub use persist::{ListPage, PersistError, PostgresPersist, SessionPersistDriver};
+pub use persist::{Fence, ListPage, PersistError, PostgresPersist, SessionPersistDriver};
 pub use records::{Sender, SessionEvent, SessionRecord, now_ms, random_id};
 pub use transport::Endpoint;
 

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::types::Json;
+use std::sync::Arc;
 
 use super::records::{Sender, SessionEvent, SessionRecord};
 use crate::store::jsonb;
@@ -19,6 +20,17 @@ pub enum PersistError {
     Cursor(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The lease the writes were made under is gone: another node carries the session on.
+    #[error("the workspace's lease is held by another node now")]
+    NotOwner,
+}
+
+/// The workspace lease a session's writes are made under: a node that lost it (cut off from
+/// Postgres while another took the workspace over) writes nothing of the session once it is back.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub workspace_id: String,
+    pub held: crate::store::leases::Held,
 }
 
 impl PersistError {
@@ -103,16 +115,20 @@ pub trait SessionPersistDriver: Send + Sync + 'static {
         session_id: &str,
         limit: usize,
     ) -> Result<Vec<SessionEvent>, PersistError>;
+    /// The same store, whose event writes also check, in their own transaction, that `fence`
+    /// still holds.
+    fn fenced(&self, fence: Fence) -> Arc<dyn SessionPersistDriver>;
 }
 
 #[derive(Clone)]
 pub struct PostgresPersist {
     pool: PgPool,
+    fence: Option<Arc<Fence>>,
 }
 
 impl PostgresPersist {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, fence: None }
     }
 
     async fn insert_batch(
@@ -145,6 +161,14 @@ impl PostgresPersist {
             }));
         }
         let mut tx = self.pool.begin().await?;
+        if let Some(f) = &self.fence {
+            crate::store::leases::fence(&mut tx, &f.workspace_id, &f.held)
+                .await
+                .map_err(|e| match e {
+                    crate::store::StoreError::Db(e) => PersistError::Db(e),
+                    _ => PersistError::NotOwner,
+                })?;
+        }
         // A retried batch that did commit is not written twice (same ids).
         sqlx::query(
             "INSERT INTO sandbox_agent.events (id, event_index, session_id, created_at, connection_id, sender, \
@@ -245,6 +269,13 @@ fn limit_of(limit: usize) -> i64 {
 
 #[async_trait]
 impl SessionPersistDriver for PostgresPersist {
+    fn fenced(&self, fence: Fence) -> Arc<dyn SessionPersistDriver> {
+        Arc::new(Self {
+            pool: self.pool.clone(),
+            fence: Some(Arc::new(fence)),
+        })
+    }
+
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, PersistError> {
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sandbox_agent.sessions WHERE id = $1");
         let row: Option<SessionRow> = sqlx::query_as(&sql)

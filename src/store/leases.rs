@@ -1,7 +1,8 @@
 //! Who owns a workspace: one live Huddle process at a time holds its lease, renewed by heartbeat.
 //! A process that dies stops renewing, and the lease is free again once it expires. Room-log
 //! writes are fenced by it, so a process that was cut off from Postgres while another took over
-//! cannot write once it is back.
+//! cannot write once it is back; and a process that cannot renew lets its workspaces go before
+//! the lease expires ([`SELF_FENCE`]), so it stops talking to their agents first.
 
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ use super::StoreError;
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 /// How often a live owner renews.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long after its last renewal an owner that cannot renew lets its workspaces go: early
+/// enough that it has stopped before the lease expires and another node can take over.
+pub const SELF_FENCE: Duration = Duration::from_millis(1_500);
 /// How often each node looks for leases whose owner stopped renewing them.
 pub const SWEEP: Duration = Duration::from_millis(250);
 

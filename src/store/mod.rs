@@ -9,6 +9,7 @@ pub mod room_log;
 pub mod room_state;
 pub mod threads;
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -65,11 +66,21 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
 }
 
 /// Connects to Postgres and brings its schema up to date.
+/// See [`connect`]: under the lease's time to live, so its lock is free when it expires.
+const IDLE_IN_TRANSACTION_MS: &str = "1500";
+
 pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    // A node cut off mid-transaction would hold its row locks (the workspace lease's among them)
+    // until TCP gave up, and no other node could take its workspaces over: Postgres ends such a
+    // session before the lease expires. Huddle's transactions never wait on anything else.
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?.options([(
+        "idle_in_transaction_session_timeout",
+        IDLE_IN_TRANSACTION_MS,
+    )]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect(url)
+        .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)

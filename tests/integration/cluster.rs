@@ -461,59 +461,56 @@ async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_
     dead2.assert_no_panic();
 
     // The killed nodes come back; then a rolling restart of all three (SIGTERM, each node hands
-    // its rooms over and exits; started again) during a 2,000-chunk turn. Known to fail: in one
-    // clean-clone run of the suite 29 of the 2,000 chunks were missing after a hand-over (the
-    // SIGTERM hand-over is not loss-free yet), so it runs with HUDDLE_TEST_ROLLING_RESTART=1 only.
-    if std::env::var_os("HUDDLE_TEST_ROLLING_RESTART").is_some() {
-        for (i, node) in nodes.iter_mut().enumerate() {
-            if node.is_none() {
-                let data = dir.join(format!("node{i}"));
-                *node = Some(Huddle::start_env(&url, &data, ports[i], &env).await);
-            }
-        }
-        let body = json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "pace 2000 200"});
-        let (status, answer) = post_to(&lb.base, &public, "prompt", body).await;
-        assert_eq!(status, 200, "{answer}");
-        let rolling = answer["seq"].as_i64().unwrap();
-        let mut handed_over = Vec::new();
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let from = watchers[0].seen.lock().unwrap().len();
-            // Each node goes while the turn streams.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while watchers[0].seen.lock().unwrap().len() < from + 100 {
-                assert!(
-                    Instant::now() < deadline,
-                    "the turn stopped streaming before node {i} went"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let owned = owner(&pool, &ws).await == Some(node_base(i));
-            let took = crate::process::stop(node.take().unwrap(), &dir).await;
-            handed_over.push((owned, took));
+    // its rooms over and exits; started again) during a 2,000-chunk turn.
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if node.is_none() {
             let data = dir.join(format!("node{i}"));
             *node = Some(Huddle::start_env(&url, &data, ports[i], &env).await);
         }
-        all_see(
-            &watchers,
-            "the end of the turn streamed through a rolling restart",
-            |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == rolling),
-        )
-        .await;
-        for (i, w) in watchers.iter().enumerate() {
-            w.assert_chunks(i, rolling, 2000);
-        }
-        assert!(
-            watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == rolling && r == "end_turn")),
-            "the turn went on through the restarts"
-        );
-        assert!(
-            handed_over.iter().any(|(owned, _)| *owned),
-            "the owner was among the restarted nodes"
-        );
-        eprintln!(
-            "rolling restart during a 2,000-chunk turn (owner?, stop time): {handed_over:?}; nothing lost or doubled for 100 clients"
-        );
     }
+    let body =
+        json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": "pace 2000 200"});
+    let (status, answer) = post_to(&lb.base, &public, "prompt", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let rolling = answer["seq"].as_i64().unwrap();
+    let mut handed_over = Vec::new();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let from = watchers[0].seen.lock().unwrap().len();
+        // Each node goes while the turn streams.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while watchers[0].seen.lock().unwrap().len() < from + 100 {
+            assert!(
+                Instant::now() < deadline,
+                "the turn stopped streaming before node {i} went"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let owned = owner(&pool, &ws).await == Some(node_base(i));
+        let took = crate::process::stop(node.take().unwrap(), &dir).await;
+        handed_over.push((owned, took));
+        let data = dir.join(format!("node{i}"));
+        *node = Some(Huddle::start_env(&url, &data, ports[i], &env).await);
+    }
+    all_see(
+        &watchers,
+        "the end of the turn streamed through a rolling restart",
+        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == rolling),
+    )
+    .await;
+    for (i, w) in watchers.iter().enumerate() {
+        w.assert_chunks(i, rolling, 2000);
+    }
+    assert!(
+        watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == rolling && r == "end_turn")),
+        "the turn went on through the restarts"
+    );
+    assert!(
+        handed_over.iter().any(|(owned, _)| *owned),
+        "the owner was among the restarted nodes"
+    );
+    eprintln!(
+        "rolling restart during a 2,000-chunk turn (owner?, stop time): {handed_over:?}; nothing lost or doubled for 100 clients"
+    );
     drop(watchers);
     for node in nodes.into_iter().flatten() {
         node.assert_no_panic();
@@ -523,5 +520,238 @@ async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_
     for h in hosts {
         h.stop().await;
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP proxy in front of Postgres that can be cut like a network partition: while cut it
+/// forwards nothing either way but keeps every socket open, so what a node sent meanwhile
+/// arrives once it heals (as TCP would retransmit it).
+struct Partition {
+    url: String,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Partition {
+    async fn start(db_url: &str) -> Self {
+        let mut url = url::Url::parse(db_url).unwrap();
+        let to = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        url.set_port(Some(listener.local_addr().unwrap().port()))
+            .unwrap();
+        let (open, gate) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(async move {
+            while let Ok((inward, _)) = listener.accept().await {
+                let (to, gate) = (to.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let Ok(outward) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    let (ri, wi) = inward.into_split();
+                    let (ro, wo) = outward.into_split();
+                    tokio::spawn(Self::pipe(ri, wo, gate.clone()));
+                    Self::pipe(ro, wi, gate).await;
+                });
+            }
+        });
+        Self {
+            url: url.to_string(),
+            open,
+            task,
+        }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut gate: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if gate.wait_for(|open| *open).await.is_err() || to.write_all(&buf[..n]).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn heal(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// When a line of a node's log holding `what` was written (seconds since the epoch).
+fn logged_at(log: &std::path::Path, what: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text.lines().find(|l| l.contains(what))?;
+    // `2026-12-06T22:57:38.313876Z`, after the colour codes.
+    let start = line.find("20")?;
+    let stamp = &line[start..start + 27];
+    let (date, time) = stamp.trim_end_matches('Z').split_once('T')?;
+    let day: Vec<i64> = date.split('-').filter_map(|p| p.parse().ok()).collect();
+    let clock: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let (y, m, d) = (day[0] - i64::from(day[1] <= 2), day[1], day[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days as f64 * 86_400.0 + clock[0] * 3_600.0 + clock[1] * 60.0 + clock[2])
+}
+
+/// A node cut off from Postgres mid-turn (a partition: its packets held, not refused) lets its
+/// workspace go before its lease can expire, and another node takes the workspace over and
+/// carries the turn on. Once the partition heals, nothing the cut-off node had in flight lands:
+/// the session's record holds every chunk once, in order, and the room goes on.
+#[tokio::test]
+async fn a_node_cut_off_from_postgres_lets_go_before_another_takes_over() {
+    use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
+    let (pool, url) = fresh_db().await;
+    let dir = temp_dir("huddle-partition");
+    let state = dir.join("agent-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let host = SandboxAgentProcess::start(ProcessOptions {
+        bin: Some(sandbox_agent_bin()),
+        token: Some("host-token".into()),
+        extra_path: vec![fixtures_bin()],
+        env: vec![("PI_ACP_STATE".into(), state.display().to_string())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let hosts = format!("{}#host-token", host.endpoint().base_url);
+    let env = [
+        ("HUDDLE_SANDBOX", "remote"),
+        ("HUDDLE_SANDBOX_HOSTS", hosts.as_str()),
+    ];
+    let partition = Partition::start(&url).await;
+    let a = Huddle::start_env(&partition.url, &dir.join("a"), free_port(), &env).await;
+    let b = Huddle::start_env(&url, &dir.join("b"), free_port(), &env).await;
+
+    let (status, created) = a.post("create", json!({"agent": "pi"})).await;
+    assert_eq!(status, 200, "{created}");
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let prompt = |text: &str| json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": text});
+    let (status, answer) = a.post("prompt", prompt("stream 1")).await;
+    assert_eq!(status, 200, "{answer}");
+    let watcher = Watcher::start(&b.base, &ws);
+    all_see(std::slice::from_ref(&watcher), "the first turn", |e| {
+        is_turn_end(e)
+    })
+    .await;
+    assert_eq!(owner(&pool, &ws).await, Some(a.base.clone()), "A owns it");
+
+    let (status, answer) = a.post("prompt", prompt("pace 600 100")).await;
+    assert_eq!(status, 200, "{answer}");
+    let streaming = answer["seq"].as_i64().unwrap();
+    all_see(std::slice::from_ref(&watcher), "chunk 100", |e| {
+        entry_text(e).as_deref() == Some("100 ")
+    })
+    .await;
+    partition.cut();
+    let cut = Instant::now();
+    let failover = loop {
+        if owner(&pool, &ws).await == Some(b.base.clone()) {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(60),
+            "B never took the workspace over; its log:\n{}",
+            log_tail(&b.log)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    all_see(
+        std::slice::from_ref(&watcher),
+        "the end of the turn",
+        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == streaming),
+    )
+    .await;
+    watcher.assert_chunks(0, streaming, 600);
+    assert!(
+        watcher.has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == streaming && r == "end_turn")),
+        "the turn went on at B"
+    );
+    let let_go = logged_at(&a.log, "letting the workspace go").unwrap_or_else(|| {
+        panic!(
+            "A never let the workspace go; its log:\n{}",
+            log_tail(&a.log)
+        )
+    });
+    let took = logged_at(&b.log, "took over a workspace").expect("B says it took over");
+    assert!(
+        let_go < took,
+        "A let go {:.3} s after B took over",
+        let_go - took
+    );
+
+    // The partition heals: what A had in flight lands, or is refused; A serves the room again
+    // (its prompt goes to B) and the session's record holds each chunk once, in order.
+    partition.heal();
+    let (status, answer) = a.post("prompt", prompt("stream 5")).await;
+    assert_eq!(status, 200, "{answer}");
+    let last = answer["seq"].as_i64().unwrap();
+    all_see(
+        std::slice::from_ref(&watcher),
+        "the turn after the partition",
+        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == last),
+    )
+    .await;
+    watcher.assert_each_once(0);
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "SELECT e.payload_json #>> '{params,update,content,text}' FROM sandbox_agent.events e \
+         JOIN threads t ON t.session_id = e.session_id WHERE t.workspace_id = $1 \
+         AND e.payload_json #>> '{params,update,sessionUpdate}' = 'agent_message_chunk' \
+         ORDER BY e.event_index",
+    )
+    .bind(&ws)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected: Vec<String> = std::iter::once("chunk 0 ".to_string())
+        .chain((0..600).map(|i| format!("{i} ")))
+        .chain((0..5).map(|i| format!("chunk {i} ")))
+        .collect();
+    if recorded != expected {
+        let at = recorded.iter().zip(&expected).position(|(x, y)| x != y);
+        panic!(
+            "the session holds {} chunks, not {} once each in order (first difference at {at:?})",
+            recorded.len(),
+            expected.len()
+        );
+    }
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(
+        !log.contains("refused by the database"),
+        "A wrote into the session after B took it over:\n{}",
+        log_tail(&a.log)
+    );
+    eprintln!(
+        "cut off mid-turn: B owned the workspace {:.2} s after the cut, A let it go {:.2} s before B said it took over; 600 chunks once each",
+        failover.as_secs_f64(),
+        took - let_go
+    );
+    a.assert_no_panic();
+    b.assert_no_panic();
+    drop(watcher);
+    crate::process::stop(a, &dir).await;
+    crate::process::stop(b, &dir).await;
+    host.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -253,6 +253,9 @@ impl Actor {
             sandbox,
             ..
         } = actor;
+        // What the pump still sends is persisted with the session, and the next owner logs it:
+        // a pump waiting on a full channel nobody reads would hold the hand-over up.
+        drop(notices_rx);
         if let SessionSlot::Ready(session) = session {
             if hand_over {
                 session.detach().await;
