@@ -83,7 +83,10 @@ pub async fn room_events(
         false => None,
     };
     // Held as long as the stream: counted against its address and its person.
-    let guards = match state.open_stream(peer.ip(), Some(member.user_id.as_str())) {
+    let guards = match state
+        .open_stream(peer.ip(), Some(member.user_id.as_str()))
+        .await
+    {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };

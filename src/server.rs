@@ -858,6 +858,12 @@ pub fn build_app(
         shutdown.clone(),
     );
     tracing::info!(agents = %sandboxes.describe(), "where agents run");
+    // Streams and tabs counted across every node (this one under its own id).
+    let counts = crate::cluster::counts::NodeCounts::start(
+        pool.clone(),
+        crate::store::leases::owner_id(),
+        shutdown.clone(),
+    );
     let registry = Registry::new(RoomDeps {
         pool: pool.clone(),
         sandboxes,
@@ -866,6 +872,7 @@ pub fn build_app(
         max_queue: options.limits.max_queue,
         projects_root: options.projects_root.clone(),
         node_url: options.node_url.clone(),
+        nodes: counts.clone(),
     });
     let needs_you = crate::needs_you::NeedsYou::start(
         pool.clone(),
@@ -874,6 +881,7 @@ pub fn build_app(
             push_allow_http: options.push_allow_http,
             allow_private: options.outbound_allow_private,
         },
+        counts.clone(),
         shutdown.clone(),
     );
     let auth = Auth::new(
@@ -892,9 +900,13 @@ pub fn build_app(
         shutdown,
         allowed_hosts: options.allowed_hosts,
         limits: options.limits,
+        counts,
         auth,
         projects_root: options.projects_root,
     });
+    // Workspaces whose owner stopped renewing (another node died or was cut off, or this one
+    // was and is back) are taken over.
+    state.registry().spawn_takeover();
     App {
         router: router(state.clone()),
         state,
@@ -951,7 +963,6 @@ async fn serve(
     // Every node accepts this node's sign-in link while it runs.
     state.auth().spawn_sign_in_link(state.shutdown().clone());
     tokio::spawn(wake_leftovers(state.registry().clone()));
-    state.registry().spawn_takeover();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;

@@ -12,8 +12,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, Caller, Need};
+use crate::cluster::counts::{Counted, Counting, NodeCounts};
 use crate::error::{ApiError, ErrorCode};
-use crate::limits::{Limits, PromptRate, StreamCounts, StreamGuard};
+use crate::limits::Limits;
 use crate::model::{
     CreatedWorkspace, DEFAULT_AGENT, WorkspaceSummary, is_valid_agent_id, workspace_url,
 };
@@ -32,9 +33,9 @@ struct Inner {
     shutdown: CancellationToken,
     /// The host names (with port) requests may be addressed to.
     allowed_hosts: Vec<String>,
-    prompt_rate: PromptRate,
-    streams_per_ip: StreamCounts<std::net::IpAddr>,
-    streams_per_person: StreamCounts<String>,
+    limits: Limits,
+    /// Live streams per address and person, across every node.
+    counts: NodeCounts,
     auth: Auth,
     /// Where owners may pick an existing directory for a workspace (`None`: nowhere).
     projects_root: Option<std::path::PathBuf>,
@@ -179,6 +180,7 @@ pub struct Parts {
     pub shutdown: CancellationToken,
     pub allowed_hosts: Vec<String>,
     pub limits: Limits,
+    pub counts: NodeCounts,
     pub auth: Auth,
     pub projects_root: Option<std::path::PathBuf>,
     pub needs_you: crate::needs_you::NeedsYou,
@@ -203,9 +205,8 @@ impl AppState {
             registry: p.registry,
             shutdown: p.shutdown,
             allowed_hosts: p.allowed_hosts,
-            prompt_rate: PromptRate::new(p.limits.prompts_per_minute),
-            streams_per_ip: StreamCounts::new(p.limits.max_streams_per_ip),
-            streams_per_person: StreamCounts::new(p.limits.max_streams_per_person),
+            limits: p.limits,
+            counts: p.counts,
             auth: p.auth,
             projects_root: p.projects_root,
             needs_you: p.needs_you,
@@ -647,7 +648,9 @@ impl AppState {
         let mentions = self
             .resolve_mentions(&key, &grant.member.user_id, mentions)
             .await?;
-        if let Err(wait) = self.0.prompt_rate.check(&grant.member.user_id) {
+        // Shared by every node: the same person's prompts count together wherever they land.
+        let rate = self.0.limits.prompts_per_minute;
+        if let Err(wait) = store::rates::take(self.pool(), &grant.member.user_id, rate).await? {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!("You are sending prompts too fast; try again in {wait} s."),
@@ -696,24 +699,36 @@ impl AppState {
             .ok_or_else(|| ApiError::not_found("There is no such image."))
     }
 
-    /// Counts a live stream against its address and its person, unless either has too many.
-    pub fn open_stream(
+    /// Counts a live stream against its address and its person (on every node), unless either
+    /// has too many.
+    pub async fn open_stream(
         &self,
         ip: std::net::IpAddr,
         person: Option<&str>,
-    ) -> Result<(StreamGuard<std::net::IpAddr>, Option<StreamGuard<String>>), ApiError> {
+    ) -> Result<(Counting, Option<Counting>), ApiError> {
         let too_many = || {
             ApiError::new(
                 ErrorCode::RateLimited,
                 "Too many live streams are open from here; close some tabs.",
             )
         };
-        let by_ip = self.0.streams_per_ip.open(ip).ok_or_else(too_many)?;
+        let limits = &self.0.limits;
+        let by_ip = self
+            .0
+            .counts
+            .open(
+                Counted::StreamsOfIp,
+                &ip.to_string(),
+                limits.max_streams_per_ip,
+            )
+            .await
+            .ok_or_else(too_many)?;
         let by_person = match person {
             Some(p) => Some(
                 self.0
-                    .streams_per_person
-                    .open(p.to_string())
+                    .counts
+                    .open(Counted::StreamsOfPerson, p, limits.max_streams_per_person)
+                    .await
                     .ok_or_else(too_many)?,
             ),
             None => None,

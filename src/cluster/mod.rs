@@ -9,6 +9,7 @@
 //! A node that dies stops renewing its leases; every node sweeps for expired ones and one takes
 //! each over (`room::Registry::spawn_takeover`).
 
+pub mod counts;
 pub mod follow;
 pub mod forward;
 pub mod metrics;

@@ -14,8 +14,7 @@ pub use stream::inbox_events;
 pub use actions::HERE;
 pub use sender::signature;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine;
 use sqlx::PgPool;
@@ -23,6 +22,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike, ES256KeyPair};
 
+use crate::cluster::counts::{Counted, NodeCounts};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Inbox, Mentionable, NotifyLevel, NotifySettings};
 use crate::store::StoreError;
@@ -48,8 +48,8 @@ struct Inner {
     base_url: String,
     /// Where posts and pushes may go.
     outbound: Outbound,
-    /// Open inbox streams per person on this node: a person with a tab open gets no push.
-    tabs: Mutex<HashMap<String, usize>>,
+    /// Open inbox streams per person on every node: a person with a tab open gets no push.
+    counts: NodeCounts,
     http: reqwest::Client,
 }
 
@@ -64,22 +64,7 @@ pub struct Outbound {
 }
 
 /// A person's open inbox stream: counted while it lives.
-pub struct Tab {
-    service: NeedsYou,
-    person: String,
-}
-
-impl Drop for Tab {
-    fn drop(&mut self) {
-        let mut tabs = self.service.0.tabs.lock().expect("tabs lock");
-        if let Some(n) = tabs.get_mut(&self.person) {
-            *n -= 1;
-            if *n == 0 {
-                tabs.remove(&self.person);
-            }
-        }
-    }
-}
+pub type Tab = Option<crate::cluster::counts::Counting>;
 
 impl NeedsYou {
     /// Listens for inbox changes and runs the sender until `shutdown`.
@@ -87,6 +72,7 @@ impl NeedsYou {
         pool: PgPool,
         base_url: String,
         outbound: Outbound,
+        counts: NodeCounts,
         shutdown: CancellationToken,
     ) -> Self {
         let mut http = reqwest::Client::builder()
@@ -105,7 +91,7 @@ impl NeedsYou {
             vapid: tokio::sync::OnceCell::new(),
             base_url: base_url.trim_end_matches('/').to_string(),
             outbound,
-            tabs: Mutex::new(HashMap::new()),
+            counts,
             http,
         }));
         // The VAPID key pair is made on the first start (and read on every later one).
@@ -184,22 +170,16 @@ impl NeedsYou {
     }
 
     /// Counts a person's open page until the returned guard drops.
-    pub fn open_tab(&self, person: &str) -> Tab {
-        *self
-            .0
-            .tabs
-            .lock()
-            .expect("tabs lock")
-            .entry(person.to_string())
-            .or_default() += 1;
-        Tab {
-            service: self.clone(),
-            person: person.to_string(),
-        }
+    pub async fn open_tab(&self, person: &str) -> Tab {
+        self.0
+            .counts
+            .open(Counted::TabsOfPerson, person, usize::MAX)
+            .await
     }
 
-    pub(crate) fn has_tab(&self, person: &str) -> bool {
-        self.0.tabs.lock().expect("tabs lock").contains_key(person)
+    /// Whether the person has a Huddle tab open, at any node.
+    pub(crate) async fn has_tab(&self, person: &str) -> bool {
+        self.0.counts.total(Counted::TabsOfPerson, person).await > 0
     }
 
     pub async fn inbox(&self, person: &str) -> Result<Inbox, ApiError> {

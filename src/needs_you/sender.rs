@@ -340,7 +340,7 @@ async fn push(service: &NeedsYou, row: &Due) -> Result<Sent, SendError> {
     let Some(kind) = InboxKind::parse(&kind) else {
         return Ok(Sent::Skipped);
     };
-    if done || (kind != InboxKind::Permission && read >= row.seq) || service.has_tab(person) {
+    if done || (kind != InboxKind::Permission && read >= row.seq) || service.has_tab(person).await {
         return Ok(Sent::Skipped);
     }
     let settings: (Option<String>, bool) = sqlx::query_as(

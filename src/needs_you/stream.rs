@@ -28,13 +28,13 @@ pub async fn inbox_events(
         Ok(p) => p.id.clone(),
         Err(e) => return e.into_response(),
     };
-    let guards = match state.open_stream(peer.ip(), Some(person.as_str())) {
+    let guards = match state.open_stream(peer.ip(), Some(person.as_str())).await {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
     let service = state.needs_you().clone();
     let mut changes = service.changes();
-    let tab = service.open_tab(&person);
+    let tab = service.open_tab(&person).await;
     let shutdown = state.shutdown().clone();
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(16);
     tokio::spawn(async move {

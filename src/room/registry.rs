@@ -118,6 +118,9 @@ pub struct RoomDeps {
     /// Where owners may pick a workspace's directory: a picked one is checked to be under it
     /// again at every session start (it may have been swapped for a link since).
     pub projects_root: Option<std::path::PathBuf>,
+    /// This node among the others: whether any other is alive (one that could take a workspace
+    /// over, so a node cut off from Postgres lets its workspaces go).
+    pub nodes: crate::cluster::counts::NodeCounts,
 }
 
 #[derive(Clone)]
@@ -507,6 +510,7 @@ impl Registry {
         let pool = self.pool().clone();
         let owner = self.inner.owner.clone();
         let url = self.inner.deps.node_url.clone();
+        let nodes = self.inner.deps.nodes.clone();
         let id = id.to_string();
         tokio::spawn(async move {
             // When the last renewal that held was sent: the lease lasts at least LEASE_TTL from
@@ -514,7 +518,8 @@ impl Registry {
             let mut renewed = tokio::time::Instant::now();
             // Cut off from Postgres (or too slow to reach it): before the lease can expire and
             // another node take the workspace over, this one lets go of it and stops writing,
-            // so two never carry one turn on.
+            // so two never carry one turn on. A node alone rides an outage out instead: nobody
+            // could take over, and what it holds in memory is written once Postgres is back.
             let fence = |renewed: tokio::time::Instant| {
                 tracing::warn!(
                     workspace = %id,
@@ -523,10 +528,19 @@ impl Registry {
                 );
                 lease_lost.cancel();
             };
+            let fence_at = |renewed: tokio::time::Instant| {
+                let at = nodes.others_alive().then_some(renewed + leases::SELF_FENCE);
+                async move {
+                    match at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }
+            };
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep_until(renewed + leases::SELF_FENCE) => return fence(renewed),
+                    _ = fence_at(renewed) => return fence(renewed),
                     _ = tokio::time::sleep(leases::HEARTBEAT) => {}
                 }
                 let sent = tokio::time::Instant::now();
@@ -536,7 +550,7 @@ impl Registry {
                 );
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep_until(renewed + leases::SELF_FENCE) => return fence(renewed),
+                    _ = fence_at(renewed) => return fence(renewed),
                     r = renew => match r {
                         Ok(Ok(Some(e))) if e == epoch => renewed = sent,
                         Ok(Ok(_)) => {

@@ -5,6 +5,7 @@ pub mod images;
 pub mod inbox;
 pub mod jsonb;
 pub mod leases;
+pub mod rates;
 pub mod room_log;
 pub mod room_state;
 pub mod threads;

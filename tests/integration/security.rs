@@ -238,7 +238,7 @@ async fn the_agent_works_in_the_workspace_directory() {
 
 #[tokio::test]
 async fn floods_hit_clear_limits_and_stop_can_clear_the_queue() {
-    let (pool, _) = fresh_db().await;
+    let (pool, url) = fresh_db().await;
     let sa = start_sandbox_agent(None, None).await;
     let limits = huddle::limits::Limits {
         prompts_per_minute: 6,
@@ -246,7 +246,7 @@ async fn floods_hit_clear_limits_and_stop_can_clear_the_queue() {
         max_streams_per_ip: 3,
         max_streams_per_person: 2,
     };
-    let app = spawn_app_with_limits(&pool, &sa, Duration::from_secs(300), limits).await;
+    let app = spawn_app_with_limits(&pool, &sa, Duration::from_secs(300), limits.clone()).await;
     let ws = app.create("pi").await;
     let mut sse = app.events(&ws, "ada", None).await;
     let prompt = |user: &str, text: &str| json!({"workspaceId": ws, "userId": user, "displayName": user, "text": text});
@@ -319,8 +319,72 @@ async fn floods_hit_clear_limits_and_stop_can_clear_the_queue() {
     assert_eq!(erin.status(), 200, "the third stream from this address");
     let frank = stream("frank").await;
     assert_eq!(frank.status(), 429, "three streams per address");
+
+    // A second node on the same database, behind the same balancer: the limits hold across both.
+    let pool2 = huddle::store::connect(&url).await.unwrap();
+    let other = spawn_app_with_limits(&pool2, &sa, Duration::from_secs(300), limits).await;
+    let (status, body) = other
+        .post_as(
+            &app.token(&ws, "bob").await,
+            "prompt",
+            prompt("bob", "echo there"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("rate_limited")),
+        "bob's flood counts at the other node too: {body}"
+    );
+    let at_other = |user: &'static str| {
+        let (app, other, ws) = (&app, &other, ws.clone());
+        async move {
+            let token = app.token(&ws, user).await;
+            other
+                .anon
+                .get(format!("{}/api/workspace/{ws}/events", other.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The streams open at the first node are written for the others soon after they open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = at_other("ada").await;
+        if res.status() == 429 {
+            break;
+        }
+        assert_eq!(res.status(), 200);
+        drop(res);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ada's third stream was taken at the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        at_other("gina").await.status(),
+        429,
+        "three streams per address, over both nodes"
+    );
     drop(second_ada);
     drop(erin);
+    // Closed streams stop counting there too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let gina = loop {
+        let res = at_other("gina").await;
+        if res.status() == 200 {
+            break res;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed streams still count at the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(gina);
+    other.stop().await;
     app.stop().await;
     sa.stop().await;
 }
