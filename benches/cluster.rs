@@ -320,6 +320,12 @@ async fn main() {
         );
     }
     drop(all);
+    // `CLUSTER_BENCH=one` stops here, `cross` after the cross-node figures.
+    let only = std::env::var("CLUSTER_BENCH").ok();
+    if only.as_deref() == Some("one") {
+        host.stop().await;
+        return;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Two more nodes: 1,000 clients on a node that does not own the room.
@@ -333,12 +339,17 @@ async fn main() {
     .await;
     let (l, s) = paced_turn(&pool, &a, &[&b], &ws, &remote, 200, 50).await;
     println!(
-        "cross-node delivery (written on the owner, 1,000 clients on another node): clients p50 {:.1} ms, p99 {:.1} ms; that node's fan-out p99 {:.2} ms",
+        "cross-node delivery (written on the owner, 1,000 clients on another node): clients p50 {:.1} ms, p99 {:.1} ms; that node's fan-out p50 {:.2} ms, p99 {:.2} ms",
         percentile(&l, 0.5),
         percentile(&l, 0.99),
+        s[0]["p50Us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
         s[0]["p99Us"].as_f64().unwrap_or(f64::NAN) / 1000.0
     );
     drop(remote);
+    if only.as_deref() == Some("cross") {
+        host.stop().await;
+        return;
+    }
 
     // Failover: the owner killed 20 times; how long until another node holds the workspace.
     let mut nodes = vec![a, b, c];

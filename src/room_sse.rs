@@ -13,8 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Caller, Kick, Need};
@@ -97,21 +96,16 @@ pub async fn room_events(
         Ok(sub) => sub,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let (tx, rx) = mpsc::channel(64);
     let pool = state.registry().pool().clone();
-    let shutdown = state.shutdown().clone();
-    tokio::spawn(async move {
-        let ends = Ends {
-            shutdown,
-            kicks,
-            person,
-            hidden_dir,
-            pulses,
-        };
-        feed(pool, key, after, sub, tx, ends).await;
-        drop(guards);
-    });
-    Sse::new(ReceiverStream::new(rx))
+    let ends = Ends {
+        shutdown: state.shutdown().clone(),
+        kicks,
+        person,
+        hidden_dir,
+        pulses,
+    };
+    // Polled by the connection itself: an idle client costs no task and no channel of its own.
+    Sse::new(feed(pool, key, after, sub, ends, guards))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
@@ -144,153 +138,138 @@ fn online_event(online: &[Member]) -> Option<Event> {
     Event::default().event("online").json_data(online).ok()
 }
 
-type Tx = mpsc::Sender<Result<Event, Infallible>>;
-
-/// Sends entries after `from` up to `upto` from Postgres; returns the last seq sent.
-async fn catch_up(
+/// The entries after `from` up to `upto`, from Postgres, page by page; an error ends it (the
+/// client reconnects with Last-Event-ID and loses nothing).
+fn replay(
     pool: &sqlx::PgPool,
     id: &str,
     mut from: i64,
     upto: i64,
-    tx: &Tx,
-    hidden_dir: Option<&str>,
-) -> Option<i64> {
-    while from < upto {
-        let page = match room_log::list(pool, id, from, upto, PAGE).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(workspace = %id, error = %e, "room replay failed; ending the stream");
-                return None; // The client reconnects with Last-Event-ID and loses nothing.
+) -> impl futures::Stream<Item = Result<RoomEntry, ()>> {
+    async_stream::stream! {
+        while from < upto {
+            let page = match room_log::list(pool, id, from, upto, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(thread = %id, error = %e, "room replay failed; ending the stream");
+                    yield Err(());
+                    return;
+                }
+            };
+            if page.is_empty() {
+                break;
             }
-        };
-        if page.is_empty() {
-            break;
-        }
-        for entry in &page {
-            tx.send(Ok(entry_event(entry, hidden_dir))).await.ok()?;
-            from = entry.seq;
+            for entry in page {
+                from = entry.seq;
+                yield Ok(entry);
+            }
         }
     }
-    Some(from)
 }
 
-async fn feed(
+/// The stream of one client: what it missed, then the room live. Counted against its address
+/// and person (`guards`) while it lives.
+fn feed<G: Send + 'static>(
     pool: sqlx::PgPool,
     key: crate::room::RoomKey,
     mut after: i64,
     mut sub: Subscription,
-    tx: Tx,
     mut ends: Ends,
-) {
-    let head = sub.head;
-    if let Some(ev) = online_event(&sub.online)
-        && tx.send(Ok(ev)).await.is_err()
-    {
-        return;
-    }
-    if after > head {
-        // The client knows entries this log does not have: start it over.
-        if tx
-            .send(Ok(Event::default().event("reset").data(head.to_string())))
-            .await
-            .is_err()
-        {
-            return;
+    guards: G,
+) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+    async_stream::stream! {
+        let _counted = guards;
+        let head = sub.head;
+        if let Some(ev) = online_event(&sub.online) {
+            yield Ok(ev);
         }
-        after = 0;
-    }
-    let id = &key.thread;
-    let Some(mut last) = catch_up(&pool, id, after, head, &tx, ends.hidden_dir.as_deref()).await
-    else {
-        return;
-    };
-    loop {
-        let next = tokio::select! {
-            _ = ends.shutdown.cancelled() => return,
-            _ = tx.closed() => return,
-            kick = ends.kicks.recv() => {
-                match kick {
-                    Ok(k) if k.workspace_id == key.workspace && k.person_id == ends.person => {
-                        // The page reloads and shows what its person may do now.
-                        let _ = tx.send(Ok(Event::default().event("access").data("changed"))).await;
-                        return;
+        if after > head {
+            // The client knows entries this log does not have: start it over.
+            yield Ok(Event::default().event("reset").data(head.to_string()));
+            after = 0;
+        }
+        let id = key.thread.clone();
+        let mut last = after;
+        // Boxed: a query's state is big, and held only while catching up, not while idle.
+        for await entry in Box::pin(replay(&pool, &id, after, head)) {
+            let Ok(entry) = entry else { return };
+            last = entry.seq;
+            yield Ok(entry_event(&entry, ends.hidden_dir.as_deref()));
+        }
+        loop {
+            let next = tokio::select! {
+                _ = ends.shutdown.cancelled() => return,
+                kick = ends.kicks.recv() => {
+                    match kick {
+                        Ok(k) if k.workspace_id == key.workspace && k.person_id == ends.person => {
+                            // The page reloads and shows what its person may do now.
+                            yield Ok(Event::default().event("access").data("changed"));
+                            return;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                        _ => {}
                     }
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                    _ => {}
-                }
-                continue;
-            }
-            pulse = ends.pulses.recv() => {
-                let pulse = match pulse {
-                    Ok(p) => p,
-                    // Missed some: an empty one makes the list fetch itself again.
-                    Err(broadcast::error::RecvError::Lagged(_)) => crate::model::ThreadPulse {
-                        thread_id: String::new(),
-                        status: None,
-                        started_by: None,
-                    },
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                };
-                if let Ok(ev) = Event::default().event("thread").json_data(&pulse)
-                    && tx.send(Ok(ev)).await.is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            next = sub.live.recv() => next,
-        };
-        let event = match next {
-            Ok(Live::Entry(live)) => {
-                let entry = &live.entry;
-                if entry.seq <= last {
                     continue;
                 }
-                if entry.seq > last + 1 {
-                    // Missed some (we lagged): fill in from Postgres, where they already are.
-                    if catch_up(
-                        &pool,
-                        id,
-                        last,
-                        entry.seq - 1,
-                        &tx,
-                        ends.hidden_dir.as_deref(),
-                    )
-                    .await
-                    .is_none()
-                    {
-                        return;
+                pulse = ends.pulses.recv() => {
+                    let pulse = match pulse {
+                        Ok(p) => p,
+                        // Missed some: an empty one makes the list fetch itself again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => crate::model::ThreadPulse {
+                            thread_id: String::new(),
+                            status: None,
+                            started_by: None,
+                        },
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                    };
+                    if let Ok(ev) = Event::default().event("thread").json_data(&pulse) {
+                        yield Ok(ev);
+                    }
+                    continue;
+                }
+                next = sub.live.recv() => next,
+            };
+            let event = match next {
+                Ok(Live::Entry(live)) => {
+                    let entry = &live.entry;
+                    if entry.seq <= last {
+                        continue;
+                    }
+                    if entry.seq > last + 1 {
+                        // Missed some (we lagged): fill in from Postgres, where they already are.
+                        for await missed in Box::pin(replay(&pool, &id, last, entry.seq - 1)) {
+                            let Ok(missed) = missed else { return };
+                            yield Ok(entry_event(&missed, ends.hidden_dir.as_deref()));
+                        }
+                    }
+                    last = entry.seq;
+                    crate::cluster::metrics::FAN_OUT.record(live.born.elapsed());
+                    match ends.hidden_dir.as_deref() {
+                        Some(dir) => entry_event(entry, Some(dir)),
+                        // Members get what everyone gets: serialised once for all of them.
+                        None => Event::default()
+                            .id(entry.seq.to_string())
+                            .event(entry.event.kind())
+                            .data(live.json()),
                     }
                 }
-                last = entry.seq;
-                crate::cluster::metrics::FAN_OUT.record(live.born.elapsed());
-                match ends.hidden_dir.as_deref() {
-                    Some(dir) => entry_event(entry, Some(dir)),
-                    // Members get what everyone gets: serialised once for all of them.
-                    None => Event::default()
-                        .id(entry.seq.to_string())
-                        .event(entry.event.kind())
-                        .data(live.json()),
+                Ok(Live::Typing(member)) => match Event::default().event("typing").json_data(&member) {
+                    Ok(ev) => ev,
+                    Err(_) => continue,
+                },
+                Ok(Live::Online(online)) => match online_event(&online) {
+                    Some(ev) => ev,
+                    None => continue,
+                },
+                // The client reconnects, and resumes from its last entry once the log is back.
+                Ok(Live::LogDown) => return,
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(thread = %id, skipped, "slow subscriber; resyncing from Postgres");
+                    continue;
                 }
-            }
-            Ok(Live::Typing(member)) => match Event::default().event("typing").json_data(&member) {
-                Ok(ev) => ev,
-                Err(_) => continue,
-            },
-            Ok(Live::Online(online)) => match online_event(&online) {
-                Some(ev) => ev,
-                None => continue,
-            },
-            // The client reconnects, and resumes from its last entry once the log is back.
-            Ok(Live::LogDown) => return,
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                tracing::debug!(workspace = %id, skipped, "slow subscriber; resyncing from Postgres");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return, // The actor slept; the client reconnects.
-        };
-        if tx.send(Ok(event)).await.is_err() {
-            return;
+                Err(broadcast::error::RecvError::Closed) => return, // The actor slept; the client reconnects.
+            };
+            yield Ok(event);
         }
     }
 }
