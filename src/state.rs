@@ -832,7 +832,7 @@ impl AppState {
         let cwd = registry.sandboxes().working_dir(&row, here);
         let deleted = crate::sandbox::store::delete_workspace(&self.0.pool, id).await;
         if let Err(e) = deleted {
-            registry.reopen(id);
+            registry.reopen(id).await;
             return Err(e.into());
         }
         registry.sandboxes().destroy(&row, &cwd).await;
@@ -844,7 +844,7 @@ impl AppState {
         {
             tracing::warn!(workspace = %id, error = %e, "could not remove the workspace's directory");
         }
-        registry.reopen(id);
+        registry.reopen(id).await;
         tracing::info!(workspace = %id, "workspace deleted");
         Ok(())
     }
@@ -909,7 +909,7 @@ impl AppState {
         }
         registry.retire(id).await;
         let moved = crate::sandbox::store::move_to(&self.0.pool, id, &target).await;
-        registry.reopen(id);
+        registry.reopen(id).await;
         moved?;
         let message = format!(
             "The sandbox moved from {from} to {}. The agent's own memory stays behind: its next session gets the recent conversation replayed instead.",

@@ -60,4 +60,7 @@ pub enum Action {
         level: NoticeLevel,
         message: String,
     },
+    /// The workspace is being deleted or moved at another node: its threads stop here and its
+    /// lease goes, for that node to hold while it works.
+    Retire,
 }

@@ -775,6 +775,11 @@ impl Registry {
                     .map_err(|_| RoomError::Stopped)?;
                 json(())
             }
+            Action::Retire => {
+                self.stop_threads(&key.workspace).await;
+                self.retiring().remove(&key.workspace);
+                json(())
+            }
         }
     }
 
@@ -1046,7 +1051,39 @@ impl Registry {
 
     /// Closes a workspace's threads and keeps them closed until [`Registry::reopen`]: their
     /// agents and sandbox stop, their people's streams end. For deleting and moving a workspace.
+    /// When another node owns it, its threads stop there; then this node holds the lease until
+    /// `reopen`, so that no node wakes the workspace meanwhile.
     pub async fn retire(&self, workspace: &str) {
+        self.stop_threads(workspace).await;
+        let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE;
+        let key = RoomKey {
+            workspace: workspace.to_string(),
+            thread: String::new(),
+        };
+        loop {
+            let url = self.inner.deps.node_url.as_deref();
+            match leases::acquire(self.pool(), workspace, &self.inner.owner, url).await {
+                Ok(Some(_)) => return,
+                Ok(None) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if let Err(e) = self.inner.forwarder.send(&key, &Action::Retire, left).await {
+                        tracing::debug!(workspace, error = %e, "the owner did not stop the workspace yet");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(workspace, error = %e, "cannot take the lease of a retiring workspace")
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(workspace, "another node still owns the retiring workspace");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the workspace's threads on this node and keeps them from waking here.
+    async fn stop_threads(&self, workspace: &str) {
         self.retiring().insert(workspace.to_string());
         let mut stopping = Vec::new();
         for handle in self.handles_of(workspace) {
@@ -1067,8 +1104,10 @@ impl Registry {
         let _closed = gate.lock().await;
     }
 
-    pub fn reopen(&self, workspace: &str) {
+    /// The workspace may wake again (anywhere: the lease `retire` held goes).
+    pub async fn reopen(&self, workspace: &str) {
         self.retiring().remove(workspace);
+        self.release_lease(workspace, false).await;
     }
 
     /// A note in a thread (woken for it).

@@ -301,6 +301,49 @@ async fn two_nodes_on_one_database_serve_one_room_that_runs_on_one() {
     sa.stop().await;
 }
 
+/// A workspace deleted at a node that does not own it stops at its owner: the owner's room
+/// closes, its agent ends, and the workspace is gone at every node.
+#[tokio::test]
+async fn a_workspace_deleted_at_another_node_stops_at_its_owner() {
+    let (pool, url) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let first = spawn_app(&pool, &sa, LONG).await;
+    let pool2 = huddle::store::connect(&url).await.unwrap();
+    let second = spawn_app(&pool2, &sa, LONG).await;
+    let host = client(&sa, &pool);
+    let before = host.list_connections().await.unwrap().len();
+    let ws = first.create("pi").await;
+    let mut on_first = first.events(&ws, "ada", None).await;
+    first.prompt(&ws, "ada", "stream 2").await;
+    on_first.until(is_turn_end).await;
+    assert_eq!(
+        host.list_connections().await.unwrap().len(),
+        before + 1,
+        "the owner's agent runs"
+    );
+
+    let (status, body) = second.post("delete", json!({"workspaceId": ws})).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::timeout(Duration::from_secs(30), on_first.closed())
+        .await
+        .expect("the owner's room closes");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while host.list_connections().await.unwrap().len() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted workspace's agent still runs at its owner"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for app in [&first, &second] {
+        let (status, body) = app.post("info", json!({"workspaceId": ws})).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    first.stop().await;
+    second.stop().await;
+    sa.stop().await;
+}
+
 #[tokio::test]
 async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
     use rand::Rng;

@@ -219,10 +219,19 @@ impl Actor {
                         Err(e) => Err(e),
                     };
                     tracing::info!(prompt = prompt.seq, ok = result.is_ok(), "re-attach done");
-                    let _ = internal.send(Internal::Reattached {
+                    let sent = internal.send(Internal::Reattached {
                         prompt_seq: prompt.seq,
                         result,
                     });
+                    // The room stopped meanwhile (this node hands its workspaces over): the turn
+                    // goes on for the next owner, so the connection is let go, not closed.
+                    if let Err(tokio::sync::mpsc::error::SendError(Internal::Reattached {
+                        result: Ok(session),
+                        ..
+                    })) = sent
+                    {
+                        session.detach().await;
+                    }
                 });
             }
             (running, connection, _) => {
