@@ -9,7 +9,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,11 +18,7 @@ use futures::StreamExt;
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::{Value, json};
 
-struct Node {
-    child: tokio::process::Child,
-    port: u16,
-    base: String,
-}
+use common::BenchNode as Node;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -34,63 +29,11 @@ fn free_port() -> u16 {
 }
 
 async fn start_node(db_url: &str, port: u16, hosts: &str) -> Node {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
-    cmd.env("DATABASE_URL", db_url)
-        .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
-        .env("HUDDLE_SANDBOX", "remote")
-        .env("HUDDLE_SANDBOX_HOSTS", hosts)
-        .env("HUDDLE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-        .env(
-            "HUDDLE_DATA_DIR",
-            std::env::temp_dir().join(format!("huddle-bench-node-{port}")),
-        )
-        .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
-        .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
-        .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
-        .env("HUDDLE_MAX_QUEUE", "100000")
-        .env("LEPTOS_OUTPUT_NAME", "huddle")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    let node = Node {
-        child: cmd.spawn().unwrap(),
-        port,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let t = Instant::now();
-    while http
-        .get(format!("{}/healthz", node.base))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "a node did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    node
-}
-
-impl Node {
-    fn rss_kib(&self) -> u64 {
-        common::rss_kib_of(self.child.id().unwrap())
-    }
-
-    async fn post(&self, endpoint: &str, body: Value) -> Value {
-        let res = reqwest::Client::new()
-            .post(format!("{}/api/workspace/{endpoint}", self.base))
-            .bearer_auth(common::ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "{endpoint}: {}", res.status());
-        res.json().await.unwrap()
-    }
+    let env = [
+        ("HUDDLE_SANDBOX", "remote"),
+        ("HUDDLE_SANDBOX_HOSTS", hosts),
+    ];
+    Node::start(db_url, port, &env).await
 }
 
 /// The node that holds the workspace's live lease.

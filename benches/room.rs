@@ -5,42 +5,20 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{now_ms, percentile};
 use futures::StreamExt;
 use huddle::model::{RoomEntry, RoomEvent};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const RATE: u32 = 50;
 const SECONDS: u32 = 6;
 
-struct Server {
-    child: tokio::process::Child,
-    base: String,
-    http: reqwest::Client,
-}
+use common::BenchNode as Server;
 
 impl Server {
-    fn rss_kib(&self) -> u64 {
-        common::rss_kib_of(self.child.id().unwrap())
-    }
-
-    async fn post(&self, endpoint: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .post(format!("{}/api/workspace/{endpoint}", self.base))
-            .bearer_auth(common::ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "{endpoint}: {}", res.status());
-        res.json().await.unwrap()
-    }
-
     async fn create(&self, agent: &str) -> String {
         self.post("create", json!({"agent": agent})).await["workspaceId"]
             .as_str()
@@ -61,7 +39,12 @@ impl Server {
             .unwrap()
             .to_string();
         let url = format!("{}/api/workspace/{ws}/events", self.base);
-        let res = self.http.get(url).bearer_auth(token).send().await.unwrap();
+        let res = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert!(res.status().is_success());
         res
     }
@@ -249,46 +232,14 @@ async fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
-    cmd.env("DATABASE_URL", &db_url)
-        .env("SANDBOX_AGENT_URL", &sa.endpoint().base_url)
-        .env("SANDBOX_AGENT_TOKEN", sa.endpoint().token.clone().unwrap())
-        .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
-        .env("HUDDLE_IDLE_SLEEP_SECS", "2")
-        .env("HUDDLE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-        .env(
-            "HUDDLE_DATA_DIR",
-            std::env::temp_dir().join(format!("huddle-bench-{port}")),
-        )
-        // A thousand clients on one address, and prompts as fast as the benchmark sends them.
-        .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
-        .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
-        .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
-        .env("HUDDLE_MAX_QUEUE", "100000")
-        .env("LEPTOS_OUTPUT_NAME", "huddle")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    let server = Server {
-        child: cmd.spawn().unwrap(),
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    };
+    let token = sa.endpoint().token.clone().unwrap();
     let t = Instant::now();
-    while server
-        .http
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "huddle did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let env = [
+        ("SANDBOX_AGENT_URL", sa.endpoint().base_url.as_str()),
+        ("SANDBOX_AGENT_TOKEN", token.as_str()),
+        ("HUDDLE_IDLE_SLEEP_SECS", "2"),
+    ];
+    let server = Server::start(&db_url, port, &env).await;
     println!(
         "huddle started in {:.0} ms; RSS {} MiB",
         t.elapsed().as_secs_f64() * 1000.0,

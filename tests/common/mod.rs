@@ -807,3 +807,72 @@ pub fn rss_kib_of(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// A Huddle node (the binary this build made) for the benchmarks: its own data directory,
+/// limits that never hold a benchmark back, quiet logs; up once it answers its health check.
+pub struct BenchNode {
+    pub child: tokio::process::Child,
+    pub port: u16,
+    pub base: String,
+}
+
+impl BenchNode {
+    pub async fn start(db_url: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+        cmd.env("DATABASE_URL", db_url)
+            .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
+            .env("HUDDLE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env(
+                "HUDDLE_DATA_DIR",
+                std::env::temp_dir().join(format!("huddle-bench-node-{port}")),
+            )
+            // Thousands of clients on one address, and prompts as fast as a benchmark sends them.
+            .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
+            .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
+            .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
+            .env("HUDDLE_MAX_QUEUE", "100000")
+            .env("LEPTOS_OUTPUT_NAME", "huddle")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let node = Self {
+            child: cmd.spawn().expect("start huddle"),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        while http
+            .get(format!("{}/healthz", node.base))
+            .send()
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "a node did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib_of(self.child.id().unwrap())
+    }
+
+    /// Posts to `/api/workspace/{endpoint}` as the operator; panics unless it succeeds.
+    pub async fn post(&self, endpoint: &str, body: serde_json::Value) -> serde_json::Value {
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/workspace/{endpoint}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{endpoint}: {}", res.status());
+        res.json().await.unwrap()
+    }
+}
