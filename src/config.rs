@@ -28,6 +28,12 @@ pub struct Config {
     #[arg(long, env = "HUDDLE_NODE_URL")]
     pub node_url: Option<String>,
 
+    /// The load balancers in front of Huddle (comma-separated IP addresses): for a request from
+    /// one of them, the client's address is the last one it added to `X-Forwarded-For` (what
+    /// the per-address limits count). Default: none (the TCP peer is the client).
+    #[arg(long, env = "HUDDLE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Postgres to use. When unset, Huddle runs its own private cluster in `<data-dir>/postgres`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,

@@ -83,7 +83,10 @@ pub async fn room_events(
     };
     // Held as long as the stream: counted against its address and its person.
     let guards = match state
-        .open_stream(peer.ip(), Some(member.user_id.as_str()))
+        .open_stream(
+            state.client_ip(peer.ip(), &headers),
+            Some(member.user_id.as_str()),
+        )
         .await
     {
         Ok(g) => g,

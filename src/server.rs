@@ -841,6 +841,8 @@ pub struct AppOptions {
     pub outbound_allow_private: bool,
     /// Where the other nodes reach this one (`HUDDLE_NODE_URL`).
     pub node_url: Option<String>,
+    /// The load balancers whose `X-Forwarded-For` names the client (`HUDDLE_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Builds the app on a migrated pool and where agents run.
@@ -900,6 +902,7 @@ pub fn build_app(
         shutdown,
         allowed_hosts: options.allowed_hosts,
         limits: options.limits,
+        trusted_proxies: options.trusted_proxies,
         counts,
         auth,
         projects_root: options.projects_root,
@@ -941,6 +944,7 @@ async fn serve(
         projects_root: config.projects_root.clone(),
         push_allow_http: config.push_allow_http,
         outbound_allow_private: config.outbound_allow_private,
+        trusted_proxies: config.trusted_proxies.clone(),
         node_url: Some(config.node_url.clone().unwrap_or_else(|| {
             let mut here = addr;
             if here.ip().is_unspecified() {

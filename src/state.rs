@@ -34,6 +34,8 @@ struct Inner {
     /// The host names (with port) requests may be addressed to.
     allowed_hosts: Vec<String>,
     limits: Limits,
+    /// The load balancers whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Live streams per address and person, across every node.
     counts: NodeCounts,
     auth: Auth,
@@ -180,6 +182,7 @@ pub struct Parts {
     pub shutdown: CancellationToken,
     pub allowed_hosts: Vec<String>,
     pub limits: Limits,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub counts: NodeCounts,
     pub auth: Auth,
     pub projects_root: Option<std::path::PathBuf>,
@@ -206,6 +209,7 @@ impl AppState {
             shutdown: p.shutdown,
             allowed_hosts: p.allowed_hosts,
             limits: p.limits,
+            trusted_proxies: p.trusted_proxies,
             counts: p.counts,
             auth: p.auth,
             projects_root: p.projects_root,
@@ -697,6 +701,19 @@ impl AppState {
         store::images::load(self.pool(), workspace_id, image_id)
             .await?
             .ok_or_else(|| ApiError::not_found("There is no such image."))
+    }
+
+    /// The client's address: the TCP peer, or behind a trusted load balancer the address it
+    /// added last to `X-Forwarded-For` (what a client wrote there itself comes before it).
+    pub fn client_ip(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> std::net::IpAddr {
+        if !self.0.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        client_ip::rightmost_x_forwarded_for(headers).unwrap_or(peer)
     }
 
     /// Counts a live stream against its address and its person (on every node), unless either

@@ -23,12 +23,14 @@ pub async fn inbox_events(
     State(state): State<AppState>,
     ConnectInfo(crate::listener::Peer(peer)): ConnectInfo<crate::listener::Peer>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let person = match Auth::person(&caller) {
         Ok(p) => p.id.clone(),
         Err(e) => return e.into_response(),
     };
-    let guards = match state.open_stream(peer.ip(), Some(person.as_str())).await {
+    let ip = state.client_ip(peer.ip(), &headers);
+    let guards = match state.open_stream(ip, Some(person.as_str())).await {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };

@@ -40,7 +40,6 @@ const SANDBOX_STOP_TIMEOUT: Duration = Duration::from_secs(8);
 /// How often a node says again that the people streaming rooms it follows are there (the owner
 /// forgets them after `presence::REMOTE_TTL` without it, as when the node died).
 const REMOTE_PRESENCE_REFRESH: Duration = Duration::from_secs(10);
-use REMOTE_PRESENCE_REFRESH as REMOTE_REFRESH;
 
 /// A person present at the owner of a room this node follows; leaves when dropped.
 pub(crate) struct RemotePresence {
@@ -934,7 +933,7 @@ impl Registry {
     }
 
     /// Makes a person streaming here a room another node owns present there, and keeps saying
-    /// so every [`REMOTE_REFRESH`] (to whichever node owns it then) until the stream ends.
+    /// so every [`REMOTE_PRESENCE_REFRESH`] (to whichever node owns it then) until the stream ends.
     fn present_remotely(&self, key: &RoomKey, member: Member) -> RemotePresence {
         // One presence per room and person, however many of their streams are open here.
         let token = format!("{}#{}#{}", self.inner.owner, key.thread, member.user_id);
@@ -982,7 +981,7 @@ impl Registry {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(REMOTE_REFRESH) => {}
+                    _ = tokio::time::sleep(REMOTE_PRESENCE_REFRESH) => {}
                 }
                 let present: Vec<(String, RoomKey, Member)> = registry
                     .inner

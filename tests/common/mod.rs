@@ -473,6 +473,7 @@ pub async fn spawn_app_on(
         push_allow_http: true,
         outbound_allow_private: true,
         node_url: Some(base.clone()),
+        trusted_proxies: Vec::new(),
     };
     let app = huddle::server::build_app(pool.clone(), options, sandboxes, app_options);
     let shutdown = app.state.shutdown().clone();

@@ -13,7 +13,8 @@ use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::json;
 
 /// HAProxy in front of the nodes: round robin, health-checked every 250 ms, SSE unbuffered, a
-/// request whose connection is refused tried at another node.
+/// request whose connection is refused tried at another node; to each node it speaks HTTP/2, so
+/// its clients' streams share a few connections there.
 pub(crate) struct Lb {
     pub(crate) base: String,
     child: std::process::Child,
@@ -31,14 +32,16 @@ impl Lb {
         let servers: String = nodes
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("  server n{i} 127.0.0.1:{p} check inter 250ms fall 2 rise 1\n"))
+            .map(|(i, p)| {
+                format!("  server n{i} 127.0.0.1:{p} proto h2 check inter 250ms fall 2 rise 1\n")
+            })
             .collect();
         let config = format!(
             "global\n  maxconn 4000\n\
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
-             \x20 option redispatch\n  retries 3\n  retry-on conn-failure\n\
+             \x20 option redispatch\n  retries 3\n  retry-on conn-failure\n  option forwardfor\n\
              frontend huddle\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
-             backend nodes\n  balance roundrobin\n  option httpchk\n  http-check send meth GET uri /healthz\n{servers}"
+             backend nodes\n  balance roundrobin\n  http-reuse always\n  option httpchk\n  http-check send meth GET uri /healthz\n{servers}"
         );
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
@@ -753,5 +756,93 @@ async fn a_node_cut_off_from_postgres_lets_go_before_another_takes_over() {
     crate::process::stop(a, &dir).await;
     crate::process::stop(b, &dir).await;
     host.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client of the balancer whose connections come from `ip` (any address in 127/8 is this
+/// machine), so that each is a client of its own.
+fn client_at(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Behind the balancer, the per-address stream limit counts each client at its own address (the
+/// one the balancer added last to `X-Forwarded-For`); what a client writes into that header
+/// itself changes nothing, and a request that does not come from the balancer is counted at the
+/// address it comes from whatever its header says.
+#[tokio::test]
+async fn behind_the_balancer_each_client_counts_at_its_own_address() {
+    let (_pool, url) = fresh_db().await;
+    let dir = temp_dir("huddle-forwarded");
+    let lb_port = free_port();
+    let public = format!("127.0.0.1:{lb_port}");
+    let public_url = format!("http://{public}");
+    let env = [
+        ("HUDDLE_PUBLIC_URL", public_url.as_str()),
+        ("HUDDLE_TRUSTED_PROXIES", "127.0.0.1"),
+        ("HUDDLE_MAX_STREAMS_PER_IP", "2"),
+        ("HUDDLE_MAX_STREAMS_PER_PERSON", "100"),
+    ];
+    let port = free_port();
+    let node = Huddle::start_env(&url, &dir.join("node"), port, &env).await;
+    let lb = Lb::start(lb_port, &[port], &dir).await;
+    let (status, created) = post_to(&lb.base, &public, "create", json!({"agent": "pi"})).await;
+    assert_eq!(status, 200, "{created}");
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let open = |http: reqwest::Client, base: String, spoof: Option<&'static str>| {
+        let url = format!("{base}/api/workspace/{ws}/events");
+        let public = public.clone();
+        async move {
+            let mut req = http
+                .get(url)
+                .header("host", public)
+                .bearer_auth(ADMIN_TOKEN);
+            if let Some(ip) = spoof {
+                req = req.header("x-forwarded-for", ip);
+            }
+            req.send().await.unwrap()
+        }
+    };
+
+    let ada = client_at("127.0.0.2");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let res = open(ada.clone(), lb.base.clone(), None).await;
+        assert_eq!(res.status(), 200);
+        held.push(res);
+    }
+    let third = open(ada.clone(), lb.base.clone(), None).await;
+    assert_eq!(third.status(), 429, "two streams per address");
+    // Another client of the balancer is not held back by the first one's streams.
+    let bob = open(client_at("127.0.0.3"), lb.base.clone(), None).await;
+    assert_eq!(
+        bob.status(),
+        200,
+        "a second client counts at its own address"
+    );
+    held.push(bob);
+    // The first client claims another address: the balancer's own entry comes after it.
+    let spoofed = open(ada.clone(), lb.base.clone(), Some("10.9.8.7")).await;
+    assert_eq!(spoofed.status(), 429, "a client cannot pick its address");
+    // Not through the balancer: the header is not believed at all.
+    let direct = format!("http://127.0.0.1:{port}");
+    let carol = client_at("127.0.0.4");
+    for _ in 0..2 {
+        let res = open(carol.clone(), direct.clone(), Some("10.1.1.1")).await;
+        assert_eq!(res.status(), 200);
+        held.push(res);
+    }
+    let res = open(carol.clone(), direct.clone(), Some("10.2.2.2")).await;
+    assert_eq!(
+        res.status(),
+        429,
+        "an address that is not a balancer's counts as itself"
+    );
+    drop(held);
+    node.assert_no_panic();
+    crate::process::stop(node, &dir).await;
+    drop(lb);
     let _ = std::fs::remove_dir_all(&dir);
 }
