@@ -10,99 +10,38 @@ mod anthropic_api;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use huddle::model::RoomEvent;
 use serde_json::{Value, json};
 
-struct Huddle {
-    child: tokio::process::Child,
-    base: String,
-    http: reqwest::Client,
-    data: PathBuf,
+use common::BenchNode as Huddle;
+
+/// A node with every agent on one shared sandbox-agent (`shared`), or a sandbox per workspace.
+async fn start(
+    db_url: &str,
+    shared: Option<&huddle::sandbox_agent::Endpoint>,
+    env: &[(&str, &str)],
+) -> Huddle {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = shared.map(|e| e.token.clone().unwrap_or_default());
+    let mut all = vec![("HUDDLE_IDLE_SLEEP_SECS", "2")];
+    if let (Some(e), Some(token)) = (shared, token.as_deref()) {
+        all.push(("SANDBOX_AGENT_URL", e.base_url.as_str()));
+        all.push(("SANDBOX_AGENT_TOKEN", token));
+    }
+    all.extend_from_slice(env);
+    Huddle::start(db_url, port, &all).await
 }
 
 impl Huddle {
-    async fn start(
-        db_url: &str,
-        shared: Option<&huddle::sandbox_agent::Endpoint>,
-        env: &[(&str, &str)],
-    ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let data = std::env::temp_dir().join(format!("huddle-bench-sandboxes-{port}"));
-        let path = format!(
-            "{}:{}",
-            common::fixtures_bin().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
-        cmd.env("DATABASE_URL", db_url)
-            .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
-            .env("HUDDLE_DATA_DIR", &data)
-            .env("HUDDLE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-            .env("HUDDLE_IDLE_SLEEP_SECS", "2")
-            .env("HUDDLE_PROMPTS_PER_MINUTE", "100000")
-            .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
-            .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
-            .env("PATH", path)
-            .env("LEPTOS_OUTPUT_NAME", "huddle")
-            .env("RUST_LOG", "warn")
-            .env_remove("SANDBOX_AGENT_URL")
-            .envs(env.iter().copied())
-            .stdout(Stdio::from(
-                std::fs::File::create(
-                    std::env::temp_dir().join(format!("huddle-bench-sandboxes-{port}.log")),
-                )
-                .unwrap(),
-            ))
-            .kill_on_drop(true);
-        if let Some(e) = shared {
-            cmd.env("SANDBOX_AGENT_URL", &e.base_url)
-                .env("SANDBOX_AGENT_TOKEN", e.token.clone().unwrap_or_default());
-        }
-        let huddle = Self {
-            child: cmd.spawn().unwrap(),
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            data,
-        };
-        common::wait_up(&huddle.http, &huddle.base).await;
-        huddle
-    }
-
-    /// SIGTERM, as an operator stops it: its sandboxes stop with it.
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-    }
-
-    async fn post(&self, endpoint: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .post(format!("{}/api/workspace/{endpoint}", self.base))
-            .bearer_auth(common::ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "{endpoint}: {}", res.status());
-        res.json().await.unwrap()
-    }
-
     async fn events(&self, ws: &str, after: i64) -> common::Sse {
-        let res = self
-            .http
+        let res = reqwest::Client::new()
             .get(format!("{}/api/workspace/{ws}/events", self.base))
             .bearer_auth(common::ADMIN_TOKEN)
             .header("last-event-id", after.to_string())
@@ -313,7 +252,7 @@ async fn capacity(huddle: &Huddle, n: usize) {
 async fn claude_memory() {
     let api = anthropic_api::FakeAnthropic::start().await;
     let (_pool, db_url) = common::fresh_db().await;
-    let huddle = Huddle::start(
+    let huddle = start(
         &db_url,
         None,
         &[
@@ -361,7 +300,7 @@ async fn claude_memory() {
 async fn main() {
     let (_pool, db_url) = common::fresh_db().await;
     let sa = common::start_sandbox_agent(None, None).await;
-    let shared = Huddle::start(&db_url, Some(sa.endpoint()), &[]).await;
+    let shared = start(&db_url, Some(sa.endpoint()), &[]).await;
     measure(
         "one shared sandbox-agent (before: every workspace's agent in one server)",
         &shared,
@@ -370,7 +309,7 @@ async fn main() {
     .await;
     shared.stop().await;
     let (_pool, db_url) = common::fresh_db().await;
-    let sandboxed = Huddle::start(&db_url, None, &[]).await;
+    let sandboxed = start(&db_url, None, &[]).await;
     measure("a bubblewrap sandbox per workspace", &sandboxed, None).await;
     capacity(&sandboxed, 100).await;
     let data = sandboxed.data.clone();

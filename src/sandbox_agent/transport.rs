@@ -56,10 +56,12 @@ pub(crate) enum Inbound {
 }
 
 /// How long a reply seen in a POST body waits for its copy on the SSE stream, which keeps order
-/// with the notifications that preceded it.
-const BODY_REPLY_GRACE: Duration = Duration::from_millis(250);
+/// with the notifications that preceded it. The body's copy only matters when the stream dropped
+/// the echo (rare), so waiting long costs little; a short wait let a turn end before its last
+/// words on a loaded machine (a 1 MB line ahead of them took that long to read).
+const BODY_REPLY_GRACE: Duration = Duration::from_secs(1);
 /// Past the grace, a reply keeps waiting while the stream is busy delivering what came before it.
-const STREAM_BUSY: Duration = Duration::from_millis(300);
+const STREAM_BUSY: Duration = Duration::from_secs(1);
 const BODY_REPLY_MAX_WAIT: Duration = Duration::from_secs(30);
 const SEEN_REPLIES_KEPT: usize = 2048;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -809,24 +809,30 @@ pub fn rss_kib_of(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A Huddle node (the binary this build made) for the benchmarks: its own data directory,
-/// limits that never hold a benchmark back, quiet logs; up once it answers its health check.
+/// A Huddle node (the binary this build made) for the benchmarks: its own data directory and
+/// log file, the scripted agent on its PATH, limits that never hold a benchmark back; up once it
+/// answers its health check.
 pub struct BenchNode {
     pub child: tokio::process::Child,
     pub port: u16,
     pub base: String,
+    pub data: PathBuf,
 }
 
 impl BenchNode {
     pub async fn start(db_url: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        let data = std::env::temp_dir().join(format!("huddle-bench-node-{port}"));
+        let log = std::fs::File::create(data.with_extension("log")).expect("the node's log");
+        let path = format!(
+            "{}:{}",
+            fixtures_bin().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
         cmd.env("DATABASE_URL", db_url)
             .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
             .env("HUDDLE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env(
-                "HUDDLE_DATA_DIR",
-                std::env::temp_dir().join(format!("huddle-bench-node-{port}")),
-            )
+            .env("HUDDLE_DATA_DIR", &data)
             // Thousands of clients on one address, and prompts as fast as a benchmark sends them.
             .env("HUDDLE_MAX_STREAMS_PER_IP", "100000")
             .env("HUDDLE_MAX_STREAMS_PER_PERSON", "100000")
@@ -834,34 +840,34 @@ impl BenchNode {
             .env("HUDDLE_MAX_QUEUE", "100000")
             .env("LEPTOS_OUTPUT_NAME", "huddle")
             .env("RUST_LOG", "warn")
+            .env("PATH", path)
+            .env_remove("SANDBOX_AGENT_URL")
             .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(log))
             .kill_on_drop(true);
         let node = Self {
             child: cmd.spawn().expect("start huddle"),
             port,
             base: format!("http://127.0.0.1:{port}"),
+            data,
         };
-        let http = reqwest::Client::new();
-        let started = std::time::Instant::now();
-        while http
-            .get(format!("{}/healthz", node.base))
-            .send()
-            .await
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "a node did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_up(&reqwest::Client::new(), &node.base).await;
         node
     }
 
     pub fn rss_kib(&self) -> u64 {
         rss_kib_of(self.child.id().unwrap())
+    }
+
+    /// SIGTERM, as an operator stops it; waits for it to exit (30 s at most).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
     }
 
     /// Posts to `/api/workspace/{endpoint}` as the operator; panics unless it succeeds.

@@ -208,6 +208,24 @@ async fn all_see(watchers: &[Watcher], what: &str, pred: impl Fn(&RoomEntry) -> 
     }
 }
 
+/// Waits until every watcher saw the turn of prompt `seq` end; panics unless each saw its `n`
+/// chunks once and in order, and the turn ended as the agent ended it (`end_turn`).
+async fn all_see_whole_turn(watchers: &[Watcher], what: &str, seq: i64, n: usize) {
+    all_see(
+        watchers,
+        what,
+        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == seq),
+    )
+    .await;
+    for (i, w) in watchers.iter().enumerate() {
+        w.assert_chunks(i, seq, n);
+    }
+    assert!(
+        watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == seq && r == "end_turn")),
+        "{what}: the turn did not go on to its end"
+    );
+}
+
 /// The node that owns the workspace now (by its address), once a live one does.
 async fn owner(pool: &sqlx::PgPool, ws: &str) -> Option<String> {
     sqlx::query_scalar(
@@ -394,19 +412,7 @@ async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let failover = killed_at.elapsed();
-    all_see(
-        &watchers,
-        "the end of the 2,000-chunk turn",
-        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == streaming),
-    )
-    .await;
-    for (i, w) in watchers.iter().enumerate() {
-        w.assert_chunks(i, streaming, 2000);
-    }
-    assert!(
-        watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == streaming && r == "end_turn")),
-        "the turn went on at the new owner"
-    );
+    all_see_whole_turn(&watchers, "the 2,000-chunk turn", streaming, 2000).await;
     let reconnected: usize = watchers
         .iter()
         .map(|w| w.reconnects.load(std::sync::atomic::Ordering::SeqCst))
@@ -494,19 +500,13 @@ async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_
         let data = dir.join(format!("node{i}"));
         *node = Some(Huddle::start_env(&url, &data, ports[i], &env).await);
     }
-    all_see(
+    all_see_whole_turn(
         &watchers,
-        "the end of the turn streamed through a rolling restart",
-        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == rolling),
+        "the turn through a rolling restart",
+        rolling,
+        2000,
     )
     .await;
-    for (i, w) in watchers.iter().enumerate() {
-        w.assert_chunks(i, rolling, 2000);
-    }
-    assert!(
-        watchers[0].has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == rolling && r == "end_turn")),
-        "the turn went on through the restarts"
-    );
     assert!(
         handed_over.iter().any(|(owned, _)| *owned),
         "the owner was among the restarted nodes"
@@ -680,17 +680,13 @@ async fn a_node_cut_off_from_postgres_lets_go_before_another_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    all_see(
+    all_see_whole_turn(
         std::slice::from_ref(&watcher),
-        "the end of the turn",
-        |e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == streaming),
+        "the turn B carried on",
+        streaming,
+        600,
     )
     .await;
-    watcher.assert_chunks(0, streaming, 600);
-    assert!(
-        watcher.has(|e| matches!(&e.event, RoomEvent::TurnEnded { prompt_seq, stop_reason: Some(r), .. } if *prompt_seq == streaming && r == "end_turn")),
-        "the turn went on at B"
-    );
     let let_go = logged_at(&a.log, "letting the workspace go").unwrap_or_else(|| {
         panic!(
             "A never let the workspace go; its log:\n{}",
