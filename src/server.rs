@@ -527,15 +527,23 @@ async fn cross_site_guard(
     next: Next,
 ) -> Response {
     let headers = req.headers();
-    let host = headers
+    let header_host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    // Two Host headers: which one a proxy in front of us believed is unknown.
-    if headers.get_all(header::HOST).iter().count() > 1 {
+        .map(str::to_ascii_lowercase);
+    // HTTP/2 names the host in `:authority` (the URI's), and may send no Host header.
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase());
+    // Two Host headers, or a Host and an `:authority` that differ: which one a proxy in front of
+    // us believed is unknown.
+    if headers.get_all(header::HOST).iter().count() > 1
+        || matches!((&header_host, &authority), (Some(h), Some(a)) if h != a)
+    {
         return ApiError::bad_request("A request names one host.").into_response();
     }
+    let host = header_host.or(authority).unwrap_or_default();
     if !state.allowed_hosts().contains(&host) {
         return ApiError::new(
             ErrorCode::Forbidden,

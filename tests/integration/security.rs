@@ -162,6 +162,45 @@ async fn other_sites_cannot_drive_huddle() {
     sa.stop().await;
 }
 
+/// HTTP/2 (what a balancer that speaks h2 to Huddle sends) names the host in `:authority`, with
+/// no Host header: answered for our host names, refused for any other (DNS rebinding).
+#[tokio::test]
+async fn http2_is_answered_for_our_host_names_only() {
+    let (app, sa) = app().await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("rebound.example", addr)
+        .build()
+        .unwrap();
+    let res = h2
+        .post(format!("{}/api/workspace/create", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"agent": "pi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = h2
+        .post(format!(
+            "http://rebound.example:{}/api/workspace/create",
+            addr.port()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"agent": "pi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        403,
+        "another host name is refused over HTTP/2 too"
+    );
+    app.stop().await;
+    sa.stop().await;
+}
+
 #[tokio::test]
 async fn pages_and_api_answers_carry_security_headers() {
     let (app, sa) = app().await;
