@@ -4,8 +4,8 @@
 //! idle clients one node holds and memory per idle client; fan-out at 1,000 and 10,000 clients,
 //! measured on the server (`/internal/metrics`) and by the clients; delivery from the owner to
 //! clients of another node; failover time over 20 kills of the owner; and turns per second through
-//! HAProxy in front of three nodes against one node. Run with `BENCH_ONLY=cluster scripts/bench.sh`;
-//! `CLUSTER_HTTP2=1` has the clients speak HTTP/2, `CLUSTER_BENCH=one` stops after one node.
+//! HAProxy in front of three nodes against one node. Run with `BENCH_ONLY=cluster scripts/bench.sh`
+//! (`CLUSTER_BENCH=one` stops after one node, `cross` after the cross-node figures).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -219,16 +219,10 @@ async fn main() {
     .await
     .unwrap();
     let hosts = format!("{}#host-token", host.endpoint().base_url);
-    // `CLUSTER_HTTP2=1`: the clients speak HTTP/2 (prior knowledge), as a balancer that speaks h2
-    // to its nodes carries its clients: many streams over one connection.
-    let http2 = std::env::var_os("CLUSTER_HTTP2").is_some();
-    let http = match http2 {
-        true => reqwest::Client::builder().http2_prior_knowledge(),
-        false => reqwest::Client::builder().pool_max_idle_per_host(0),
-    }
-    .build()
-    .unwrap();
-    let over = if http2 { "HTTP/2 streams" } else { "HTTP/1.1" };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
 
     // One node: idle clients, memory per idle client, fan-out at 1,000 and 10,000.
     let a = start_node(&db_url, free_port(), &hosts).await;
@@ -248,7 +242,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = a.rss_kib();
         println!(
-            "{total:>6} idle SSE clients ({over}) on one node: RSS {} MiB, {:.1} KB per idle client",
+            "{total:>6} idle SSE clients on one node: RSS {} MiB, {:.1} KB per idle client",
             rss / 1024,
             (rss - rss0) as f64 / total as f64
         );
