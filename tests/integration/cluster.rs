@@ -238,6 +238,25 @@ async fn owner(pool: &sqlx::PgPool, ws: &str) -> Option<String> {
     .flatten()
 }
 
+/// A sandbox host (sandbox-agent with the scripted agent, token `host-token`); its agents keep
+/// their state under `dir`, shared by every host of a test.
+async fn sandbox_host(
+    dir: &std::path::Path,
+) -> huddle::sandbox_agent::process::SandboxAgentProcess {
+    use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
+    let state = dir.join("agent-state");
+    std::fs::create_dir_all(&state).unwrap();
+    SandboxAgentProcess::start(ProcessOptions {
+        bin: Some(sandbox_agent_bin()),
+        token: Some("host-token".into()),
+        extra_path: vec![fixtures_bin()],
+        env: vec![("PI_ACP_STATE".into(), state.display().to_string())],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// Three nodes behind HAProxy, two sandbox hosts, 100 clients spread over the nodes. A prompt sent
 /// to each node lands once. A turn streams 2,000 chunks and its owner is killed with SIGKILL in
 /// the middle: another node owns the workspace, re-attaches to the agent on its host, and every
@@ -245,24 +264,11 @@ async fn owner(pool: &sqlx::PgPool, ws: &str) -> Option<String> {
 /// answered after it, through the load balancer.
 #[tokio::test]
 async fn three_nodes_behind_a_load_balancer_lose_and_double_nothing_when_owners_die() {
-    use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
     let (pool, url) = fresh_db().await;
     let dir = temp_dir("huddle-cluster");
-    let state = dir.join("agent-state");
-    std::fs::create_dir_all(&state).unwrap();
     let mut hosts = Vec::new();
     for _ in 0..2 {
-        hosts.push(
-            SandboxAgentProcess::start(ProcessOptions {
-                bin: Some(sandbox_agent_bin()),
-                token: Some("host-token".into()),
-                extra_path: vec![fixtures_bin()],
-                env: vec![("PI_ACP_STATE".into(), state.display().to_string())],
-                ..Default::default()
-            })
-            .await
-            .unwrap(),
-        );
+        hosts.push(sandbox_host(&dir).await);
     }
     let host_list = hosts
         .iter()
@@ -624,20 +630,9 @@ fn logged_at(log: &std::path::Path, what: &str) -> Option<f64> {
 /// the session's record holds every chunk once, in order, and the room goes on.
 #[tokio::test]
 async fn a_node_cut_off_from_postgres_lets_go_before_another_takes_over() {
-    use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
     let (pool, url) = fresh_db().await;
     let dir = temp_dir("huddle-partition");
-    let state = dir.join("agent-state");
-    std::fs::create_dir_all(&state).unwrap();
-    let host = SandboxAgentProcess::start(ProcessOptions {
-        bin: Some(sandbox_agent_bin()),
-        token: Some("host-token".into()),
-        extra_path: vec![fixtures_bin()],
-        env: vec![("PI_ACP_STATE".into(), state.display().to_string())],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let host = sandbox_host(&dir).await;
     let hosts = format!("{}#host-token", host.endpoint().base_url);
     let env = [
         ("HUDDLE_SANDBOX", "remote"),
