@@ -56,9 +56,15 @@ pub enum ServerError {
     Sandbox(String),
 }
 
+/// The pages' routes, listed once per process: while Leptos lists them it holds back the data of
+/// every page rendering anywhere in the process, and a page that asked in that window never
+/// answered (leptos#4773). Several apps share a process in the tests.
+static PAGE_ROUTES: std::sync::LazyLock<Vec<leptos_axum::AxumRouteListing>> =
+    std::sync::LazyLock::new(|| generate_route_list(App));
+
 /// All routes: pages, the JSON API, the form fallback, health, static files.
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = PAGE_ROUTES.clone();
     let leptos_options = state.leptos_options().clone();
     let ctx_state = state.clone();
     let api_state = state.clone();

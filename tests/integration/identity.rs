@@ -707,3 +707,46 @@ async fn a_new_name_shows_in_the_rooms_its_person_is_in_at_once() {
     app.stop().await;
     sa.stop().await;
 }
+
+/// Leptos holds back every page's data process-wide while it lists an app's routes, and a page
+/// whose data was first asked for in that window never answered (leptos#4773). Apps started
+/// beside a serving one, as in this test binary, must not stall its pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_answer_while_other_apps_start_in_the_same_process() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let starting = AtomicBool::new(true);
+    let loads = async {
+        let mut loaded = 0;
+        let mut requests = futures::stream::iter(0..)
+            .take_while(|_| std::future::ready(starting.load(Ordering::Relaxed)))
+            .map(|_| {
+                let url = format!("{}/w/0123456789abcdef0123456789abcdef", app.base);
+                let anon = app.anon.clone();
+                async move {
+                    let started = Instant::now();
+                    let status = anon.get(&url).send().await.unwrap().status().as_u16();
+                    (status, started.elapsed())
+                }
+            })
+            .buffer_unordered(4);
+        while let Some((status, took)) = requests.next().await {
+            assert_eq!(status, 404, "a page after {took:?}");
+            loaded += 1;
+        }
+        loaded
+    };
+    let starts = async {
+        for _ in 0..200 {
+            spawn_app(&pool, &sa, LONG).await.stop().await;
+        }
+        starting.store(false, Ordering::Relaxed);
+    };
+    let (loaded, ()) = futures::join!(loads, starts);
+    assert!(loaded > 0);
+    app.stop().await;
+    sa.stop().await;
+}
