@@ -1,11 +1,13 @@
 //! The load generator for several nodes: one process (tokio + reqwest) that opens many SSE
 //! clients against real `huddle` nodes (each in its own process, so its memory can be read) on a
 //! throw-away Postgres, with their agents on a real sandbox-agent host, and prints figures:
-//! idle clients one node holds and memory per idle client; fan-out at 1,000 and 10,000 clients,
-//! measured on the server (`/internal/metrics`) and by the clients; delivery from the owner to
+//! idle clients one node holds and memory per idle client, and fan-out at 1,000 and 10,000
+//! clients measured on the server (`/internal/metrics`) and by the clients, with the clients
+//! connected to the node and again behind HAProxy (HTTP/2 to the node); delivery from the owner to
 //! clients of another node; failover time over 20 kills of the owner; and turns per second through
 //! HAProxy in front of three nodes against one node. Run with `BENCH_ONLY=cluster scripts/bench.sh`
-//! (`CLUSTER_BENCH=one` stops after one node, `cross` after the cross-node figures).
+//! (`CLUSTER_BENCH=one` gives the one-node figures only, `balanced` those behind HAProxy only,
+//! `cross` stops after the cross-node figures).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::{now_ms, percentile};
 use futures::StreamExt;
-use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::{Value, json};
 
 use common::BenchNode as Node;
@@ -95,7 +96,88 @@ impl Drop for Clients {
     }
 }
 
-async fn open_clients(http: &reqwest::Client, url: &str, n: usize) -> Clients {
+/// What a client reads of an entry: the few fields it measures by, without building the whole
+/// entry (a load generator whose clients cost more than the server's would measure itself).
+#[derive(serde::Deserialize)]
+struct Probe<T> {
+    data: T,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChunkProbe {
+    created_at: i64,
+    payload: PayloadProbe,
+}
+
+#[derive(serde::Deserialize)]
+struct PayloadProbe {
+    params: Option<ParamsProbe>,
+}
+
+#[derive(serde::Deserialize)]
+struct ParamsProbe {
+    update: Option<UpdateProbe>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateProbe {
+    session_update: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndProbe {
+    prompt_seq: i64,
+}
+
+/// How the clients connect: each over its own HTTP/1.1 connection, or as streams sharing HTTP/2
+/// connections, `STREAMS_PER_CONNECTION` on each (HAProxy's limit), as browsers behind one would.
+enum Via {
+    Http1(reqwest::Client),
+    Http2(std::sync::Mutex<Vec<reqwest::Client>>, AtomicUsize),
+}
+
+/// HAProxy's `tune.h2.max-concurrent-streams`: a client waits for a stream beyond it.
+const STREAMS_PER_CONNECTION: usize = 100;
+
+impl Via {
+    fn http1() -> Self {
+        Via::Http1(
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn http2() -> Self {
+        Via::Http2(Default::default(), AtomicUsize::new(0))
+    }
+
+    /// The client for the next stream.
+    fn next(&self) -> reqwest::Client {
+        match self {
+            Via::Http1(http) => http.clone(),
+            Via::Http2(conns, opened) => {
+                let i = opened.fetch_add(1, Ordering::SeqCst) / STREAMS_PER_CONNECTION;
+                let mut conns = conns.lock().unwrap();
+                while conns.len() <= i {
+                    conns.push(
+                        reqwest::Client::builder()
+                            .http2_prior_knowledge()
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                conns[i].clone()
+            }
+        }
+    }
+}
+
+async fn open_clients(via: &Via, url: &str, n: usize) -> Clients {
     let mut clients = Clients {
         connected: Arc::new(AtomicUsize::new(0)),
         latencies: Arc::new(std::sync::Mutex::new(Vec::new())),
@@ -104,7 +186,7 @@ async fn open_clients(http: &reqwest::Client, url: &str, n: usize) -> Clients {
         tasks: Vec::new(),
     };
     for _ in 0..n {
-        let (http, url) = (http.clone(), url.to_string());
+        let (http, url) = (via.next(), url.to_string());
         let (connected, latencies, ended, since) = (
             clients.connected.clone(),
             clients.latencies.clone(),
@@ -125,25 +207,31 @@ async fn open_clients(http: &reqwest::Client, url: &str, n: usize) -> Clients {
             let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
             let mut mine = Vec::new();
             while let Some(Ok(ev)) = events.next().await {
-                if ev.event != "session.event" && ev.event != "turn.ended" {
-                    continue;
-                }
                 let at = now_ms();
-                let Ok(entry) = serde_json::from_str::<RoomEntry>(&ev.data) else {
-                    continue;
-                };
-                match entry.event {
+                match ev.event.as_str() {
                     // Only chunks made after the measured prompt was sent count (not history).
-                    RoomEvent::SessionEvent(e)
-                        if e.payload.pointer("/params/update/sessionUpdate")
-                            == Some(&json!("agent_message_chunk"))
-                            && e.created_at as u64 >= since.load(Ordering::SeqCst) =>
-                    {
-                        mine.push(at - e.created_at as f64)
+                    "session.event" => {
+                        let Ok(e) = serde_json::from_str::<Probe<ChunkProbe>>(&ev.data) else {
+                            continue;
+                        };
+                        let chunk = e
+                            .data
+                            .payload
+                            .params
+                            .and_then(|p| p.update)
+                            .and_then(|u| u.session_update);
+                        if chunk.as_deref() == Some("agent_message_chunk")
+                            && e.data.created_at as u64 >= since.load(Ordering::SeqCst)
+                        {
+                            mine.push(at - e.data.created_at as f64)
+                        }
                     }
-                    RoomEvent::TurnEnded { prompt_seq, .. } => {
+                    "turn.ended" => {
+                        let Ok(e) = serde_json::from_str::<Probe<EndProbe>>(&ev.data) else {
+                            continue;
+                        };
                         latencies.lock().unwrap().append(&mut mine);
-                        *ended.lock().unwrap().entry(prompt_seq).or_default() += 1;
+                        *ended.lock().unwrap().entry(e.data.prompt_seq).or_default() += 1;
                     }
                     _ => {}
                 }
@@ -202,6 +290,54 @@ async fn paced_turn(
     (l, server)
 }
 
+/// On a room of `node`: idle clients it holds and memory per idle client, and fan-out at 1,000 and
+/// 10,000 clients; the room's workspace.
+async fn hold_and_fan_out(pool: &sqlx::PgPool, via: &Via, node: &Node, label: &str) -> String {
+    let ws = node.post("create", json!({"agent": "pi"})).await["workspaceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/api/workspace/{ws}/events", node.base);
+    // A first turn, not measured: the room and the agent's session are up.
+    let warm = open_clients(via, &url, 1).await;
+    paced_turn(pool, node, &[], &ws, &warm, 10, 100).await;
+    let rss0 = node.rss_kib();
+    let mut all = vec![warm];
+    println!("{label}:");
+    let thread = common::first_thread(pool, &ws).await;
+    for total in [1_000usize, 10_000] {
+        let have: usize = all.iter().map(|c| c.tasks.len()).sum();
+        // From the room's head, as a page that shows the room opens its stream.
+        let head = huddle::store::room_log::head(pool, &thread).await.unwrap();
+        let from_head = format!("{url}?after={head}");
+        all.push(open_clients(via, &from_head, total - have).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = node.rss_kib();
+        println!(
+            "{total:>6} idle SSE clients on the node: RSS {} MiB, {:.1} KB per idle client",
+            rss / 1024,
+            (rss - rss0) as f64 / total as f64
+        );
+        let mut latencies = Vec::new();
+        let mut server = Vec::new();
+        for clients in &all {
+            let (l, s) = paced_turn(pool, node, &[node], &ws, clients, 100, 50).await;
+            latencies.extend(l);
+            server.extend(s);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let s = &server[server.len() - 1];
+        println!(
+            "  fan-out to {total} clients at 50 chunks/s: server (broadcast to stream) p50 {:.2} ms, p99 {:.2} ms; clients (taken from the agent to received) p50 {:.1} ms, p99 {:.1} ms",
+            s["p50Us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            s["p99Us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+        );
+    }
+    ws
+}
+
 #[tokio::main]
 async fn main() {
     let (pool, db_url) = common::fresh_db().await;
@@ -219,54 +355,49 @@ async fn main() {
     .await
     .unwrap();
     let hosts = format!("{}#host-token", host.endpoint().base_url);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let http = Arc::new(Via::http1());
 
-    // One node: idle clients, memory per idle client, fan-out at 1,000 and 10,000.
-    let a = start_node(&db_url, free_port(), &hosts).await;
-    let ws = a.post("create", json!({"agent": "pi"})).await["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let url = format!("{}/api/workspace/{ws}/events", a.base);
-    // A first turn, not measured: the room and the agent's session are up.
-    let warm = open_clients(&http, &url, 1).await;
-    paced_turn(&pool, &a, &[], &ws, &warm, 10, 100).await;
-    let rss0 = a.rss_kib();
-    let mut all = vec![warm];
-    for total in [1_000usize, 10_000] {
-        let have: usize = all.iter().map(|c| c.tasks.len()).sum();
-        all.push(open_clients(&http, &url, total - have).await);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss = a.rss_kib();
-        println!(
-            "{total:>6} idle SSE clients on one node: RSS {} MiB, {:.1} KB per idle client",
-            rss / 1024,
-            (rss - rss0) as f64 / total as f64
-        );
-        let mut latencies = Vec::new();
-        let mut server = Vec::new();
-        for clients in &all {
-            let (l, s) = paced_turn(&pool, &a, &[&a], &ws, clients, 100, 50).await;
-            latencies.extend(l);
-            server.extend(s);
-        }
-        latencies.sort_by(f64::total_cmp);
-        let s = &server[server.len() - 1];
-        println!(
-            "  fan-out to {total} clients at 50 chunks/s: server (broadcast to stream) p50 {:.2} ms, p99 {:.2} ms; clients (taken from the agent to received) p50 {:.1} ms, p99 {:.1} ms",
-            s["p50Us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
-            s["p99Us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-        );
-    }
-    drop(all);
-    // `CLUSTER_BENCH=one` stops here, `cross` after the cross-node figures.
     let only = std::env::var("CLUSTER_BENCH").ok();
-    if only.as_deref() == Some("one") {
+    // One node, its clients connected to it: idle clients, memory per idle client, fan-out at
+    // 1,000 and 10,000.
+    let a = start_node(&db_url, free_port(), &hosts).await;
+    let ws = match only.as_deref() {
+        Some("balanced") => String::new(),
+        _ => hold_and_fan_out(&pool, &http, &a, "one node, clients connected to it").await,
+    };
+    // The same behind HAProxy as the README deploys it: it carries the clients' streams to the node
+    // over a few HTTP/2 connections. The clients speak HTTP/2 to it too (as browsers do over
+    // HTTPS; here in clear text), 100 streams to a connection: one HTTP/1.1 connection each would
+    // take HAProxy past this machine's 20,000 open files.
+    if only.as_deref() != Some("one") {
+        let lb_port = free_port();
+        let node_port = free_port();
+        let lb_base = format!("http://127.0.0.1:{lb_port}");
+        let mut behind = Node::start(
+            &db_url,
+            node_port,
+            &[
+                ("HUDDLE_SANDBOX", "remote"),
+                ("HUDDLE_SANDBOX_HOSTS", &hosts),
+                ("HUDDLE_PUBLIC_URL", &lb_base),
+            ],
+        )
+        .await;
+        let lb = common::lb::Lb::start(lb_port, &[node_port], &behind.data).await;
+        // Reached through the balancer, for the public host name.
+        behind.base = lb.base.clone();
+        hold_and_fan_out(
+            &pool,
+            &Via::http2(),
+            &behind,
+            "one node behind HAProxy (HTTP/2 to the node)",
+        )
+        .await;
+        behind.stop().await;
+        drop(lb);
+    }
+    // `CLUSTER_BENCH=one` and `balanced` stop here, `cross` after the cross-node figures.
+    if matches!(only.as_deref(), Some("one" | "balanced")) {
         host.stop().await;
         return;
     }

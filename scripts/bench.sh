@@ -8,8 +8,9 @@ export SANDBOX_AGENT_BIN="$PWD/tools/node_modules/@sandbox-agent/cli-linux-x64/b
 # A thousand SSE clients and their server need more than the default 1024 open files.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 source scripts/lib/throwaway-postgres.sh
-# `BENCH_ONLY=sandboxes`, `crash`, `needs_you` or `cluster` runs those figures alone (with
-# `CLUSTER_BENCH=one` or `cross` the cluster benchmark stops after the one-node or cross-node figures).
+# `BENCH_ONLY=sandboxes`, `crash`, `needs_you` or `cluster` runs those figures alone. In the
+# cluster benchmark, `CLUSTER_BENCH=one` gives the one-node figures only, `balanced` those behind
+# HAProxy only, `cross` stops after the cross-node figures.
 if [ "${BENCH_ONLY:-}" = sandboxes ] || [ "${BENCH_ONLY:-}" = crash ] || [ "${BENCH_ONLY:-}" = needs_you ] || [ "${BENCH_ONLY:-}" = cluster ]; then
   cargo bench --features ssr --bench "$BENCH_ONLY"
   exit 0

@@ -272,7 +272,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
     let unavailable =
         || ApiError::new(ErrorCode::Unavailable, "The database is unavailable.").into_response();
-    match tokio::time::timeout(HEALTH_TIMEOUT, store::ping(state.pool())).await {
+    // On the connections the leases are renewed on: a node whose pool requests have taken for
+    // a while is busy, not down (taking it out would pile its load on the others).
+    match tokio::time::timeout(HEALTH_TIMEOUT, store::ping(state.registry().beats())).await {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "health check failed");
@@ -874,14 +876,17 @@ pub fn build_app(
         shutdown.clone(),
     );
     tracing::info!(agents = %sandboxes.describe(), "where agents run");
+    let beats = crate::store::heartbeat_pool(&pool);
     // Streams and tabs counted across every node (this one under its own id).
     let counts = crate::cluster::counts::NodeCounts::start(
         pool.clone(),
+        beats.clone(),
         crate::store::leases::owner_id(),
         shutdown.clone(),
     );
     let registry = Registry::new(RoomDeps {
         pool: pool.clone(),
+        beats,
         sandboxes,
         idle_sleep: options.idle_sleep,
         workspaces_dir: options.workspaces_dir,

@@ -238,6 +238,11 @@ impl AppState {
         &self.0.registry
     }
 
+    /// This node among the others.
+    pub fn nodes(&self) -> &NodeCounts {
+        &self.0.counts
+    }
+
     /// Cookies get `Secure` when people reach Huddle over https.
     pub fn secure_cookies(&self) -> bool {
         self.0.secure_cookies

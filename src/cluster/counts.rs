@@ -39,6 +39,9 @@ const FLUSH: Duration = Duration::from_millis(100);
 /// longer counts.
 const ALIVE: Duration = Duration::from_secs(1);
 const UNSEEN_SECS: f64 = 10.0;
+/// Every how many alive ticks the dead nodes' rows and full rate buckets are swept away (nothing
+/// reads them, so they need not go at once).
+const SWEEP_EVERY: u32 = 30;
 /// How long a decision waits for the other nodes' counts before it goes by its own.
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -49,6 +52,8 @@ pub struct NodeCounts(Arc<Inner>);
 
 struct Inner {
     pool: PgPool,
+    /// For saying this node is alive, on connections requests cannot take.
+    beats: PgPool,
     node: String,
     /// Whether another node was alive when this one last looked.
     others: std::sync::atomic::AtomicBool,
@@ -70,9 +75,10 @@ pub struct Counting {
 
 impl NodeCounts {
     /// Counts for this node (`node`, unique per process) until `stop`, when its counts go.
-    pub fn start(pool: PgPool, node: String, stop: CancellationToken) -> Self {
+    pub fn start(pool: PgPool, beats: PgPool, node: String, stop: CancellationToken) -> Self {
         let counts = Self(Arc::new(Inner {
             pool,
+            beats,
             node,
             others: std::sync::atomic::AtomicBool::new(false),
             local: Mutex::default(),
@@ -165,11 +171,13 @@ impl NodeCounts {
     /// Says this node is alive and writes what changed, until `stop`; then takes its counts away.
     async fn run(self, stop: CancellationToken) {
         let mut alive = tokio::time::interval(ALIVE);
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = alive.tick() => {
-                    if let Err(e) = self.say_alive().await {
+                    ticks = ticks.wrapping_add(1);
+                    if let Err(e) = self.say_alive(ticks % SWEEP_EVERY == 1).await {
                         tracing::warn!(error = %e, "cannot say this node is alive");
                     }
                 }
@@ -196,13 +204,13 @@ impl NodeCounts {
         let _ = tokio::time::timeout(Duration::from_secs(1), gone).await;
     }
 
-    async fn say_alive(&self) -> Result<(), sqlx::Error> {
+    async fn say_alive(&self, sweep: bool) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO nodes (id, seen_at) VALUES ($1, now()) \
              ON CONFLICT (id) DO UPDATE SET seen_at = now()",
         )
         .bind(&self.0.node)
-        .execute(&self.0.pool)
+        .execute(&self.0.beats)
         .await?;
         let others: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM nodes WHERE id <> $1 \
@@ -210,11 +218,14 @@ impl NodeCounts {
         )
         .bind(&self.0.node)
         .bind(UNSEEN_SECS)
-        .fetch_one(&self.0.pool)
+        .fetch_one(&self.0.beats)
         .await?;
         self.0
             .others
             .store(others, std::sync::atomic::Ordering::Relaxed);
+        if !sweep {
+            return Ok(());
+        }
         // Nodes that died long ago, and what they counted.
         sqlx::query(
             "DELETE FROM node_counts c WHERE NOT EXISTS (SELECT 1 FROM nodes d WHERE d.id = c.node \

@@ -103,6 +103,8 @@ struct Gate {
 /// What the actors need from the server.
 pub struct RoomDeps {
     pub pool: PgPool,
+    /// Where leases are renewed: connections of their own ([`crate::store::heartbeat_pool`]).
+    pub beats: PgPool,
     /// Where each workspace's agent runs.
     pub sandboxes: Sandboxes,
     /// How long a room with nobody in it and nothing running stays awake.
@@ -187,6 +189,11 @@ impl Registry {
                 tasks: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Connections of their own, for the beats that say this node is alive and well.
+    pub fn beats(&self) -> &PgPool {
+        &self.inner.deps.beats
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -506,7 +513,7 @@ impl Registry {
         lease_lost: CancellationToken,
         stop: CancellationToken,
     ) {
-        let pool = self.pool().clone();
+        let pool = self.inner.deps.beats.clone();
         let owner = self.inner.owner.clone();
         let url = self.inner.deps.node_url.clone();
         let nodes = self.inner.deps.nodes.clone();

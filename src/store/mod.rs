@@ -87,6 +87,19 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
+/// Connections of their own for the beats that say this node is alive and still holds its
+/// workspaces' leases, on the same database as `pool`: a node whose pool is taken by a burst of
+/// requests must not let its workspaces go (nor look dead) for want of a connection.
+pub fn heartbeat_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(HEARTBEAT_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
+}
+
+/// One renewal takes about a millisecond: a few connections keep a thousand leases renewed.
+const HEARTBEAT_CONNECTIONS: u32 = 4;
+
 /// Checks that the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(pool).await?;

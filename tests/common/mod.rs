@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod lb;
+
 use huddle::sandbox_agent::process::{ProcessOptions, SandboxAgentProcess};
 use huddle::sandbox_agent::{PostgresPersist, SandboxAgent, SessionNotice};
 use sqlx::PgPool;

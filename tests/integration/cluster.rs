@@ -3,77 +3,14 @@
 //! must hold: any node serves any room, an action sent to any node lands once in the room that
 //! runs on one, and a node killed mid-turn loses and doubles nothing for anyone watching.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::lb::Lb;
 use crate::common::*;
 use crate::process::{Huddle, free_port, log_tail, temp_dir};
 use huddle::model::{RoomEntry, RoomEvent};
 use serde_json::json;
-
-/// HAProxy in front of the nodes: round robin, health-checked every 250 ms, SSE unbuffered, a
-/// request whose connection is refused tried at another node; to each node it speaks HTTP/2, so
-/// its clients' streams share a few connections there.
-pub(crate) struct Lb {
-    pub(crate) base: String,
-    child: std::process::Child,
-}
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Lb {
-    pub(crate) async fn start(port: u16, nodes: &[u16], dir: &std::path::Path) -> Self {
-        let servers: String = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                format!("  server n{i} 127.0.0.1:{p} proto h2 check inter 250ms fall 2 rise 1\n")
-            })
-            .collect();
-        let config = format!(
-            "global\n  maxconn 4000\n\
-             defaults\n  mode http\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n\
-             \x20 option redispatch\n  retries 3\n  retry-on conn-failure\n  option forwardfor\n\
-             frontend huddle\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
-             backend nodes\n  balance roundrobin\n  http-reuse always\n  option httpchk\n  http-check send meth GET uri /healthz\n{servers}"
-        );
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, config).unwrap();
-        let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
-        let child = std::process::Command::new(haproxy_bin())
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start haproxy (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "haproxy did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        }
-    }
-}
-
-fn haproxy_bin() -> PathBuf {
-    std::env::var_os("HAPROXY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/haproxy"))
-}
 
 /// A request to one node (as the load balancer would send it: for the public host name).
 async fn post_to(

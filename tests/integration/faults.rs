@@ -344,6 +344,77 @@ async fn a_workspace_deleted_at_another_node_stops_at_its_owner() {
     sa.stop().await;
 }
 
+/// A node so busy that requests hold every connection of its pool (a burst of clients, slow
+/// queries) still renews its leases and answers its health check: it keeps its workspaces, no
+/// other node takes one over, and its room goes on once the burst is over.
+#[tokio::test]
+async fn a_node_whose_pool_is_taken_keeps_its_workspaces() {
+    let (pool, url) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let busy = huddle::store::connect(&url).await.unwrap();
+    let first = spawn_app(&busy, &sa, LONG).await;
+    let pool2 = huddle::store::connect(&url).await.unwrap();
+    let second = spawn_app(&pool2, &sa, LONG).await;
+    let ws = first.create("pi").await;
+    let mut events = first.events(&ws, "ada", None).await;
+    first.prompt(&ws, "ada", "stream 2").await;
+    events.until(is_turn_end).await;
+    // The first node knows another could take its workspaces: it would let them go if it could
+    // not reach Postgres.
+    while !first.state.nodes().others_alive() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT owner, epoch FROM workspace_leases WHERE workspace_id = $1",
+        )
+        .bind(&ws)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = lease().await;
+
+    // Every connection of the first node's pool taken (one listens for other nodes' entries for
+    // good), for twice as long as a lease lasts.
+    let mut held = Vec::new();
+    while let Ok(conn) = busy.acquire().await {
+        held.push(conn);
+    }
+    assert!(held.len() >= 15, "took {} connections", held.len());
+    let health = first
+        .anon
+        .get(format!("{}/healthz", first.base))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        health, 200,
+        "busy, not down: the balancer keeps sending it clients"
+    );
+    tokio::time::sleep(huddle::store::leases::LEASE_TTL * 2).await;
+    drop(held);
+
+    assert_eq!(lease().await, before, "the same owner, in the same epoch");
+    first.prompt(&ws, "ada", "stream 2").await;
+    let mut turn = Vec::new();
+    loop {
+        let e = events.next().await;
+        if is_turn_end(&e) {
+            break;
+        }
+        turn.extend(agent_said(&e));
+    }
+    assert!(
+        !turn.is_empty(),
+        "the agent answered the prompt after the burst"
+    );
+    first.stop().await;
+    second.stop().await;
+    sa.stop().await;
+}
+
 #[tokio::test]
 async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
     use rand::Rng;
