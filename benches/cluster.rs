@@ -73,6 +73,8 @@ async fn server_fan_out(pool: &sqlx::PgPool, node: &str) -> Value {
 /// from the agent the client had it.
 struct Clients {
     connected: Arc<AtomicUsize>,
+    /// How many times a stream ended and its client reconnected.
+    reconnects: Arc<AtomicUsize>,
     latencies: Arc<std::sync::Mutex<Vec<f64>>>,
     /// How many clients have seen the end of each prompt's turn.
     ended: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
@@ -180,6 +182,7 @@ impl Via {
 async fn open_clients(via: &Via, url: &str, n: usize) -> Clients {
     let mut clients = Clients {
         connected: Arc::new(AtomicUsize::new(0)),
+        reconnects: Arc::new(AtomicUsize::new(0)),
         latencies: Arc::new(std::sync::Mutex::new(Vec::new())),
         ended: Default::default(),
         since: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
@@ -187,54 +190,70 @@ async fn open_clients(via: &Via, url: &str, n: usize) -> Clients {
     };
     for _ in 0..n {
         let (http, url) = (via.next(), url.to_string());
-        let (connected, latencies, ended, since) = (
+        let (connected, reconnects, latencies, ended, since) = (
             clients.connected.clone(),
+            clients.reconnects.clone(),
             clients.latencies.clone(),
             clients.ended.clone(),
             clients.since.clone(),
         );
         clients.tasks.push(tokio::spawn(async move {
-            // Refused (the node is busy): tried again, as a browser's EventSource does.
-            let res = loop {
-                match http.get(&url).bearer_auth(common::ADMIN_TOKEN).send().await {
-                    Ok(res) if res.status().is_success() => break res,
-                    Ok(res) => eprintln!("a client was refused: {}", res.status()),
-                    Err(e) => eprintln!("a client could not connect: {e}"),
+            // Like a browser's EventSource: tried again when refused (the node is busy), and
+            // reconnected with Last-Event-ID when the stream ends (its room moved to another node).
+            let mut last_id: Option<String> = None;
+            let mut mine = Vec::new();
+            loop {
+                let res = loop {
+                    let mut req = http.get(&url).bearer_auth(common::ADMIN_TOKEN);
+                    if let Some(id) = &last_id {
+                        req = req.header("last-event-id", id);
+                    }
+                    match req.send().await {
+                        Ok(res) if res.status().is_success() => break res,
+                        Ok(res) => eprintln!("a client was refused: {}", res.status()),
+                        Err(e) => eprintln!("a client could not connect: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                };
+                match last_id {
+                    None => connected.fetch_add(1, Ordering::SeqCst),
+                    Some(_) => reconnects.fetch_add(1, Ordering::SeqCst),
+                };
+                let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
+                while let Some(Ok(ev)) = events.next().await {
+                    let at = now_ms();
+                    if !ev.id.is_empty() {
+                        last_id = Some(ev.id.clone());
+                    }
+                    match ev.event.as_str() {
+                        // Only chunks made after the measured prompt was sent count (not history).
+                        "session.event" => {
+                            let Ok(e) = serde_json::from_str::<Probe<ChunkProbe>>(&ev.data) else {
+                                continue;
+                            };
+                            let chunk = e
+                                .data
+                                .payload
+                                .params
+                                .and_then(|p| p.update)
+                                .and_then(|u| u.session_update);
+                            if chunk.as_deref() == Some("agent_message_chunk")
+                                && e.data.created_at as u64 >= since.load(Ordering::SeqCst)
+                            {
+                                mine.push(at - e.data.created_at as f64)
+                            }
+                        }
+                        "turn.ended" => {
+                            let Ok(e) = serde_json::from_str::<Probe<EndProbe>>(&ev.data) else {
+                                continue;
+                            };
+                            latencies.lock().unwrap().append(&mut mine);
+                            *ended.lock().unwrap().entry(e.data.prompt_seq).or_default() += 1;
+                        }
+                        _ => {}
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-            };
-            connected.fetch_add(1, Ordering::SeqCst);
-            let mut events = eventsource_stream::Eventsource::eventsource(res.bytes_stream());
-            let mut mine = Vec::new();
-            while let Some(Ok(ev)) = events.next().await {
-                let at = now_ms();
-                match ev.event.as_str() {
-                    // Only chunks made after the measured prompt was sent count (not history).
-                    "session.event" => {
-                        let Ok(e) = serde_json::from_str::<Probe<ChunkProbe>>(&ev.data) else {
-                            continue;
-                        };
-                        let chunk = e
-                            .data
-                            .payload
-                            .params
-                            .and_then(|p| p.update)
-                            .and_then(|u| u.session_update);
-                        if chunk.as_deref() == Some("agent_message_chunk")
-                            && e.data.created_at as u64 >= since.load(Ordering::SeqCst)
-                        {
-                            mine.push(at - e.data.created_at as f64)
-                        }
-                    }
-                    "turn.ended" => {
-                        let Ok(e) = serde_json::from_str::<Probe<EndProbe>>(&ev.data) else {
-                            continue;
-                        };
-                        latencies.lock().unwrap().append(&mut mine);
-                        *ended.lock().unwrap().entry(e.data.prompt_seq).or_default() += 1;
-                    }
-                    _ => {}
-                }
             }
         }));
         // Not all at once: the listen backlog is finite.
@@ -334,12 +353,36 @@ async fn hold_and_fan_out(pool: &sqlx::PgPool, via: &Via, node: &Node, label: &s
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
         );
+        let reconnects: usize = all
+            .iter()
+            .map(|c| c.reconnects.load(Ordering::SeqCst))
+            .sum();
+        if reconnects > 0 {
+            println!("  ({reconnects} streams ended and their clients reconnected)");
+        }
     }
     ws
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The load generator's threads give way to the nodes' (and HAProxy's): on this machine they
+    // share two cores, and its clients stand for browsers on other machines.
+    let below_the_nodes = || unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, GENERATOR_NICENESS);
+    };
+    below_the_nodes();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(below_the_nodes)
+        .build()
+        .unwrap()
+        .block_on(generate());
+}
+
+/// How far below the nodes the load generator runs (`nice`).
+const GENERATOR_NICENESS: i32 = 10;
+
+async fn generate() {
     let (pool, db_url) = common::fresh_db().await;
     let state = std::env::temp_dir().join(format!("huddle-bench-agent-{}", std::process::id()));
     std::fs::create_dir_all(&state).unwrap();

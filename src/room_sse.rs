@@ -12,8 +12,11 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Caller, Kick, Need};
@@ -124,6 +127,15 @@ struct Ends {
     pulses: broadcast::Receiver<crate::model::ThreadPulse>,
 }
 
+/// What woke a stream.
+enum Wake {
+    /// Shutdown, or the room's actor slept.
+    Ended,
+    Kick(Kick),
+    Pulse(crate::model::ThreadPulse),
+    Live(Result<Live, BroadcastStreamRecvError>),
+}
+
 fn entry_event(entry: &RoomEntry, hidden_dir: Option<&str>) -> Event {
     if let Some(dir) = hidden_dir
         && let Some(hidden) = entry.without_paths(dir)
@@ -177,7 +189,7 @@ fn feed<G: Send + 'static>(
     key: crate::room::RoomKey,
     mut after: i64,
     mut sub: Subscription,
-    mut ends: Ends,
+    ends: Ends,
     guards: G,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>> {
     async_stream::stream! {
@@ -199,41 +211,48 @@ fn feed<G: Send + 'static>(
             last = entry.seq;
             yield Ok(entry_event(&entry, ends.hidden_dir.as_deref()));
         }
-        loop {
-            let next = tokio::select! {
-                _ = ends.shutdown.cancelled() => return,
-                kick = ends.kicks.recv() => {
-                    match kick {
-                        Ok(k) if k.workspace_id == key.workspace && k.person_id == ends.person => {
-                            // The page reloads and shows what its person may do now.
-                            yield Ok(Event::default().event("access").data("changed"));
-                            return;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                        _ => {}
+        // Each source stays registered while it waits, and only the one that woke is polled:
+        // a new entry costs each of a thousand streams one look at the room's channel, not a
+        // turn of every lock they wait on.
+        let mut wakes = futures::stream::select_all([
+            futures::stream::once(ends.shutdown.cancelled_owned())
+                .map(|()| Wake::Ended)
+                .boxed(),
+            BroadcastStream::new(ends.kicks)
+                .filter_map(|k| std::future::ready(k.ok().map(Wake::Kick)))
+                .boxed(),
+            BroadcastStream::new(ends.pulses)
+                // Missed some: an empty one makes the list fetch itself again.
+                .map(|p| {
+                    Wake::Pulse(p.unwrap_or_else(|_| crate::model::ThreadPulse {
+                        thread_id: String::new(),
+                        status: None,
+                        started_by: None,
+                    }))
+                })
+                .boxed(),
+            // The actor slept when its channel closes; the client reconnects.
+            sub.take_live()
+                .map(Wake::Live)
+                .chain(futures::stream::once(std::future::ready(Wake::Ended)))
+                .boxed(),
+        ]);
+        while let Some(wake) = wakes.next().await {
+            let event = match wake {
+                Wake::Ended => return,
+                Wake::Kick(k) => {
+                    if k.workspace_id == key.workspace && k.person_id == ends.person {
+                        // The page reloads and shows what its person may do now.
+                        yield Ok(Event::default().event("access").data("changed"));
+                        return;
                     }
                     continue;
                 }
-                pulse = ends.pulses.recv() => {
-                    let pulse = match pulse {
-                        Ok(p) => p,
-                        // Missed some: an empty one makes the list fetch itself again.
-                        Err(broadcast::error::RecvError::Lagged(_)) => crate::model::ThreadPulse {
-                            thread_id: String::new(),
-                            status: None,
-                            started_by: None,
-                        },
-                        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                    };
-                    if let Ok(ev) = Event::default().event("thread").json_data(&pulse) {
-                        yield Ok(ev);
-                    }
-                    continue;
-                }
-                next = sub.live.recv() => next,
-            };
-            let event = match next {
-                Ok(Live::Entry(live)) => {
+                Wake::Pulse(pulse) => match Event::default().event("thread").json_data(&pulse) {
+                    Ok(ev) => ev,
+                    Err(_) => continue,
+                },
+                Wake::Live(Ok(Live::Entry(live))) => {
                     let entry = &live.entry;
                     if entry.seq <= last {
                         continue;
@@ -256,21 +275,22 @@ fn feed<G: Send + 'static>(
                             .data(live.json()),
                     }
                 }
-                Ok(Live::Typing(member)) => match Event::default().event("typing").json_data(&member) {
-                    Ok(ev) => ev,
-                    Err(_) => continue,
-                },
-                Ok(Live::Online(online)) => match online_event(&online) {
+                Wake::Live(Ok(Live::Typing(member))) => {
+                    match Event::default().event("typing").json_data(&member) {
+                        Ok(ev) => ev,
+                        Err(_) => continue,
+                    }
+                }
+                Wake::Live(Ok(Live::Online(online))) => match online_event(&online) {
                     Some(ev) => ev,
                     None => continue,
                 },
                 // The client reconnects, and resumes from its last entry once the log is back.
-                Ok(Live::LogDown) => return,
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                Wake::Live(Ok(Live::LogDown)) => return,
+                Wake::Live(Err(BroadcastStreamRecvError::Lagged(skipped))) => {
                     tracing::debug!(thread = %id, skipped, "slow subscriber; resyncing from Postgres");
                     continue;
                 }
-                Err(broadcast::error::RecvError::Closed) => return, // The actor slept; the client reconnects.
             };
             yield Ok(event);
         }

@@ -263,6 +263,15 @@ pub(super) enum Leave {
     ),
 }
 
+impl Subscription {
+    /// What comes on `live`, as a stream; `live` is left closed. The subscription is still to be
+    /// held as long as the stream is read: dropping it leaves the room.
+    pub fn take_live(&mut self) -> tokio_stream::wrappers::BroadcastStream<Live> {
+        let (_, closed) = broadcast::channel(1);
+        tokio_stream::wrappers::BroadcastStream::new(std::mem::replace(&mut self.live, closed))
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Leave::Actor(handle) = &self.leave {

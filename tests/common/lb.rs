@@ -37,7 +37,11 @@ impl Lb {
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
         let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
-        let child = std::process::Command::new(haproxy_bin())
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(haproxy_bin());
+        // At the usual priority, whatever the load generator that starts it runs at.
+        unsafe { cmd.pre_exec(super::normal_priority) };
+        let child = cmd
             .arg("-db")
             .arg("-f")
             .arg(&path)

@@ -811,6 +811,13 @@ pub fn rss_kib_of(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Run in a child before it starts: the usual CPU priority (a benchmark's load generator runs
+/// below it, standing for clients on other machines). Where it may not be raised, it stays.
+pub fn normal_priority() -> std::io::Result<()> {
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
+    Ok(())
+}
+
 /// A Huddle node (the binary this build made) for the benchmarks: its own data directory and
 /// log file, the scripted agent on its PATH, limits that never hold a benchmark back; up once it
 /// answers its health check.
@@ -831,6 +838,8 @@ impl BenchNode {
             std::env::var("PATH").unwrap_or_default()
         );
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_huddle"));
+        // At the usual priority, whatever the load generator that starts it runs at.
+        unsafe { cmd.pre_exec(normal_priority) };
         cmd.env("DATABASE_URL", db_url)
             .env("HUDDLE_ADDR", format!("127.0.0.1:{port}"))
             .env("HUDDLE_ADMIN_TOKEN", ADMIN_TOKEN)
