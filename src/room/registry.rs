@@ -515,7 +515,6 @@ impl Registry {
     ) {
         let pool = self.inner.deps.beats.clone();
         let owner = self.inner.owner.clone();
-        let url = self.inner.deps.node_url.clone();
         let nodes = self.inner.deps.nodes.clone();
         let id = id.to_string();
         tokio::spawn(async move {
@@ -550,10 +549,8 @@ impl Registry {
                     _ = tokio::time::sleep(leases::HEARTBEAT) => {}
                 }
                 let sent = tokio::time::Instant::now();
-                let renew = tokio::time::timeout(
-                    leases::HEARTBEAT,
-                    leases::acquire(&pool, &id, &owner, url.as_deref()),
-                );
+                let renew =
+                    tokio::time::timeout(leases::HEARTBEAT, leases::renew(&pool, &id, &owner));
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = fence_at(renewed) => return fence(renewed),

@@ -29,13 +29,21 @@ pub struct Held {
 }
 
 /// Takes the lease of a workspace for `owner` (reached at `node_url` by other nodes), or renews
-/// it; its epoch, or None when another live owner has it.
+/// it; its epoch, or None when another live owner has it. It waits for the writes that checked
+/// the lease as it was ([`fence`]): none of them lands after it changed hands.
 pub async fn acquire(
     pool: &PgPool,
     workspace_id: &str,
     owner: &str,
     node_url: Option<&str>,
 ) -> Result<Option<i64>, StoreError> {
+    let mut tx = pool.begin().await?;
+    // FOR UPDATE waits for the fenced writes' FOR KEY SHARE, which an update that leaves the
+    // key alone would not.
+    sqlx::query("SELECT 1 FROM workspace_leases WHERE workspace_id = $1 FOR UPDATE")
+        .bind(workspace_id)
+        .execute(&mut *tx)
+        .await?;
     let row: Option<(i64,)> = sqlx::query_as(
         "INSERT INTO workspace_leases (workspace_id, owner, expires_at, node_url) \
          VALUES ($1, $2, now() + make_interval(secs => $3), $4) \
@@ -50,9 +58,29 @@ pub async fn acquire(
     .bind(owner)
     .bind(LEASE_TTL.as_secs_f64())
     .bind(node_url)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(row.map(|r| r.0))
+}
+
+/// Extends the lease `owner` holds; its epoch, or None when it no longer holds it. It does not
+/// wait for this owner's own writes in flight (their FOR KEY SHARE lets an update of the expiry
+/// through): a slow write must not cost the node its lease.
+pub async fn renew(
+    pool: &PgPool,
+    workspace_id: &str,
+    owner: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE workspace_leases SET expires_at = now() + make_interval(secs => $3) \
+         WHERE workspace_id = $1 AND owner = $2 RETURNING epoch",
+    )
+    .bind(workspace_id)
+    .bind(owner)
+    .bind(LEASE_TTL.as_secs_f64())
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Where the live owner of a workspace is reached: `None` when nobody holds it, or its lease
@@ -77,7 +105,8 @@ pub async fn expired(pool: &PgPool, limit: i64) -> Result<Vec<String>, StoreErro
     .await?)
 }
 
-/// Inside a transaction: holds the lease row (so it cannot change hands before the commit) and
+/// Inside a transaction: holds the lease row (so it cannot change hands before the commit, while
+/// its owner may still extend it) and
 /// checks that `held` is still who holds it, at the same epoch. A node that lost its lease while
 /// cut off from Postgres finds out here, before it writes anything.
 pub async fn fence(
@@ -86,7 +115,7 @@ pub async fn fence(
     held: &Held,
 ) -> Result<(), StoreError> {
     let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT owner, epoch FROM workspace_leases WHERE workspace_id = $1 FOR SHARE",
+        "SELECT owner, epoch FROM workspace_leases WHERE workspace_id = $1 FOR KEY SHARE",
     )
     .bind(workspace_id)
     .fetch_optional(&mut *tx)

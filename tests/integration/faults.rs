@@ -415,6 +415,77 @@ async fn a_node_whose_pool_is_taken_keeps_its_workspaces() {
     sa.stop().await;
 }
 
+/// A write of the owner's that hangs in Postgres (a commit stuck behind a lock, a machine out
+/// of CPU) holds its lease row as long as it runs: the owner still extends its lease meanwhile,
+/// keeps its workspace, and no other node takes it over.
+#[tokio::test]
+async fn a_slow_write_does_not_cost_the_owner_its_lease() {
+    let (pool, url) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let pool1 = huddle::store::connect(&url).await.unwrap();
+    let first = spawn_app(&pool1, &sa, LONG).await;
+    let pool2 = huddle::store::connect(&url).await.unwrap();
+    let second = spawn_app(&pool2, &sa, LONG).await;
+    let ws = first.create("pi").await;
+    let mut events = first.events(&ws, "ada", None).await;
+    first.prompt(&ws, "ada", "stream 2").await;
+    events.until(is_turn_end).await;
+    while !first.state.nodes().others_alive() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT owner, epoch FROM workspace_leases WHERE workspace_id = $1",
+        )
+        .bind(&ws)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let (owner, epoch) = lease().await;
+
+    // A write's transaction as the owner's room runs one: the lease checked, then it hangs for
+    // twice as long as a lease lasts.
+    let mut write = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+        .execute(&mut *write)
+        .await
+        .unwrap();
+    let held = huddle::store::leases::Held { owner, epoch };
+    huddle::store::leases::fence(&mut write, &ws, &held)
+        .await
+        .unwrap();
+    tokio::time::sleep(huddle::store::leases::LEASE_TTL * 2).await;
+    assert_eq!(
+        lease().await,
+        (held.owner.clone(), held.epoch),
+        "the same owner, in the same epoch"
+    );
+    let live: bool = sqlx::query_scalar(
+        "SELECT expires_at > now() FROM workspace_leases WHERE workspace_id = $1",
+    )
+    .bind(&ws)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(live, "the owner extended its lease while its write hung");
+    write.rollback().await.unwrap();
+
+    first.prompt(&ws, "ada", "stream 2").await;
+    let mut said = false;
+    loop {
+        let e = events.next().await;
+        if is_turn_end(&e) {
+            break;
+        }
+        said |= agent_said(&e).is_some();
+    }
+    assert!(said, "the agent answered the prompt after the slow write");
+    first.stop().await;
+    second.stop().await;
+    sa.stop().await;
+}
+
 #[tokio::test]
 async fn abandoned_connections_leave_no_ghosts_and_the_room_sleeps() {
     use rand::Rng;

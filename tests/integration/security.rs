@@ -402,11 +402,21 @@ async fn floods_hit_clear_limits_and_stop_can_clear_the_queue() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        at_other("gina").await.status(),
-        429,
-        "three streams per address, over both nodes"
-    );
+    // A node that cannot read the others' counts in time (a busy machine) holds its own limit
+    // only, and the client tries again.
+    loop {
+        let res = at_other("gina").await;
+        if res.status() == 429 {
+            break;
+        }
+        assert_eq!(res.status(), 200);
+        drop(res);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three streams per address, over both nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(second_ada);
     drop(erin);
     // Closed streams stop counting there too.
