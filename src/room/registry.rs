@@ -551,9 +551,10 @@ impl Registry {
                 let sent = tokio::time::Instant::now();
                 let renew =
                     tokio::time::timeout(leases::HEARTBEAT, leases::renew(&pool, &id, &owner));
+                // A renewal that held counts even when this task runs late (a busy node): the
+                // lease was still this node's when Postgres extended it.
                 tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = fence_at(renewed) => return fence(renewed),
+                    biased;
                     r = renew => match r {
                         Ok(Ok(Some(e))) if e == epoch => renewed = sent,
                         Ok(Ok(_)) => {
@@ -566,7 +567,9 @@ impl Registry {
                             unrenewed_ms = renewed.elapsed().as_millis() as u64,
                             "could not renew the workspace lease; retrying"
                         ),
-                    }
+                    },
+                    _ = stop.cancelled() => return,
+                    _ = fence_at(renewed) => return fence(renewed),
                 }
             }
         });
