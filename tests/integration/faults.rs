@@ -344,47 +344,95 @@ async fn a_workspace_deleted_at_another_node_stops_at_its_owner() {
     sa.stop().await;
 }
 
+/// Two nodes on one database, and a workspace the first owns (a turn done there), once the first
+/// knows the second is alive: it would let its workspaces go if it could not reach Postgres.
+struct TwoNodes {
+    pool: sqlx::PgPool,
+    /// The first node's own pool.
+    first_pool: sqlx::PgPool,
+    first: TestApp,
+    second: TestApp,
+    sa: huddle::sandbox_agent::process::SandboxAgentProcess,
+    ws: String,
+    events: Sse,
+}
+
+impl TwoNodes {
+    async fn start() -> Self {
+        let (pool, url) = fresh_db().await;
+        let sa = start_sandbox_agent(None, None).await;
+        let first_pool = huddle::store::connect(&url).await.unwrap();
+        let first = spawn_app(&first_pool, &sa, LONG).await;
+        let pool2 = huddle::store::connect(&url).await.unwrap();
+        let second = spawn_app(&pool2, &sa, LONG).await;
+        let ws = first.create("pi").await;
+        let mut events = first.events(&ws, "ada", None).await;
+        first.prompt(&ws, "ada", "stream 2").await;
+        events.until(is_turn_end).await;
+        while !first.state.nodes().others_alive() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        TwoNodes {
+            pool,
+            first_pool,
+            first,
+            second,
+            sa,
+            ws,
+            events,
+        }
+    }
+
+    /// Who holds the workspace's lease, in which epoch, and whether it is still live.
+    async fn lease(&self) -> (String, i64, bool) {
+        sqlx::query_as(
+            "SELECT owner, epoch, expires_at > now() FROM workspace_leases WHERE workspace_id = $1",
+        )
+        .bind(&self.ws)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// A prompt to the first node, and whether the agent said anything before its turn ended.
+    async fn answered(&mut self) -> bool {
+        self.first.prompt(&self.ws, "ada", "stream 2").await;
+        let mut said = false;
+        loop {
+            let e = self.events.next().await;
+            if is_turn_end(&e) {
+                return said;
+            }
+            said |= agent_said(&e).is_some();
+        }
+    }
+
+    async fn stop(self) {
+        self.first.stop().await;
+        self.second.stop().await;
+        self.sa.stop().await;
+    }
+}
+
 /// A node so busy that requests hold every connection of its pool (a burst of clients, slow
 /// queries) still renews its leases and answers its health check: it keeps its workspaces, no
 /// other node takes one over, and its room goes on once the burst is over.
 #[tokio::test]
 async fn a_node_whose_pool_is_taken_keeps_its_workspaces() {
-    let (pool, url) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let busy = huddle::store::connect(&url).await.unwrap();
-    let first = spawn_app(&busy, &sa, LONG).await;
-    let pool2 = huddle::store::connect(&url).await.unwrap();
-    let second = spawn_app(&pool2, &sa, LONG).await;
-    let ws = first.create("pi").await;
-    let mut events = first.events(&ws, "ada", None).await;
-    first.prompt(&ws, "ada", "stream 2").await;
-    events.until(is_turn_end).await;
-    // The first node knows another could take its workspaces: it would let them go if it could
-    // not reach Postgres.
-    while !first.state.nodes().others_alive() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let lease = || async {
-        sqlx::query_as::<_, (String, i64)>(
-            "SELECT owner, epoch FROM workspace_leases WHERE workspace_id = $1",
-        )
-        .bind(&ws)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
-    let before = lease().await;
+    let mut nodes = TwoNodes::start().await;
+    let before = nodes.lease().await;
 
     // Every connection of the first node's pool taken (one listens for other nodes' entries for
     // good), for twice as long as a lease lasts.
     let mut held = Vec::new();
-    while let Ok(conn) = busy.acquire().await {
+    while let Ok(conn) = nodes.first_pool.acquire().await {
         held.push(conn);
     }
     assert!(held.len() >= 15, "took {} connections", held.len());
-    let health = first
+    let health = nodes
+        .first
         .anon
-        .get(format!("{}/healthz", first.base))
+        .get(format!("{}/healthz", nodes.first.base))
         .send()
         .await
         .unwrap()
@@ -394,25 +442,12 @@ async fn a_node_whose_pool_is_taken_keeps_its_workspaces() {
         "busy, not down: the balancer keeps sending it clients"
     );
     tokio::time::sleep(huddle::store::leases::LEASE_TTL * 2).await;
+    let after = nodes.lease().await;
     drop(held);
 
-    assert_eq!(lease().await, before, "the same owner, in the same epoch");
-    first.prompt(&ws, "ada", "stream 2").await;
-    let mut turn = Vec::new();
-    loop {
-        let e = events.next().await;
-        if is_turn_end(&e) {
-            break;
-        }
-        turn.extend(agent_said(&e));
-    }
-    assert!(
-        !turn.is_empty(),
-        "the agent answered the prompt after the burst"
-    );
-    first.stop().await;
-    second.stop().await;
-    sa.stop().await;
+    assert_eq!(after, before, "the same owner, in the same epoch, renewed");
+    assert!(nodes.answered().await, "the agent answered after the burst");
+    nodes.stop().await;
 }
 
 /// A write of the owner's that hangs in Postgres (a commit stuck behind a lock, a machine out
@@ -420,70 +455,36 @@ async fn a_node_whose_pool_is_taken_keeps_its_workspaces() {
 /// keeps its workspace, and no other node takes it over.
 #[tokio::test]
 async fn a_slow_write_does_not_cost_the_owner_its_lease() {
-    let (pool, url) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let pool1 = huddle::store::connect(&url).await.unwrap();
-    let first = spawn_app(&pool1, &sa, LONG).await;
-    let pool2 = huddle::store::connect(&url).await.unwrap();
-    let second = spawn_app(&pool2, &sa, LONG).await;
-    let ws = first.create("pi").await;
-    let mut events = first.events(&ws, "ada", None).await;
-    first.prompt(&ws, "ada", "stream 2").await;
-    events.until(is_turn_end).await;
-    while !first.state.nodes().others_alive() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let lease = || async {
-        sqlx::query_as::<_, (String, i64)>(
-            "SELECT owner, epoch FROM workspace_leases WHERE workspace_id = $1",
-        )
-        .bind(&ws)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
-    let (owner, epoch) = lease().await;
+    let mut nodes = TwoNodes::start().await;
+    let before = nodes.lease().await;
 
     // A write's transaction as the owner's room runs one: the lease checked, then it hangs for
     // twice as long as a lease lasts.
-    let mut write = pool.begin().await.unwrap();
+    let mut write = nodes.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
         .execute(&mut *write)
         .await
         .unwrap();
-    let held = huddle::store::leases::Held { owner, epoch };
-    huddle::store::leases::fence(&mut write, &ws, &held)
+    let held = huddle::store::leases::Held {
+        owner: before.0.clone(),
+        epoch: before.1,
+    };
+    huddle::store::leases::fence(&mut write, &nodes.ws, &held)
         .await
         .unwrap();
     tokio::time::sleep(huddle::store::leases::LEASE_TTL * 2).await;
     assert_eq!(
-        lease().await,
-        (held.owner.clone(), held.epoch),
-        "the same owner, in the same epoch"
+        nodes.lease().await,
+        before,
+        "the same owner, in the same epoch, renewed while its write hung"
     );
-    let live: bool = sqlx::query_scalar(
-        "SELECT expires_at > now() FROM workspace_leases WHERE workspace_id = $1",
-    )
-    .bind(&ws)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert!(live, "the owner extended its lease while its write hung");
     write.rollback().await.unwrap();
 
-    first.prompt(&ws, "ada", "stream 2").await;
-    let mut said = false;
-    loop {
-        let e = events.next().await;
-        if is_turn_end(&e) {
-            break;
-        }
-        said |= agent_said(&e).is_some();
-    }
-    assert!(said, "the agent answered the prompt after the slow write");
-    first.stop().await;
-    second.stop().await;
-    sa.stop().await;
+    assert!(
+        nodes.answered().await,
+        "the agent answered after the slow write"
+    );
+    nodes.stop().await;
 }
 
 #[tokio::test]
