@@ -34,7 +34,8 @@ log "playwright"
 SERVER_LOG="$WORK/e2e-output.log"
 # Playwright prints the server's output as [WebServer] lines: kept, and read for panics below.
 (cd end2end && HUDDLE_E2E_DATA_DIR="$WORK/e2e" npx playwright test 2>&1 | tee "$SERVER_LOG")
-# A panic anywhere in the server fails the run, even when every page looked right.
+# A panic anywhere in the server fails the run, even when every page looked right. (A panic in
+# a page fails its own test: end2end/tests/helpers.ts watches every browser context.)
 if grep -n -A3 "panicked" "$SERVER_LOG"; then
   log "the server log holds a panic (above)"
   exit 1

@@ -138,32 +138,31 @@ mod imp {
         }
     }
 
-    /// Calls `f` whenever the page is shown or hidden.
+    // The listeners below belong to the component that adds them: they go with it (on_cleanup),
+    // so a room left for another page (client-side navigation) never hears that page's events
+    // with signals that are gone.
+
+    /// Calls `f` whenever the page is shown or hidden (`visibilitychange` bubbles to the window).
     pub fn on_visibility_change(f: impl Fn(bool) + 'static) {
-        let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
-            return;
-        };
-        let cb = Closure::<dyn Fn()>::new(move || f(page_hidden()));
-        let _ =
-            doc.add_event_listener_with_callback("visibilitychange", cb.as_ref().unchecked_ref());
-        cb.forget();
+        let handle =
+            leptos::prelude::window_event_listener_untyped("visibilitychange", move |_| {
+                f(page_hidden())
+            });
+        leptos::prelude::on_cleanup(move || handle.remove());
     }
 
-    /// Runs `f` every `ms` milliseconds for the life of the page.
-    pub fn every(ms: i32, f: impl Fn() + 'static) {
-        let Some(w) = web_sys::window() else { return };
-        let cb = Closure::<dyn Fn()>::new(f);
-        let _ = w.set_interval_with_callback_and_timeout_and_arguments_0(
-            cb.as_ref().unchecked_ref(),
-            ms,
-        );
-        cb.forget();
+    /// Runs `f` every `ms` milliseconds.
+    pub fn every(ms: u64, f: impl Fn() + 'static) {
+        if let Ok(handle) =
+            leptos::prelude::set_interval_with_handle(f, std::time::Duration::from_millis(ms))
+        {
+            leptos::prelude::on_cleanup(move || handle.clear());
+        }
     }
 
     /// Calls `f` when the page is scrolled to near its top.
     pub fn on_scroll_near_top(f: impl Fn() + 'static) {
-        let Some(w) = web_sys::window() else { return };
-        let cb = Closure::<dyn Fn()>::new(move || {
+        let handle = leptos::prelude::window_event_listener_untyped("scroll", move |_| {
             if web_sys::window()
                 .and_then(|w| w.scroll_y().ok())
                 .unwrap_or(1e9)
@@ -172,8 +171,7 @@ mod imp {
                 f();
             }
         });
-        let _ = w.add_event_listener_with_callback("scroll", cb.as_ref().unchecked_ref());
-        cb.forget();
+        leptos::prelude::on_cleanup(move || handle.remove());
     }
 
     /// The document's scroll height.
@@ -482,7 +480,7 @@ mod imp {
     pub fn reload() {}
     pub fn go(_url: &str) {}
     pub fn on_visibility_change(_f: impl Fn(bool) + 'static) {}
-    pub fn every(_ms: i32, _f: impl Fn() + 'static) {}
+    pub fn every(_ms: u64, _f: impl Fn() + 'static) {}
     pub fn follow_bottom() {}
     pub fn reveal(_id: &str) {}
     pub fn reveal_linked_row() -> bool {

@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
                         )
                         .into_response();
                     }
+                    forget_thread_owner();
                     leptos_axum::handle_server_fns_with_context(
                         move || provide_context(state.clone()),
                         req,
@@ -128,11 +129,7 @@ pub fn router(state: AppState) -> Router {
             },
             move || shell(leptos_options.clone()),
         )
-        // The not-found page is a page like the others: it gets their policy, with its nonce.
-        .fallback(leptos_axum::file_and_error_handler_with_context::<
-            AppState,
-            _,
-        >(page_csp, shell))
+        .fallback_service(static_files(&state))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -184,6 +181,53 @@ pub fn router(state: AppState) -> Router {
                 .with_state(state),
         )
         .layer(TraceLayer::new_for_http())
+}
+
+/// Leptos leaves the owner of the page it last started rendering as the thread's current owner
+/// (`Owner::new_root` sets it; nothing unsets it), and a server function's `Owner::new()` would
+/// hang under that page's. Called just before one is made, in the same poll.
+fn forget_thread_owner() {
+    if let Some(owner) = Owner::current() {
+        owner.unset();
+    }
+}
+
+/// Static files, else the not-found page (a page like the others: their policy, with its nonce).
+/// Not Leptos's `file_and_error_handler`: for a file it read the response options of the
+/// thread's current owner, a page render in progress (above), and took that page's headers
+/// (its policy with the nonce) for the file; the page went out under the policy that lets
+/// nothing run, and never hydrated.
+fn static_files(state: &AppState) -> Router {
+    use axum::handler::HandlerWithoutStateExt;
+    let options = state.leptos_options().clone();
+    let page = {
+        let state = state.clone();
+        let options = options.clone();
+        leptos_axum::render_app_async_with_context(
+            move || {
+                provide_context(state.clone());
+                page_csp();
+            },
+            move || shell(options.clone()),
+        )
+    };
+    let not_found = move |req: Request<Body>| {
+        let page = page.clone();
+        async move {
+            let mut res = page(req).await;
+            if res.status() == StatusCode::OK {
+                *res.status_mut() = StatusCode::NOT_FOUND;
+            }
+            res
+        }
+    };
+    Router::new().fallback_service(
+        tower_http::services::ServeDir::new(&*options.site_root)
+            .precompressed_gzip()
+            .precompressed_br()
+            .call_fallback_on_method_not_allowed(true)
+            .fallback(not_found.into_service()),
+    )
 }
 
 /// The Content-Security-Policy of a page: scripts only with this render's nonce (Leptos puts it on

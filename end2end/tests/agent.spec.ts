@@ -1,6 +1,6 @@
-import { expect, test } from "@playwright/test";
+import { expect } from "@playwright/test";
 import * as path from "node:path";
-import { ownerAndMember, send, shots } from "./helpers";
+import { ownerAndMember, send, shots, test } from "./helpers";
 
 test("the agent's controls, its true turn order, and talk for the team only", async ({ browser }) => {
   const [ada, bob] = await ownerAndMember(browser, "pi");

@@ -1,6 +1,34 @@
-import { expect, type Browser, type Page } from "@playwright/test";
+import { test as base, expect, type Browser, type BrowserContext, type Page } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
+
+/**
+ * Every test fails when a page it opened threw (a WebAssembly panic among them: it prints its
+ * message as a console error, then throws). The browser contexts the tests open are watched.
+ */
+export const test = base.extend<{ pageErrors: void }>({
+  pageErrors: [
+    async ({ browser }, use) => {
+      const errors: string[] = [];
+      const watch = (context: BrowserContext) => {
+        context.on("weberror", (e) => errors.push(e.error().message));
+        context.on("console", (m) => {
+          if (m.type() === "error" && m.text().includes("panicked")) console.log(`page console: ${m.text()}`);
+        });
+      };
+      const newContext = browser.newContext;
+      browser.newContext = async (options) => {
+        const context = await newContext.call(browser, options);
+        watch(context);
+        return context;
+      };
+      await use();
+      browser.newContext = newContext;
+      expect(errors, "errors thrown in the pages").toEqual([]);
+    },
+    { auto: true },
+  ],
+});
 
 export const shots = path.join(__dirname, "..", "artifacts");
 fs.mkdirSync(shots, { recursive: true });

@@ -1,5 +1,5 @@
-import { expect, test } from "@playwright/test";
-import { admin, signInLink } from "./helpers";
+import { expect } from "@playwright/test";
+import { admin, hydrated, signInLink, test } from "./helpers";
 
 test("a long room shows its recent part first and pages older history in as you scroll up", async ({ browser, request }) => {
   test.setTimeout(180_000);
@@ -16,8 +16,7 @@ test("a long room shows its recent part first and pages older history in as you 
   const page = await (await browser.newContext()).newPage();
   await page.goto(signInLink());
   await page.goto(url);
-  // A 10,000-entry page hydrates slowly on a loaded 2-core machine (it took over 15 s once).
-  await expect(page.locator("body[data-hydrated]")).toBeAttached({ timeout: 90_000 });
+  await hydrated(page);
   // Four replies of 2,500 chunks: the page starts with the latest ones.
   const shown = await page.getByTestId("agent-message").count();
   expect(shown).toBeLessThan(4);

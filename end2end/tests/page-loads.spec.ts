@@ -1,5 +1,5 @@
-import { expect, test } from "@playwright/test";
-import { admin, signInLink } from "./helpers";
+import { expect } from "@playwright/test";
+import { admin, signInLink, test } from "./helpers";
 
 // Loading a room page used to panic on the server in one request out of 8 to 4 out of 10 (the
 // room's cleanup touched a thread-local value from another thread), dropping the connection.

@@ -1,6 +1,6 @@
-import { expect, test } from "@playwright/test";
+import { expect } from "@playwright/test";
 import * as path from "node:path";
-import { chatTexts, createRoom, inviteLink, join, operator, ownerAndMember, send, shots } from "./helpers";
+import { chatTexts, createRoom, inviteLink, join, operator, ownerAndMember, send, shots, test } from "./helpers";
 
 test("two teammates see each other's messages and the agent's reply live; reload keeps the history", async ({
   browser,
@@ -167,14 +167,14 @@ test("typing, and the unread count in a hidden tab", async ({ browser }) => {
   // Bob's tab goes to the background; what happens meanwhile shows in its title.
   await bob.evaluate(() => {
     Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
-    document.dispatchEvent(new Event("visibilitychange"));
+    document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
   });
   await send(ada, "are you there?");
   // Ada's message, and the agent's turn that it started ending.
   await expect(bob).toHaveTitle(/^\(2\) Workspace \w{6} · Huddle$/);
   await bob.evaluate(() => {
     Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
-    document.dispatchEvent(new Event("visibilitychange"));
+    document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
   });
   await expect(bob).toHaveTitle(/^Workspace \w{6} · Huddle$/);
   await expect(bob.getByTestId("typing")).toHaveText("");

@@ -1,5 +1,5 @@
-import { expect, test } from "@playwright/test";
-import { createRoom, hydrated, operator, send } from "./helpers";
+import { expect } from "@playwright/test";
+import { createRoom, hydrated, operator, send, test } from "./helpers";
 
 test("the room says where its agent runs; its owner deletes it after typing its name", async ({ browser }) => {
   const page = await operator(browser, "Ada");

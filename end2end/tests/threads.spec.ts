@@ -1,5 +1,5 @@
-import { expect, test, type Page } from "@playwright/test";
-import { createRoom, hydrated, inviteLink, join, operator, send, shots, workspaceId } from "./helpers";
+import { expect, type Page } from "@playwright/test";
+import { createRoom, hydrated, inviteLink, join, operator, send, shots, workspaceId, test } from "./helpers";
 
 /** A thread's row in this page's thread list. */
 const row = (page: Page, title: string) => page.getByTestId("thread").filter({ hasText: title });

@@ -1,7 +1,7 @@
-import { expect, test, type Page } from "@playwright/test";
+import { expect, type Page } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createRoom, dataDir, join, operator, send, shots, workspaceId } from "./helpers";
+import { createRoom, dataDir, join, operator, send, shots, workspaceId, test } from "./helpers";
 
 /** Makes an invite link in the owner's "People & invites" panel. */
 async function linkFromPanel(owner: Page, role: "member" | "viewer"): Promise<string> {

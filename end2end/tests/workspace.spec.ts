@@ -1,5 +1,5 @@
-import { expect, test } from "@playwright/test";
-import { admin, hydrated, inviteLink, signInLink } from "./helpers";
+import { expect } from "@playwright/test";
+import { admin, hydrated, inviteLink, signInLink, test } from "./helpers";
 
 test("the operator signs in, creates a workspace, reloads it; a teammate needs an invite", async ({ page, browser }) => {
   // A strict Content-Security-Policy is sent, and the page hydrates without breaking it.

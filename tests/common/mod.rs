@@ -456,8 +456,10 @@ pub async fn spawn_app_on(
     workspaces_dir: PathBuf,
 ) -> TestApp {
     test_log();
+    // The assets `cargo leptos` copies into the site (no test needs the built ones).
     let options = leptos::config::LeptosOptions::builder()
         .output_name("huddle")
+        .site_root("public")
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

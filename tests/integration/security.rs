@@ -240,6 +240,57 @@ async fn pages_and_api_answers_carry_security_headers() {
     sa.stop().await;
 }
 
+/// Static files served while pages render must leave the pages' own headers alone. Leptos
+/// leaves the owner of the last page it started rendering as the thread's current one, and its
+/// static file handler took that page's response headers (its policy with the nonce) for the
+/// file: the page then went out under the policy that lets nothing run, and never hydrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_keep_their_policy_while_static_files_are_served_beside_them() {
+    use futures::StreamExt;
+    let (app, sa) = app().await;
+    let (_, created) = app.post("create", json!({"agent": "pi"})).await;
+    let page = format!(
+        "{}/w/{}",
+        app.base,
+        created["workspaceId"].as_str().unwrap()
+    );
+    let file = format!("{}/favicon.svg", app.base);
+    let loads = futures::stream::iter(0..400)
+        .map(|i| {
+            let is_page = i % 2 == 0;
+            let url = if is_page { page.clone() } else { file.clone() };
+            let http = app.http.clone();
+            async move {
+                let res = http.get(url).send().await.unwrap();
+                let csp = res.headers()["content-security-policy"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let status = res.status().as_u16();
+                res.bytes().await.unwrap();
+                (is_page, status, csp)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut wrong = Vec::new();
+    for (is_page, status, csp) in &loads {
+        assert_eq!(*status, 200);
+        if *is_page != csp.contains("'nonce-") {
+            wrong.push((*is_page, csp.clone()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 400 answers with the other's policy: {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    app.stop().await;
+    sa.stop().await;
+}
+
 #[tokio::test]
 async fn the_agent_works_in_the_workspace_directory() {
     let (app, sa) = app().await;
