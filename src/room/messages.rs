@@ -18,6 +18,11 @@ pub(super) enum Then {
     Cancel {
         reply: Reply<()>,
     },
+    /// The room's state is kept: the task that waits on it goes on (a dropped sender also
+    /// lets it go on).
+    StateKept {
+        kept: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// Results of the actor's tasks and of its writer.
@@ -39,6 +44,8 @@ pub(super) enum Internal {
         prompt_seq: i64,
         connection: String,
         rpc_id: u64,
+        /// Told once the state naming the connection is kept: only then does the prompt go out.
+        kept: tokio::sync::oneshot::Sender<()>,
     },
     /// Re-attaching to the connection of a turn that was running before a restart.
     Reattached {

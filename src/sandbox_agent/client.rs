@@ -723,16 +723,21 @@ impl Session {
 
     /// Sends a prompt and waits for the turn to end.
     pub async fn prompt(&self, text: &str) -> Result<TurnEnd, AcpError> {
-        self.prompt_reporting(vec![acp::PromptBlock::Text(text.to_string())], |_, _| {})
-            .await
+        self.prompt_reporting(
+            vec![acp::PromptBlock::Text(text.to_string())],
+            |_, _| async {},
+        )
+        .await
     }
 
     /// Like [`Session::prompt`], telling `sent` on which connection (server id) and with which
     /// request id the prompt goes out, so that a restarted process can wait for its reply.
-    pub async fn prompt_reporting(
+    /// `sent` is told where the prompt goes (the connection and the request id) before it goes,
+    /// and the prompt waits for what it returns.
+    pub async fn prompt_reporting<F: std::future::Future<Output = ()> + Send>(
         &self,
         blocks: Vec<acp::PromptBlock>,
-        mut sent: impl FnMut(&str, u64) + Send,
+        mut sent: impl FnMut(&str, u64) -> F + Send,
     ) -> Result<TurnEnd, AcpError> {
         for attempt in 0..2 {
             let (conn, sid, replay) = self.live(true).await?;
@@ -742,7 +747,7 @@ impl Session {
                 .chain(blocks.iter().cloned())
                 .collect();
             let id = conn.next_request_id();
-            sent(conn.server_id(), id);
+            sent(conn.server_id(), id).await;
             let params = acp::prompt(&sid, texts);
             match conn
                 .request_as(id, acp::method_prompt(), params, None)

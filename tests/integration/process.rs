@@ -1085,6 +1085,99 @@ async fn fifty_kills_mid_stream_lose_and_double_nothing() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// A turn's prompt goes to the agent only once the room's state says where it went. Before, the
+/// prompt went out at once and that state was written beside it: a kill in between (here: the
+/// state's table held locked, Huddle killed once the agent's reply is persisted with its session)
+/// left the reply persisted and the turn unknown, and the restarted room logged the reply, then
+/// ran the prompt again (every chunk twice) or ended it "interrupted" after what it had said.
+#[tokio::test]
+async fn a_kill_before_the_turn_is_kept_leaves_the_prompt_to_run_once() {
+    const CHUNKS: usize = 10;
+    let (pool, url) = fresh_db().await;
+    let data = temp_dir("huddle-kept-first");
+    let port = free_port();
+    let mut huddle = Huddle::start(&url, &data, port).await;
+    let (_, created) = huddle.post("create", json!({"agent": "pi"})).await;
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    let session = huddle::room::first_session_id(&ws);
+    // Every write of room state waits on this lock; reads and the session's own writes do not.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    sqlx::query("LOCK TABLE room_state IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let body = json!({"workspaceId": ws, "text": format!("pace {CHUNKS} 40")});
+    let (status, sent) = huddle.post("prompt", body).await;
+    assert_eq!(status, 200, "{sent}");
+    let prompt_seq = sent["seq"].as_i64().unwrap();
+    // The agent's reply, persisted with its session, shows the prompt went out. With the fix it
+    // never does while the lock is held: the test waits 15 s for it, then kills anyway (a slow
+    // machine can only make the old behaviour pass here, never the new one fail).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut replied = 0i64;
+    while Instant::now() < deadline && replied == 0 {
+        replied = sqlx::query_scalar(
+            "SELECT count(*) FROM sandbox_agent.events WHERE session_id = $1 \
+             AND payload_json::text LIKE '%agent_message_chunk%'",
+        )
+        .bind(&session)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    huddle.child.start_kill().unwrap();
+    huddle.child.wait().await.unwrap();
+    huddle.assert_no_panic();
+    lock.rollback().await.unwrap();
+    huddle = Huddle::start(&url, &data, port).await;
+    let mut sse = huddle.events(&ws, 0).await;
+    let mut chunks = Vec::new();
+    let end = loop {
+        let e = tokio::time::timeout(Duration::from_secs(120), sse.next())
+            .await
+            .expect("the turn ends after the restart");
+        match &e.event {
+            RoomEvent::TurnEnded {
+                prompt_seq: p,
+                stop_reason,
+                error,
+            } if p == &prompt_seq => break (stop_reason.clone(), error.clone()),
+            RoomEvent::SessionEvent(ev) => {
+                if let Some(i) = serde_json::to_value(ev)
+                    .unwrap()
+                    .pointer("/payload/params/update/content/text")
+                    .and_then(|t| t.as_str())
+                    .and_then(|t| t.trim().parse::<usize>().ok())
+                {
+                    chunks.push(i);
+                }
+            }
+            _ => {}
+        }
+    };
+    eprintln!(
+        "kept first: the agent had replied before the kill: {}",
+        replied > 0
+    );
+    assert!(
+        end.0.is_some(),
+        "the turn ran to its end: {end:?}, chunks {chunks:?}"
+    );
+    assert_eq!(
+        chunks,
+        (0..CHUNKS).collect::<Vec<_>>(),
+        "every chunk once, in order"
+    );
+    huddle.assert_no_panic();
+    stop(huddle, &data).await;
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// The `pi-acp` agents running on a sandbox host the test started (its process group).
 fn agents_on(host: &huddle::sandbox_agent::process::SandboxAgentProcess) -> usize {
     agents_in(host.pgid().expect("the host's process group"))

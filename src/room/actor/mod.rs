@@ -386,6 +386,7 @@ impl Actor {
             Internal::WriteFailed { then } => match then {
                 Then::Prompt { reply, .. } => drop(reply.send(Err(RoomError::DatabaseDown))),
                 Then::Cancel { reply } => drop(reply.send(Err(RoomError::DatabaseDown))),
+                Then::StateKept { .. } => {}
             },
             Internal::SessionReady(result) => self.session_ready(result),
             Internal::TurnDone { prompt_seq, result } => self.turn_done(prompt_seq, result),
@@ -393,7 +394,8 @@ impl Actor {
                 prompt_seq,
                 connection,
                 rpc_id,
-            } => self.prompt_sent(prompt_seq, connection, rpc_id),
+                kept,
+            } => self.prompt_sent(prompt_seq, connection, rpc_id, kept),
             Internal::Reattached { prompt_seq, result } => self.reattached(prompt_seq, result),
             Internal::PermissionSent {
                 request_id,
@@ -424,6 +426,7 @@ impl Actor {
                 reply,
             } => self.prompt_recorded(first_seq, member, text, team_only, images, reply),
             Then::Cancel { reply } => self.cancel_recorded(reply),
+            Then::StateKept { kept } => drop(kept.send(())),
         }
     }
 
@@ -615,6 +618,7 @@ impl Actor {
             match then {
                 Then::Prompt { reply, .. } => drop(reply.send(Err(RoomError::DatabaseDown))),
                 Then::Cancel { reply } => drop(reply.send(Err(RoomError::DatabaseDown))),
+                Then::StateKept { .. } => {}
             }
             return;
         }

@@ -330,13 +330,19 @@ impl Actor {
                     }
                 }
             }
+            // The prompt goes out only once the state naming its connection is kept: a restart
+            // that finds the agent's reply persisted then also finds where to re-attach.
             let sent = |connection: &str, rpc_id: u64| {
-                let connection = connection.to_string();
+                let (kept, is_kept) = tokio::sync::oneshot::channel();
                 let _ = internal.send(Internal::PromptSent {
                     prompt_seq,
-                    connection,
+                    connection: connection.to_string(),
                     rpc_id,
+                    kept,
                 });
+                async move {
+                    let _ = is_kept.await;
+                }
             };
             let result = session.prompt_reporting(blocks, sent).await;
             let _ = internal.send(Internal::TurnDone { prompt_seq, result });
@@ -344,7 +350,13 @@ impl Actor {
     }
 
     /// Where the running turn's prompt went: kept, so that a restart can wait for its reply.
-    pub(super) fn prompt_sent(&mut self, prompt_seq: i64, connection: String, rpc_id: u64) {
+    pub(super) fn prompt_sent(
+        &mut self,
+        prompt_seq: i64,
+        connection: String,
+        rpc_id: u64,
+        kept: tokio::sync::oneshot::Sender<()>,
+    ) {
         if let Some(running) = self
             .turns
             .running
@@ -353,7 +365,12 @@ impl Actor {
         {
             running.connection = Some(connection);
             running.rpc_id = Some(rpc_id);
-            self.write(Vec::new(), true);
+            self.log.send(super::Job {
+                events: Vec::new(),
+                state: Some(self.state()),
+                then: Some(Then::StateKept { kept }),
+                urgent: false,
+            });
         }
     }
 
