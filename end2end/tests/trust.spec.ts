@@ -1,7 +1,7 @@
 import { expect, type Page } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createRoom, dataDir, join, operator, send, shots, workspaceId, test } from "./helpers";
+import { createRoom, dataDir, hydrated, join, operator, send, shots, workspaceId, test } from "./helpers";
 
 /** Makes an invite link in the owner's "People & invites" panel. */
 async function linkFromPanel(owner: Page, role: "member" | "viewer"): Promise<string> {
@@ -22,6 +22,8 @@ test("an owner, a member and a viewer each get what their role allows", async ({
   const ws = workspaceId(url);
   const res = await owner.goto(url);
   expect(res?.headers()["content-security-policy"]).toContain("frame-ancestors 'none'");
+  // The panel opens in the browser: a click before hydration does nothing (it timed out in CI).
+  await hydrated(owner);
   await owner.getByTestId("manage").click();
   const memberLink = await linkFromPanel(owner, "member");
   const viewerLink = await linkFromPanel(owner, "viewer");
