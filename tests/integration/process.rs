@@ -926,6 +926,19 @@ async fn huddle_refuses_to_start_where_it_cannot_sandbox_unless_told() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// Processes ended when dropped: a test that fails does not leave them running (two busy loops
+/// once outlived a failed run and slowed everything after it).
+struct KillOnDrop(Vec<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The crash boundary: Huddle killed with SIGKILL at 50 moments of streaming turns, with the
 /// machine busy (two CPU-bound loops beside it), restarted each time (it adopts the sandbox and
 /// re-attaches the turn). Every chunk the agent sent is in the room log exactly once and in order,
@@ -934,14 +947,16 @@ async fn huddle_refuses_to_start_where_it_cannot_sandbox_unless_told() {
 async fn fifty_kills_mid_stream_lose_and_double_nothing() {
     const KILLS: usize = 50;
     const CHUNKS: usize = 400;
-    let mut busy: Vec<std::process::Child> = (0..2)
-        .map(|_| {
-            std::process::Command::new("python3")
-                .args(["-c", "while True: pass"])
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let busy = KillOnDrop(
+        (0..2)
+            .map(|_| {
+                std::process::Command::new("python3")
+                    .args(["-c", "while True: pass"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
     let (pool, url) = fresh_db().await;
     let data = temp_dir("huddle-fifty-kills");
     let port = free_port();
@@ -1070,10 +1085,7 @@ async fn fifty_kills_mid_stream_lose_and_double_nothing() {
         all_logged - logged.len(),
         started.elapsed().as_secs_f64()
     );
-    for b in &mut busy {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
+    drop(busy);
     assert!(
         streamed * 2 > turns.len(),
         "most turns streamed to their end"
