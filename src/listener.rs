@@ -1,44 +1,111 @@
-//! The TCP listener Huddle serves on. hyper answers a request it cannot parse (a URL over 64 KiB,
-//! a malformed request line or header, a head too large) itself, before any handler sees it, and
-//! with an empty body. Each connection accepted here gives those answers a JSON body that says
-//! why, as every other error of the API has.
+//! How Huddle serves HTTP on its TCP listener. Each connection is sniffed for the HTTP/2 preface
+//! (without reading it) and then served as that one version: hyper's own version detection hands
+//! HTTP/1 the first 24 bytes on their own, and its read buffer then doubles to 16 KiB for every
+//! connection (most of what an idle stream cost).
+//!
+//! hyper answers a request it cannot parse (a URL over 64 KiB, a malformed request line or header,
+//! a head too large) itself, before any handler sees it, and with an empty body. Each connection
+//! accepted here gives those answers a JSON body that says why, as every other error of the API
+//! has.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::error::ApiError;
 
-/// A [`TcpListener`] whose connections explain hyper's own error answers.
-pub struct Listener(pub TcpListener);
-
-/// The peer's address, as `ConnectInfo` (axum gives it for its own `TcpListener` only).
+/// The peer's address, as `ConnectInfo`.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, Listener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
+/// How long a new connection may stay silent before it is closed.
+const FIRST_BYTES_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What a client starts an HTTP/2 connection with (RFC 9113, 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One builder per version a connection can be known to speak, and hyper's detection for the rest.
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    either: auto::Builder<TokioExecutor>,
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Explained<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (Explained::new(io), addr)
+/// Serves `router` on `listener` until `shutdown`; then stops accepting and returns once every
+/// open connection has finished (each is told to finish its requests and close).
+pub async fn serve(
+    mut listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let builders = Arc::new(Builders {
+        http1: hyper::server::conn::http1::Builder::new(),
+        http2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
+        either: auto::Builder::new(TokioExecutor::new()),
+    });
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            // axum's accept waits out errors such as too many open files.
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        // Streams are many small writes: each goes out at once.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(Peer(addr)));
+                req
+            },
+        ));
+        let (builders, watcher) = (builders.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let mut first = [0u8; 24];
+            let n = match tokio::time::timeout(FIRST_BYTES_DEADLINE, tcp.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            };
+            let (first, io) = (&first[..n], TokioIo::new(Explained::new(tcp)));
+            // Each kind in a task of its own size: an idle HTTP/1 stream does not carry the room
+            // an HTTP/2 connection's state takes.
+            if first == &H2_PREFACE[..] {
+                let conn = builders.http2.serve_connection(io, service);
+                tokio::spawn(until_closed(watcher.watch(conn), addr));
+            } else if H2_PREFACE.starts_with(first) {
+                // Part of the preface so far: hyper reads on until it knows.
+                let conn = builders.either.serve_connection(io, service).into_owned();
+                tokio::spawn(until_closed(watcher.watch(conn), addr));
+            } else {
+                let conn = builders.http1.serve_connection(io, service);
+                tokio::spawn(until_closed(watcher.watch(conn), addr));
+            }
+        });
     }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
+async fn until_closed<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    peer: SocketAddr,
+) {
+    if let Err(e) = conn.await {
+        tracing::trace!(%peer, error = %e, "connection ended with an error");
     }
 }
 

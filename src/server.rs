@@ -661,11 +661,7 @@ pub async fn serve_http(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let serving = axum::serve(
-        crate::listener::Listener(listener),
-        router.into_make_service_with_connect_info::<crate::listener::Peer>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let serving = crate::listener::serve(listener, router, shutdown.clone());
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_DEADLINE).await;

@@ -704,6 +704,60 @@ async fn errors_quote_at_most_a_short_prefix_of_what_was_sent() {
     sa.stop().await;
 }
 
+/// Each connection is served in the version its first bytes say, however they arrive: HTTP/2
+/// from its first byte (as the balancer speaks to a node), HTTP/1.1 sent whole, and HTTP/1.1 whose
+/// first byte comes alone (it could still be the start of HTTP/2's preface: the server reads on).
+/// A connection that closes before it says anything leaves the server serving.
+#[tokio::test]
+async fn connections_are_served_in_the_version_they_speak_however_their_bytes_arrive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    drop(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let res = h2
+        .get(format!("{}/favicon.svg", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let res = app
+        .anon
+        .get(format!("{}/favicon.svg", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_11);
+    assert_eq!(res.status(), 200);
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.set_nodelay(true).unwrap();
+    conn.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rest = format!(
+        "OST /api/workspace/info HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+    );
+    conn.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(READ_TIMEOUT, conn.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.1 4"), "{head}");
+    let error: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(error["code"].is_string(), "{body}");
+    app.stop().await;
+    sa.stop().await;
+}
+
 /// The crash boundary: what the agent sent is persisted with its session first, then logged in
 /// the room. A run that stops between the two (kill -9) leaves an event the room never showed,
 /// and the resumed stream starts after it. The next run logs it, once, in order.
