@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use futures::FutureExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -100,13 +101,17 @@ pub async fn serve(
     Ok(())
 }
 
-async fn until_closed<E: std::fmt::Display>(
+/// The connection, and a trace line if it ended with an error. A combinator, not an `async fn`:
+/// that would hold the connection twice (its argument and the future it awaits).
+fn until_closed<E: std::fmt::Display>(
     conn: impl Future<Output = Result<(), E>>,
     peer: SocketAddr,
-) {
-    if let Err(e) = conn.await {
-        tracing::trace!(%peer, error = %e, "connection ended with an error");
-    }
+) -> impl Future<Output = ()> {
+    conn.map(move |ended| {
+        if let Err(e) = ended {
+            tracing::trace!(%peer, error = %e, "connection ended with an error");
+        }
+    })
 }
 
 /// A connection that rewrites hyper's bodiless parse-error answers into explained ones.

@@ -195,9 +195,11 @@ fn feed<G: Send + 'static>(
     async_stream::stream! {
         let _counted = guards;
         let head = sub.head;
-        if let Some(ev) = online_event(&sub.online) {
+        let Some((online, live)) = sub.take() else { return };
+        if let Some(ev) = online_event(&online) {
             yield Ok(ev);
         }
+        drop(online);
         if after > head {
             // The client knows entries this log does not have: start it over.
             yield Ok(Event::default().event("reset").data(head.to_string()));
@@ -232,8 +234,7 @@ fn feed<G: Send + 'static>(
                 })
                 .boxed(),
             // The actor slept when its channel closes; the client reconnects.
-            sub.take_live()
-                .map(Wake::Live)
+            live.map(Wake::Live)
                 .chain(futures::stream::once(std::future::ready(Wake::Ended)))
                 .boxed(),
         ]);

@@ -245,9 +245,9 @@ impl LiveEntry {
 pub struct Subscription {
     pub conn_id: u64,
     pub head: i64,
-    pub live: broadcast::Receiver<Live>,
-    /// Who was in the room when it was taken.
-    pub online: Arc<Vec<Member>>,
+    /// What comes live, and who was in the room when it was taken: see [`Subscription::take`].
+    pub(super) live: Option<broadcast::Receiver<Live>>,
+    pub(super) online: Option<Arc<Vec<Member>>>,
     pub(super) leave: Leave,
 }
 
@@ -264,11 +264,19 @@ pub(super) enum Leave {
 }
 
 impl Subscription {
-    /// What comes on `live`, as a stream; `live` is left closed. The subscription is still to be
-    /// held as long as the stream is read: dropping it leaves the room.
-    pub fn take_live(&mut self) -> tokio_stream::wrappers::BroadcastStream<Live> {
-        let (_, closed) = broadcast::channel(1);
-        tokio_stream::wrappers::BroadcastStream::new(std::mem::replace(&mut self.live, closed))
+    /// Who was in the room when it was taken, and what comes live as a stream: once (`None`
+    /// after), so that a long-lived stream keeps neither. The subscription is still to be held as
+    /// long as the stream is read: dropping it leaves the room.
+    pub fn take(
+        &mut self,
+    ) -> Option<(
+        Arc<Vec<Member>>,
+        tokio_stream::wrappers::BroadcastStream<Live>,
+    )> {
+        Some((
+            self.online.take()?,
+            tokio_stream::wrappers::BroadcastStream::new(self.live.take()?),
+        ))
     }
 }
 

@@ -933,8 +933,8 @@ impl Registry {
         Ok(Subscription {
             conn_id: 0,
             head: following.head,
-            live: following.live,
-            online: following.online,
+            live: Some(following.live),
+            online: Some(following.online),
             leave: super::handle::Leave::Follower(following.guard, present),
         })
     }

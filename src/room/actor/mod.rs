@@ -666,8 +666,8 @@ impl Actor {
         let sub = Subscription {
             conn_id,
             head: self.log.head(),
-            live,
-            online: Arc::new(self.presence.online()),
+            live: Some(live),
+            online: Some(Arc::new(self.presence.online())),
             leave: super::handle::Leave::Actor(self.me.clone()),
         };
         // A caller that gave up drops the reply, and with it the subscription: it leaves at once.
