@@ -120,15 +120,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sign-in/{secret}", get(crate::auth::links::sign_in))
         .route("/new", post(create_workspace_form))
         .route("/w/{id}/send", post(send_form))
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || {
-                provide_context(ctx_state.clone());
-                page_csp();
-            },
-            move || shell(leptos_options.clone()),
-        )
+        .leptos_routes_with_context(&state, routes, page_context(ctx_state), move || {
+            shell(leptos_options.clone())
+        })
         .fallback_service(static_files(&state))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -201,15 +195,10 @@ fn static_files(state: &AppState) -> Router {
     use axum::handler::HandlerWithoutStateExt;
     let options = state.leptos_options().clone();
     let page = {
-        let state = state.clone();
         let options = options.clone();
-        leptos_axum::render_app_async_with_context(
-            move || {
-                provide_context(state.clone());
-                page_csp();
-            },
-            move || shell(options.clone()),
-        )
+        leptos_axum::render_app_async_with_context(page_context(state.clone()), move || {
+            shell(options.clone())
+        })
     };
     let not_found = move |req: Request<Body>| {
         let page = page.clone();
@@ -228,6 +217,14 @@ fn static_files(state: &AppState) -> Router {
             .call_fallback_on_method_not_allowed(true)
             .fallback(not_found.into_service()),
     )
+}
+
+/// What every page render has: the app's state, and its policy.
+fn page_context(state: AppState) -> impl Fn() + Clone + Send + Sync + 'static {
+    move || {
+        provide_context(state.clone());
+        page_csp();
+    }
 }
 
 /// The Content-Security-Policy of a page: scripts only with this render's nonce (Leptos puts it on
