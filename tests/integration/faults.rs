@@ -720,21 +720,17 @@ async fn connections_are_served_in_the_version_they_speak_however_their_bytes_ar
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let res = h2
-        .get(format!("{}/favicon.svg", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.version(), reqwest::Version::HTTP_2);
-    assert_eq!(res.status(), 200);
-    let res = app
-        .anon
-        .get(format!("{}/favicon.svg", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.version(), reqwest::Version::HTTP_11);
-    assert_eq!(res.status(), 200);
+    for (client, version) in [
+        (h2, reqwest::Version::HTTP_2),
+        (app.anon.clone(), reqwest::Version::HTTP_11),
+    ] {
+        let res = client
+            .get(format!("{}/favicon.svg", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((res.version(), res.status().as_u16()), (version, 200));
+    }
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
     conn.set_nodelay(true).unwrap();
     conn.write_all(b"P").await.unwrap();

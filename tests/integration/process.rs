@@ -267,35 +267,20 @@ fn host_pid(data_dir: &Path, ns_pid: i32) -> i32 {
         .expect("the process is in the sandbox")
 }
 
-/// What a kill test starts from: Huddle on a fresh database, with a `pi` workspace.
-pub(crate) struct WithPi {
-    pub(crate) pool: sqlx::PgPool,
-    pub(crate) url: String,
-    pub(crate) data: PathBuf,
-    pub(crate) port: u16,
-    pub(crate) huddle: Huddle,
-    pub(crate) ws: String,
-}
-
-impl WithPi {
-    /// Huddle on a fresh database, its data in a new directory named for `name`.
-    pub(crate) async fn start(name: &str) -> Self {
-        let (pool, url) = fresh_db().await;
-        let data = temp_dir(name);
-        let port = free_port();
-        let huddle = Huddle::start(&url, &data, port).await;
-        let (status, created) = huddle.post("create", json!({"agent": "pi"})).await;
-        assert_eq!(status, 200, "{created}");
-        let ws = created["workspaceId"].as_str().unwrap().to_string();
-        Self {
-            pool,
-            url,
-            data,
-            port,
-            huddle,
-            ws,
-        }
-    }
+/// What a kill test starts from: Huddle on a fresh database (its data in a new directory named
+/// for `name`) with a `pi` workspace: the pool, database URL, data directory, port, Huddle and
+/// the workspace's id.
+pub(crate) async fn with_pi_workspace(
+    name: &str,
+) -> (sqlx::PgPool, String, PathBuf, u16, Huddle, String) {
+    let (pool, url) = fresh_db().await;
+    let data = temp_dir(name);
+    let port = free_port();
+    let huddle = Huddle::start(&url, &data, port).await;
+    let (status, created) = huddle.post("create", json!({"agent": "pi"})).await;
+    assert_eq!(status, 200, "{created}");
+    let ws = created["workspaceId"].as_str().unwrap().to_string();
+    (pool, url, data, port, huddle, ws)
 }
 
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
@@ -322,14 +307,7 @@ struct Interrupted {
 }
 
 async fn kill_9_mid_turn(name: &str) -> Interrupted {
-    let WithPi {
-        pool: _pool,
-        url,
-        data,
-        port,
-        huddle: mut first,
-        ws,
-    } = WithPi::start(name).await;
+    let (_pool, url, data, port, mut first, ws) = with_pi_workspace(name).await;
     let mut sse = first.events(&ws, 0).await;
     let prompt = |text: &'static str| json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": text});
     let (status, _) = first.post("prompt", prompt("permission")).await;
@@ -619,14 +597,7 @@ async fn kill_9_during(
     text: &str,
     until: impl FnMut(&RoomEntry) -> bool,
 ) -> KilledTurn {
-    let WithPi {
-        pool,
-        url,
-        data,
-        port,
-        huddle: mut first,
-        ws,
-    } = WithPi::start(name).await;
+    let (pool, url, data, port, mut first, ws) = with_pi_workspace(name).await;
     let mut sse = first.events(&ws, 0).await;
     let body = json!({"workspaceId": ws, "userId": "ada", "displayName": "Ada", "text": text});
     let (_, sent) = first.post("prompt", body).await;
@@ -991,14 +962,7 @@ async fn fifty_kills_mid_stream_lose_and_double_nothing() {
             })
             .collect(),
     );
-    let WithPi {
-        pool,
-        url,
-        data,
-        port,
-        mut huddle,
-        ws,
-    } = WithPi::start("huddle-fifty-kills").await;
+    let (pool, url, data, port, mut huddle, ws) = with_pi_workspace("huddle-fifty-kills").await;
     let (mut kills, mut head, mut turns) = (0, 0, Vec::new());
     let started = Instant::now();
     while kills < KILLS {
@@ -1141,14 +1105,7 @@ async fn fifty_kills_mid_stream_lose_and_double_nothing() {
 #[tokio::test]
 async fn a_kill_before_the_turn_is_kept_leaves_the_prompt_to_run_once() {
     const CHUNKS: usize = 10;
-    let WithPi {
-        pool,
-        url,
-        data,
-        port,
-        mut huddle,
-        ws,
-    } = WithPi::start("huddle-kept-first").await;
+    let (pool, url, data, port, mut huddle, ws) = with_pi_workspace("huddle-kept-first").await;
     let session = huddle::room::first_session_id(&ws);
     // Every write of room state waits on this lock; reads and the session's own writes do not.
     let mut lock = pool.begin().await.unwrap();
