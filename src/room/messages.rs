@@ -18,10 +18,11 @@ pub(super) enum Then {
     Cancel {
         reply: Reply<()>,
     },
-    /// The room's state is kept: the task that waits on it goes on (a dropped sender also
-    /// lets it go on).
+    /// The room's state naming where the prompt goes is kept: the task that waits on it is told
+    /// whether the prompt may go (not when Stop was asked meanwhile).
     StateKept {
-        kept: tokio::sync::oneshot::Sender<()>,
+        prompt_seq: i64,
+        kept: tokio::sync::oneshot::Sender<bool>,
     },
 }
 
@@ -44,8 +45,9 @@ pub(super) enum Internal {
         prompt_seq: i64,
         connection: String,
         rpc_id: u64,
-        /// Told once the state naming the connection is kept: only then does the prompt go out.
-        kept: tokio::sync::oneshot::Sender<()>,
+        /// Told once the state naming the connection is kept whether the prompt may go out (only
+        /// then does it; never after a Stop).
+        kept: tokio::sync::oneshot::Sender<bool>,
     },
     /// Re-attaching to the connection of a turn that was running before a restart.
     Reattached {

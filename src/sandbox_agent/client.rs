@@ -725,7 +725,7 @@ impl Session {
     pub async fn prompt(&self, text: &str) -> Result<TurnEnd, AcpError> {
         self.prompt_reporting(
             vec![acp::PromptBlock::Text(text.to_string())],
-            |_, _| async {},
+            |_, _| async { true },
         )
         .await
     }
@@ -733,8 +733,9 @@ impl Session {
     /// Like [`Session::prompt`], telling `sent` on which connection (server id) and with which
     /// request id the prompt goes out, so that a restarted process can wait for its reply.
     /// `sent` is told where the prompt goes (the connection and the request id) before it goes,
-    /// and the prompt waits for what it returns.
-    pub async fn prompt_reporting<F: std::future::Future<Output = ()> + Send>(
+    /// and the prompt waits for its answer: `false` keeps it back (it was stopped meanwhile), and
+    /// the turn ends cancelled without the agent.
+    pub async fn prompt_reporting<F: std::future::Future<Output = bool> + Send>(
         &self,
         blocks: Vec<acp::PromptBlock>,
         mut sent: impl FnMut(&str, u64) -> F + Send,
@@ -747,7 +748,11 @@ impl Session {
                 .chain(blocks.iter().cloned())
                 .collect();
             let id = conn.next_request_id();
-            sent(conn.server_id(), id).await;
+            if !sent(conn.server_id(), id).await {
+                return Ok(TurnEnd {
+                    stop_reason: "cancelled".into(),
+                });
+            }
             let params = acp::prompt(&sid, texts);
             match conn
                 .request_as(id, acp::method_prompt(), params, None)

@@ -132,6 +132,106 @@ async fn five_users_prompting_at_once_keep_one_order_and_queued_prompts_run_in_i
     sa.stop().await;
 }
 
+/// A Stop pressed while the next prompt is on its way (it waits for the room's state naming its
+/// connection to be kept, and Postgres holds that write): the prompt never reaches the agent, the
+/// turn ends cancelled, and the room goes on. Before, both left together once the write was done,
+/// and the agent could take the Stop first (with no turn to stop) and then run the whole prompt.
+#[tokio::test]
+async fn a_stop_while_the_prompt_is_on_its_way_keeps_it_from_the_agent() {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "slow").await;
+    sse.until(|e| chunk(e).is_some_and(|t| t.starts_with("working 1")))
+        .await;
+    let next = app.prompt(&ws, "ada", "pace 10 40").await;
+    app.prompt(&ws, "ada", "hello").await;
+    // The queue is kept (its state written after the prompts are answered).
+    let thread = first_thread(&pool, &ws).await;
+    let kept_queue = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT jsonb_array_length(state -> 'queue') FROM room_state WHERE thread_id = $1",
+        )
+        .bind(&thread)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    while kept_queue().await != 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Writes of the room's state wait from here; the room log's do not.
+    let mut lock = pool.begin().await.unwrap();
+    for sql in [
+        "SET LOCAL idle_in_transaction_session_timeout = 0",
+        "LOCK TABLE room_state IN EXCLUSIVE MODE",
+    ] {
+        sqlx::query(sql).execute(&mut *lock).await.unwrap();
+    }
+    let queue = |info: serde_json::Value| info["queue"].as_array().unwrap().len();
+
+    // The first turn stops; the next starts, and its prompt waits for its state to be kept.
+    let (status, _) = app
+        .post("cancel", json!({"workspaceId": ws, "userId": "ada"}))
+        .await;
+    assert_eq!(status, 200);
+    while queue(app.post("info", json!({"workspaceId": ws})).await.1) != 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stop it, and the prompt behind it. Answered once recorded, so behind the held write: the
+    // queue the room knows (not written yet) shows the Stop reached it.
+    let stop = {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        let body =
+            json!({"workspaceId": ws, "userId": "bob", "displayName": "Bob", "clearQueue": true});
+        tokio::spawn(async move {
+            http.post(format!("{base}/api/workspace/cancel"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    while queue(app.post("info", json!({"workspaceId": ws})).await.1) != 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lock.commit().await.unwrap();
+    assert_eq!(stop.await.unwrap(), 200);
+    let rest = sse
+        .until(|e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == next))
+        .await;
+    let after_start = rest.iter().skip_while(
+        |e| !matches!(e.event, RoomEvent::TurnStarted { prompt_seq, .. } if prompt_seq == next),
+    );
+    let said: Vec<_> = after_start.filter_map(chunk).collect();
+    assert!(said.is_empty(), "the stopped prompt was answered: {said:?}");
+    assert!(
+        matches!(&rest.last().unwrap().event, RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "cancelled")
+    );
+    let prompts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sandbox_agent.events WHERE sender = 'client' AND payload_json ->> 'method' = 'session/prompt'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(prompts, 1, "only the first prompt went to the agent");
+    // The room goes on.
+    let last = app.prompt(&ws, "ada", "pace 3 40").await;
+    let rest = sse
+        .until(|e| matches!(e.event, RoomEvent::TurnEnded { prompt_seq, .. } if prompt_seq == last))
+        .await;
+    assert!(
+        matches!(&rest.last().unwrap().event, RoomEvent::TurnEnded { stop_reason: Some(r), .. } if r == "end_turn"),
+        "{:?}",
+        rest.last()
+    );
+    app.stop().await;
+    sa.stop().await;
+}
+
 #[tokio::test]
 async fn cancel_stops_the_turn_and_the_first_permission_answer_wins() {
     let (pool, _) = fresh_db().await;

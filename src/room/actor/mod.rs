@@ -386,7 +386,8 @@ impl Actor {
             Internal::WriteFailed { then } => match then {
                 Then::Prompt { reply, .. } => drop(reply.send(Err(RoomError::DatabaseDown))),
                 Then::Cancel { reply } => drop(reply.send(Err(RoomError::DatabaseDown))),
-                Then::StateKept { .. } => {}
+                // As before the state was kept first: the prompt goes out (unless stopped).
+                Then::StateKept { prompt_seq, kept } => self.let_prompt_go(prompt_seq, kept),
             },
             Internal::SessionReady(result) => self.session_ready(result),
             Internal::TurnDone { prompt_seq, result } => self.turn_done(prompt_seq, result),
@@ -426,7 +427,7 @@ impl Actor {
                 reply,
             } => self.prompt_recorded(first_seq, member, text, team_only, images, reply),
             Then::Cancel { reply } => self.cancel_recorded(reply),
-            Then::StateKept { kept } => drop(kept.send(())),
+            Then::StateKept { prompt_seq, kept } => self.let_prompt_go(prompt_seq, kept),
         }
     }
 
@@ -618,6 +619,7 @@ impl Actor {
             match then {
                 Then::Prompt { reply, .. } => drop(reply.send(Err(RoomError::DatabaseDown))),
                 Then::Cancel { reply } => drop(reply.send(Err(RoomError::DatabaseDown))),
+                // Never written this way (see `prompt_sent`); a dropped sender keeps it back.
                 Then::StateKept { .. } => {}
             }
             return;

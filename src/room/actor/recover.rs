@@ -185,7 +185,8 @@ impl Actor {
                 self.permissions.restore(state.open_permissions.clone());
                 self.turns.running = Some(Running {
                     prompt: prompt.clone(),
-                    sent: true,
+                    sending: super::turns::Sending::Out,
+                    stop_asked: false,
                     connection: Some(connection.clone()),
                     rpc_id: Some(rpc_id),
                 });

@@ -30,11 +30,23 @@ pub(super) enum SessionSlot {
 
 pub(super) struct Running {
     pub prompt: QueuedPrompt,
-    /// Sent to the agent; false while the session is still starting.
-    pub sent: bool,
+    pub sending: Sending,
+    /// Stop was asked: a prompt that has not gone out yet never does.
+    pub stop_asked: bool,
     /// The connection it went out on, and its request id there (known once it is sent).
     pub connection: Option<String>,
     pub rpc_id: Option<u64>,
+}
+
+/// Where the running turn's prompt is on its way to the agent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Sending {
+    /// The agent's session is still starting.
+    Waiting,
+    /// A task has it, and sends it once the state naming its connection is kept.
+    Held,
+    /// It went to the agent (or, after a restart, went before it).
+    Out,
 }
 
 #[derive(Default)]
@@ -144,7 +156,7 @@ impl Actor {
                     ),
                 );
                 if let Some(running) = &self.turns.running
-                    && !running.sent
+                    && running.sending == Sending::Waiting
                 {
                     let seq = running.prompt.seq;
                     self.turn_done(
@@ -263,7 +275,8 @@ impl Actor {
         };
         self.turns.running = Some(Running {
             prompt,
-            sent: false,
+            sending: Sending::Waiting,
+            stop_asked: false,
             connection: None,
             rpc_id: None,
         });
@@ -277,10 +290,15 @@ impl Actor {
         let SessionSlot::Ready(session) = &self.session else {
             return;
         };
-        let Some(running) = self.turns.running.as_mut().filter(|r| !r.sent) else {
+        let Some(running) = self
+            .turns
+            .running
+            .as_mut()
+            .filter(|r| r.sending == Sending::Waiting)
+        else {
             return;
         };
-        running.sent = true;
+        running.sending = Sending::Held;
         let session = session.clone();
         let prompt_seq = running.prompt.seq;
         // The agent hears who speaks, and what the team said meanwhile (as context).
@@ -333,16 +351,15 @@ impl Actor {
             // The prompt goes out only once the state naming its connection is kept: a restart
             // that finds the agent's reply persisted then also finds where to re-attach.
             let sent = |connection: &str, rpc_id: u64| {
-                let (kept, is_kept) = tokio::sync::oneshot::channel();
+                let (kept, may_go) = tokio::sync::oneshot::channel();
                 let _ = internal.send(Internal::PromptSent {
                     prompt_seq,
                     connection: connection.to_string(),
                     rpc_id,
                     kept,
                 });
-                async move {
-                    let _ = is_kept.await;
-                }
+                // A room that is gone has nobody to send it for.
+                async move { may_go.await.unwrap_or(false) }
             };
             let result = session.prompt_reporting(blocks, sent).await;
             let _ = internal.send(Internal::TurnDone { prompt_seq, result });
@@ -355,23 +372,45 @@ impl Actor {
         prompt_seq: i64,
         connection: String,
         rpc_id: u64,
-        kept: tokio::sync::oneshot::Sender<()>,
+        kept: tokio::sync::oneshot::Sender<bool>,
     ) {
-        if let Some(running) = self
+        let Some(running) = self
             .turns
             .running
             .as_mut()
-            .filter(|r| r.prompt.seq == prompt_seq)
-        {
-            running.connection = Some(connection);
-            running.rpc_id = Some(rpc_id);
-            self.log.send(super::Job {
-                events: Vec::new(),
-                state: Some(self.state()),
-                then: Some(Then::StateKept { kept }),
-                urgent: false,
-            });
+            .filter(|r| r.prompt.seq == prompt_seq && !r.stop_asked)
+        else {
+            // Stopped (or ended) before it went: it never does.
+            let _ = kept.send(false);
+            return;
+        };
+        running.connection = Some(connection);
+        running.rpc_id = Some(rpc_id);
+        self.log.send(super::Job {
+            events: Vec::new(),
+            state: Some(self.state()),
+            then: Some(Then::StateKept { prompt_seq, kept }),
+            urgent: false,
+        });
+    }
+
+    /// The state naming where the prompt goes is kept (or could not be): it goes, unless Stop
+    /// was asked meanwhile.
+    pub(super) fn let_prompt_go(
+        &mut self,
+        prompt_seq: i64,
+        kept: tokio::sync::oneshot::Sender<bool>,
+    ) {
+        let running = self
+            .turns
+            .running
+            .as_mut()
+            .filter(|r| r.prompt.seq == prompt_seq && !r.stop_asked);
+        let go = running.is_some();
+        if let Some(running) = running {
+            running.sending = Sending::Out;
         }
+        let _ = kept.send(go);
     }
 
     pub(super) fn turn_done(&mut self, prompt_seq: i64, result: Result<TurnEnd, AcpError>) {
@@ -543,6 +582,10 @@ impl Actor {
             let _ = reply.send(Err(RoomError::Conflict("No turn is running.".into())));
             return;
         }
+        // At once, not once recorded: a prompt still on its way must not go out after this.
+        if let Some(running) = self.turns.running.as_mut() {
+            running.stop_asked = true;
+        }
         if clear_queue && !self.turns.queue.is_empty() {
             let prompt_seqs = self.turns.queue.drain(..).map(|p| p.seq).collect();
             let cleared = RoomEvent::QueueCleared {
@@ -566,7 +609,9 @@ impl Actor {
             return;
         };
         match &self.session {
-            SessionSlot::Ready(session) if running.sent => {
+            // Held back: its task ends the turn, as cancelled, without the agent.
+            _ if running.sending == Sending::Held => drop(reply.send(Ok(()))),
+            SessionSlot::Ready(session) if running.sending == Sending::Out => {
                 let session = session.clone();
                 tokio::spawn(async move {
                     let result = match tokio::time::timeout(CANCEL_TIMEOUT, session.cancel()).await
