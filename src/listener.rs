@@ -73,12 +73,17 @@ pub async fn serve(
                 req
             },
         ));
-        let (builders, watcher) = (builders.clone(), graceful.watcher());
+        let (builders, watcher, shutdown) =
+            (builders.clone(), graceful.watcher(), shutdown.clone());
         tokio::spawn(async move {
             let mut first = [0u8; 24];
-            let n = match tokio::time::timeout(FIRST_BYTES_DEADLINE, tcp.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return,
+            // A connection that has said nothing yet goes at once at shutdown.
+            let n = tokio::select! {
+                peeked = tokio::time::timeout(FIRST_BYTES_DEADLINE, tcp.peek(&mut first)) => match peeked {
+                    Ok(Ok(n)) if n > 0 => n,
+                    _ => return,
+                },
+                () = shutdown.cancelled() => return,
             };
             let (first, io) = (&first[..n], TokioIo::new(Explained::new(tcp)));
             // Each kind in a task of its own size: an idle HTTP/1 stream does not carry the room

@@ -28,6 +28,38 @@ use crate::store::room_log;
 
 const PAGE: i64 = 500;
 
+/// How many pages of the log streams read at once, at most: half the pool. Ten thousand streams
+/// that fall behind together (a node short of CPU) would otherwise take every connection, and the
+/// rooms' own writes would wait behind them until people were told the room is unavailable.
+const CATCH_UP_SLOTS: usize = 8;
+
+/// The room log as streams read it to catch up: a page at a time, [`CATCH_UP_SLOTS`] at once.
+#[derive(Clone)]
+pub struct CatchUp {
+    pool: sqlx::PgPool,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl CatchUp {
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self {
+            pool,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(CATCH_UP_SLOTS)),
+        }
+    }
+
+    async fn page(
+        &self,
+        thread: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<RoomEntry>, crate::store::StoreError> {
+        // Never closed: an error cannot happen, and would only skip the wait.
+        let _slot = self.slots.acquire().await;
+        room_log::list(&self.pool, thread, after, upto, PAGE).await
+    }
+}
+
 #[derive(Deserialize)]
 pub struct EventsQuery {
     after: Option<i64>,
@@ -102,7 +134,7 @@ pub async fn room_events(
         Ok(sub) => sub,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let pool = state.registry().pool().clone();
+    let log = state.catch_up().clone();
     let ends = Ends {
         shutdown: state.shutdown().clone(),
         kicks,
@@ -111,7 +143,7 @@ pub async fn room_events(
         pulses,
     };
     // Polled by the connection itself: an idle client costs no task and no channel of its own.
-    Sse::new(feed(pool, key, after, sub, ends, guards))
+    Sse::new(feed(log, key, after, sub, ends, guards))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
@@ -156,14 +188,14 @@ fn online_event(online: &[Member]) -> Option<Event> {
 /// The entries after `from` up to `upto`, from Postgres, page by page; an error ends it (the
 /// client reconnects with Last-Event-ID and loses nothing).
 fn replay(
-    pool: &sqlx::PgPool,
+    log: &CatchUp,
     id: &str,
     mut from: i64,
     upto: i64,
 ) -> impl futures::Stream<Item = Result<RoomEntry, ()>> {
     async_stream::stream! {
         while from < upto {
-            let page = match room_log::list(pool, id, from, upto, PAGE).await {
+            let page = match log.page(id, from, upto).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(thread = %id, error = %e, "room replay failed; ending the stream");
@@ -185,7 +217,7 @@ fn replay(
 /// The stream of one client: what it missed, then the room live. Counted against its address
 /// and person (`guards`) while it lives.
 fn feed<G: Send + 'static>(
-    pool: sqlx::PgPool,
+    log: CatchUp,
     key: crate::room::RoomKey,
     mut after: i64,
     mut sub: Subscription,
@@ -208,7 +240,7 @@ fn feed<G: Send + 'static>(
         let id = key.thread.clone();
         let mut last = after;
         // Boxed: a query's state is big, and held only while catching up, not while idle.
-        for await entry in Box::pin(replay(&pool, &id, after, head)) {
+        for await entry in Box::pin(replay(&log, &id, after, head)) {
             let Ok(entry) = entry else { return };
             last = entry.seq;
             yield Ok(entry_event(&entry, ends.hidden_dir.as_deref()));
@@ -260,7 +292,7 @@ fn feed<G: Send + 'static>(
                     }
                     if entry.seq > last + 1 {
                         // Missed some (we lagged): fill in from Postgres, where they already are.
-                        for await missed in Box::pin(replay(&pool, &id, last, entry.seq - 1)) {
+                        for await missed in Box::pin(replay(&log, &id, last, entry.seq - 1)) {
                             let Ok(missed) = missed else { return };
                             yield Ok(entry_event(&missed, ends.hidden_dir.as_deref()));
                         }

@@ -47,6 +47,7 @@ struct Inner {
     thread_workspace: quick_cache::sync::Cache<String, String>,
     first_thread: quick_cache::sync::Cache<String, String>,
     needs_you: crate::needs_you::NeedsYou,
+    catch_up: crate::room_sse::CatchUp,
 }
 
 /// How many rooms' folded timelines are kept.
@@ -203,6 +204,7 @@ impl AppState {
     pub fn new(p: Parts) -> Self {
         let secure_cookies = p.auth.base_url().starts_with("https://");
         Self(Arc::new(Inner {
+            catch_up: crate::room_sse::CatchUp::new(p.pool.clone()),
             pool: p.pool,
             leptos_options: p.leptos_options,
             registry: p.registry,
@@ -232,6 +234,11 @@ impl AppState {
 
     pub fn pool(&self) -> &PgPool {
         &self.0.pool
+    }
+
+    /// The room log as streams read it to catch up.
+    pub fn catch_up(&self) -> &crate::room_sse::CatchUp {
+        &self.0.catch_up
     }
 
     pub fn registry(&self) -> &Registry {

@@ -704,10 +704,70 @@ async fn errors_quote_at_most_a_short_prefix_of_what_was_sent() {
     sa.stop().await;
 }
 
+/// Streams catching up from Postgres cannot take every connection of the pool: with their reads
+/// held (the room log locked), 30 streams that must read it wait for at most half the pool, and a
+/// request that needs the database still gets an answer. Before, the streams took all 16
+/// connections, everything else waited 1.5 s for one and was told the service is unavailable (ten
+/// thousand streams that fell behind at once did this to the rooms' own writes).
+#[tokio::test]
+async fn streams_catching_up_leave_the_pool_to_everything_else() {
+    const STREAMS: usize = 30;
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, LONG).await;
+    let ws = app.create("pi").await;
+    let mut sse = app.events(&ws, "ada", None).await;
+    app.prompt(&ws, "ada", "pace 3 100").await;
+    sse.until(is_turn_end).await;
+    let head = huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await)
+        .await
+        .unwrap();
+    let people: Vec<String> = (0..STREAMS).map(|i| format!("p{i}")).collect();
+    for person in &people {
+        app.token(&ws, person).await;
+    }
+    // Held: every read of the room log waits from here.
+    let mut lock = pool.begin().await.unwrap();
+    for sql in [
+        "SET LOCAL idle_in_transaction_session_timeout = 0",
+        "LOCK TABLE room_log IN ACCESS EXCLUSIVE MODE",
+    ] {
+        sqlx::query(sql).execute(&mut *lock).await.unwrap();
+    }
+    let mut streams = Vec::new();
+    for person in &people {
+        streams.push(app.events(&ws, person, None).await);
+    }
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT seq, created_at, kind, data FROM room_log%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    while waiting().await < 8 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = app.post("members", json!({"workspaceId": ws})).await;
+    assert_eq!(status, 200, "a request beside the streams: {body}");
+    assert_eq!(waiting().await, 8, "reads of streams catching up at once");
+    lock.commit().await.unwrap();
+    // Each stream then catches up to the head, with nothing lost.
+    for mut stream in streams {
+        let seen = stream.until(|e| e.seq >= head).await;
+        let seqs: Vec<i64> = seen.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    }
+    app.stop().await;
+    sa.stop().await;
+}
+
 /// Each connection is served in the version its first bytes say, however they arrive: HTTP/2
 /// from its first byte (as the balancer speaks to a node), HTTP/1.1 sent whole, and HTTP/1.1 whose
 /// first byte comes alone (it could still be the start of HTTP/2's preface: the server reads on).
-/// A connection that closes before it says anything leaves the server serving.
+/// A connection that closes before it says anything leaves the server serving; one that is still
+/// silent when Huddle stops is closed with the rest.
 #[tokio::test]
 async fn connections_are_served_in_the_version_they_speak_however_their_bytes_arrive() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -750,7 +810,12 @@ async fn connections_are_served_in_the_version_they_speak_however_their_bytes_ar
     let error: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert!(error["code"].is_string(), "{body}");
+    // One that has said nothing when Huddle stops is closed with the rest (not kept until it
+    // would have timed out, 30 s on).
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
     app.stop().await;
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut [0u8; 1])).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "still open: {read:?}");
     sa.stop().await;
 }
 
