@@ -449,9 +449,13 @@ async fn generate() {
     // Two more nodes: 1,000 clients on a node that does not own the room.
     let b = start_node(&db_url, free_port(), &hosts).await;
     let c = start_node(&db_url, free_port(), &hosts).await;
+    // From the room's head, as a page opens its stream (not the whole log, 1,000 times over:
+    // that would measure catching up, not delivery).
+    let thread = common::first_thread(&pool, &ws).await;
+    let head = huddle::store::room_log::head(&pool, &thread).await.unwrap();
     let remote = open_clients(
         &http,
-        &format!("{}/api/workspace/{ws}/events", b.base),
+        &format!("{}/api/workspace/{ws}/events?after={head}", b.base),
         1_000,
     )
     .await;

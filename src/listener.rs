@@ -65,8 +65,6 @@ pub async fn serve(
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             () = shutdown.cancelled() => break,
         };
-        // Streams are many small writes: each goes out at once.
-        let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(Peer(addr)));
