@@ -31,7 +31,7 @@ const PAGE: i64 = 500;
 /// How many pages of the log streams read at once, at most: half the pool. Ten thousand streams
 /// that fall behind together (a node short of CPU) would otherwise take every connection, and the
 /// rooms' own writes would wait behind them until people were told the room is unavailable.
-const CATCH_UP_SLOTS: usize = 8;
+const CATCH_UP_SLOTS: usize = crate::store::POOL_CONNECTIONS as usize / 2;
 
 /// The room log as streams read it to catch up: a page at a time, [`CATCH_UP_SLOTS`] at once.
 #[derive(Clone)]

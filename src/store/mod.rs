@@ -18,6 +18,9 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::model::WorkspaceSummary;
 
+/// Connections of the main pool.
+pub const POOL_CONNECTIONS: u32 = 16;
+
 /// How long a request waits for a database connection: with Postgres down, callers hear so fast.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -79,7 +82,7 @@ pub async fn connect(url: &str) -> Result<PgPool, StoreError> {
         IDLE_IN_TRANSACTION_MS,
     )]);
     let pool = PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(POOL_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
