@@ -447,6 +447,17 @@ fn test_log() {
     });
 }
 
+/// A room as most tests start: a fresh database, the mock agents' sandbox-agent, Huddle (rooms
+/// sleep after `idle`), a `pi` workspace, and ada's stream of it.
+pub async fn pi_room(idle: Duration) -> (PgPool, SandboxAgentProcess, TestApp, String, Sse) {
+    let (pool, _) = fresh_db().await;
+    let sa = start_sandbox_agent(None, None).await;
+    let app = spawn_app(&pool, &sa, idle).await;
+    let ws = app.create("pi").await;
+    let sse = app.events(&ws, "ada", None).await;
+    (pool, sa, app, ws, sse)
+}
+
 pub async fn spawn_app_on(
     pool: &PgPool,
     sandboxes: huddle::server::SandboxConfig,

@@ -12,11 +12,7 @@ use crate::common::agent_said as said;
 
 #[tokio::test]
 async fn the_agent_hears_who_speaks_and_team_only_talk_comes_as_context_with_the_next_prompt() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (_pool, sa, app, ws, mut sse) = pi_room(LONG).await;
 
     // A team-only message is in the room, and is not a prompt: no turn starts.
     let (status, body) = app
@@ -180,11 +176,7 @@ async fn answer(app: &TestApp, ws: &str, sse: &mut Sse, option: &str) -> serde_j
 
 #[tokio::test]
 async fn claude_and_codex_shaped_permissions_and_terminal_output_show_as_the_agents_mean_them() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (_pool, sa, app, ws, mut sse) = pi_room(LONG).await;
 
     // Claude: an integer request id, options by kind; "always" is answered like any other.
     app.prompt(&ws, "ada", "claude permission").await;
@@ -265,11 +257,7 @@ const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+
 
 #[tokio::test]
 async fn images_go_to_the_agent_as_image_blocks_and_are_served_to_members_only() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (_pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     let prompt = |images: serde_json::Value| json!({"workspaceId": ws, "userId": "ada", "text": "look at this", "images": images});
     let (status, body) = app
         .post(

@@ -14,11 +14,7 @@ use crate::common::entry_text as chunk;
 
 #[tokio::test]
 async fn binary_agent_output_is_kept_losslessly_and_the_room_goes_on() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     app.prompt(&ws, "ada", "binary").await;
     let live = sse.until(is_turn_end).await;
     assert!(
@@ -85,11 +81,7 @@ async fn binary_agent_output_is_kept_losslessly_and_the_room_goes_on() {
 
 #[tokio::test]
 async fn a_nul_in_a_prompt_is_shown_and_in_a_name_is_refused_with_a_reason() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     let text = "look: a\u{0}b";
     let seq = app.prompt(&ws, "ada", text).await;
     let got = sse.upto(seq).await;
@@ -187,11 +179,7 @@ async fn every_error_is_json_with_its_status() {
 #[tokio::test]
 async fn a_last_event_id_beyond_the_head_gets_a_reset_and_the_whole_log() {
     use futures::StreamExt;
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (_pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     app.prompt(&ws, "ada", "hello").await;
     let head = sse.until(is_turn_end).await.last().unwrap().seq;
 
@@ -712,11 +700,7 @@ async fn errors_quote_at_most_a_short_prefix_of_what_was_sent() {
 #[tokio::test]
 async fn streams_catching_up_leave_the_pool_to_everything_else() {
     const STREAMS: usize = 30;
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     app.prompt(&ws, "ada", "pace 3 100").await;
     sse.until(is_turn_end).await;
     let head = huddle::store::room_log::head(&pool, &first_thread(&pool, &ws).await)
@@ -825,11 +809,7 @@ async fn connections_are_served_in_the_version_they_speak_however_their_bytes_ar
 #[tokio::test]
 async fn an_event_persisted_but_not_logged_when_huddle_stopped_is_logged_once_at_wake() {
     use huddle::sandbox_agent::{PostgresPersist, SessionEvent, SessionPersistDriver};
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     app.prompt(&ws, "ada", "stream 3").await;
     sse.until(is_turn_end).await;
     drop(sse);

@@ -138,11 +138,7 @@ async fn five_users_prompting_at_once_keep_one_order_and_queued_prompts_run_in_i
 /// and the agent could take the Stop first (with no turn to stop) and then run the whole prompt.
 #[tokio::test]
 async fn a_stop_while_the_prompt_is_on_its_way_keeps_it_from_the_agent() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     app.prompt(&ws, "ada", "slow").await;
     sse.until(|e| chunk(e).is_some_and(|t| t.starts_with("working 1")))
         .await;
@@ -234,11 +230,7 @@ async fn a_stop_while_the_prompt_is_on_its_way_keeps_it_from_the_agent() {
 
 #[tokio::test]
 async fn cancel_stops_the_turn_and_the_first_permission_answer_wins() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (_pool, sa, app, ws, mut sse) = pi_room(LONG).await;
 
     let (status, body) = app
         .post("cancel", json!({"workspaceId": ws, "userId": "ada"}))
@@ -431,11 +423,7 @@ async fn actors_sleep_and_wake_and_a_crash_stays_in_its_actor() {
 
 #[tokio::test]
 async fn restarting_the_app_keeps_the_history_and_the_session() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     app.prompt(&ws, "ada", "the password is swordfish").await;
     let before = sse.until(is_turn_end).await;
     let (_, info) = app.post("info", json!({"workspaceId": ws})).await;
@@ -465,11 +453,7 @@ async fn restarting_the_app_keeps_the_history_and_the_session() {
 
 #[tokio::test]
 async fn history_pages_follow_the_log_as_it_grows() {
-    let (pool, _) = fresh_db().await;
-    let sa = start_sandbox_agent(None, None).await;
-    let app = spawn_app(&pool, &sa, LONG).await;
-    let ws = app.create("pi").await;
-    let mut sse = app.events(&ws, "ada", None).await;
+    let (_pool, sa, app, ws, mut sse) = pi_room(LONG).await;
     // What a fresh fold of the whole log pages out, by row key, against what the server (which
     // keeps a room's fold and applies only what was logged since) pages out.
     let compare = || async {
